@@ -1,0 +1,1 @@
+"""Calibration of the instrument: target images, bundle adjustment, self-calibration."""

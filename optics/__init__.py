@@ -1,0 +1,1 @@
+"""Differentiable geometric optics of single-camera multi-view imagers (PyTorch)."""

@@ -1,0 +1,283 @@
+r"""Tracing sensor pixels back through lens, windows and mirrors into the reconstruction box.
+
+For a batch of pixels × samples (sub-pixel position and aperture point), every light path is
+traced: the direct path (0) and one path per mirror (k ≥ 1, at most one reflection). A backward
+ray leaves the lens, crosses the windows, and travels until it meets a mirror; the part before
+the mirror is the direct segment, and if it met the reflective face of mirror k the reflected
+part, up to the next mirror it meets, is the segment of path k. A pixel thus sees light from
+several paths, and each segment gets its own weight.
+
+Weights make the renderer's sum give expected photoelectrons:
+
+.. math::
+
+    e_\\text{pixel} = \\sum_{s, p} w_{s,p} \\int_{t_\\text{near}}^{t_\\text{far}}
+                      ε(o_{s,p} + t\\, d_{s,p})\\, dt,
+    \\qquad w = \\frac{QE · A_\\text{pix} · G}{S} · R_k · T_\\text{windows},
+
+with ε the emission density (photons mm⁻³ sr⁻¹), ``G`` the étendue per unit sensor area of the
+sample (:func:`optics.lens.camera_rays`), ``S`` the number of samples per pixel, ``R_k`` the
+mirror reflectivity and ``T`` the Fresnel transmission of the windows (REFERENCE §2).
+
+Differentiable with respect to every optical parameter, except through the discrete choices
+(which mirror a ray meets first, whether it is inside an aperture).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from optics.camera import Camera
+from optics.errors import ShapeError
+from optics.mirror import intersect_mirror, reflect_directions, reflect_points
+from optics.rays import intersect_box
+from optics.system import System
+from optics.window import trace_window
+
+__all__ = [
+    "TracedRays",
+    "blur_diameter_mm",
+    "project_points",
+    "sample_pixel_samples",
+    "trace_object_rays",
+    "trace_pixels",
+    "virtual_points",
+]
+
+
+@dataclass(frozen=True)
+class TracedRays:
+    """Ray segments in object space, one per pixel sample and path.
+
+    Attributes:
+        origins: (..., P, 3) segment origins, world frame, mm.
+        directions: (..., P, 3) unit directions.
+        weights: (..., P) photoelectrons per unit line integral of emission (0 where invalid).
+        t_near: (..., P) entry into the reconstruction box along the segment, mm.
+        t_far: (..., P) exit from the box (or the end of the segment), mm.
+        valid: (..., P) the segment carries light and crosses the box.
+        paths: (P,) path index of each slot: 0 direct, k mirror k − 1.
+    """
+
+    origins: torch.Tensor
+    directions: torch.Tensor
+    weights: torch.Tensor
+    t_near: torch.Tensor
+    t_far: torch.Tensor
+    valid: torch.Tensor
+    paths: torch.Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        """Batch shape ``(..., P)``."""
+        return self.weights.shape
+
+
+def sample_pixel_samples(
+    n_pixels: int,
+    n_samples: int,
+    *,
+    generator: torch.Generator | None = None,
+    jitter: bool = True,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-pixel offsets and aperture points for each pixel sample.
+
+    The aperture is sampled uniformly over the disk (``r = √U``, ``θ = 2πV``) with ``U``
+    stratified over the samples of a pixel; sub-pixel offsets are uniform over the pixel.
+
+    Args:
+        n_pixels: number of pixels N.
+        n_samples: samples per pixel S.
+        generator: random generator (explicit seeds make results reproducible).
+        jitter: if False, every sample sits at the pixel centre (aperture points still vary).
+        dtype: floating dtype.
+        device: torch device.
+
+    Returns:
+        subpixel: (N, S, 2) offsets in pixels, in [−½, ½).
+        aperture: (N, S, 2) points of the unit disk.
+    """
+    shape = (n_pixels, n_samples)
+    rand = lambda *s: torch.rand(*s, generator=generator, dtype=dtype, device=device)  # noqa: E731
+    if jitter:
+        subpixel = rand(*shape, 2) - 0.5
+    else:
+        subpixel = torch.zeros(*shape, 2, dtype=dtype, device=device)
+    strata = torch.arange(n_samples, dtype=dtype, device=device)
+    u = (strata + rand(*shape)) / n_samples
+    theta = 2.0 * math.pi * rand(*shape)
+    r = torch.sqrt(u)
+    aperture = torch.stack([r * torch.cos(theta), r * torch.sin(theta)], dim=-1)
+    return subpixel, aperture
+
+
+def _mirror_hits(system: System, origins, directions, skip: int | None = None):
+    """(..., M) hit parameters, hit masks and front-face masks against every mirror."""
+    ts, hits, fronts = [], [], []
+    for k, mirror in enumerate(system.mirrors):
+        t, hit, front = intersect_mirror(mirror, origins, directions)
+        if skip is not None and k == skip:
+            hit = torch.zeros_like(hit)
+            front = hit
+        ts.append(t)
+        hits.append(hit)
+        fronts.append(front)
+    return torch.stack(ts, -1), torch.stack(hits, -1), torch.stack(fronts, -1)
+
+
+def _first(ts: torch.Tensor, hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nearest hit: (t, index, any) over the last axis; t = +inf where nothing is hit."""
+    inf = torch.full_like(ts, math.inf)
+    t_first, k_first = torch.where(hits, ts, inf).min(dim=-1)
+    return t_first, k_first, hits.any(dim=-1)
+
+
+def trace_object_rays(
+    system: System, origins: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor
+) -> TracedRays:
+    """Trace rays leaving the lens (world frame) through windows and mirrors into the box.
+
+    Args:
+        system: the instrument.
+        origins: (..., 3) points on the lens, world frame, mm.
+        directions: (..., 3) unit directions into object space.
+        weights: (...) weight of each ray before windows and mirrors.
+
+    Returns:
+        Segments of shape (..., P) with P = 1 + number of mirrors.
+    """
+    for window in system.windows:
+        origins, directions, trans, unblocked = trace_window(window, origins, directions)
+        weights = weights * trans * unblocked
+    box = system.volume
+    seg_o, seg_d, seg_w, seg_near, seg_far, seg_valid = [], [], [], [], [], []
+
+    def add_segment(o, d, w, t_end, ok):
+        t_near, t_far, hit_box = intersect_box(o, d, box.min_mm, box.max_mm)
+        t_far = torch.minimum(t_far, t_end)
+        ok = ok & hit_box & (t_far > t_near) & (w > 0)
+        zero = torch.zeros_like(t_near)
+        seg_o.append(o)
+        seg_d.append(d)
+        seg_w.append(torch.where(ok, w, zero))
+        seg_near.append(torch.where(ok, t_near, zero))
+        seg_far.append(torch.where(ok, t_far, zero))
+        seg_valid.append(ok)
+
+    if system.mirrors:
+        ts, hits, fronts = _mirror_hits(system, origins, directions)
+        t_first, k_first, _ = _first(ts, hits)
+    else:
+        t_first = torch.full_like(weights, math.inf)
+    add_segment(origins, directions, weights, t_first, torch.ones_like(weights, dtype=torch.bool))
+    for k, mirror in enumerate(system.mirrors):
+        first_is_k = hits[..., k] & (k_first == k) & fronts[..., k]
+        t_k = ts[..., k]
+        o_k = origins + t_k.unsqueeze(-1) * directions
+        d_k = reflect_directions(directions, mirror.normal)
+        ts2, hits2, _ = _mirror_hits(system, o_k, d_k, skip=k)
+        t_end, _, _ = _first(ts2, hits2)
+        add_segment(o_k, d_k, weights * mirror.reflectivity, t_end, first_is_k)
+    return TracedRays(
+        origins=torch.stack(seg_o, -2),
+        directions=torch.stack(seg_d, -2),
+        weights=torch.stack(seg_w, -1),
+        t_near=torch.stack(seg_near, -1),
+        t_far=torch.stack(seg_far, -1),
+        valid=torch.stack(seg_valid, -1),
+        paths=torch.arange(system.n_paths, device=origins.device),
+    )
+
+
+def trace_pixels(
+    system: System,
+    pixels_uv: torch.Tensor,
+    *,
+    camera: int = 0,
+    subpixel: torch.Tensor | None = None,
+    aperture: torch.Tensor | None = None,
+) -> TracedRays:
+    """Trace pixels of one camera into object-space ray segments with photometric weights.
+
+    Args:
+        system: the instrument.
+        pixels_uv: (N, 2) full-sensor pixel positions (u = column, v = row), px.
+        camera: index of the camera in the system.
+        subpixel: (N, S, 2) sub-pixel offsets in px (default: one sample at the centre).
+        aperture: (N, S, 2) unit-disk aperture points (default: the aperture centre).
+
+    Returns:
+        Segments of shape (N, S, P); their weights include the 1/S sample average, so summing
+        ``weight × line integral`` over (S, P) gives the expected photoelectrons of each pixel.
+    """
+    if pixels_uv.ndim != 2 or pixels_uv.shape[-1] != 2:
+        raise ShapeError(f"trace_pixels: pixels_uv must have shape (N, 2), got {tuple(pixels_uv.shape)}")
+    cam: Camera = system.cameras[camera]
+    dtype, device = pixels_uv.dtype, pixels_uv.device
+    n = pixels_uv.shape[0]
+    if subpixel is None:
+        subpixel = torch.zeros(n, 1, 2, dtype=dtype, device=device)
+    if aperture is None:
+        aperture = torch.zeros_like(subpixel)
+    if subpixel.shape != aperture.shape or subpixel.shape[0] != n:
+        raise ShapeError("trace_pixels: subpixel and aperture must both have shape (N, S, 2), got "
+                         f"{tuple(subpixel.shape)} and {tuple(aperture.shape)}")
+    n_samples = subpixel.shape[1]
+    sensor_xy = cam.sensor.to_sensor_mm(pixels_uv.unsqueeze(1) + subpixel)  # (N, S, 2)
+    from optics.lens import camera_rays
+
+    o_cam, d_cam, etendue = camera_rays(cam.lens, sensor_xy, aperture)
+    origins = cam.pose.to_world(o_cam)
+    directions = cam.pose.directions_to_world(d_cam)
+    weights = etendue * (cam.sensor.quantum_efficiency * cam.sensor.pixel_area_mm2 / n_samples)
+    return trace_object_rays(system, origins, directions, weights)
+
+
+def virtual_points(system: System, points: torch.Tensor, path: int) -> torch.Tensor:
+    """Where ``points`` (..., 3) appear to the camera along a path (their mirror image), mm."""
+    if path == 0:
+        return points
+    mirror = system.mirrors[path - 1]
+    return reflect_points(points, mirror.center_mm, mirror.normal)
+
+
+def project_points(camera: Camera, points_world: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chief-ray projection of world points onto the sensor (windows ignored).
+
+    Args:
+        camera: the camera.
+        points_world: (..., 3) points, mm.
+
+    Returns:
+        pixels_uv: (..., 2) sensor positions, px (with lens distortion applied).
+        depth_mm: (...) distance along the optical axis from the lens, mm.
+    """
+    from optics.lens import distort
+
+    p = camera.pose.to_camera(points_world)
+    depth = p[..., 2]
+    lens = camera.lens
+    if lens.model == "telecentric":
+        xy = p[..., :2] * lens.telecentric_magnification
+    else:
+        safe = torch.where(depth.abs() > 1e-9, depth, torch.ones_like(depth))
+        normalized = p[..., :2] / safe.unsqueeze(-1)
+        if lens.distortion is not None:
+            normalized = distort(normalized, lens.distortion)
+        xy = normalized * lens.image_distance_mm
+    return camera.sensor.to_pixels(xy), depth
+
+
+def blur_diameter_mm(camera: Camera, depth_mm: torch.Tensor) -> torch.Tensor:
+    """Defocus blur diameter on the sensor, ``c = D·m·|z − s_o|/z`` (mm), of points at depth z."""
+    lens = camera.lens
+    if lens.model != "thin":
+        return torch.zeros_like(depth_mm)
+    aperture = 2.0 * lens.aperture_radius_mm
+    so = lens.focus_distance_mm
+    return aperture * lens.magnification * (depth_mm - so).abs() / depth_mm

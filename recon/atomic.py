@@ -1,0 +1,5 @@
+"""Atomic file output (implemented in :mod:`optics.atomic`)."""
+
+from optics.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]

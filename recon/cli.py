@@ -1,0 +1,189 @@
+"""The `recon` command line: parse options, build configs, call the packages, print results.
+
+No logic lives here. User errors (:class:`recon.errors.ReconError`) print one line and exit with
+status 2; ``recon --debug …`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recon.errors import ReconError
+
+app = typer.Typer(
+    name="recon",
+    help="Reconstruct 3D densities from single-shot multi-view (mirror-dome) images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+system_app = typer.Typer(help="Inspect and design instrument (system) files.", no_args_is_help=True)
+app.add_typer(system_app, name="system")
+
+_STATE = {"debug": False}
+
+
+def _user_errors(fn):
+    """Turn ReconError into one line on stderr and exit status 2 (traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ReconError as err:
+            if _STATE["debug"]:
+                raise
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+) -> None:
+    _STATE["debug"] = debug
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+@system_app.command("show")
+@_user_errors
+def system_show(
+    system_file: Annotated[Path, typer.Argument(help="System file (TOML).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write the layout drawing (PNG).")] = None,
+    camera: Annotated[int, typer.Option(help="Camera index.")] = 0,
+) -> None:
+    """Print each view's direction, sensor region and light collection; draw the layout."""
+    from rich.table import Table
+
+    from optics.system import load_system
+    from recon.system_report import draw_layout, summarize_views
+
+    system = load_system(system_file)
+    if not 0 <= camera < len(system.cameras):
+        raise ReconError(f"system show: camera {camera} does not exist in {system_file} "
+                         f"(it has {len(system.cameras)}); pass --camera 0..{len(system.cameras) - 1}")
+    rows = summarize_views(system, camera)
+    table = Table(title=f"{system.name}: {len(rows)} views of camera {camera}")
+    for col in ("view", "polar °", "azimuth °", "sensor region (x0, y0, w, h)", "magnification",
+                "defocus mm", "blur px", "DoF mm", "collected %", "chief ray in box"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        g = r.region
+        table.add_row(g.name, f"{g.polar_deg:.1f}", f"{g.azimuth_deg:.1f}", str(g.roi),
+                      f"{g.magnification:.4f}", f"{g.defocus_mm:+.2f}", f"{g.blur_px:.0f}",
+                      f"{r.depth_of_field_mm:.3f}", f"{100 * r.collected_fraction:.4f}",
+                      "yes" if r.chief_ray_hits_box else "NO")
+    total = sum(r.collected_fraction for r in rows)
+    pixels = sum(r.region.roi[2] * r.region.roi[3] for r in rows)
+    overlaps = _overlaps([r.region for r in rows])
+    console = _console()
+    console.print(table)
+    console.print(f"total collected: {100 * total:.4f} % of 4π; view pixels: {pixels}; "
+                  f"overlapping regions: {', '.join(overlaps) if overlaps else 'none'}")
+    if out is not None:
+        draw_layout(system, rows, out, camera)
+        console.print(f"layout drawn to {out}")
+
+
+def _overlaps(regions) -> list[str]:
+    found = []
+    for i, a in enumerate(regions):
+        for b in regions[i + 1:]:
+            ax, ay, aw, ah = a.roi
+            bx, by, bw, bh = b.roi
+            if ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah:
+                found.append(f"{a.name}/{b.name}")
+    return found
+
+
+@system_app.command("design")
+@_user_errors
+def system_design(
+    out: Annotated[Path, typer.Option("--out", help="System file to write.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Regenerate the default mirror-dome instrument (data/systems/magis_dome.toml)."""
+    from optics.design import design_dome
+    from optics.system import save_system
+
+    if out.exists() and not overwrite:
+        raise ReconError(f"system design: {out} exists; pass --overwrite to replace it")
+    header = (
+        "MAGIS-100 single-shot multi-view imager: default instrument of recon.\n"
+        "Lens and sensor: REFERENCE.md §1 (magis-slac NeuS config / gradoptics defaults).\n"
+        "The mirror layout is OUR OWN DESIGN (the real one is not public): mirrors on an\n"
+        "ellipsoid with foci at the cloud and the lens so every mirror view is in focus;\n"
+        "see optics/design.py. Generated by: recon system design --out " + str(out)
+    )
+    save_system(design_dome(), out, header=header)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+@_user_errors
+def doctor() -> None:
+    """Report versions, devices and which field backends are available (and why not)."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    console = _console()
+    console.print(f"recon {__import__('recon').__version__}, Python {platform.python_version()} "
+                  f"on {platform.platform()}")
+    for pkg in ("torch", "numpy", "scipy", "tifffile", "typer", "rich", "matplotlib", "pyvista",
+                "vtk", "tinycudann"):
+        try:
+            version = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        console.print(f"  {pkg:<11} {version}")
+    console.print(f"CPU threads: {torch.get_num_threads()}")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            console.print(f"CUDA device {i}: {torch.cuda.get_device_name(i)}")
+    else:
+        console.print("CUDA: not available (torch CUDA build: "
+                      f"{'yes' if torch.version.cuda else 'no'})")
+    try:
+        from recon.encoding import tcnn_status
+    except ImportError:  # encoding module not present in this build
+        console.print("hash-grid backends: torch")
+        return
+    ok, reason = tcnn_status()
+    console.print("hash-grid backends: torch (always)" + (", tcnn" if ok else ""))
+    console.print(f"tiny-cuda-nn: {'available' if ok else 'unavailable — ' + reason}")
+
+
+@app.command()
+@_user_errors
+def fit(
+    views: Annotated[Path, typer.Option("--views", help="Run directory (run.toml + TIFF frames).")],
+) -> None:
+    """Fit a density field to a run (not yet available in this build)."""
+    raise ReconError(f"fit: not yet available in this build (asked for {views}); "
+                     "`recon system show` and `recon doctor` work")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""The project's typed errors (defined in :mod:`optics.errors`, which depends on nothing)."""
+
+from optics.errors import (
+    BackendUnavailableError,
+    CalibrationError,
+    ConfigError,
+    DataError,
+    FitError,
+    MeshError,
+    ReconError,
+    ShapeError,
+)
+
+__all__ = [
+    "BackendUnavailableError",
+    "CalibrationError",
+    "ConfigError",
+    "DataError",
+    "FitError",
+    "MeshError",
+    "ReconError",
+    "ShapeError",
+]

@@ -1,0 +1,55 @@
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from recon.cli import app
+
+runner = CliRunner()
+
+
+def test_system_show_prints_table_and_draws(tmp_path):
+    out = tmp_path / "layout.png"
+    res = runner.invoke(app, ["system", "show", "data/systems/magis_dome.toml", "--out", str(out)],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "r2m08" in res.output and "overlapping regions: none" in res.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_system_show_bad_file_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('schema = "recon.system/1"\nname = "x"\n')
+    res = runner.invoke(app, ["system", "show", str(bad)])
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "volume" in lines[0] and lines[0].startswith("error:")
+
+
+def test_system_design_refuses_overwrite_and_reproduces_default(tmp_path):
+    out = tmp_path / "dome.toml"
+    assert runner.invoke(app, ["system", "design", "--out", str(out)]).exit_code == 0
+    res = runner.invoke(app, ["system", "design", "--out", str(out)])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    body = lambda p: [ln for ln in open(p).read().splitlines() if not ln.startswith("#")]  # noqa: E731
+    assert body(out) == body("data/systems/magis_dome.toml")
+
+
+def test_doctor_reports_backends():
+    res = runner.invoke(app, ["doctor"])
+    assert res.exit_code == 0, res.output
+    assert "torch" in res.output and "CUDA" in res.output
+
+
+def test_import_hygiene():
+    code = ("import sys, recon, recon.cli, optics.trace; "
+            "print('tinycudann' in sys.modules, 'pyvista' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = open("README.md").read()
+    block = readme.split("<!-- test-command -->")[1].split("<!-- /test-command -->")[0]
+    assert "pytest" in block
+    assert "test-command" in open(".ci/run").read()
