@@ -9,7 +9,9 @@ point ``(s_x, s_y)·s_o/s_i`` on the plane of focus, as in OpenCV's ``u = f·x/z
 Thin lens (REFERENCE §3): ``1/f = 1/s_o + 1/s_i``, ``m = s_i/s_o``, aperture radius
 ``R = f/(2N)``. A ray from sensor point ``p`` through aperture point ``a`` leaves toward the
 conjugate point of ``p`` on the plane of focus. Its étendue per unit sensor area is
-``A_ap cos⁴θ / s_i²`` (θ the angle of ``a − p`` to the axis), which gives cos⁴ vignetting.
+``A_ap cos⁴θ / s_i²`` with θ the angle of the *object-space* ray to the axis (derived on the
+object side, where the photons are counted; it gives the cos⁴ field vignetting and reduces to
+the solid angle of the aperture for a point source).
 """
 
 from __future__ import annotations
@@ -180,10 +182,11 @@ def camera_rays(
         origins = torch.stack([aperture_uv[..., 0] * radius, aperture_uv[..., 1] * radius, zeros],
                               dim=-1)
     directions = normalize(target - origins)
-    # Image-side geometry: the physical sensor point is (-x, -y, -s_i) (inverted image).
-    dx = origins[..., 0] + xy[..., 0]
-    dy = origins[..., 1] + xy[..., 1]
-    cos2 = s_i**2 / (dx * dx + dy * dy + s_i**2)
+    # Étendue of the (sensor area, aperture area) pair measured on the object side: for a
+    # fixed aperture point the sensor element maps to dA_s/m² on the plane of focus, which
+    # subtends cos³θ dA_s/(m² s_o²) at the aperture, times cosθ for the aperture's own tilt.
+    # θ is the object-side angle of the ray; m s_o = s_i.
+    cos_obj = directions[..., 2]
     area = math.pi * radius**2
-    etendue = area * cos2 * cos2 / s_i**2
+    etendue = area * cos_obj**4 / s_i**2
     return origins, directions, etendue

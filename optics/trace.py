@@ -158,15 +158,19 @@ def trace_object_rays(
     seg_o, seg_d, seg_w, seg_near, seg_far, seg_valid = [], [], [], [], [], []
 
     def add_segment(o, d, w, t_end, ok):
-        t_near, t_far, hit_box = intersect_box(o, d, box.min_mm, box.max_mm)
-        t_far = torch.minimum(t_far, t_end)
-        ok = ok & hit_box & (t_far > t_near) & (w > 0)
-        zero = torch.zeros_like(t_near)
+        # Only candidate segments are intersected with the box (most path slots are empty).
+        ok = ok & (w > 0)
+        sel = ok.nonzero(as_tuple=True)
+        zero = torch.zeros_like(w)
+        t_near_s, t_far_s, hit_s = intersect_box(o[sel], d[sel], box.min_mm, box.max_mm)
+        t_far_s = torch.minimum(t_far_s, t_end[sel])
+        hit_s = hit_s & (t_far_s > t_near_s)
+        ok = ok.index_put(sel, hit_s)
         seg_o.append(o)
         seg_d.append(d)
         seg_w.append(torch.where(ok, w, zero))
-        seg_near.append(torch.where(ok, t_near, zero))
-        seg_far.append(torch.where(ok, t_far, zero))
+        seg_near.append(zero.index_put(sel, torch.where(hit_s, t_near_s, 0.0)))
+        seg_far.append(zero.index_put(sel, torch.where(hit_s, t_far_s, 0.0)))
         seg_valid.append(ok)
 
     if system.mirrors:
@@ -177,11 +181,15 @@ def trace_object_rays(
     add_segment(origins, directions, weights, t_first, torch.ones_like(weights, dtype=torch.bool))
     for k, mirror in enumerate(system.mirrors):
         first_is_k = hits[..., k] & (k_first == k) & fronts[..., k]
-        t_k = ts[..., k]
-        o_k = origins + t_k.unsqueeze(-1) * directions
+        o_k = origins + ts[..., k].unsqueeze(-1) * directions
         d_k = reflect_directions(directions, mirror.normal)
-        ts2, hits2, _ = _mirror_hits(system, o_k, d_k, skip=k)
-        t_end, _, _ = _first(ts2, hits2)
+        # The next mirror along the reflected ray ends the segment; only the rays that reflect
+        # off mirror k are tested (the others are invalid for this path anyway).
+        t_end = torch.full_like(weights, math.inf)
+        sel = first_is_k.nonzero(as_tuple=True)
+        if sel[0].numel():
+            ts2, hits2, _ = _mirror_hits(system, o_k[sel], d_k[sel], skip=k)
+            t_end = t_end.index_put(sel, _first(ts2, hits2)[0])
         add_segment(o_k, d_k, weights * mirror.reflectivity, t_end, first_is_k)
     return TracedRays(
         origins=torch.stack(seg_o, -2),

@@ -8,11 +8,11 @@ SENSOR = {"width_px": 2001, "height_px": 1501, "pixel_pitch_um": 3.76, "quantum_
           "gain_e_per_adu": 1.0, "read_noise_e": 2.0, "offset_adu": 100.0, "bit_depth": 16}
 
 
-def system_dict(lens=None, mirrors=None, windows=None):
+def system_dict(lens=None, mirrors=None, windows=None, half_z=1.2):
     d = {
         "schema": "recon.system/1",
         "name": "test",
-        "volume": {"min_mm": [-1.2, -1.2, -1.2], "max_mm": [1.2, 1.2, 1.2]},
+        "volume": {"min_mm": [-1.2, -1.2, -half_z], "max_mm": [1.2, 1.2, half_z]},
         "cameras": [{
             "name": "cam",
             "sensor": dict(SENSOR),

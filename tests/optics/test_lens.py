@@ -110,6 +110,6 @@ def test_cos4_vignetting_in_weights():
     xy = cam.sensor.to_sensor_mm(uv)
     _, _, g = camera_rays(cam.lens, xy, torch.zeros_like(xy))
     s_i = cam.lens.image_distance_mm
-    cos_theta = s_i / torch.sqrt(s_i**2 + (xy**2).sum(-1))
+    cos_theta = s_i / torch.sqrt(s_i**2 + (xy**2).sum(-1))  # field angle of the chief ray
     assert torch.allclose(g[1] / g[0], cos_theta[1] ** 4, rtol=1e-12)
     assert tr.weights.shape == (2, 1, 1)
