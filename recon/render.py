@@ -1,11 +1,11 @@
-"""The forward model: expected photoelectrons per pixel from a density and traced rays.
+r"""The forward model: expected photoelectrons per pixel from a density and traced rays.
 
 Emission (optically thin atom cloud, the default), REFERENCE §2:
 
 .. math::
 
-    e_\\text{pixel} = \\sum_\\text{segments} w \\int_{t_\\text{near}}^{t_\\text{far}}
-        \\frac{Y}{4π} ρ(o + t d)\\, dt
+    e_\text{pixel} = \sum_\text{segments} w \int_{t_\text{near}}^{t_\text{far}}
+        \frac{Y}{4π} ρ(o + t d)\, dt
 
 with ρ the density (atoms/mm³), Y the photons scattered per atom, and ``w`` the segment weight
 from :func:`optics.trace.trace_pixels` (QE × pixel area × étendue × reflectivity ×

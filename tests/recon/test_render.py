@@ -17,7 +17,9 @@ def gaussian(sigma, atoms=1.0, sigma_z=None):
 
     def density(p):
         norm = atoms / ((2 * math.pi) ** 1.5 * sigma * sigma * sz)
-        return norm * torch.exp(-(p[..., 0] ** 2 + p[..., 1] ** 2) / (2 * sigma**2) - p[..., 2] ** 2 / (2 * sz**2))
+        return norm * torch.exp(
+            -(p[..., 0] ** 2 + p[..., 1] ** 2) / (2 * sigma**2) - p[..., 2] ** 2 / (2 * sz**2)
+        )
 
     return density
 
@@ -33,8 +35,15 @@ def test_chord_length_through_uniform_sphere():
     d = torch.linspace(0, 0.79, 12, dtype=F64)
     origins = torch.stack([torch.full_like(d, -2.0), d, torch.zeros_like(d)], -1)
     directions = torch.tensor([1.0, 0.0, 0.0], dtype=F64).expand(12, 3)
-    rays = RayBatch(origins, directions, torch.ones(12, dtype=F64), torch.zeros(12, dtype=F64),
-                    torch.full((12,), 4.0, dtype=F64), torch.arange(12), torch.zeros(12, dtype=torch.long))
+    rays = RayBatch(
+        origins,
+        directions,
+        torch.ones(12, dtype=F64),
+        torch.zeros(12, dtype=F64),
+        torch.full((12,), 4.0, dtype=F64),
+        torch.arange(12),
+        torch.zeros(12, dtype=torch.long),
+    )
     sphere = lambda p: (p.norm(dim=-1) <= radius).to(F64)  # noqa: E731
     got = line_integrals(sphere, rays, step_mm=1e-4, jitter=False)
     assert torch.allclose(got, 2 * torch.sqrt(radius**2 - d**2), atol=2e-4)
@@ -45,8 +54,12 @@ def test_gaussian_blob_image_equals_analytic_projection(model):
     lenses = {
         "pinhole": {"model": "pinhole", "focal_length_mm": 62.275, "f_number": 1.23, "magnification": 0.215},
         "thin": {"model": "thin", "focal_length_mm": 62.275, "f_number": 1.23, "magnification": 0.215},
-        "telecentric": {"model": "telecentric", "f_number": 4.0, "magnification": 0.5,
-                        "working_distance_mm": 351.926},
+        "telecentric": {
+            "model": "telecentric",
+            "f_number": 4.0,
+            "magnification": 0.5,
+            "working_distance_mm": 351.926,
+        },
     }
     s = make_system(lens=lenses[model], half_z=0.1 if model == "thin" else 1.2)
     cam = s.cameras[0]
@@ -56,8 +69,9 @@ def test_gaussian_blob_image_equals_analytic_projection(model):
     uv0, _ = project_points(cam, torch.zeros(1, 3, dtype=F64))
     uv = pixel_grid(uv0[0].round(), 30)
     n_samples = 16 if model == "thin" else 1
-    sub, ap = sample_pixel_samples(len(uv), n_samples, generator=torch.Generator().manual_seed(0),
-                                   jitter=False, dtype=F64)
+    sub, ap = sample_pixel_samples(
+        len(uv), n_samples, generator=torch.Generator().manual_seed(0), jitter=False, dtype=F64
+    )
     rays = compact_rays(trace_pixels(s, uv, subpixel=sub, aperture=ap))
     img = render_pixels(density, rays, len(uv), photons_per_atom=y, step_mm=0.0005, jitter=False)
     # Analytic: pixel weight × Y/4π × the projected Gaussian at the pixel's conjugate point.
@@ -148,10 +162,16 @@ def test_gradcheck_renderer_density_and_mirror():
 
 def test_emission_absorption_thin_limit_and_opaque_limit():
     d = torch.zeros(1, dtype=F64)
-    rays = RayBatch(torch.tensor([[-2.0, 0.0, 0.0]], dtype=F64), torch.tensor([[1.0, 0.0, 0.0]], dtype=F64),
-                    torch.ones(1, dtype=F64), d, torch.full((1,), 4.0, dtype=F64), torch.zeros(1, dtype=torch.long),
-                    torch.zeros(1, dtype=torch.long))
-    sphere = lambda scale: (lambda p: scale * (p.norm(dim=-1) <= 0.5).to(F64))  # noqa: E731
+    rays = RayBatch(
+        torch.tensor([[-2.0, 0.0, 0.0]], dtype=F64),
+        torch.tensor([[1.0, 0.0, 0.0]], dtype=F64),
+        torch.ones(1, dtype=F64),
+        d,
+        torch.full((1,), 4.0, dtype=F64),
+        torch.zeros(1, dtype=torch.long),
+        torch.zeros(1, dtype=torch.long),
+    )
+    sphere = lambda scale: lambda p: scale * (p.norm(dim=-1) <= 0.5).to(F64)  # noqa: E731
     thin = line_integrals(sphere(1e-3), rays, model="emission-absorption", step_mm=1e-3, jitter=False)
     assert abs(thin.item() - 1e-3) / 1e-3 < 1e-3
     opaque = line_integrals(sphere(100.0), rays, model="emission-absorption", step_mm=1e-3, jitter=False)
