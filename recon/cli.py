@@ -180,6 +180,62 @@ def fit(
                      "`recon system show` and `recon doctor` work")
 
 
+def _density_path(source: Path) -> Path:
+    """A fit output directory means its density.tif; a file is taken as it is."""
+    if source.is_dir():
+        path = source / "density.tif"
+        if not path.is_file():
+            raise ReconError(f"{source} holds no density.tif; pass a fit output directory or a volume TIFF")
+        return path
+    if not source.exists():
+        raise ReconError(f"{source} does not exist; pass a fit output directory or a volume TIFF")
+    return source
+
+
+@app.command()
+@_user_errors
+def mesh(
+    source: Annotated[Path, typer.Argument(help="Fit output directory or density TIFF.")],
+    out: Annotated[Path, typer.Option("--out", help="Mesh file to write (.stl, .ply, .obj, .vtp).")],
+    level: Annotated[str, typer.Option(help="auto (Otsu), a value, or fraction:F of the maximum.")] = "auto",
+    fmt: Annotated[str | None, typer.Option("--format", help="stl|ply|obj|vtp (default: from --out).")] = None,
+    smooth: Annotated[str, typer.Option(help="none or taubin (volume-preserving).")] = "none",
+    decimate: Annotated[float | None, typer.Option(help="Fraction of triangles to remove, in (0, 1).")] = None,
+    largest: Annotated[bool, typer.Option("--largest", help="Keep only the largest component.")] = False,
+    compare: Annotated[Path | None, typer.Option("--compare", help="CAD mesh to compare with.")] = None,
+    align: Annotated[str, typer.Option(help="none or icp (rigid) before comparing.")] = "none",
+    overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
+) -> None:
+    """Extract the iso-surface in millimetres (world frame) and export it for CAD viewers."""
+    from recon.mesh import compare_meshes, extract_mesh, render_preview, write_comparison, write_mesh
+    from recon.volume import read_volume
+
+    if out.exists() and not overwrite:
+        raise ReconError(f"mesh: {out} exists; pass --overwrite to replace it")
+    if compare is not None and not compare.is_file():
+        raise ReconError(f"mesh: CAD mesh {compare} does not exist; pass an existing .stl/.ply/.obj/.vtp")
+    volume = read_volume(_density_path(source))
+    surface, summary = extract_mesh(volume, level=level, smooth=smooth, decimate=decimate, largest=largest)
+    write_mesh(surface, out, format=fmt)
+    preview = out.with_suffix(".png")
+    render_preview(surface, preview, title=out.name)
+    typer.echo(summary.format())
+    typer.echo(f"wrote {out} and {preview}")
+    if compare is not None:
+        import pyvista as pv
+
+        try:
+            cad = pv.read(str(compare))
+        except Exception as err:  # VTK readers raise assorted errors
+            raise ReconError(f"mesh: cannot read CAD mesh {compare} ({err})") from None
+        result = compare_meshes(surface, cad, align=align)
+        stem = out.with_suffix("")
+        write_comparison(result, Path(f"{stem}_compare.json"), Path(f"{stem}_compare.png"),
+                         extra={"cad": str(compare), "mesh": summary.to_dict()})
+        typer.echo(result.format())
+        typer.echo(f"wrote {stem}_compare.json and {stem}_compare.png")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

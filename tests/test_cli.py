@@ -53,3 +53,26 @@ def test_readme_test_command_is_what_ci_runs():
     block = readme.split("<!-- test-command -->")[1].split("<!-- /test-command -->")[0]
     assert "pytest" in block
     assert "test-command" in open(".ci/run").read()
+
+
+def _sphere_tif(path):
+    import torch
+
+    from recon.volume import Volume, grid_points, write_volume
+
+    p = grid_points((30, 30, 30), (-0.75, -0.75, -0.75), (0.05,) * 3)
+    write_volume(path, Volume((p.norm(dim=-1) < 0.5).float().numpy(), (-0.75,) * 3, (0.05,) * 3))
+    assert torch.is_tensor(p)
+
+
+def test_mesh_command_writes_mesh_and_compares(tmp_path):
+    _sphere_tif(tmp_path / "d.tif")
+    out = tmp_path / "m.stl"
+    res = runner.invoke(app, ["mesh", str(tmp_path / "d.tif"), "--out", str(out), "--compare", str(out)])
+    assert res.exit_code == 2 and "does not exist" in res.output and not out.exists()
+    res = runner.invoke(app, ["mesh", str(tmp_path / "d.tif"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "watertight   yes" in res.output and out.stat().st_size > 84
+    res = runner.invoke(app, ["mesh", str(tmp_path / "d.tif"), "--out", str(tmp_path / "n.ply"), "--level", "7"])
+    assert res.exit_code == 2 and "no surface at level 7" in res.output
+    assert not (tmp_path / "n.ply").exists()
