@@ -200,7 +200,7 @@ def mesh(
     level: Annotated[str, typer.Option(help="auto (Otsu), a value, or fraction:F of the maximum.")] = "auto",
     fmt: Annotated[str | None, typer.Option("--format", help="stl|ply|obj|vtp (default: from --out).")] = None,
     smooth: Annotated[str, typer.Option(help="none or taubin (volume-preserving).")] = "none",
-    decimate: Annotated[float | None, typer.Option(help="Fraction of triangles to remove, in (0, 1).")] = None,
+    decimate: Annotated[float | None, typer.Option(help="Fraction of triangles to remove, (0, 1).")] = None,
     largest: Annotated[bool, typer.Option("--largest", help="Keep only the largest component.")] = False,
     compare: Annotated[Path | None, typer.Option("--compare", help="CAD mesh to compare with.")] = None,
     align: Annotated[str, typer.Option(help="none or icp (rigid) before comparing.")] = "none",

@@ -18,7 +18,7 @@ import torch
 from recon.atomic import atomic_path
 from recon.errors import DataError, ShapeError
 
-__all__ = ["Volume", "grid_points", "read_volume", "write_volume"]
+__all__ = ["Volume", "grid_points", "interpolate", "read_volume", "write_volume"]
 
 _FORMAT = "recon.volume/1"
 
@@ -165,3 +165,26 @@ def read_volume(path: str | os.PathLike) -> Volume:
         unit=str(info.get("unit", "relative")),
         meta=dict(info.get("meta", {})),
     )
+
+
+def interpolate(volume: Volume, points_mm: torch.Tensor) -> torch.Tensor:
+    """Trilinear interpolation of a volume at world points; zero outside the grid.
+
+    Args:
+        volume: the volume (values at voxel centres).
+        points_mm: (..., 3) points ``(x, y, z)``, mm.
+
+    Returns:
+        (...) interpolated values, in the dtype of ``points_mm``.
+    """
+    import torch.nn.functional as F
+
+    data = torch.as_tensor(volume.data, device=points_mm.device, dtype=points_mm.dtype)
+    origin = torch.tensor(volume.origin_mm, device=points_mm.device, dtype=points_mm.dtype)
+    spacing = torch.tensor(volume.voxel_size_mm, device=points_mm.device, dtype=points_mm.dtype)
+    size = torch.tensor(volume.shape[::-1], device=points_mm.device, dtype=points_mm.dtype)  # x, y, z
+    # align_corners=True: −1 and +1 are the centres of the first and last voxels.
+    grid = 2.0 * (points_mm - origin) / (spacing * (size - 1).clamp_min(1)) - 1.0
+    out = F.grid_sample(data[None, None], grid.reshape(1, -1, 1, 1, 3), mode="bilinear",
+                        padding_mode="zeros", align_corners=True)
+    return out.reshape(points_mm.shape[:-1])

@@ -10,8 +10,9 @@ runner = CliRunner()
 
 def test_system_show_prints_table_and_draws(tmp_path):
     out = tmp_path / "layout.png"
-    res = runner.invoke(app, ["system", "show", "data/systems/magis_dome.toml", "--out", str(out)],
-                        env={"COLUMNS": "200"})
+    res = runner.invoke(
+        app, ["system", "show", "data/systems/magis_dome.toml", "--out", str(out)], env={"COLUMNS": "200"}
+    )
     assert res.exit_code == 0, res.output
     assert "r2m08" in res.output and "overlapping regions: none" in res.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -42,8 +43,10 @@ def test_doctor_reports_backends():
 
 
 def test_import_hygiene():
-    code = ("import sys, recon, recon.cli, optics.trace; "
-            "print('tinycudann' in sys.modules, 'pyvista' in sys.modules)")
+    code = (
+        "import sys, recon, recon.cli, optics.trace; "
+        "print('tinycudann' in sys.modules, 'pyvista' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -73,6 +76,8 @@ def test_mesh_command_writes_mesh_and_compares(tmp_path):
     res = runner.invoke(app, ["mesh", str(tmp_path / "d.tif"), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "watertight   yes" in res.output and out.stat().st_size > 84
-    res = runner.invoke(app, ["mesh", str(tmp_path / "d.tif"), "--out", str(tmp_path / "n.ply"), "--level", "7"])
+    res = runner.invoke(
+        app, ["mesh", str(tmp_path / "d.tif"), "--out", str(tmp_path / "n.ply"), "--level", "7"]
+    )
     assert res.exit_code == 2 and "no surface at level 7" in res.output
     assert not (tmp_path / "n.ply").exists()
