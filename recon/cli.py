@@ -198,7 +198,7 @@ def mesh(
     source: Annotated[Path, typer.Argument(help="Fit output directory or density TIFF.")],
     out: Annotated[Path, typer.Option("--out", help="Mesh file to write (.stl, .ply, .obj, .vtp).")],
     level: Annotated[str, typer.Option(help="auto (Otsu), a value, or fraction:F of the maximum.")] = "auto",
-    fmt: Annotated[str | None, typer.Option("--format", help="stl|ply|obj|vtp (default: from --out).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="stl|ply|obj|vtp (default: suffix).")] = None,
     smooth: Annotated[str, typer.Option(help="none or taubin (volume-preserving).")] = "none",
     decimate: Annotated[float | None, typer.Option(help="Fraction of triangles to remove, (0, 1).")] = None,
     largest: Annotated[bool, typer.Option("--largest", help="Keep only the largest component.")] = False,
