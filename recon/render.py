@@ -73,27 +73,32 @@ class RayBatch:
         return RayBatch(**out)
 
 
-def compact_rays(traced: TracedRays, pixel_index: torch.Tensor | None = None) -> RayBatch:
+def compact_rays(
+    traced: TracedRays, pixel_index: torch.Tensor | None = None, *, per_sample: bool = False
+) -> RayBatch:
     """Keep the valid segments of traced rays of shape (N, S, P).
 
     Args:
         traced: output of :func:`optics.trace.trace_pixels`.
         pixel_index: (N,) index to record for each of the N pixels (default 0 … N − 1).
+        per_sample: record ``pixel_index · S + sample`` instead, so that one sample of a pixel
+            can be selected later.
 
     Returns:
-        The valid segments with their pixel and path indices.
+        The valid segments with their pixel (or pixel-sample) and path indices.
     """
     n, s, p = traced.valid.shape
     if pixel_index is None:
         pixel_index = torch.arange(n, device=traced.valid.device)
     sel = traced.valid.nonzero(as_tuple=True)
+    key = pixel_index[sel[0]] * s + sel[1] if per_sample else pixel_index[sel[0]]
     return RayBatch(
         origins=traced.origins[sel],
         directions=traced.directions[sel],
         weights=traced.weights[sel],
         t_near=traced.t_near[sel],
         t_far=traced.t_far[sel],
-        pixel=pixel_index[sel[0]],
+        pixel=key,
         path=traced.paths[sel[2]],
     )
 

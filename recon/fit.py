@@ -1,0 +1,500 @@
+"""Fitting a density field to a run through the differentiable forward model.
+
+The optics are static during a density fit, so every pixel's rays are traced once, for a pool
+of sub-pixel and aperture samples, and kept as segments sorted by pixel (CSR). Each step draws
+a batch of pixels across all views, renders their expected photoelectrons with every pooled
+sample, and takes an Adam step on the data term (Poisson by default) plus regularisers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from dataclasses import field as dc_field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from optics.system import System
+from optics.trace import sample_pixel_samples, trace_pixels
+from recon.errors import ConfigError, FitError
+from recon.loss import LOSSES, data_loss, tv_regulariser
+from recon.render import RENDER_MODELS, RayBatch, compact_rays, render_pixels
+
+__all__ = [
+    "FitConfig",
+    "FitData",
+    "FitState",
+    "RayPool",
+    "ViewData",
+    "build_ray_pool",
+    "cloud_moments",
+    "load_fit_config",
+    "run_fit",
+]
+
+
+@dataclass
+class FitConfig:
+    """Settings of a fit (every field documented; all can come from ``--config FIT.toml``).
+
+    Attributes:
+        field: ``hashgrid``, ``voxel`` or ``siren``.
+        backend: hash-grid backend, ``auto``, ``torch`` or ``tcnn``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        steps: optimisation steps.
+        batch_pixels: pixels per step, drawn across all views.
+        pool_samples: sub-pixel × aperture samples traced per pixel, S.
+        samples_per_step: of those, how many each step renders per pixel (drawn at random, the
+            weights scaled by S / samples_per_step so the estimate stays unbiased).
+        step_mm: stratum length along rays, mm.
+        lr: initial learning rate of Adam.
+        lr_final: learning rate at the last step (cosine decay).
+        loss: ``poisson`` (default), ``gaussian`` or ``mse``.
+        tv_weight: weight of the total-variation regulariser.
+        sparsity_weight: weight of the mean-density (L1) regulariser.
+        model: ``emission`` (atom clouds) or ``emission-absorption`` (opaque objects).
+        attenuation: κ per unit density for ``emission-absorption``, mm⁻¹.
+        voxel_size_mm: voxel size of density.tif; 0 chooses the object-space pixel.
+        seed: seed of every random choice (same seed, same device → same numbers).
+        checkpoint_every: steps between checkpoints.
+        log_every: steps between progress lines when output is not a terminal.
+        field_options: extra options of the field (see :mod:`recon.fields`).
+    """
+
+    field: str = "hashgrid"
+    backend: str = "auto"
+    device: str = "auto"
+    steps: int = 1500
+    batch_pixels: int = 2048
+    pool_samples: int = 4
+    samples_per_step: int = 1
+    step_mm: float = 0.03
+    lr: float = 1e-2
+    lr_final: float = 1e-3
+    loss: str = "poisson"
+    tv_weight: float = 0.0
+    sparsity_weight: float = 0.0
+    model: str = "emission"
+    attenuation: float = 1.0
+    voxel_size_mm: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 250
+    log_every: int = 100
+    field_options: dict = dc_field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ConfigError for values that cannot work."""
+        checks = [
+            (self.field in ("hashgrid", "voxel", "siren"), "field", "hashgrid, voxel or siren"),
+            (self.backend in ("auto", "torch", "tcnn"), "backend", "auto, torch or tcnn"),
+            (self.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda"),
+            (self.steps >= 1, "steps", "≥ 1"),
+            (self.batch_pixels >= 1, "batch_pixels", "≥ 1"),
+            (self.pool_samples >= 1, "pool_samples", "≥ 1"),
+            (1 <= self.samples_per_step <= self.pool_samples, "samples_per_step", "in 1 … pool_samples"),
+            (self.step_mm > 0, "step_mm", "> 0"),
+            (self.lr > 0 and self.lr_final > 0, "lr", "> 0 (lr and lr_final)"),
+            (self.loss in LOSSES, "loss", ", ".join(LOSSES)),
+            (self.model in RENDER_MODELS, "model", ", ".join(RENDER_MODELS)),
+            (self.tv_weight >= 0 and self.sparsity_weight >= 0, "tv_weight", "≥ 0"),
+            (self.voxel_size_mm >= 0, "voxel_size_mm", "≥ 0 (0 = automatic)"),
+            (self.checkpoint_every >= 1, "checkpoint_every", "≥ 1"),
+        ]
+        for ok, key, expected in checks:
+            if not ok:
+                raise ConfigError(f"fit config: '{key}' must be {expected}, got {getattr(self, key)!r}")
+
+
+def load_fit_config(path: str | os.PathLike | None, **overrides) -> FitConfig:
+    """Read a fit TOML (keys = :class:`FitConfig` fields) and apply non-None ``overrides``."""
+    data: dict = {}
+    if path is not None:
+        import tomllib
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"fit config {path} does not exist; pass an existing TOML file")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML ({err})") from None
+        known = {f.name for f in fields(FitConfig)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(known))}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = FitConfig(**data)
+    except TypeError as err:
+        raise ConfigError(f"fit config: {err}") from None
+    cfg.validate()
+    return cfg
+
+
+@dataclass(frozen=True)
+class ViewData:
+    """Measured data of one view.
+
+    Attributes:
+        name: view name.
+        camera: camera index in the system.
+        roi: (x0, y0, width, height), full-sensor px.
+        counts: (K, h, w) photoelectrons after dark subtraction, float32.
+        mask: (K, h, w) usable pixels (not saturated, not dead).
+    """
+
+    name: str
+    camera: int
+    roi: tuple[int, int, int, int]
+    counts: torch.Tensor
+    mask: torch.Tensor
+
+    def pixel_coords(self) -> torch.Tensor:
+        """(h·w, 2) full-sensor (u, v) of the view's pixels, row-major."""
+        x0, y0, w, h = self.roi
+        v, u = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32) + y0,
+            torch.arange(w, dtype=torch.float32) + x0,
+            indexing="ij",
+        )
+        return torch.stack([u, v], -1).reshape(-1, 2)
+
+
+@dataclass(frozen=True)
+class FitData:
+    """Everything a fit needs from a run."""
+
+    system: System
+    views: tuple[ViewData, ...]
+    photons_per_atom: float | None
+
+    @property
+    def density_unit(self) -> str:
+        """Unit of the fitted density."""
+        return "atoms/mm^3" if self.photons_per_atom else "relative"
+
+
+@dataclass(frozen=True)
+class RayPool:
+    """Pre-traced segments of every pixel sample, sorted by pixel and sample (CSR).
+
+    Attributes:
+        rays: segments; ``rays.pixel`` is the key ``pixel · samples + sample``.
+        offsets: (n_pixels · samples + 1,) segments of key k are ``offsets[k]:offsets[k+1]``.
+        summed_counts: (n_pixels,) photoelectrons summed over usable frames.
+        n_frames: (n_pixels,) usable frames per pixel.
+        view_of_pixel: (n_pixels,) view index of each pixel.
+        read_noise_e: read noise of the (first) camera, e⁻.
+    """
+
+    rays: RayBatch
+    offsets: torch.Tensor
+    summed_counts: torch.Tensor
+    n_frames: torch.Tensor
+    view_of_pixel: torch.Tensor
+    read_noise_e: float
+    samples: int
+
+    @property
+    def n_pixels(self) -> int:
+        """Number of pixels."""
+        return self.summed_counts.shape[0]
+
+    def gather(self, pixels: torch.Tensor, sample: torch.Tensor | None = None) -> RayBatch:
+        """Segments of ``pixels`` (B,), with ``pixel`` renumbered 0 … B − 1.
+
+        Args:
+            pixels: (B,) pixel indices (may repeat).
+            sample: (B,) one pooled sample per pixel to use (weights scaled by ``samples``);
+                None uses every pooled sample.
+        """
+        if sample is None:
+            keys = pixels.unsqueeze(1) * self.samples + torch.arange(self.samples, device=pixels.device)
+            owner = torch.arange(len(pixels), device=pixels.device).repeat_interleave(self.samples)
+            scale = 1.0
+        else:
+            keys, owner, scale = (
+                pixels * self.samples + sample,
+                torch.arange(len(pixels), device=pixels.device),
+                float(self.samples),
+            )
+        keys = keys.reshape(-1)
+        start = self.offsets[keys]
+        count = self.offsets[keys + 1] - start
+        local = torch.repeat_interleave(owner, count)
+        first = torch.cumsum(count, 0) - count
+        index = torch.repeat_interleave(start - first, count) + torch.arange(
+            int(count.sum()), device=pixels.device
+        )
+        batch = self.rays.select(index)
+        weights = batch.weights * scale if scale != 1.0 else batch.weights
+        return RayBatch(
+            batch.origins, batch.directions, weights, batch.t_near, batch.t_far, local, batch.path
+        )
+
+
+def build_ray_pool(
+    data: FitData,
+    *,
+    samples: int,
+    seed: int,
+    chunk_pixels: int = 65536,
+    progress: Callable[[str], None] | None = None,
+) -> RayPool:
+    """Trace every pixel of every view once (static optics) and sort the segments by pixel."""
+    gen = torch.Generator().manual_seed(seed)
+    system = data.system
+    parts: list[RayBatch] = []
+    sums, frames, view_ids = [], [], []
+    base = 0
+    for vi, view in enumerate(data.views):
+        uv = view.pixel_coords()
+        counts = view.counts.reshape(view.counts.shape[0], -1)
+        mask = view.mask.reshape(view.mask.shape[0], -1)
+        sums.append((counts * mask).sum(0))
+        frames.append(mask.sum(0))
+        view_ids.append(torch.full((len(uv),), vi, dtype=torch.long))
+        for start in range(0, len(uv), chunk_pixels):
+            chunk = uv[start : start + chunk_pixels]
+            sub, ap = sample_pixel_samples(len(chunk), samples, generator=gen)
+            traced = trace_pixels(system, chunk, camera=view.camera, subpixel=sub, aperture=ap)
+            index = torch.arange(start, start + len(chunk)) + base
+            parts.append(compact_rays(traced, index, per_sample=True))
+        base += len(uv)
+        if progress:
+            progress(f"traced view {view.name}: {len(uv)} pixels")
+    rays = RayBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in RayBatch.__dataclass_fields__))
+    order = torch.argsort(rays.pixel, stable=True)
+    rays = rays.select(order)
+    counts = torch.bincount(rays.pixel, minlength=base * samples)
+    offsets = torch.zeros(base * samples + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(counts, 0)
+    return RayPool(
+        rays,
+        offsets,
+        torch.cat(sums),
+        torch.cat(frames),
+        torch.cat(view_ids),
+        float(system.cameras[0].sensor.read_noise_e),
+        samples,
+    )
+
+
+def cloud_moments(density: np.ndarray, origin_mm, voxel_size_mm) -> dict:
+    """Total (sum × voxel volume), centroid and widths (standard deviations) of a (Z, Y, X) density."""
+    rho = np.clip(np.asarray(density, dtype=np.float64), 0.0, None)
+    total = rho.sum()
+    if total <= 0:
+        return {"total": 0.0, "centroid_mm": [math.nan] * 3, "width_mm": [math.nan] * 3}
+    axes = []
+    for axis_len, o, s in zip(rho.shape[::-1], origin_mm, voxel_size_mm, strict=True):
+        axes.append(o + s * np.arange(axis_len))
+    marg = [rho.sum(axis=(0, 1)), rho.sum(axis=(0, 2)), rho.sum(axis=(1, 2))]  # x, y, z
+    centroid = [float((a * m).sum() / total) for a, m in zip(axes, marg, strict=True)]
+    width = [
+        float(np.sqrt((((a - c) ** 2) * m).sum() / total))
+        for a, m, c in zip(axes, marg, centroid, strict=True)
+    ]
+    return {"total": float(total * np.prod(voxel_size_mm)), "centroid_mm": centroid, "width_mm": width}
+
+
+@dataclass
+class FitState:
+    """What a checkpoint holds besides the modules."""
+
+    step: int = 0
+    losses: list = dc_field(default_factory=list)
+    elapsed_s: float = 0.0
+    rays_rendered: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; an explicit ``cuda`` without CUDA is an error."""
+    from recon.errors import BackendUnavailableError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            "fit: --device cuda asked for, but torch sees no CUDA device; pass --device cpu (or auto)"
+        )
+    return torch.device(name)
+
+
+def estimate_atoms(data: FitData, pool: RayPool) -> float:
+    """Rough number of atoms (or relative total) from the total signal and the collected fraction.
+
+    Uses the pooled weights: a uniform unit density in the box would produce ``Σ w · length``
+    photoelectrons per unit emission, so the total signal over that gives the mean density.
+    """
+    y = data.photons_per_atom or 4 * math.pi
+    w_len = (pool.rays.weights * (pool.rays.t_far - pool.rays.t_near)).sum().item()
+    signal = (pool.summed_counts / pool.n_frames.clamp_min(1)).sum().item()
+    mean_density = max(signal, 1.0) / max(w_len * y / (4 * math.pi), 1e-30)
+    return mean_density
+
+
+def run_fit(
+    data: FitData,
+    cfg: FitConfig,
+    out_dir: Path,
+    *,
+    make_field: Callable,
+    resume: bool = False,
+    progress=None,
+) -> dict:
+    """Fit, checkpoint, and return the final state; writing outputs is :mod:`recon.outputs`' job.
+
+    Args:
+        data: the measured views and the system.
+        cfg: fit settings.
+        out_dir: output directory (checkpoint.pt lives there).
+        make_field: ``make_field(cfg, box_min, box_max, mean_density, device) -> nn.Module``.
+        resume: continue from ``out_dir/checkpoint.pt``.
+        progress: object with ``start(total)``, ``update(step, loss, rays_per_s)``,
+            ``log(text)`` and ``stop()`` methods.
+
+    Returns:
+        Dict with the field, the pool, the state and the device.
+    """
+    from recon.checkpoint import load_checkpoint, save_checkpoint
+
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    log = progress.log if progress else (lambda text: None)
+    t0 = time.perf_counter()
+    pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed, progress=log)
+    usable = (pool.n_frames > 0).nonzero(as_tuple=True)[0]
+    if len(usable) == 0:
+        raise FitError(
+            "fit: no usable pixels (all masked or saturated); check the frames with `recon inspect`"
+        )
+    if pool.summed_counts[usable].abs().sum() == 0:
+        raise FitError("fit: every usable pixel is zero; the frames hold no signal (check dark/offset)")
+    log(f"pool: {len(pool.rays)} segments for {pool.n_pixels} pixels ({time.perf_counter() - t0:.1f} s)")
+    mean_density = estimate_atoms(data, pool)
+    box = data.system.volume
+    field_module = make_field(cfg, box.min_mm.tolist(), box.max_mm.tolist(), mean_density, device)
+    pool_dev = RayPool(
+        pool.rays.to(device),
+        pool.offsets.to(device),
+        pool.summed_counts.to(device),
+        pool.n_frames.to(device),
+        pool.view_of_pixel.to(device),
+        pool.read_noise_e,
+        pool.samples,
+    )
+    usable = usable.to(device)
+    optim = torch.optim.Adam(field_module.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    state = FitState()
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    ckpt_path = out_dir / "checkpoint.pt"
+    if resume:
+        state = load_checkpoint(ckpt_path, field_module, optim, gen, cfg)
+        log(f"resumed from step {state.step}")
+    y = data.photons_per_atom or 4 * math.pi
+
+    def lr_at(step: int) -> float:
+        frac = min(step / max(cfg.steps - 1, 1), 1.0)
+        return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
+
+    interrupted = {"flag": False}
+
+    def on_signal(signum, frame):
+        interrupted["flag"] = True
+
+    old_handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old_handlers[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not in the main thread
+            pass
+    if progress:
+        progress.start(cfg.steps, state.step)
+    last_good = None
+    t_start = time.perf_counter() - state.elapsed_s
+    try:
+        while state.step < cfg.steps:
+            if interrupted["flag"]:
+                save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state)
+                raise KeyboardInterrupt
+            for group in optim.param_groups:
+                group["lr"] = lr_at(state.step)
+            pick = torch.randint(len(usable), (min(cfg.batch_pixels, len(usable)),), generator=gen)
+            pixels = usable[pick.to(device)]
+            if cfg.samples_per_step < cfg.pool_samples:
+                pixels = pixels.repeat(cfg.samples_per_step)
+                sample = torch.randint(cfg.pool_samples, (len(pixels),), generator=gen).to(device)
+                batch = pool_dev.gather(pixels, sample)
+            else:
+                batch = pool_dev.gather(pixels)
+            pred = render_pixels(
+                field_module,
+                batch,
+                len(pixels),
+                photons_per_atom=y,
+                step_mm=cfg.step_mm,
+                model=cfg.model,
+                attenuation=cfg.attenuation,
+                generator=gen,
+            )
+            loss = data_loss(
+                pred,
+                pool_dev.summed_counts[pixels],
+                pool_dev.n_frames[pixels],
+                pool_dev.read_noise_e,
+                kind=cfg.loss,
+            )
+            if cfg.tv_weight > 0 or cfg.sparsity_weight > 0:
+                pts = box.min_mm.to(device) + torch.rand(4096, 3, generator=gen).to(device) * box.size_mm.to(
+                    device
+                )
+                if cfg.tv_weight > 0:
+                    loss = loss + cfg.tv_weight * tv_regulariser(field_module, pts, cfg.step_mm, mean_density)
+                if cfg.sparsity_weight > 0:
+                    loss = loss + cfg.sparsity_weight * field_module(pts).mean() / mean_density
+            if not torch.isfinite(loss):
+                if last_good is not None:
+                    field_module.load_state_dict(last_good)
+                save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state)
+                raise FitError(
+                    f"fit: the loss became {loss.item()} at step {state.step}; the last good "
+                    f"state is in {ckpt_path}. Lower --lr (now {cfg.lr}) or check the data"
+                )
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            state.step += 1
+            state.rays_rendered += len(batch)
+            state.losses.append(float(loss.detach()))
+            state.elapsed_s = time.perf_counter() - t_start
+            if progress:
+                progress.update(state.step, float(loss), state.rays_rendered / max(state.elapsed_s, 1e-9))
+            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+                last_good = {k: v.detach().clone() for k, v in field_module.state_dict().items()}
+                save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state)
+    finally:
+        if progress:
+            progress.stop()
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+    return {
+        "field": field_module,
+        "pool": pool,
+        "state": state,
+        "device": device,
+        "mean_density": mean_density,
+        "photons_per_atom": y,
+    }
+
+
+def config_dict(cfg: FitConfig) -> dict:
+    """JSON-ready dict of a config."""
+    return json.loads(json.dumps(asdict(cfg)))
