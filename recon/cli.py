@@ -172,12 +172,73 @@ def doctor() -> None:
 
 @app.command()
 @_user_errors
+def simulate(
+    system_file: Annotated[Path, typer.Option("--system", help="System file (TOML).")],
+    phantom: Annotated[str, typer.Option(help="gaussian|fringes|donut|spike|clouds|sphere|doe or a .toml")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    atoms: Annotated[float, typer.Option(help="Atoms in the cloud.")] = 1e6,
+    photons_per_atom: Annotated[float, typer.Option(help="Photons scattered per atom.")] = 200.0,
+    frames: Annotated[int, typer.Option(help="Repeated shots (TIFF pages).")] = 1,
+    noise: Annotated[str, typer.Option(help="poisson | none (expected values, float32)")] = "poisson",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    samples: Annotated[int, typer.Option(help="Sub-pixel × aperture samples per pixel.")] = 16,
+    step_mm: Annotated[float, typer.Option(help="Sample spacing along rays, mm.")] = 0.01,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run.")] = False,
+) -> None:
+    """Simulate a run with known truth: views (TIFF), dark frames, truth.tif, run.toml."""
+    from recon.progress import Progress
+    from recon.simulate import simulate_run
+
+    bar = Progress("simulate", log_every=1)
+    state = {"last": -1}
+
+    def progress(done: int, total: int) -> None:
+        pct = int(100 * done / total)
+        if pct // 10 != state["last"]:
+            state["last"] = pct // 10
+            bar.log(f"simulate: {done}/{total} pixels rendered ({pct} %)")
+
+    summary = simulate_run(system_file, phantom, out, atoms=atoms, photons_per_atom=photons_per_atom,
+                           frames=frames, noise=noise, seed=seed, samples=samples, step_mm=step_mm,
+                           overwrite=overwrite, progress=progress)
+    typer.echo(f"wrote {out}: {summary['views']} views, {summary['pixels']} pixels, "
+               f"{summary['expected_e']:.4g} expected photoelectrons, "
+               f"{summary['atoms_in_box']:.4g} atoms inside the box")
+
+
+@app.command()
+@_user_errors
 def fit(
     views: Annotated[Path, typer.Option("--views", help="Run directory (run.toml + TIFF frames).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory [default: fits/<run>].")] = None,
+    field: Annotated[str | None, typer.Option(help="hashgrid | voxel | siren")] = None,
+    backend: Annotated[str | None, typer.Option(help="Hash-grid backend: auto | torch | tcnn")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimisation steps.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Fit settings (TOML).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    split_halves: Annotated[bool, typer.Option("--split-halves", help="Also fit two independent halves "
+                                               "and report their FSC.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Only the summary.")] = False,
 ) -> None:
-    """Fit a density field to a run (not yet available in this build)."""
-    raise ReconError(f"fit: not yet available in this build (asked for {views}); "
-                     "`recon system show` and `recon doctor` work")
+    """Fit a density field to a run and write density.tif, renders, metrics and a report."""
+    from recon.fit import load_fit_config
+    from recon.fitjob import load_fit_data, run_fit_job, summary_lines
+    from recon.progress import Progress
+
+    if split_halves:
+        raise ReconError("fit: --split-halves is not available in this build yet; fit without it")
+    cfg = load_fit_config(config, field=field, backend=backend, device=device, steps=steps, seed=seed)
+    data, run_name = load_fit_data(views)
+    out = out or Path("fits") / run_name
+    progress = Progress("fit", log_every=cfg.log_every, quiet=quiet)
+    metrics = run_fit_job(data, cfg, out, run_name=run_name, overwrite=overwrite, resume=resume,
+                          progress=progress)
+    for line in summary_lines(metrics):
+        typer.echo(line)
+    typer.echo(f"wrote {out}/ (density.tif, metrics.json, report.html, renders/)")
 
 
 def _density_path(source: Path) -> Path:

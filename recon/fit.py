@@ -174,6 +174,7 @@ class FitData:
     system: System
     views: tuple[ViewData, ...]
     photons_per_atom: float | None
+    read_noise_e: float | None = None  # effective read noise; None: the sensor's
 
     @property
     def density_unit(self) -> str:
@@ -282,7 +283,7 @@ def build_ray_pool(
         torch.cat(sums),
         torch.cat(frames),
         torch.cat(view_ids),
-        float(system.cameras[0].sensor.read_noise_e),
+        float(data.read_noise_e if data.read_noise_e is not None else system.cameras[0].sensor.read_noise_e),
         samples,
     )
 
@@ -476,7 +477,9 @@ def run_fit(
             state.losses.append(float(loss.detach()))
             state.elapsed_s = time.perf_counter() - t_start
             if progress:
-                progress.update(state.step, float(loss), state.rays_rendered / max(state.elapsed_s, 1e-9))
+                progress.update(
+                    state.step, state.losses[-1], state.rays_rendered / max(state.elapsed_s, 1e-9)
+                )
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                 last_good = {k: v.detach().clone() for k, v in field_module.state_dict().items()}
                 save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state)

@@ -86,7 +86,7 @@ def grid_points(
 
 
 def write_volume(path: str | os.PathLike, volume: Volume) -> None:
-    """Write ``volume`` as a float32 ImageJ hyperstack TIFF, atomically.
+    """Write ``volume`` as a float32 ImageJ hyperstack TIFF (deflate-compressed), atomically.
 
     ImageJ reads the voxel size (mm) from the resolution tags and ``spacing``; the origin,
     unit and extra metadata travel as JSON in the ImageJ ``Info`` field.
@@ -108,6 +108,7 @@ def write_volume(path: str | os.PathLike, volume: Volume) -> None:
             tmp,
             data,
             imagej=True,
+            compression="zlib",
             resolution=(1.0 / dx, 1.0 / dy),
             metadata={"spacing": dz, "unit": "mm", "axes": "ZYX", "Info": json.dumps(info)},
         )

@@ -3,6 +3,9 @@
 import pytest
 import torch
 
+from optics.system import save_system
+from tests.optics.helpers import make_system
+
 
 def _tcnn_reason() -> str | None:
     if not torch.cuda.is_available():
@@ -21,3 +24,39 @@ slow = pytest.mark.slow
 
 # Tolerances keyed by dtype: (rtol, atol).
 TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-10, 1e-12)}
+
+
+@pytest.fixture(scope="session")
+def tiny_system_file(tmp_path_factory):
+    """A one-camera, one-mirror instrument with a small box: fast to simulate and fit."""
+    mirror = {
+        "name": "m1",
+        "center_mm": [0.0, 12.0, 12.0],
+        "normal": [0.0, -0.3, -0.95],
+        "shape": "circle",
+        "radius_mm": 4.0,
+        "reflectivity": 0.95,
+    }
+    system = make_system(mirrors=[mirror], dtype=torch.float64)
+    path = tmp_path_factory.mktemp("sys") / "tiny.toml"
+    save_system(system, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_system_file):
+    from recon.simulate import simulate_run
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    simulate_run(
+        tiny_system_file,
+        "gaussian",
+        out,
+        atoms=2e5,
+        photons_per_atom=200.0,
+        samples=2,
+        step_mm=0.04,
+        truth_voxel_mm=0.1,
+        seed=3,
+    )
+    return out

@@ -81,3 +81,52 @@ def test_mesh_command_writes_mesh_and_compares(tmp_path):
     )
     assert res.exit_code == 2 and "no surface at level 7" in res.output
     assert not (tmp_path / "n.ply").exists()
+
+
+def test_simulate_refuses_existing_and_bad_phantom(tmp_path, tiny_system_file):
+    res = runner.invoke(app, ["simulate", "--system", str(tiny_system_file), "--phantom", "banana",
+                              "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "unknown phantom" in res.output and not (tmp_path / "r").exists()
+    (tmp_path / "r").mkdir()
+    res = runner.invoke(app, ["simulate", "--system", str(tiny_system_file), "--phantom", "gaussian",
+                              "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+
+
+def _fit(run, out, *extra):
+    return runner.invoke(app, ["fit", "--views", str(run), "--out", str(out), "--device", "cpu", *extra])
+
+
+def test_fit_cli_end_to_end_and_resume(tmp_path, tiny_run):
+    import json
+
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text("batch_pixels = 512\ncheckpoint_every = 10\nlog_every = 10\nvoxel_size_mm = 0.05\n")
+    out = tmp_path / "fit"
+    res = _fit(tiny_run, out, "--steps", "20", "--config", str(cfg))
+    assert res.exit_code == 0, res.output
+    for name in ("config.json", "checkpoint.pt", "density.tif", "metrics.json", "report.html",
+                 "renders/mip.png", "renders/loss.png", "renders/view_direct.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 20 and metrics["density_unit"] == "atoms/mm^3"
+    assert metrics["backend"] == "torch" and len(metrics["views"]) == 2
+    res = _fit(tiny_run, out, "--steps", "20", "--config", str(cfg))
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    res = _fit(tiny_run, out, "--steps", "30", "--config", str(cfg), "--resume")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 30
+    res = _fit(tiny_run, out, "--steps", "30", "--config", str(cfg), "--resume", "--field", "voxel")
+    assert res.exit_code == 2 and "checkpoint" in res.output
+
+
+def test_fit_cli_errors(tmp_path, tiny_run):
+    res = _fit(tiny_run, tmp_path / "o", "--backend", "tcnn", "--steps", "2")
+    assert res.exit_code == 2 and "tcnn" in res.output
+    assert not (tmp_path / "o").exists()
+    res = _fit(tmp_path / "missing", tmp_path / "o")
+    assert res.exit_code == 2 and "does not exist" in res.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("stepz = 3\n")
+    res = _fit(tiny_run, tmp_path / "o", "--config", str(bad))
+    assert res.exit_code == 2 and "unknown key 'stepz'" in res.output
