@@ -1,0 +1,98 @@
+"""Time the README's main command on data/run042 and compare its metrics with the truth.
+
+Prints a table and saves JSON (machine, versions, time, atom number, centroid, widths, errors).
+
+    python bench/fit_run042.py [--run data/run042] [--out bench/results/fit_run042.json] [-- fit options]
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from recon.outputs import cloud_metrics
+from recon.volume import read_volume
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", default="data/run042")
+    parser.add_argument("--out", default="bench/results/fit_run042.json")
+    parser.add_argument("fit_args", nargs="*", help="extra options for recon fit")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_fit_"))
+    cmd = ["recon", "fit", "--views", args.run, "--out", str(work / "fit"), "--quiet", *args.fit_args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"recon fit failed ({proc.returncode}): {proc.stderr.strip()}")
+    metrics = json.loads((work / "fit" / "metrics.json").read_text())
+    truth = cloud_metrics(read_volume(Path(args.run) / "truth.tif"))
+    rows = {
+        "atoms": (metrics["atoms"], truth["atoms"], 100 * (metrics["atoms"] / truth["atoms"] - 1), "%"),
+    }
+    for i, axis in enumerate("xyz"):
+        rows[f"centroid {axis} (µm)"] = (
+            1e3 * metrics["centroid_mm"][i],
+            1e3 * truth["centroid_mm"][i],
+            1e3 * (metrics["centroid_mm"][i] - truth["centroid_mm"][i]),
+            "µm",
+        )
+    for i, axis in enumerate("xyz"):
+        rows[f"width {axis} (µm)"] = (
+            1e3 * metrics["width_mm"][i],
+            1e3 * truth["width_mm"][i],
+            100 * (metrics["width_mm"][i] / truth["width_mm"][i] - 1),
+            "%",
+        )
+    print(f"{'quantity':<18}{'fit':>14}{'truth':>14}{'error':>12}")
+    for name, (fit, tru, err, unit) in rows.items():
+        print(f"{name:<18}{fit:>14.4g}{tru:>14.4g}{err:>10.2f} {unit}")
+    print(
+        f"wall time of `{' '.join(cmd)}`: {wall:.1f} s (fit loop {metrics['fit_loop_s']:.1f} s, "
+        f"{metrics['steps']} steps, {metrics['rays_per_s']:,.0f} rays/s)"
+    )
+    result = {
+        "command": " ".join(cmd),
+        "wall_s": wall,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": metrics["device"],
+        },
+        "metrics": {
+            k: metrics[k]
+            for k in (
+                "atoms",
+                "centroid_mm",
+                "width_mm",
+                "steps",
+                "time_s",
+                "rays_per_s",
+                "peak_memory_mb",
+                "backend",
+                "device",
+            )
+        },
+        "truth": truth,
+        "errors": {
+            name: {"fit": f, "truth": t, "error": e, "unit": u} for name, (f, t, e, u) in rows.items()
+        },
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
