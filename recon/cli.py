@@ -55,9 +55,11 @@ def _root(
 
 
 def _console():
+    """A rich console; when output is not a terminal (a log, a pipe), wide enough for the tables."""
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 @system_app.command("show")
@@ -217,28 +219,86 @@ def fit(
     steps: Annotated[int | None, typer.Option(help="Optimisation steps.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Fit settings (TOML).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    split_halves: Annotated[bool, typer.Option("--split-halves", help="Also fit two independent halves "
-                                               "and report their FSC.")] = False,
+    split_halves: Annotated[bool, typer.Option("--split-halves", help="Fit two independent halves of the "
+                                               "data and report their FSC (0.143).")] = False,
+    split: Annotated[str, typer.Option(help="How to halve: auto | thinning (binomial, one frame) | frames "
+                                       "(even/odd shots).")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the summary.")] = False,
 ) -> None:
-    """Fit a density field to a run and write density.tif, renders, metrics and a report."""
+    """Fit a density field to a run and write density.tif, renders, metrics and a report.
+
+    A simulated run's truth.tif is compared with the fit by FSC (fsc-truth/, threshold 0.5).
+    """
     from recon.fit import load_fit_config
     from recon.fitjob import load_fit_data, run_fit_job, summary_lines
     from recon.progress import Progress
 
-    if split_halves:
-        raise ReconError("fit: --split-halves is not available in this build yet; fit without it")
     cfg = load_fit_config(config, field=field, backend=backend, device=device, steps=steps, seed=seed)
-    data, run_name = load_fit_data(views)
+    if split != "auto" and not split_halves:
+        raise ReconError(f"fit: --split {split} only applies with --split-halves; add --split-halves")
+    data, run_name, truth = load_fit_data(views)
     out = out or Path("fits") / run_name
     progress = Progress("fit", log_every=cfg.log_every, quiet=quiet)
     metrics = run_fit_job(data, cfg, out, run_name=run_name, overwrite=overwrite, resume=resume,
-                          progress=progress)
+                          progress=progress, truth_path=truth, split_halves=split if split_halves else None)
     for line in summary_lines(metrics):
         typer.echo(line)
     typer.echo(f"wrote {out}/ (density.tif, metrics.json, report.html, renders/)")
+
+
+@app.command()
+@_user_errors
+def inspect(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (run.toml + TIFF frames).")],
+    sheet: Annotated[Path | None, typer.Option("--sheet", help="Write a contact sheet (PNG).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+) -> None:
+    """What a run holds: per-view photoelectron statistics, saturation, SNR and warnings."""
+    import json
+
+    from recon.inspect import format_table, inspect_run, write_contact_sheet
+    from recon.run import load_run
+
+    run = load_run(run_dir)
+    stats = inspect_run(run)
+    if as_json:
+        typer.echo(json.dumps({"run": run.name, "views": [s.to_dict() for s in stats]}, indent=2))
+    else:
+        console = _console()
+        console.print(format_table(stats, title=f"{run.name}: {len(stats)} views"))
+        unit = run.density_unit
+        truth = run.truth_volume
+        console.print(f"photons per atom: {run.photons_per_atom or 'not given'} (densities in {unit}); "
+                      f"truth: {truth if truth is not None else 'none (real run)'}")
+        warned = sum(1 for s in stats if s.warnings)
+        console.print(f"{warned} of {len(stats)} views have warnings" if warned else "no warnings")
+    if sheet is not None:
+        write_contact_sheet(run, sheet)
+        typer.echo(f"contact sheet written to {sheet}")
+
+
+@app.command()
+@_user_errors
+def fsc(
+    first: Annotated[Path, typer.Argument(help="Volume TIFF, or a fit output directory.")],
+    second: Annotated[Path | None, typer.Argument(help="Second volume TIFF (same grid).")] = None,
+    truth: Annotated[Path | None, typer.Option("--truth", help="True density (truth.tif) to compare with; "
+                                               "resampled onto the fit's grid.")] = None,
+    threshold: Annotated[str | None, typer.Option(help="0.143 | 0.5 | half-bit | one-bit | a number "
+                                                  "[default: 0.5 against a truth, else 0.143].")] = None,
+    mask: Annotated[str, typer.Option(help="none | sphere (soft, phase-randomisation corrected).")] = "none",
+    out: Annotated[Path | None, typer.Option("--out", help="Directory for fsc.csv/json/png "
+                                             "[default: OUT/fsc-truth or OUT/fsc-halves, or ./fsc].")] = None,
+) -> None:
+    """Fourier shell correlation: resolution of A vs B, of a fit vs --truth, or of a fit's halves."""
+    from recon.resolution import compare_paths, summary_line
+
+    report, written = compare_paths(first, second, truth=truth, threshold=threshold,
+                                    mask=None if mask == "none" else mask, out=out)
+    typer.echo(summary_line(report))
+    typer.echo(f"wrote {written}/ (fsc.csv, fsc.json, fsc.png)")
 
 
 def _density_path(source: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 from recon.errors import ReconError
-from recon.fit import FitConfig, FitData, config_dict, run_fit
+from recon.fit import FitConfig, FitData, RayPool, config_dict, run_fit
 from recon.outputs import (
     cloud_metrics,
     density_grid,
@@ -25,15 +26,28 @@ from recon.outputs import (
     write_renders,
     write_report,
 )
+from recon.resolution import fsc_halves, fsc_truth
 
-__all__ = ["field_factory", "load_fit_data", "prepare_out_dir", "run_fit_job", "versions"]
+__all__ = [
+    "SPLITS",
+    "field_factory",
+    "load_fit_data",
+    "prepare_out_dir",
+    "run_fit_job",
+    "split_fit_data",
+    "summary_lines",
+    "versions",
+]
 
 
-def load_fit_data(run_dir: Path) -> tuple[FitData, str]:
-    """Read a run directory into what the fit needs; returns the data and the run's name.
+def load_fit_data(run_dir: Path) -> tuple[FitData, str, Path | None]:
+    """Read a run directory into what the fit needs.
 
     The read noise used by the loss includes the noise of a subtracted dark frame:
     σ_eff = σ √(1 + 1/dark_pages).
+
+    Returns:
+        The data, the run's name, and the truth volume of a simulated run (None for real runs).
     """
     from recon.fit import ViewData
     from recon.run import load_run
@@ -43,7 +57,64 @@ def load_fit_data(run_dir: Path) -> tuple[FitData, str]:
     sigma = run.system.cameras[0].sensor.read_noise_e
     pages = min(v.dark_pages for v in run.views)
     sigma_eff = sigma * math.sqrt(1 + 1 / pages) if pages > 0 else sigma
-    return FitData(run.system, views, run.photons_per_atom, sigma_eff), run.name
+    truth = run.truth_volume
+    truth = truth if truth is not None and truth.is_file() else None
+    return FitData(run.system, views, run.photons_per_atom, sigma_eff), run.name, truth
+
+
+#: How ``--split-halves`` divides the data.
+SPLITS = ("auto", "thinning", "frames")
+
+
+def split_fit_data(data: FitData, how: str, seed: int) -> tuple[tuple[FitData, FitData], str]:
+    """Two statistically independent halves of the data, for split-halves FSC.
+
+    ``thinning`` splits the photoelectrons of every pixel binomially
+    (:func:`recon.noise.binomial_split`): each half holds every view and pixel with half the
+    photons, so it is fitted with half the photons per atom and read noise σ/√2, and each half
+    map estimates the full density. ``frames`` gives the even shots to one half and the odd to
+    the other (every view needs two or more). ``auto``: ``frames`` when every view has two or
+    more shots, else ``thinning``.
+
+    Returns:
+        The halves and the split actually used.
+    """
+    from recon.errors import ConfigError
+    from recon.fit import ViewData
+    from recon.noise import binomial_split
+
+    if how not in SPLITS:
+        raise ConfigError(f"fit: --split must be one of {', '.join(SPLITS)}, got {how!r}")
+    shots = min(v.counts.shape[0] for v in data.views)
+    if how == "auto":
+        how = "frames" if shots >= 2 else "thinning"
+    if how == "frames":
+        if shots < 2:
+            name = min(data.views, key=lambda v: v.counts.shape[0]).name
+            raise ConfigError(f"fit: --split frames needs two or more shots in every view, view '{name}' "
+                              "has one; use --split thinning")
+        halves = tuple(
+            dataclasses.replace(data, views=tuple(
+                ViewData(v.name, v.camera, v.roi, v.counts[start::2], v.mask[start::2]) for v in data.views))
+            for start in (0, 1)
+        )
+        return halves, how
+    gen = torch.Generator().manual_seed(seed)
+    sigma = float(data.read_noise_e if data.read_noise_e is not None
+                  else data.system.cameras[0].sensor.read_noise_e)
+    split_views: tuple[list, list] = ([], [])
+    for v in data.views:
+        usable = torch.where(v.mask, v.counts, torch.zeros_like(v.counts))
+        a, b = binomial_split(usable, gen, read_noise_e=sigma)
+        for side, counts in zip(split_views, (a, b), strict=True):
+            side.append(ViewData(v.name, v.camera, v.roi, counts, v.mask))
+    y_half = (data.photons_per_atom or 4 * math.pi) / 2
+    halves = tuple(
+        dataclasses.replace(data, views=tuple(side), photons_per_atom=y_half,
+                            read_noise_e=sigma / math.sqrt(2))
+        for side in split_views
+    )
+    return halves, how
 
 
 def versions() -> dict:
@@ -80,7 +151,7 @@ def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
     everything is written, so an interrupted fit never leaves a half-filled ``out``.
     """
     if resume:
-        if not (out / "checkpoint.pt").is_file():
+        if not any((out / sub / "checkpoint.pt").is_file() for sub in (".", "half1")):
             raise ReconError(
                 f"fit: --resume needs {out}/checkpoint.pt, which does not exist; run without --resume first"
             )
@@ -113,6 +184,47 @@ def finish_out_dir(work: Path, out: Path) -> None:
     work.rename(out)
 
 
+def _fit_halves(data: FitData, cfg: FitConfig, work: Path, split: str, *, resume: bool, progress):
+    """Fit two independent halves (seeds ``seed + 1000``, ``seed + 2000``) in ``work/half1``, ``half2``.
+
+    Returns:
+        The two fit results, and the split used.
+    """
+    halves, how = split_fit_data(data, split, cfg.seed)
+    results = []
+    for i, half in enumerate(halves, 1):
+        sub = work / f"half{i}"
+        sub.mkdir(exist_ok=True)
+        if progress:
+            progress.log(f"half {i}/2 ({how} split)")
+        results.append(run_fit(half, dataclasses.replace(cfg, seed=cfg.seed + 1000 * i), sub,
+                               make_field=field_factory, resume=resume and (sub / "checkpoint.pt").is_file(),
+                               progress=progress))
+    return results, how
+
+
+def _combined_pool(results: list[dict], how: str) -> RayPool:
+    """The ray pool of half 1 with the measured counts of both halves (the whole data)."""
+    a, b = results[0]["pool"], results[1]["pool"]
+    frames = a.n_frames + b.n_frames if how == "frames" else a.n_frames
+    return dataclasses.replace(a, summed_counts=a.summed_counts + b.summed_counts, n_frames=frames,
+                               read_noise_e=a.read_noise_e * (math.sqrt(2) if how == "thinning" else 1.0))
+
+
+def _fsc_metrics(report: dict) -> dict:
+    """The figures of an FSC report that metrics.json carries."""
+    d = report.get("directional") or {}
+    return {
+        "threshold": report["threshold"],
+        "resolution_um": report["resolution_um"],
+        "resolution_interpolated_um": report["resolution_interpolated_um"],
+        "reached_nyquist": report["reached_nyquist"],
+        "nyquist_um": report["nyquist_um"],
+        "resolution_xyz_um": [d.get(f"resolution_{a}_um") for a in "xyz"] if d else None,
+        "sphericity": d.get("sphericity"),
+    }
+
+
 def run_fit_job(
     data: FitData,
     cfg: FitConfig,
@@ -123,58 +235,89 @@ def run_fit_job(
     resume: bool = False,
     progress=None,
     truth_path: Path | None = None,
+    split_halves: str | None = None,
 ) -> dict:
-    """Fit ``data`` and write the whole output directory; returns the metrics."""
+    """Fit ``data`` and write the whole output directory; returns the metrics.
+
+    Args:
+        data: the run's data.
+        cfg: fit settings.
+        out: output directory.
+        run_name: name of the run (for the report).
+        overwrite: replace an existing ``out``.
+        resume: continue from the checkpoint(s) in ``out``.
+        progress: progress display (see :func:`recon.fit.run_fit`).
+        truth_path: the true density (simulated runs): the fit is compared with it by FSC
+            (``fsc-truth/``) and metrics.json holds the resolution.
+        split_halves: None for one fit of all the data; ``auto``, ``thinning`` or ``frames`` to
+            fit two independent halves (:func:`split_fit_data`), write ``half1.tif``,
+            ``half2.tif`` and their average as ``density.tif``, and their FSC (``fsc-halves/``).
+    """
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     if resume:
         saved = json.loads((out / "config.json").read_text())["fit"] if (out / "config.json").exists() else {}
         if saved and saved.get("steps") and cfg.steps < saved.get("steps", 0):
             cfg.steps = saved["steps"]
-    write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name, "versions": versions()})
+    write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name, "split_halves": split_halves,
+                                      "versions": versions()})
     t0 = time.perf_counter()
-    result = run_fit(data, cfg, work, make_field=field_factory, resume=resume, progress=progress)
+    shape, origin, voxel = density_grid(data, cfg.voxel_size_mm)
+    if split_halves is None:
+        how = None
+        results = [run_fit(data, cfg, work, make_field=field_factory, resume=resume, progress=progress)]
+        pool = results[0]["pool"]
+    else:
+        results, how = _fit_halves(data, cfg, work, split_halves, resume=resume, progress=progress)
+        pool = _combined_pool(results, how)
     fit_time = time.perf_counter() - t0
-    field_module, pool, state, device = result["field"], result["pool"], result["state"], result["device"]
+    device = results[0]["device"]
+    states = [r["state"] for r in results]
+    backend = getattr(results[0]["field"], "backend", "torch")
     if progress:
         progress.log("writing outputs: density.tif, renders/, metrics.json, report.html")
-    shape, origin, voxel = density_grid(data, cfg.voxel_size_mm)
-    grid = sample_field(field_module, shape, origin, voxel, device)
-    meta = {
-        "run": run_name,
-        "field": cfg.field,
-        "backend": getattr(field_module, "backend", "torch"),
-        "steps": state.step,
-    }
-    volume = save_density(work, grid, origin, voxel, data.density_unit, meta)
+    meta = {"run": run_name, "field": cfg.field, "backend": backend, "steps": states[0].step}
+    grids = [sample_field(r["field"], shape, origin, voxel, device) for r in results]
+    extra: dict = {}
+    if how is not None:
+        halves = [save_density(work, g, origin, voxel, data.density_unit, {**meta, "half": i},
+                               name=f"half{i}.tif") for i, g in enumerate(grids, 1)]
+        report = fsc_halves(*halves, work)
+        extra["split_halves"] = {"split": how, "fsc": _fsc_metrics(report)}
+    volume = save_density(work, sum(grids) / len(grids), origin, voxel, data.density_unit, meta)
     predicted = predict_views(
         volume,
         pool,
-        result["photons_per_atom"],
+        data.photons_per_atom or 4 * math.pi,
         model=cfg.model,
         attenuation=cfg.attenuation,
         step_mm=min(cfg.step_mm, 0.02),
     )
     views = residual_stats(data, pool, predicted)
-    images = write_renders(work, data, pool, predicted, volume, state.losses)
+    losses = [sum(v) / len(v) for v in zip(*(s.losses for s in states), strict=True)]
+    images = write_renders(work, data, pool, predicted, volume, losses)
+    if truth_path is not None:
+        extra["fsc_truth"] = _fsc_metrics(fsc_truth(volume, truth_path, work))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    loop_s = sum(s.elapsed_s for s in states)
     metrics = {
         "run": run_name,
         "density_unit": data.density_unit,
         **cloud_metrics(volume),
-        "final_loss": float(sum(state.losses[-50:]) / max(len(state.losses[-50:]), 1)),
-        "steps": state.step,
+        "final_loss": float(sum(losses[-50:]) / max(len(losses[-50:]), 1)),
+        "steps": states[0].step,
         "time_s": round(fit_time, 2),
-        "fit_loop_s": round(state.elapsed_s, 2),
-        "rays_per_s": round(state.rays_rendered / max(state.elapsed_s, 1e-9), 1),
+        "fit_loop_s": round(loop_s, 2),
+        "rays_per_s": round(sum(s.rays_rendered for s in states) / max(loop_s, 1e-9), 1),
         "peak_memory_mb": round(peak_mb, 1),
         "peak_memory_kind": "GPU allocated" if device.type == "cuda" else "process max RSS",
-        "backend": getattr(field_module, "backend", "torch"),
+        "backend": backend,
         "device": str(device),
         "voxel_size_mm": voxel[0],
         "grid": list(shape),
         "views": views,
+        **extra,
         "versions": versions(),
     }
     if data.density_unit != "atoms/mm^3":
@@ -190,9 +333,24 @@ def summary_lines(metrics: dict) -> list[str]:
     c = metrics["centroid_mm"]
     w = metrics["width_mm"]
     fmt = (lambda v: f"{v * 1000:.1f}") if all(math.isfinite(x) for x in c + w) else str
-    return [
+    lines = [
         f"atoms {metrics['atoms']:.4g} ({metrics['density_unit']}), centroid (µm) "
         f"{', '.join(fmt(v) for v in c)}, widths σ (µm) {', '.join(fmt(v) for v in w)}",
         f"{metrics['steps']} steps in {metrics['time_s']:.1f} s, {metrics['rays_per_s']:,.0f} rays/s, "
         f"backend {metrics['backend']} on {metrics['device']}, final loss {metrics['final_loss']:.4f}",
     ]
+    for key, what in (("fsc_truth", "against the truth"), ("split_halves", "between the split halves")):
+        if key in metrics:
+            f = metrics[key].get("fsc", metrics[key])
+            line = (f"resolution {what} (FSC {f['threshold']}): {_um(f['resolution_um'])}, interpolated "
+                    f"{_um(f['resolution_interpolated_um'])}")
+            if f["reached_nyquist"]:
+                line += f" (reached Nyquist, {f['nyquist_um']:.4g} µm)"
+            if f["resolution_xyz_um"]:
+                line += f"; x/y/z {' / '.join(_um(v) for v in f['resolution_xyz_um'])}"
+            lines.append(line)
+    return lines
+
+
+def _um(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g} µm"

@@ -206,34 +206,52 @@ def adu_to_electrons(
 
 
 def binomial_split(
-    counts: torch.Tensor, generator: torch.Generator | None = None
+    counts: torch.Tensor, generator: torch.Generator | None = None, *, read_noise_e: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two statistically independent halves of Poisson counts (binomial thinning, p = ½).
+    r"""Two statistically independent halves of photoelectron counts (binomial thinning, p = ½).
 
     For ``k ~ Poisson(λ)``, ``a ~ Binomial(k, ½)`` and ``b = k − a`` are independent
     ``Poisson(λ/2)`` (REFERENCE §2): two half data sets with every view and every pixel, for
     split-halves FSC from one exposure.
 
-    Measured photoelectrons carry read noise (and the noise of a subtracted dark frame), so they
-    are not integers: they are rounded to the nearest integer and clipped at 0 first. The halves
-    then hold the photon noise of half the signal each, while the read noise is not split but
-    folded into the rounded counts; this is a good approximation when the counts per pixel are
-    large compared with σ²_read, and biases dark pixels slightly upwards (clipping at 0).
+    Measured photoelectrons also carry read noise ``n ~ N(0, σ²)`` (σ including a subtracted dark
+    frame's noise), so they are neither integers nor non-negative. They are rounded, and a
+    negative value is thinned by its magnitude (``a = sign(k)·Binomial(|k|, ½)``), so both halves
+    keep the mean ``k/2`` without the bias of clipping at 0. Thinning ``k = s + n`` leaves the
+    read noise shared between the halves: for bright pixels ``Cov(a, b) ≈ σ²/4``, which would
+    make the two half reconstructions correlate beyond the signal. With ``read_noise_e = σ`` an
+    independent ``ε ~ N(0, σ²/4)`` is added to one half and taken from the other, which cancels
+    that covariance exactly for bright pixels and leaves a small anti-correlation
+    (``−E|k|/4``) for dark ones:
+
+    .. math::
+
+        a' = a + ε,\quad b' = b − ε,\qquad E[a'] = E[b'] = λ/2,\quad
+        \operatorname{Var}(a') = λ/2 + σ^2/2.
+
+    Each half is then Poisson(λ/2) plus Gaussian read noise of ``σ/√2``: fit it with that read
+    noise. ``a' + b'`` equals the rounded counts.
 
     Args:
         counts: (...) photoelectrons (finite); integer or float dtype.
         generator: random generator on the device of ``counts``.
+        read_noise_e: σ of the read noise in ``counts``, e⁻ (0: counts are pure Poisson).
 
     Returns:
-        (a, b): two float32 tensors like ``counts`` with ``a + b`` equal to the rounded, clipped
-        counts.
+        (a, b): two float32 tensors like ``counts``.
 
     Raises:
-        DataError: ``counts`` holds NaN or inf (mask those pixels first).
+        DataError: ``counts`` holds NaN or inf (mask those pixels first), or ``read_noise_e < 0``.
     """
     k = counts.to(torch.float64)
     if k.numel() and not bool(torch.isfinite(k).all()):
         raise DataError("binomial_split: counts hold NaN or inf; set masked pixels to 0 before splitting")
-    k = k.round().clamp_min(0.0)
-    half = torch.binomial(k, torch.full_like(k, 0.5), generator=generator)
-    return half.to(torch.float32), (k - half).to(torch.float32)
+    if not read_noise_e >= 0:
+        raise DataError(f"binomial_split: read_noise_e must be ≥ 0, got {read_noise_e!r}")
+    k = k.round()
+    half = torch.sign(k) * torch.binomial(k.abs(), torch.full_like(k, 0.5), generator=generator)
+    other = k - half
+    if read_noise_e > 0:
+        eps = torch.randn(k.shape, dtype=k.dtype, device=k.device, generator=generator) * (read_noise_e / 2)
+        half, other = half + eps, other - eps
+    return half.to(torch.float32), other.to(torch.float32)

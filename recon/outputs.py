@@ -18,6 +18,7 @@ from recon.volume import Volume, interpolate, write_volume
 
 __all__ = [
     "density_grid",
+    "figure_html",
     "predict_views",
     "residual_stats",
     "sample_field",
@@ -196,8 +197,23 @@ def write_renders(
     return written
 
 
+def figure_html(png: Path, caption: str) -> str:
+    """A PNG inlined (base64) in an HTML figure, so the page is self-contained."""
+    data = base64.b64encode(png.read_bytes()).decode()
+    return (f"<figure><img src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
 def write_report(out_dir: Path, metrics: dict, images: list[Path], extra_sections: list[str] = ()) -> None:
-    """One self-contained HTML page: the numbers and the pictures (inlined as base64)."""
+    """One self-contained HTML page: the numbers and the pictures (inlined as base64).
+
+    The resolution sections come from the FSC comparisons found in ``out_dir``
+    (:func:`recon.resolution.fsc_sections`), so rewriting the report after ``recon fsc OUT/``
+    adds them.
+    """
+    from recon.resolution import fsc_sections
+
+    extra_sections = [*extra_sections, *fsc_sections(out_dir)]
     rows = []
     for key in (
         "atoms",
@@ -219,12 +235,7 @@ def write_report(out_dir: Path, metrics: dict, images: list[Path], extra_section
         f"<td>{v['predicted_e']:.4g}</td><td>{v['residual_mean']:.3f}</td><td>{v['residual_rms']:.3f}</td></tr>"
         for v in metrics.get("views", [])
     )
-    pics = "".join(
-        f"<figure><img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
-        f"<figcaption>{html.escape(p.name)}</figcaption></figure>"
-        for p in images
-        if p.exists()
-    )
+    pics = "".join(figure_html(p, p.name) for p in images if p.exists())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>recon fit report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}img{{max-width:100%}}</style></head><body>
@@ -247,8 +258,10 @@ def cloud_metrics(volume: Volume) -> dict:
     return {"atoms": m["total"], "centroid_mm": m["centroid_mm"], "width_mm": m["width_mm"]}
 
 
-def save_density(out_dir: Path, data_grid: np.ndarray, origin, voxel, unit: str, meta: dict) -> Volume:
-    """Write density.tif and return the Volume."""
+def save_density(
+    out_dir: Path, data_grid: np.ndarray, origin, voxel, unit: str, meta: dict, *, name: str = "density.tif"
+) -> Volume:
+    """Write ``out_dir/name`` (default density.tif) and return the Volume."""
     volume = Volume(data_grid.astype(np.float32), tuple(origin), tuple(voxel), unit, meta)
-    write_volume(out_dir / "density.tif", volume)
+    write_volume(out_dir / name, volume)
     return volume

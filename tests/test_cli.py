@@ -130,3 +130,63 @@ def test_fit_cli_errors(tmp_path, tiny_run):
     bad.write_text("stepz = 3\n")
     res = _fit(tiny_run, tmp_path / "o", "--config", str(bad))
     assert res.exit_code == 2 and "unknown key 'stepz'" in res.output
+
+
+def test_inspect_prints_views_json_and_contact_sheet(tmp_path, tiny_run):
+    import json
+
+    res = runner.invoke(app, ["inspect", str(tiny_run), "--sheet", str(tmp_path / "sheet.png")])
+    assert res.exit_code == 0, res.output
+    assert "direct" in res.output and "m1" in res.output and "truth" in res.output
+    assert (tmp_path / "sheet.png").stat().st_size > 1000
+    res = runner.invoke(app, ["inspect", str(tiny_run), "--json"])
+    views = json.loads(res.output)["views"]
+    assert [v["name"] for v in views] == ["direct", "m1"] and all(v["signal_e"] > 0 for v in views)
+    res = runner.invoke(app, ["inspect", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_fit_split_halves_then_fsc_commands(tmp_path, tiny_run):
+    import json
+
+    import numpy as np
+
+    from recon.volume import read_volume
+
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text("batch_pixels = 256\ncheckpoint_every = 10\nvoxel_size_mm = 0.1\n")
+    out = tmp_path / "fit"
+    res = _fit(tiny_run, out, "--steps", "10", "--config", str(cfg), "--split-halves")
+    assert res.exit_code == 0, res.output
+    assert "split halves (FSC 0.143)" in res.output and "against the truth (FSC 0.5)" in res.output
+    h1, h2, avg = (read_volume(out / n) for n in ("half1.tif", "half2.tif", "density.tif"))
+    assert not np.allclose(h1.data, h2.data)  # independent halves, independent seeds
+    assert np.allclose(avg.data, (h1.data + h2.data) / 2, rtol=1e-5, atol=1e-6 * float(avg.data.max()))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split_halves"]["split"] == "thinning"
+    assert metrics["split_halves"]["fsc"]["threshold"] == "0.143"
+    assert metrics["fsc_truth"]["threshold"] == "0.5"
+    for sub in ("fsc-halves", "fsc-truth"):
+        assert (out / sub / "fsc.csv").is_file() and (out / sub / "fsc.png").is_file()
+    assert "Resolution between the split halves" in (out / "report.html").read_text()
+    # recon fsc on the fit directory recomputes both, and rewrites the report
+    (out / "fsc-truth" / "fsc.json").unlink()
+    res = runner.invoke(app, ["fsc", str(out), "--truth", str(tiny_run / "truth.tif")])
+    assert res.exit_code == 0 and "at 0.5" in res.output, res.output
+    assert (out / "fsc-truth" / "fsc.json").is_file()
+    assert "Resolution against the truth" in (out / "report.html").read_text()
+    res = runner.invoke(app, ["fsc", str(out)])
+    assert res.exit_code == 0 and "half 1 vs half 2 at 0.143" in res.output, res.output
+    res = runner.invoke(app, ["fsc", str(out / "half1.tif"), str(out / "half2.tif"), "--threshold",
+                              "half-bit", "--out", str(tmp_path / "ab")])
+    assert res.exit_code == 0
+    assert json.loads((tmp_path / "ab" / "fsc.json").read_text())["threshold"] == "half-bit"
+    # two files must share one grid
+    _sphere_tif(tmp_path / "sphere.tif")
+    res = runner.invoke(app, ["fsc", str(out / "half1.tif"), str(tmp_path / "sphere.tif"), "--out",
+                              str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "different grids" in res.output and not (tmp_path / "bad").exists()
+    res = _fit(tiny_run, tmp_path / "f2", "--steps", "2", "--split-halves", "--split", "frames")
+    assert res.exit_code == 2 and "--split thinning" in res.output and not (tmp_path / "f2").exists()
+    res = _fit(tiny_run, tmp_path / "f3", "--steps", "2", "--split", "frames")
+    assert res.exit_code == 2 and "--split-halves" in res.output

@@ -85,12 +85,33 @@ def test_binomial_halves_are_independent_poisson_halves():
     assert abs(corr.item()) < 5 / math.sqrt(n)
 
 
-def test_binomial_split_rounds_and_clips_measured_electrons():
-    counts = torch.tensor([-3.2, 0.4, 2.6, 10.0])
+def test_binomial_split_rounds_and_keeps_the_sign_of_measured_electrons():
+    counts = torch.tensor([-3.2, 0.4, 2.6, 10.0, -1.0])
     a, b = binomial_split(counts, torch.Generator().manual_seed(0))
-    assert (a + b).tolist() == [0.0, 0.0, 3.0, 10.0] and (a >= 0).all() and (b >= 0).all()
+    assert (a + b).tolist() == [-3.0, 0.0, 3.0, 10.0, -1.0]
+    assert (torch.sign(a) * torch.sign(counts.round()) >= 0).all()  # a negative count thins by magnitude
     with pytest.raises(DataError, match="NaN"):
         binomial_split(torch.tensor([1.0, math.nan]))
+    with pytest.raises(DataError, match="read_noise_e"):
+        binomial_split(torch.tensor([1.0]), read_noise_e=-1.0)
+
+
+def test_binomial_split_of_read_noisy_counts_decorrelates_the_halves():
+    g = torch.Generator().manual_seed(3)
+    n, lam, sigma = 200000, 40.0, 3.0
+    counts = torch.poisson(torch.full((n,), lam), generator=g) + sigma * torch.randn(n, generator=g)
+    # Plain thinning shares the read noise: Cov(a, b) = σ²/4.
+    a0, b0 = binomial_split(counts, g)
+    cov0 = ((a0 - a0.mean()) * (b0 - b0.mean())).mean().item()
+    assert abs(cov0 - sigma**2 / 4) < 0.3
+    a, b = binomial_split(counts, g, read_noise_e=sigma)
+    assert torch.allclose(a + b, counts.round(), atol=1e-4)
+    cov = ((a - a.mean()) * (b - b.mean())).mean().item()
+    var_half = lam / 2 + sigma**2 / 2 + 1 / 24  # + rounding
+    assert abs(cov) < 5 * var_half / math.sqrt(n)
+    for half in (a, b):
+        assert abs(half.mean().item() - lam / 2) < 5 * math.sqrt(var_half / n)
+        assert abs(half.var().item() - var_half) < 5 * var_half * math.sqrt(2 / n)
 
 
 def test_sensor_spec_conversion_and_validation():
