@@ -132,6 +132,17 @@ def test_fit_cli_errors(tmp_path, tiny_run):
     assert res.exit_code == 2 and "unknown key 'stepz'" in res.output
 
 
+def test_simulate_then_inspect_through_the_cli(tmp_path, tiny_system_file):
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["simulate", "--system", str(tiny_system_file), "--phantom", "gaussian",
+                              "--atoms", "1e5", "--samples", "1", "--step-mm", "0.05", "--frames", "2",
+                              "--seed", "1", "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["inspect", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "run: 2 views" in res.output and "200.0" in res.output and "truth.tif" in res.output
+
+
 def test_inspect_prints_views_json_and_contact_sheet(tmp_path, tiny_run):
     import json
 
