@@ -39,7 +39,7 @@ def _run(cmd: list[str]) -> tuple[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=1500, help="fit steps")
-    parser.add_argument("--samples", type=int, default=8, help="sub-pixel × aperture samples of the simulation")
+    parser.add_argument("--samples", type=int, default=8, help="sub-pixel × aperture samples, simulation")
     parser.add_argument("--photons", type=float, default=2000.0,
                         help="photons per unit density (relative units) of the simulation")
     parser.add_argument("--work", default=None, help="keep the run and fit here (default: a temp dir)")
@@ -62,7 +62,8 @@ def main() -> None:
     metrics = json.loads((fit / "metrics.json").read_text())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for src, name in ((work / "doe.png", "doe_mesh_preview.png"), (work / "doe_compare.png", "doe_compare.png")):
+    images = ((work / "doe.png", "doe_mesh_preview.png"), (work / "doe_compare.png", "doe_compare.png"))
+    for src, name in images:
         if src.is_file():
             shutil.copyfile(src, out.parent / name)
     result = {

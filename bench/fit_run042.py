@@ -60,6 +60,11 @@ def main() -> None:
         f"wall time of `{' '.join(cmd)}`: {wall:.1f} s (fit loop {metrics['fit_loop_s']:.1f} s, "
         f"{metrics['steps']} steps, {metrics['rays_per_s']:,.0f} rays/s)"
     )
+    fsc = metrics.get("fsc_truth")
+    if fsc:
+        xyz = ", ".join("—" if v is None else f"{v:.4g}" for v in (fsc["resolution_xyz_um"] or []))
+        print(f"FSC 0.5 against the truth: {fsc['resolution_um']:.4g} µm (interpolated "
+              f"{fsc['resolution_interpolated_um']:.4g} µm; x, y, z: {xyz} µm)")
     result = {
         "command": " ".join(cmd),
         "wall_s": wall,
@@ -82,7 +87,9 @@ def main() -> None:
                 "peak_memory_mb",
                 "backend",
                 "device",
+                "fsc_truth",
             )
+            if k in metrics
         },
         "truth": truth,
         "errors": {
