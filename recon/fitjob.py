@@ -76,15 +76,23 @@ def field_factory(cfg: FitConfig, box_min, box_max, mean_density: float, device)
 def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
     """Check the output directory and return where to write (the final place when resuming).
 
-    A new fit writes into a temporary sibling directory that is renamed onto ``out`` when
-    everything is written, so an interrupted fit never leaves a half-filled ``out``.
+    A new fit writes into a temporary sibling directory (``.NAME.partial``) that is renamed onto
+    ``out`` when everything is written, so an interrupted fit never leaves a half-filled ``out``.
+    ``--resume`` continues from the checkpoint of an interrupted fit in that directory, else from
+    the one in ``out`` (a finished fit, continued with more steps).
     """
+    from recon.atomic import remove_stale_temporaries
+
+    if out.exists() and not out.is_dir():
+        raise ReconError(f"fit: --out {out} is a file, not a directory; choose another --out")
     if resume:
-        if not (out / "checkpoint.pt").is_file():
-            raise ReconError(
-                f"fit: --resume needs {out}/checkpoint.pt, which does not exist; run without --resume first"
-            )
-        return out
+        for where in (_partial_dir(out), out):
+            if (where / "checkpoint.pt").is_file():
+                remove_stale_temporaries(where)  # left by a writer killed mid-write
+                return where
+        raise ReconError(
+            f"fit: --resume needs {out}/checkpoint.pt, which does not exist; run without --resume first"
+        )
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ReconError(
             f"fit: output directory {out} exists and is not empty; pass --overwrite or choose another --out"
@@ -97,20 +105,37 @@ def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
         probe.unlink()
     except OSError as err:
         raise ReconError(f"fit: cannot write in {parent} ({err.strerror}); choose another --out") from None
-    work = parent / f".{out.name}.partial"
+    work = _partial_dir(out)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
     return work
 
 
+def _partial_dir(out: Path) -> Path:
+    parent = out.parent if str(out.parent) else Path(".")
+    return parent / f".{out.name}.partial"
+
+
 def finish_out_dir(work: Path, out: Path) -> None:
-    """Move a completed temporary output directory onto ``out``."""
+    """Move a completed temporary output directory onto ``out`` (the old one goes only after)."""
     if work == out:
         return
     if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
+        old = work.parent / f".{out.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        work.rename(out)
+        shutil.rmtree(old)
+    else:
+        work.rename(out)
+
+
+def _discard_unless_resumable(work: Path, out: Path) -> None:
+    """After a failed fit: remove its temporary directory unless it holds a checkpoint to resume."""
+    if work != out and work.exists() and not (work / "checkpoint.pt").is_file():
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_fit_job(
@@ -126,13 +151,21 @@ def run_fit_job(
 ) -> dict:
     """Fit ``data`` and write the whole output directory; returns the metrics."""
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    if resume:
-        saved = json.loads((out / "config.json").read_text())["fit"] if (out / "config.json").exists() else {}
-        if saved and saved.get("steps") and cfg.steps < saved.get("steps", 0):
-            cfg.steps = saved["steps"]
-    write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name, "versions": versions()})
-    t0 = time.perf_counter()
-    result = run_fit(data, cfg, work, make_field=field_factory, resume=resume, progress=progress)
+    try:
+        if resume:
+            saved_cfg = work / "config.json"
+            try:
+                saved = json.loads(saved_cfg.read_text())["fit"] if saved_cfg.exists() else {}
+            except (OSError, ValueError, KeyError, TypeError):
+                saved = {}
+            if saved and saved.get("steps") and cfg.steps < saved.get("steps", 0):
+                cfg.steps = saved["steps"]
+        write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name, "versions": versions()})
+        t0 = time.perf_counter()
+        result = run_fit(data, cfg, work, make_field=field_factory, resume=resume, progress=progress)
+    except BaseException:
+        _discard_unless_resumable(work, out)
+        raise
     fit_time = time.perf_counter() - t0
     field_module, pool, state, device = result["field"], result["pool"], result["state"], result["device"]
     if progress:
