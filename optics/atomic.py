@@ -27,6 +27,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_writable",
     "output_error",
     "remove_stale_temporaries",
 ]
@@ -36,7 +37,38 @@ def output_error(path: str | os.PathLike, err: OSError, what: str = "cannot writ
     """The one-line error for an OSError met while writing ``path``."""
     reason = err.strerror or type(err).__name__
     where = f" ({err.filename})" if err.filename and str(err.filename) != str(path) else ""
+    blocker = Path(err.filename) if err.filename else None
+    if isinstance(err, (FileExistsError, NotADirectoryError)) and blocker is not None:
+        while not blocker.exists() and blocker != blocker.parent:
+            blocker = blocker.parent
+        if blocker.exists() and not blocker.is_dir():
+            reason, where = f"{blocker} is a file, not a directory", ""
     return OutputError(f"{what} {path}: {reason}{where}; choose another output path or fix its directory")
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Check, before long work, that ``path`` could be created; nothing is left on disk.
+
+    The nearest existing ancestor must be a directory in which a file can be made (a probe file
+    is created and removed there; no directory is created).
+
+    Raises:
+        OutputError: naming ``path`` and the reason.
+    """
+    import errno
+
+    path = Path(path).absolute()
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    try:
+        if not ancestor.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(ancestor))
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=ancestor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise output_error(path, err) from None
 
 
 def _fsync(path: Path) -> None:

@@ -4,6 +4,7 @@ from optics.atomic import (
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
+    check_writable,
     output_error,
     remove_stale_temporaries,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_writable",
     "output_error",
     "remove_stale_temporaries",
 ]

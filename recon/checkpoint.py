@@ -23,7 +23,7 @@ import torch
 from recon.atomic import atomic_path
 from recon.errors import DataError, FitError
 
-__all__ = ["data_fingerprint", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
+__all__ = ["check_resumable", "data_fingerprint", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 
 _FORMAT = "recon.checkpoint/1"
 # Settings that change what the parameters mean; a checkpoint only resumes under the same ones.
@@ -34,9 +34,36 @@ def _finite(module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in module.state_dict().values() if p.is_floating_point())
 
 
-def data_fingerprint(pool) -> str:
-    """A short key of the data a fit runs on: pixels, traced segments and the summed signal."""
-    return f"{pool.n_pixels} px, {len(pool.rays)} segments, {float(pool.summed_counts.double().sum()):.9e} e"
+def data_fingerprint(data) -> str:
+    """A short key of the data a fit runs on (:class:`~recon.fit.FitData`): pixels, shots, signal."""
+    pixels = sum(int(v.counts[0].numel()) for v in data.views)
+    shots = sum(int(v.counts.shape[0]) for v in data.views)
+    signal = sum(float((v.counts.double() * v.mask).sum()) for v in data.views)
+    return f"{len(data.views)} views, {pixels} px, {shots} shots, {signal:.9e} e"
+
+
+def check_resumable(path: str | os.PathLike, cfg, data=None) -> dict:
+    """Check, before anything is written, that the checkpoint at ``path`` resumes ``cfg`` on ``data``.
+
+    Returns:
+        The checkpoint's contents.
+
+    Raises:
+        DataError: missing, corrupt, written under another configuration or for other data.
+    """
+    payload = read_checkpoint(path)
+    saved = payload["config"]
+    current = asdict(cfg)
+    for key in _MUST_MATCH:
+        if saved.get(key) != current.get(key):
+            raise DataError(f"checkpoint {path} was written with {key}={saved.get(key)!r}, not "
+                            f"{current.get(key)!r}; resume with the same settings or start a new --out")
+    saved_key = payload.get("data_key")
+    data_key = None if data is None else data_fingerprint(data)
+    if data_key is not None and saved_key is not None and saved_key != data_key:
+        raise DataError(f"checkpoint {path} was written for other data ({saved_key}; now {data_key}); "
+                        "resume with the same run or start a new --out")
+    return payload
 
 
 def save_checkpoint(
@@ -51,8 +78,7 @@ def save_checkpoint(
         generator: the fit's ``torch.Generator`` (batches, jitter).
         cfg: the :class:`~recon.fit.FitConfig`.
         state: the :class:`~recon.fit.FitState`.
-        data_key: fingerprint of the data (see :func:`data_fingerprint`); a resume
-            against other data is refused.
+        data_key: :func:`data_fingerprint` of the data; a resume against other data is refused.
 
     Raises:
         FitError: the field holds NaN or inf; nothing is written, the previous checkpoint stays.
@@ -101,7 +127,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return payload
 
 
-def load_checkpoint(path, field_module, optimizer, generator, cfg, *, data_key: str | None = None):
+def load_checkpoint(path, field_module, optimizer, generator, cfg, *, data=None):
     """Restore a fit from ``path`` into the given objects and return its FitState.
 
     Also restores the global torch (and CUDA) random states when the checkpoint holds them.
@@ -111,17 +137,7 @@ def load_checkpoint(path, field_module, optimizer, generator, cfg, *, data_key: 
     """
     from recon.fit import FitState
 
-    payload = read_checkpoint(path)
-    saved = payload["config"]
-    current = asdict(cfg)
-    for key in _MUST_MATCH:
-        if saved.get(key) != current.get(key):
-            raise DataError(f"checkpoint {path} was written with {key}={saved.get(key)!r}, not "
-                            f"{current.get(key)!r}; resume with the same settings or start a new --out")
-    saved_key = payload.get("data_key")
-    if data_key is not None and saved_key is not None and saved_key != data_key:
-        raise DataError(f"checkpoint {path} was written for other data (pixels/signal {saved_key}, now "
-                        f"{data_key}); resume with the same run or start a new --out")
+    payload = check_resumable(path, cfg, data)
     try:
         field_module.load_state_dict(payload["field"])
         optimizer.load_state_dict(payload["optimizer"])

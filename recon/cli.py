@@ -282,10 +282,14 @@ def mesh(
     volume = read_volume(_density_path(source))
     cad = None
     if compare is not None:  # read before anything is written, so a bad CAD file leaves nothing behind
+        import warnings
+
         import pyvista as pv
 
         try:
-            cad = pv.read(str(compare))
+            with warnings.catch_warnings():  # VTK reader failures come as multi-line warnings
+                warnings.simplefilter("ignore")
+                cad = pv.read(str(compare))
         except Exception as err:  # VTK readers raise assorted errors
             raise ReconError(f"mesh: cannot read CAD mesh {compare} ({err})") from None
         if cad is None or cad.n_points == 0:

@@ -442,10 +442,10 @@ def run_fit(
     state = FitState()
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     ckpt_path = out_dir / "checkpoint.pt"
-    data_key = data_fingerprint(pool)
+    data_key = data_fingerprint(data)
     saved_step = None
     if resume:
-        state = load_checkpoint(ckpt_path, field_module, optim, gen, cfg, data_key=data_key)
+        state = load_checkpoint(ckpt_path, field_module, optim, gen, cfg, data=data)
         saved_step = state.step
         log(f"resumed from step {state.step}")
     if not state.batch_pixels:

@@ -104,7 +104,9 @@ def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise ReconError(f"fit: cannot write in {parent} ({err.strerror}); choose another --out") from None
+        from recon.atomic import output_error
+
+        raise output_error(out, err, "fit: cannot write") from None
     work = _partial_dir(out)
     if work.exists():
         shutil.rmtree(work)
@@ -151,6 +153,10 @@ def run_fit_job(
 ) -> dict:
     """Fit ``data`` and write the whole output directory; returns the metrics."""
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    if resume:  # refuse a wrong checkpoint before anything is written
+        from recon.checkpoint import check_resumable
+
+        check_resumable(work / "checkpoint.pt", cfg, data)
     try:
         if resume:
             saved_cfg = work / "config.json"

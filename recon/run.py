@@ -450,7 +450,9 @@ def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object
             "is the file complete?"
         ) from None
     if not arrays:
-        raise DataError(f"{what}: {path} holds no images; write the frames as TIFF pages")
+        raise DataError(
+            f"{what}: {path} holds no images (truncated, or not written as TIFF pages?); re-export the frames"
+        )
     pages = []
     for data, axes in arrays:
         data = np.asarray(data)
