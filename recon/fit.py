@@ -499,15 +499,15 @@ def run_fit(
                 loss = loss + cfg.sparsity_weight * field_module(pts).mean() / mean_density
         if not torch.isfinite(loss):
             # Nothing is written: the checkpoint on disk is the last good state.
-            kept = (
-                f"the last good checkpoint (step {saved_step}) is {ckpt_path}; continue from it with "
-                "--resume and a lower lr"
-                if saved_step is not None
-                else f"no checkpoint was written yet (checkpoint_every = {cfg.checkpoint_every})"
-            )
+            if saved_step is not None:
+                kept = f"the last good checkpoint (step {saved_step}) is {ckpt_path}"
+                then = "rerun with --resume"
+            else:
+                kept = f"no checkpoint was written yet (checkpoint_every = {cfg.checkpoint_every})"
+                then = "fit again"
             raise FitError(
                 f"fit: the loss became {loss.item()} at step {state.step + 1}; {kept}. Lower lr "
-                f"(now {cfg.lr}, --config) or check the data"
+                f"(now {cfg.lr}, in --config) and {then}, or check the data"
             )
         optim.zero_grad(set_to_none=True)
         loss.backward()
