@@ -441,8 +441,10 @@ def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object
         raise DataError(f"{what}: {path} is a directory, not a TIFF file; check the path in run.toml")
     if not path.is_file():
         raise DataError(f"{what}: file {path} does not exist; check the path in run.toml")
+    from recon.volume import quiet_tifffile
+
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             arrays = [(s.asarray(), s.axes) for s in tif.series]
     except Exception as err:  # tifffile raises many kinds for corrupt or truncated files
         raise DataError(
@@ -466,6 +468,8 @@ def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object
             data = np.take(data, 0, axis=axis)
         if data.ndim < 2:
             raise DataError(f"{what}: {path} holds an array of shape {data.shape}; expected images")
+        if data.size == 0:
+            raise DataError(f"{what}: {path} holds an empty image {data.shape}; is the file complete?")
         pages.append(data.reshape(-1, *data.shape[-2:]))
     if len({p.shape[1:] for p in pages}) > 1 or len({p.dtype for p in pages}) > 1:
         raise DataError(
