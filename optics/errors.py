@@ -12,6 +12,7 @@ __all__ = [
     "DataError",
     "FitError",
     "MeshError",
+    "OutputError",
     "ReconError",
     "ShapeError",
 ]
@@ -47,3 +48,7 @@ class FitError(ReconError, RuntimeError):
 
 class MeshError(ReconError, ValueError):
     """No mesh can be extracted or compared as asked."""
+
+
+class OutputError(ReconError, RuntimeError):
+    """An output cannot be written: its directory is not writable, the disk is full, or it exists."""

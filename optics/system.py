@@ -161,9 +161,12 @@ class _Reader:
                     raise self.error(key, f"must hold finite numbers, got {value}")
         elif kind == "mat3":
             ok = (isinstance(value, list) and len(value) == 3
-                  and all(isinstance(r, list) and len(r) == 3 for r in value))
+                  and all(isinstance(r, list) and len(r) == 3 for r in value)
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for r in value for v in r))
             if ok:
                 value = [[float(v) for v in r] for r in value]
+                if not all(math.isfinite(v) for r in value for v in r):
+                    raise self.error(key, "must hold finite numbers")
         elif kind == "table":
             ok = isinstance(value, dict)
         elif kind == "tables":
@@ -403,13 +406,20 @@ def load_system(path: str | os.PathLike, *, dtype=torch.float32) -> System:
         import tomli as tomllib
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"system file {path} is a directory; pass the path of a system TOML "
+                          "(e.g. data/systems/magis_dome.toml)")
     if not path.is_file():
         raise ConfigError(f"system file {path} does not exist; pass the path of a system TOML "
                           "(e.g. data/systems/magis_dome.toml)")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid TOML ({err}); fix the syntax") from None
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{path}: not valid TOML ({first}); fix the syntax") from None
+    except OSError as err:
+        raise ConfigError(f"system file {path} cannot be read ({err.strerror}); check its "
+                          "permissions") from None
     return system_from_dict(data, source=str(path), dtype=dtype)
 
 

@@ -40,8 +40,8 @@ def _user_errors(fn):
                 raise
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
+        except KeyboardInterrupt as err:
+            typer.echo(f"interrupted: {err}" if str(err) else "interrupted", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -97,6 +97,10 @@ def system_show(
     console.print(table)
     console.print(f"total collected: {100 * total:.4f} % of 4π; view pixels: {pixels}; "
                   f"overlapping regions: {', '.join(overlaps) if overlaps else 'none'}")
+    for r in rows:
+        if r.collected_fraction == 0 and not r.chief_ray_hits_box:
+            console.print(f"warning: no light from the box centre reaches the lens by {r.region.name}; "
+                          "re-aim or move it (recon simulate and fit refuse a view without light)")
     if out is not None:
         draw_layout(system, rows, out, camera)
         console.print(f"layout drawn to {out}")
@@ -336,19 +340,27 @@ def mesh(
     if compare is not None and not compare.is_file():
         raise ReconError(f"mesh: CAD mesh {compare} does not exist; pass an existing .stl/.ply/.obj/.vtp")
     volume = read_volume(_density_path(source))
+    cad = None
+    if compare is not None:  # read before anything is written, so a bad CAD file leaves nothing behind
+        import warnings
+
+        import pyvista as pv
+
+        try:
+            with warnings.catch_warnings():  # VTK reader failures come as multi-line warnings
+                warnings.simplefilter("ignore")
+                cad = pv.read(str(compare))
+        except Exception as err:  # VTK readers raise assorted errors
+            raise ReconError(f"mesh: cannot read CAD mesh {compare} ({err})") from None
+        if cad is None or cad.n_points == 0:
+            raise ReconError(f"mesh: CAD mesh {compare} holds no surface; pass a non-empty mesh file")
     surface, summary = extract_mesh(volume, level=level, smooth=smooth, decimate=decimate, largest=largest)
     write_mesh(surface, out, format=fmt)
     preview = out.with_suffix(".png")
     render_preview(surface, preview, title=out.name)
     typer.echo(summary.format())
     typer.echo(f"wrote {out} and {preview}")
-    if compare is not None:
-        import pyvista as pv
-
-        try:
-            cad = pv.read(str(compare))
-        except Exception as err:  # VTK readers raise assorted errors
-            raise ReconError(f"mesh: cannot read CAD mesh {compare} ({err})") from None
+    if cad is not None:
         result = compare_meshes(surface, cad, align=align)
         stem = out.with_suffix("")
         write_comparison(result, Path(f"{stem}_compare.json"), Path(f"{stem}_compare.png"),

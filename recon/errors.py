@@ -7,6 +7,7 @@ from optics.errors import (
     DataError,
     FitError,
     MeshError,
+    OutputError,
     ReconError,
     ShapeError,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "DataError",
     "FitError",
     "MeshError",
+    "OutputError",
     "ReconError",
     "ShapeError",
 ]

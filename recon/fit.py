@@ -30,6 +30,7 @@ from recon.render import RENDER_MODELS, RayBatch, compact_rays, render_pixels
 __all__ = [
     "FitConfig",
     "FitData",
+    "FitInterrupted",
     "FitState",
     "RayPool",
     "ViewData",
@@ -122,13 +123,17 @@ def load_fit_config(path: str | os.PathLike | None, **overrides) -> FitConfig:
         if not path.is_file():
             raise ConfigError(f"fit config {path} does not exist; pass an existing TOML file")
         try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path}: not valid TOML ({err})") from None
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"{path}: not valid TOML ({first}); fix the syntax") from None
+        except OSError as err:
+            raise ConfigError(f"fit config {path} cannot be read ({err.strerror}); check the path") from None
         known = {f.name for f in fields(FitConfig)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(known))}")
+        _check_config_types(data, str(path))
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         cfg = FitConfig(**data)
@@ -136,6 +141,26 @@ def load_fit_config(path: str | os.PathLike | None, **overrides) -> FitConfig:
         raise ConfigError(f"fit config: {err}") from None
     cfg.validate()
     return cfg
+
+
+def _check_config_types(data: dict, source: str) -> None:
+    """Raise ConfigError naming the key when a value of a fit TOML has the wrong type."""
+    kinds = {f.name: str(f.type) for f in fields(FitConfig)}
+    for key, value in data.items():
+        kind = kinds[key]
+        if kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif kind == "str":
+            ok = isinstance(value, str)
+        else:
+            ok = isinstance(value, dict)
+        if not ok:
+            expected = {"int": "an integer", "float": "a finite number", "str": "a string"}.get(
+                kind, "a table"
+            )
+            raise ConfigError(f"{source}: key '{key}' must be {expected}, got {value!r}; fix the fit config")
 
 
 @dataclass(frozen=True)
@@ -288,6 +313,19 @@ def build_ray_pool(
     )
 
 
+def _check_views_see_the_box(data: FitData, pool: RayPool) -> None:
+    """Raise ConfigError for a view none of whose pixels has a ray through the box."""
+    per_pixel = torch.bincount(torch.div(pool.rays.pixel, pool.samples, rounding_mode="floor"),
+                               minlength=pool.n_pixels)
+    per_view = torch.bincount(pool.view_of_pixel, weights=per_pixel.double(), minlength=len(data.views))
+    for vi, view in enumerate(data.views):
+        if per_view[vi] == 0:
+            raise ConfigError(
+                f"fit: no pixel of view '{view.name}' (roi {list(view.roi)}) sees the box through any "
+                "mirror or directly; fix its roi in run.toml or the mirrors/volume of the system file"
+            )
+
+
 def cloud_moments(density: np.ndarray, origin_mm, voxel_size_mm) -> dict:
     """Total (sum × voxel volume), centroid and widths (standard deviations) of a (Z, Y, X) density."""
     rho = np.clip(np.asarray(density, dtype=np.float64), 0.0, None)
@@ -314,6 +352,11 @@ class FitState:
     losses: list = dc_field(default_factory=list)
     elapsed_s: float = 0.0
     rays_rendered: int = 0
+    batch_pixels: int = 0  # pixels per step now (0: the config's; smaller after running out of memory)
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """A fit stopped by SIGINT or SIGTERM after writing its checkpoint (the message says where)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -365,7 +408,8 @@ def run_fit(
     Returns:
         Dict with the field, the pool, the state and the device.
     """
-    from recon.checkpoint import load_checkpoint, save_checkpoint
+    from recon.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
+    from recon.memory import free_cached_memory, smaller_batch
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -379,6 +423,7 @@ def run_fit(
         )
     if pool.summed_counts[usable].abs().sum() == 0:
         raise FitError("fit: every usable pixel is zero; the frames hold no signal (check dark/offset)")
+    _check_views_see_the_box(data, pool)
     log(f"pool: {len(pool.rays)} segments for {pool.n_pixels} pixels ({time.perf_counter() - t0:.1f} s)")
     mean_density = estimate_atoms(data, pool)
     box = data.system.volume
@@ -397,14 +442,76 @@ def run_fit(
     state = FitState()
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     ckpt_path = out_dir / "checkpoint.pt"
+    data_key = data_fingerprint(data)
+    saved_step = None
     if resume:
-        state = load_checkpoint(ckpt_path, field_module, optim, gen, cfg)
+        state = load_checkpoint(ckpt_path, field_module, optim, gen, cfg, data=data)
+        saved_step = state.step
         log(f"resumed from step {state.step}")
+    if not state.batch_pixels:
+        state.batch_pixels = cfg.batch_pixels
+
+    def checkpoint() -> None:
+        nonlocal saved_step
+        save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state, data_key=data_key)
+        saved_step = state.step
+
     y = data.photons_per_atom or 4 * math.pi
 
     def lr_at(step: int) -> float:
         frac = min(step / max(cfg.steps - 1, 1), 1.0)
         return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
+
+    def forward_backward(batch_pixels: int) -> tuple[float, int]:
+        """One step's loss and gradients on a fresh batch; returns (loss, segments rendered)."""
+        pick = torch.randint(len(usable), (min(batch_pixels, len(usable)),), generator=gen)
+        pixels = usable[pick.to(device)]
+        if cfg.samples_per_step < cfg.pool_samples:
+            pixels = pixels.repeat(cfg.samples_per_step)
+            sample = torch.randint(cfg.pool_samples, (len(pixels),), generator=gen).to(device)
+            batch = pool_dev.gather(pixels, sample)
+        else:
+            batch = pool_dev.gather(pixels)
+        pred = render_pixels(
+            field_module,
+            batch,
+            len(pixels),
+            photons_per_atom=y,
+            step_mm=cfg.step_mm,
+            model=cfg.model,
+            attenuation=cfg.attenuation,
+            generator=gen,
+        )
+        loss = data_loss(
+            pred,
+            pool_dev.summed_counts[pixels],
+            pool_dev.n_frames[pixels],
+            pool_dev.read_noise_e,
+            kind=cfg.loss,
+        )
+        if cfg.tv_weight > 0 or cfg.sparsity_weight > 0:
+            pts = box.min_mm.to(device) + torch.rand(4096, 3, generator=gen).to(device) * box.size_mm.to(
+                device
+            )
+            if cfg.tv_weight > 0:
+                loss = loss + cfg.tv_weight * tv_regulariser(field_module, pts, cfg.step_mm, mean_density)
+            if cfg.sparsity_weight > 0:
+                loss = loss + cfg.sparsity_weight * field_module(pts).mean() / mean_density
+        if not torch.isfinite(loss):
+            # Nothing is written: the checkpoint on disk is the last good state.
+            if saved_step is not None:
+                kept = f"the last good checkpoint (step {saved_step}) is {ckpt_path}"
+                then = "rerun with --resume"
+            else:
+                kept = f"no checkpoint was written yet (checkpoint_every = {cfg.checkpoint_every})"
+                then = "fit again"
+            raise FitError(
+                f"fit: the loss became {loss.item()} at step {state.step + 1}; {kept}. Lower lr "
+                f"(now {cfg.lr}, in --config) and {then}, or check the data"
+            )
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        return float(loss.detach()), len(batch)
 
     interrupted = {"flag": False}
 
@@ -419,70 +526,37 @@ def run_fit(
             pass
     if progress:
         progress.start(cfg.steps, state.step)
-    last_good = None
     t_start = time.perf_counter() - state.elapsed_s
     try:
         while state.step < cfg.steps:
             if interrupted["flag"]:
-                save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state)
-                raise KeyboardInterrupt
+                checkpoint()
+                raise FitInterrupted(
+                    f"fit stopped at step {state.step}/{cfg.steps}; checkpoint saved to {ckpt_path}; "
+                    "run the same command with --resume to continue"
+                )
             for group in optim.param_groups:
                 group["lr"] = lr_at(state.step)
-            pick = torch.randint(len(usable), (min(cfg.batch_pixels, len(usable)),), generator=gen)
-            pixels = usable[pick.to(device)]
-            if cfg.samples_per_step < cfg.pool_samples:
-                pixels = pixels.repeat(cfg.samples_per_step)
-                sample = torch.randint(cfg.pool_samples, (len(pixels),), generator=gen).to(device)
-                batch = pool_dev.gather(pixels, sample)
-            else:
-                batch = pool_dev.gather(pixels)
-            pred = render_pixels(
-                field_module,
-                batch,
-                len(pixels),
-                photons_per_atom=y,
-                step_mm=cfg.step_mm,
-                model=cfg.model,
-                attenuation=cfg.attenuation,
-                generator=gen,
-            )
-            loss = data_loss(
-                pred,
-                pool_dev.summed_counts[pixels],
-                pool_dev.n_frames[pixels],
-                pool_dev.read_noise_e,
-                kind=cfg.loss,
-            )
-            if cfg.tv_weight > 0 or cfg.sparsity_weight > 0:
-                pts = box.min_mm.to(device) + torch.rand(4096, 3, generator=gen).to(device) * box.size_mm.to(
-                    device
-                )
-                if cfg.tv_weight > 0:
-                    loss = loss + cfg.tv_weight * tv_regulariser(field_module, pts, cfg.step_mm, mean_density)
-                if cfg.sparsity_weight > 0:
-                    loss = loss + cfg.sparsity_weight * field_module(pts).mean() / mean_density
-            if not torch.isfinite(loss):
-                if last_good is not None:
-                    field_module.load_state_dict(last_good)
-                save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state)
-                raise FitError(
-                    f"fit: the loss became {loss.item()} at step {state.step}; the last good "
-                    f"state is in {ckpt_path}. Lower --lr (now {cfg.lr}) or check the data"
-                )
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                loss, n_rays = forward_backward(state.batch_pixels)
+            except RuntimeError as err:  # out of memory: halve the batch and go on (else re-raised)
+                state.batch_pixels = smaller_batch(err, state.batch_pixels, device=device, warn=log)
+                loss = None
+            if loss is None:  # outside the except block, so the failed step's tensors are freed
+                optim.zero_grad(set_to_none=True)
+                free_cached_memory(device)
+                continue
             optim.step()
             state.step += 1
-            state.rays_rendered += len(batch)
-            state.losses.append(float(loss.detach()))
+            state.rays_rendered += n_rays
+            state.losses.append(loss)
             state.elapsed_s = time.perf_counter() - t_start
             if progress:
                 progress.update(
                     state.step, state.losses[-1], state.rays_rendered / max(state.elapsed_s, 1e-9)
                 )
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
-                last_good = {k: v.detach().clone() for k, v in field_module.state_dict().items()}
-                save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state)
+                checkpoint()
     finally:
         if progress:
             progress.stop()

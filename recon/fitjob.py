@@ -147,15 +147,26 @@ def field_factory(cfg: FitConfig, box_min, box_max, mean_density: float, device)
 def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
     """Check the output directory and return where to write (the final place when resuming).
 
-    A new fit writes into a temporary sibling directory that is renamed onto ``out`` when
-    everything is written, so an interrupted fit never leaves a half-filled ``out``.
+    A new fit writes into a temporary sibling directory (``.NAME.partial``) that is renamed onto
+    ``out`` when everything is written, so an interrupted fit never leaves a half-filled ``out``.
+    ``--resume`` continues from the checkpoint of an interrupted fit in that directory, else from
+    the one in ``out`` (a finished fit, continued with more steps).
     """
+    from recon.atomic import remove_stale_temporaries
+
+    if out.exists() and not out.is_dir():
+        raise ReconError(f"fit: --out {out} is a file, not a directory; choose another --out")
     if resume:
-        if not any((out / sub / "checkpoint.pt").is_file() for sub in (".", "half1")):
-            raise ReconError(
-                f"fit: --resume needs {out}/checkpoint.pt, which does not exist; run without --resume first"
-            )
-        return out
+        for where in (_partial_dir(out), out):
+            if any((where / sub / "checkpoint.pt").is_file() for sub in (".", "half1")):
+                remove_stale_temporaries(where)  # left by a writer killed mid-write
+                for sub in ("half1", "half2"):
+                    if (where / sub).is_dir():
+                        remove_stale_temporaries(where / sub)
+                return where
+        raise ReconError(
+            f"fit: --resume needs {out}/checkpoint.pt, which does not exist; run without --resume first"
+        )
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ReconError(
             f"fit: output directory {out} exists and is not empty; pass --overwrite or choose another --out"
@@ -167,40 +178,62 @@ def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise ReconError(f"fit: cannot write in {parent} ({err.strerror}); choose another --out") from None
-    work = parent / f".{out.name}.partial"
+        from recon.atomic import output_error
+
+        raise output_error(out, err, "fit: cannot write") from None
+    work = _partial_dir(out)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
     return work
 
 
+def _partial_dir(out: Path) -> Path:
+    parent = out.parent if str(out.parent) else Path(".")
+    return parent / f".{out.name}.partial"
+
+
 def finish_out_dir(work: Path, out: Path) -> None:
-    """Move a completed temporary output directory onto ``out``."""
+    """Move a completed temporary output directory onto ``out`` (the old one goes only after)."""
     if work == out:
         return
     if out.exists():
-        shutil.rmtree(out)
-    work.rename(out)
+        old = work.parent / f".{out.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        work.rename(out)
+        shutil.rmtree(old)
+    else:
+        work.rename(out)
 
 
-def _fit_halves(data: FitData, cfg: FitConfig, work: Path, split: str, *, resume: bool, progress):
-    """Fit two independent halves (seeds ``seed + 1000``, ``seed + 2000``) in ``work/half1``, ``half2``.
+def _discard_unless_resumable(work: Path, out: Path) -> None:
+    """After a failed fit: remove its temporary directory unless it holds a checkpoint to resume."""
+    resumable = any((work / sub / "checkpoint.pt").is_file() for sub in (".", "half1"))
+    if work != out and work.exists() and not resumable:
+        shutil.rmtree(work, ignore_errors=True)
 
-    Returns:
-        The two fit results, and the split used.
+
+def _saved_steps(config_json: Path) -> int:
+    """The steps a resumed fit was asked for (0 when config.json is missing or unreadable)."""
+    try:
+        return int(json.loads(config_json.read_text())["fit"]["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _fit_jobs(data: FitData, cfg: FitConfig, work: Path, split_halves: str | None):
+    """The fits to run as ``(data, config, directory)``, and the split (None: one fit of all data).
+
+    Split halves are fitted with seeds ``seed + 1000`` and ``seed + 2000`` in ``work/half1`` and
+    ``work/half2``.
     """
-    halves, how = split_fit_data(data, split, cfg.seed)
-    results = []
-    for i, half in enumerate(halves, 1):
-        sub = work / f"half{i}"
-        sub.mkdir(exist_ok=True)
-        if progress:
-            progress.log(f"half {i}/2 ({how} split)")
-        results.append(run_fit(half, dataclasses.replace(cfg, seed=cfg.seed + 1000 * i), sub,
-                               make_field=field_factory, resume=resume and (sub / "checkpoint.pt").is_file(),
-                               progress=progress))
-    return results, how
+    if split_halves is None:
+        return [(data, cfg, work)], None
+    halves, how = split_fit_data(data, split_halves, cfg.seed)
+    return [(half, dataclasses.replace(cfg, seed=cfg.seed + 1000 * i), work / f"half{i}")
+            for i, half in enumerate(halves, 1)], how
 
 
 def _combined_pool(results: list[dict], how: str) -> RayPool:
@@ -255,20 +288,30 @@ def run_fit_job(
     """
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     if resume:
-        saved = json.loads((out / "config.json").read_text())["fit"] if (out / "config.json").exists() else {}
-        if saved and saved.get("steps") and cfg.steps < saved.get("steps", 0):
-            cfg.steps = saved["steps"]
-    write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name, "split_halves": split_halves,
-                                      "versions": versions()})
-    t0 = time.perf_counter()
+        cfg.steps = max(cfg.steps, _saved_steps(work / "config.json"))
+    jobs, how = _fit_jobs(data, cfg, work, split_halves)
+    if resume:  # refuse a wrong checkpoint before anything is written
+        from recon.checkpoint import check_resumable
+
+        for job_data, job_cfg, where in jobs:
+            if (where / "checkpoint.pt").is_file():
+                check_resumable(where / "checkpoint.pt", job_cfg, job_data)
+    try:
+        write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name,
+                                          "split_halves": split_halves, "versions": versions()})
+        t0 = time.perf_counter()
+        results = []
+        for i, (job_data, job_cfg, where) in enumerate(jobs, 1):
+            where.mkdir(exist_ok=True)
+            if progress and how is not None:
+                progress.log(f"half {i}/2 ({how} split)")
+            results.append(run_fit(job_data, job_cfg, where, make_field=field_factory,
+                                   resume=resume and (where / "checkpoint.pt").is_file(), progress=progress))
+    except BaseException:
+        _discard_unless_resumable(work, out)
+        raise
     shape, origin, voxel = density_grid(data, cfg.voxel_size_mm)
-    if split_halves is None:
-        how = None
-        results = [run_fit(data, cfg, work, make_field=field_factory, resume=resume, progress=progress)]
-        pool = results[0]["pool"]
-    else:
-        results, how = _fit_halves(data, cfg, work, split_halves, resume=resume, progress=progress)
-        pool = _combined_pool(results, how)
+    pool = results[0]["pool"] if how is None else _combined_pool(results, how)
     fit_time = time.perf_counter() - t0
     device = results[0]["device"]
     states = [r["state"] for r in results]

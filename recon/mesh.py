@@ -29,7 +29,6 @@ import contextlib
 import json
 import math
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -494,15 +493,11 @@ def _atomic_suffixed(path: str | os.PathLike, suffix: str) -> Iterator[Path]:
     VTK/pyvista pick the writer from the file extension, so the temporary file must keep it.
     The writer creates the file itself, so it gets the usual permissions (umask), not 0600.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp{suffix}"
-    try:
+    from recon.atomic import atomic_path
+
+    with atomic_path(path, suffix=f".tmp{suffix}") as tmp_path:
+        tmp_path.unlink()  # the writer creates it
         yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 def write_mesh(mesh: pv.PolyData, path: str | os.PathLike, format: str | None = None) -> Path:

@@ -408,6 +408,8 @@ def read_run_spec(run: str | os.PathLike) -> RunSpec:
         data = tomllib.loads(source.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{source}: not valid TOML ({_one_line(err)}); fix the syntax") from None
+    except OSError as err:
+        raise ConfigError(f"{source} cannot be read ({err.strerror}); check its permissions") from None
     return RunSpec.from_dict(data, source=str(source))
 
 
@@ -435,10 +437,14 @@ def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object
     import tifffile
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what}: {path} is a directory, not a TIFF file; check the path in run.toml")
     if not path.is_file():
         raise DataError(f"{what}: file {path} does not exist; check the path in run.toml")
+    from recon.volume import quiet_tifffile
+
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             arrays = [(s.asarray(), s.axes) for s in tif.series]
     except Exception as err:  # tifffile raises many kinds for corrupt or truncated files
         raise DataError(
@@ -446,7 +452,9 @@ def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object
             "is the file complete?"
         ) from None
     if not arrays:
-        raise DataError(f"{what}: {path} holds no images; write the frames as TIFF pages")
+        raise DataError(
+            f"{what}: {path} holds no images (truncated, or not written as TIFF pages?); re-export the frames"
+        )
     pages = []
     for data, axes in arrays:
         data = np.asarray(data)
@@ -460,6 +468,8 @@ def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object
             data = np.take(data, 0, axis=axis)
         if data.ndim < 2:
             raise DataError(f"{what}: {path} holds an array of shape {data.shape}; expected images")
+        if data.size == 0:
+            raise DataError(f"{what}: {path} holds an empty image {data.shape}; is the file complete?")
         pages.append(data.reshape(-1, *data.shape[-2:]))
     if len({p.shape[1:] for p in pages}) > 1 or len({p.dtype for p in pages}) > 1:
         raise DataError(
@@ -898,8 +908,13 @@ def write_run(
                 )
 
     parent = run_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.partial-", dir=parent))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.partial-", dir=parent))
+    except OSError as err:
+        from recon.atomic import output_error
+
+        raise output_error(run_dir, err) from None
     old: Path | None = None
     try:
         for rel, array in arrays.items():
@@ -921,6 +936,10 @@ def write_run(
             if old is not None:  # put the previous run back
                 os.replace(old / "run", run_dir)
             raise
+    except OSError as err:  # disk full, permissions: one line, nothing left behind
+        from recon.atomic import output_error
+
+        raise output_error(run_dir, err) from None
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

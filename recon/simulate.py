@@ -11,12 +11,60 @@ from optics.system import System
 from optics.trace import sample_pixel_samples, trace_pixels
 from recon.render import compact_rays, render_pixels
 
-__all__ = ["expected_views", "simulation_regions"]
+__all__ = ["check_regions", "expected_views", "simulation_regions"]
 
 
 def simulation_regions(system: System, camera: int = 0) -> list[ViewRegion]:
     """The regions of interest a simulated run records: one per light path of ``camera``."""
     return view_regions(system, camera)
+
+
+def check_regions(
+    system: System, regions: list[ViewRegion], *, camera: int = 0, source: str = "system file", grid: int = 12
+) -> list[ViewRegion]:
+    """The regions clipped to the sensor; an error for a light path that no ray takes.
+
+    A mirror facing away from the box or the lens, or placed where the lens cannot see the box in
+    it, gives a view that holds no light: a grid of ``grid`` × ``grid`` pixels over its region,
+    each traced with 8 sub-pixel × aperture samples, must have a ray through the box by its path.
+
+    Raises:
+        ConfigError: a view that falls outside the sensor, or a path no ray reaches; the message
+            names the mirror and the fix.
+    """
+    from dataclasses import replace
+
+    from recon.errors import ConfigError
+
+    sensor = system.cameras[camera].sensor
+    sys64 = system.to(torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for reg in regions:
+        where = "the direct view" if reg.path == 0 else f"mirror '{reg.name}' (mirrors[{reg.path - 1}])"
+        x0, y0, w, h = reg.roi
+        cx0, cy0 = max(x0, 0), max(y0, 0)
+        cx1, cy1 = min(x0 + w, sensor.width_px), min(y0 + h, sensor.height_px)
+        if cx1 <= cx0 or cy1 <= cy0:
+            raise ConfigError(
+                f"{source}: {where} images the box at roi {list(reg.roi)}, outside the "
+                f"{sensor.width_px}×{sensor.height_px} sensor; move or re-aim it, or remove it"
+            )
+        v, u = torch.meshgrid(
+            torch.linspace(cy0, cy1 - 1, min(cy1 - cy0, grid), dtype=torch.float64),
+            torch.linspace(cx0, cx1 - 1, min(cx1 - cx0, grid), dtype=torch.float64),
+            indexing="ij",
+        )
+        uv = torch.stack([u, v], -1).reshape(-1, 2)
+        sub, ap = sample_pixel_samples(len(uv), 8, generator=gen, dtype=torch.float64)
+        traced = trace_pixels(sys64, uv, camera=camera, subpixel=sub, aperture=ap)
+        if not bool(traced.valid[..., reg.path].any()):
+            raise ConfigError(
+                f"{source}: no ray from the box reaches the lens by {where}; turn its normal so that "
+                "the box's reflection faces the lens, move it into view, or remove it"
+            )
+        out.append(replace(reg, roi=(cx0, cy0, cx1 - cx0, cy1 - cy0)))
+    return out
 
 
 @torch.no_grad()
@@ -127,10 +175,13 @@ def simulate_run(
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"simulate: {out} exists; pass --overwrite or choose another --out")
+    from recon.atomic import check_writable
+
+    check_writable(out)  # before the rendering, not after
     system_path = Path(system_path)
     system = load_system(system_path)
     phantom = load_phantom(phantom_name, atoms=atoms)
-    regions = simulation_regions(system)
+    regions = check_regions(system, simulation_regions(system), source=str(system_path))
     expected = expected_views(
         system,
         phantom.density,

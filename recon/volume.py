@@ -7,7 +7,9 @@ coordinates are ``(x, y, z)`` in millimetres; voxel ``(k, j, i)`` has its centre
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +87,18 @@ def grid_points(
     return torch.stack([x, y, z], dim=-1)
 
 
+@contextlib.contextmanager
+def quiet_tifffile():
+    """Silence tifffile's log lines while reading (a damaged file becomes one DataError line)."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def write_volume(path: str | os.PathLike, volume: Volume) -> None:
     """Write ``volume`` as a float32 ImageJ hyperstack TIFF (deflate-compressed), atomically.
 
@@ -126,7 +140,7 @@ def read_volume(path: str | os.PathLike) -> Volume:
     if not path.is_file():
         raise DataError(f"read_volume: {path} does not exist; give the path of a volume TIFF")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             data = tif.asarray()
             ij = tif.imagej_metadata or {}
             page = tif.pages[0]
