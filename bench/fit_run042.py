@@ -3,6 +3,8 @@
 Prints a table and saves JSON (machine, versions, time, atom number, centroid, widths, errors).
 
     python bench/fit_run042.py [--run data/run042] [--out bench/results/fit_run042.json] [-- fit options]
+
+With ``-- --split-halves`` it also prints the split-halves FSC (threshold 0.143).
 """
 
 import argparse
@@ -60,11 +62,13 @@ def main() -> None:
         f"wall time of `{' '.join(cmd)}`: {wall:.1f} s (fit loop {metrics['fit_loop_s']:.1f} s, "
         f"{metrics['steps']} steps, {metrics['rays_per_s']:,.0f} rays/s)"
     )
-    fsc = metrics.get("fsc_truth")
-    if fsc:
-        xyz = ", ".join("—" if v is None else f"{v:.4g}" for v in (fsc["resolution_xyz_um"] or []))
-        print(f"FSC 0.5 against the truth: {fsc['resolution_um']:.4g} µm (interpolated "
-              f"{fsc['resolution_interpolated_um']:.4g} µm; x, y, z: {xyz} µm)")
+    for what, fsc in (("against the truth", metrics.get("fsc_truth")),
+                      ("between the split halves", metrics.get("split_halves", {}).get("fsc"))):
+        if fsc:
+            xyz = ", ".join("—" if v is None else f"{v:.4g}" for v in (fsc["resolution_xyz_um"] or []))
+            print(f"FSC {fsc['threshold']} {what}: {fsc['resolution_um']:.4g} µm (interpolated "
+                  f"{fsc['resolution_interpolated_um']:.4g} µm; x, y, z: {xyz} µm; "
+                  f"sphericity {fsc['sphericity']:.3f})")
     result = {
         "command": " ".join(cmd),
         "wall_s": wall,
@@ -88,6 +92,7 @@ def main() -> None:
                 "backend",
                 "device",
                 "fsc_truth",
+                "split_halves",
             )
             if k in metrics
         },
