@@ -180,6 +180,9 @@ def test_fit_split_halves_then_fsc_commands(tmp_path, tiny_run):
     for sub in ("fsc-halves", "fsc-truth"):
         assert (out / sub / "fsc.csv").is_file() and (out / sub / "fsc.png").is_file()
     assert "Resolution between the split halves" in (out / "report.html").read_text()
+    res = _fit(tiny_run, out, "--steps", "14", "--config", str(cfg), "--split-halves", "--resume")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 14
     # recon fsc on the fit directory recomputes both, and rewrites the report
     (out / "fsc-truth" / "fsc.json").unlink()
     res = runner.invoke(app, ["fsc", str(out), "--truth", str(tiny_run / "truth.tif")])
