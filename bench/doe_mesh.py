@@ -40,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=1500, help="fit steps")
     parser.add_argument("--samples", type=int, default=8, help="sub-pixel × aperture samples, simulation")
-    parser.add_argument("--photons", type=float, default=2000.0,
+    parser.add_argument("--photons", type=float, default=5e7,
                         help="photons per unit density (relative units) of the simulation")
     parser.add_argument("--work", default=None, help="keep the run and fit here (default: a temp dir)")
     parser.add_argument("--out", default="bench/results/doe_mesh.json")

@@ -101,7 +101,7 @@ def test_fit_cli_end_to_end_and_resume(tmp_path, tiny_run):
     import json
 
     cfg = tmp_path / "fit.toml"
-    cfg.write_text("batch_pixels = 512\ncheckpoint_every = 10\nlog_every = 10\nvoxel_size_mm = 0.05\n")
+    cfg.write_text("batch_pixels = 128\ncheckpoint_every = 10\nlog_every = 10\nvoxel_size_mm = 0.05\n")
     out = tmp_path / "fit"
     res = _fit(tiny_run, out, "--steps", "20", "--config", str(cfg))
     assert res.exit_code == 0, res.output
@@ -165,7 +165,7 @@ def test_fit_split_halves_then_fsc_commands(tmp_path, tiny_run):
     from recon.volume import read_volume
 
     cfg = tmp_path / "fit.toml"
-    cfg.write_text("batch_pixels = 256\ncheckpoint_every = 10\nvoxel_size_mm = 0.1\n")
+    cfg.write_text("batch_pixels = 64\ncheckpoint_every = 10\nvoxel_size_mm = 0.1\n")
     out = tmp_path / "fit"
     res = _fit(tiny_run, out, "--steps", "10", "--config", str(cfg), "--split-halves")
     assert res.exit_code == 0, res.output
