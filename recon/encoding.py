@@ -369,15 +369,23 @@ class _Units:
         self.bits = torch.int64 if entry_bytes % 8 == 0 else torch.int32
         self.bits_per_entry = entry_bytes // torch.empty(0, dtype=self.bits).element_size()
 
-    def gather(self, params: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
-        """(P,) real parameters, (C, N) int32 entries -> (C, N, F) features (a copy)."""
+    def gather(self, params: torch.Tensor, entries: torch.Tensor,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        """(P,) real parameters, (C, N) int32 entries -> (C, N, F) features.
+
+        ``out``: optional (C·N·K,) buffer of the unit dtype to gather into (reused across
+        levels); a new tensor otherwise.
+        """
         k = self.bits_per_entry
         table = params.view(self.bits)
         index = entries if k == 1 else (
             entries[..., None] * k + torch.arange(k, dtype=entries.dtype, device=entries.device))
-        feats = table.index_select(0, index.reshape(-1)).view(params.dtype)
-        return feats.view(*entries.shape, self.bits_per_entry * table.element_size()
-                          // params.element_size())
+        if out is None:
+            out = table.index_select(0, index.reshape(-1))
+        else:
+            torch.index_select(table, 0, index.reshape(-1), out=out)
+        n_feat = k * table.element_size() // params.element_size()
+        return out.view(params.dtype).view(*entries.shape, n_feat)
 
     def view(self, flat: torch.Tensor) -> torch.Tensor:
         """(P,) real parameters or gradients -> (P / 2,) complex or (P,) real view (no copy)."""
@@ -412,6 +420,8 @@ class _HashGridFunction(torch.autograd.Function):
         out = torch.empty(n, n_levels, n_feat, dtype=params.dtype, device=x.device)
         need_x_grad = ctx.needs_input_grad[0]
         saved_w, saved_f = [], []
+        buffer = None if need_x_grad else torch.empty(  # gathered bits, reused across levels
+            plan.n_corners * n * units.bits_per_entry, dtype=units.bits, device=x.device)
         for lv in plan.levels:
             p = torch.mul(xt, lv.scale).add_(0.5)  # (d, N), = x * scale + 0.5 (no FMA)
             g = torch.floor(p)
@@ -419,7 +429,7 @@ class _HashGridFunction(torch.autograd.Function):
             weight = weights[lv.level]  # (C, N)
             _corner_entries(g.to(torch.int32), lv, plan, entries[lv.level])
             _corner_weights_(w, weight)
-            feats = units.gather(params, entries[lv.level])  # (C, N, F)
+            feats = units.gather(params, entries[lv.level], buffer)  # (C, N, F)
             for j in range(n_feat):  # real planes; complex products and out= are slower
                 out[:, lv.level, j] = (feats[..., j] * weight).sum(0)
             if need_x_grad:
@@ -445,14 +455,18 @@ class _HashGridFunction(torch.autograd.Function):
             grad_params = torch.zeros(plan.n_params, dtype=grad_out.dtype, device=grad_out.device)
             grad_table = units.view(grad_params)
 
+            # One value and one index buffer for all levels: fresh multi-MB buffers per level
+            # cost more in page faults than the products themselves.
+            vals = grad_out.new_empty(n_corners, n, n_feat)  # (C, N, F)
+            idx = torch.empty(n_corners, n, units.per_entry, dtype=torch.long, device=vals.device)
+
             def values(level: int) -> tuple[torch.Tensor, torch.Tensor]:
-                vals = grad_out.new_empty(n_corners, n, n_feat)  # (C, N, F)
                 for j in range(n_feat):  # contiguous operands keep the product vectorised
                     torch.mul(weights[level], grad_out[:, level, j].contiguous(),
                               out=vals[..., j])
                 # int64 indices: scatter_add_ with them beats index_add_ with int32 on the CPU
-                idx = units.index(entries[level]).reshape(-1).long()
-                return idx, units.of_real(vals).reshape(-1)
+                idx.copy_(units.index(entries[level]))
+                return idx.view(-1), units.of_real(vals).reshape(-1)
 
             # Serial scatter, level by level: deterministic on the CPU. (Worker threads for the
             # serial gathers and scatters were measured and gave nothing on 2 cores.)
