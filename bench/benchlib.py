@@ -116,6 +116,7 @@ class Case:
     pool: RayPool
     pool_seconds: float
     run_dir: str
+    fringe_period_mm: float | None = None
 
 
 def load_case(run_dir: str | os.PathLike = "data/run042", *, samples: int = 4, seed: int = 0,
@@ -135,7 +136,11 @@ def load_case(run_dir: str | os.PathLike = "data/run042", *, samples: int = 4, s
     truth = read_volume(Path(run_dir) / "truth.tif")
     t0 = time.perf_counter()
     pool = build_ray_pool(data, samples=samples, seed=seed)
-    return Case(data, truth, pool, time.perf_counter() - t0, str(run_dir))
+    period = None
+    phantom = Path(run_dir) / "phantom.json"
+    if phantom.is_file():
+        period = json.loads(phantom.read_text()).get("params", {}).get("period_mm")
+    return Case(data, truth, pool, time.perf_counter() - t0, str(run_dir), period)
 
 
 def subset_views(data: FitData, views: int | None, pixel_fraction: float) -> FitData:
@@ -180,15 +185,29 @@ def sample_on_grid(density: Callable[[torch.Tensor], torch.Tensor], like: Volume
     return out.reshape(like.shape).cpu().numpy()
 
 
-def fsc_resolution_um(data: np.ndarray, truth: Volume, *, mask: str | None = None) -> dict:
-    """Resolution of a reconstruction on the truth grid: FSC against the truth at 0.5."""
+def fsc_resolution_um(data: np.ndarray, truth: Volume, *, mask: str | None = None,
+                      fringe_period_mm: float | None = None) -> dict:
+    """Resolution of a reconstruction on the truth grid: FSC against the truth at 0.5.
+
+    Returns the interpolated and the shell crossing (µm), the whole curve, and, given the
+    phantom's fringe period, the FSC in the shell of the fringe frequency.
+    """
     rec = Volume(data=np.asarray(data, dtype=np.float32), origin_mm=truth.origin_mm,
                  voxel_size_mm=truth.voxel_size_mm, unit=truth.unit)
     result = compare_volumes(rec, truth, threshold="0.5", mask=mask, directional=False)
     c = result.crossing
-    return {"resolution_um": float(c.interpolated_resolution_um),
-            "shell_resolution_um": float(c.resolution_um),
-            "reached_nyquist": bool(c.reached_nyquist)}
+    curve = np.nan_to_num(np.asarray(result.curve.fsc, dtype=np.float64), nan=0.0)
+    out = {"resolution_um": float(c.interpolated_resolution_um),
+           "shell_resolution_um": float(c.resolution_um),
+           "reached_nyquist": bool(c.reached_nyquist),
+           "fsc_curve": [round(float(v), 4) for v in curve]}
+    if fringe_period_mm:
+        # FSC at the phantom's fringe frequency: whether the 100 µm bands are there at all
+        shell = int(round(truth.shape[0] * truth.voxel_size_mm[0] / fringe_period_mm))
+        if shell < len(curve):
+            out["fringe_shell"] = shell
+            out["fsc_at_fringe"] = float(curve[shell])
+    return out
 
 
 def geometric_schedule(first_s: float, ratio: float, until_s: float) -> list[float]:
@@ -212,6 +231,10 @@ class Snapshot:
     def row(self) -> dict:
         """JSON-ready summary (without the volume)."""
         return {"time_s": self.time_s, "step": self.step, **self.fsc}
+
+    def short(self) -> dict:
+        """The summary without the FSC curve."""
+        return {k: v for k, v in self.row().items() if k != "fsc_curve"}
 
 
 class FitTimer:

@@ -142,10 +142,11 @@ def method_config(method: str, args) -> FitConfig:
 
 def print_table(name: str, rows: list[dict]) -> None:
     print(f"\n{name}")
-    print(f"{'fit time s':>10} {'step':>8} {'FSC 0.5 µm':>11} {'(shell) µm':>11}")
+    print(f"{'fit time s':>10} {'step':>8} {'FSC 0.5 µm':>11} {'(shell) µm':>11} "
+          f"{'FSC at fringe':>13}")
     for r in rows:
         print(f"{r['time_s']:>10.1f} {r['step']:>8d} {r['resolution_um']:>11.1f} "
-              f"{r['shell_resolution_um']:>11.1f}")
+              f"{r['shell_resolution_um']:>11.1f} {r.get('fsc_at_fringe', float('nan')):>13.3f}")
 
 
 def main() -> None:
@@ -197,7 +198,7 @@ def main() -> None:
             cap, schedule = None, geometric_schedule(4.0, 1.4, 1e6)
         elif method == "siren-baseline":
             cap = args.baseline_cap_s
-            schedule = geometric_schedule(10.0, 2.0, cap)
+            schedule = geometric_schedule(20.0, 2.5, cap)
         else:
             cap = equal_time if equal_time is not None else results["default"]["fit_time_s"]
             schedule = geometric_schedule(4.0, 1.6, cap)
@@ -211,7 +212,8 @@ def main() -> None:
                                      out_dir=work / method, log=print)
             res.pop("field", None)
         for snap in res["snapshots"]:
-            snap.fsc = fsc_resolution_um(snap.volume, case.truth, mask=args.mask)
+            snap.fsc = fsc_resolution_um(snap.volume, case.truth, mask=args.mask,
+                                         fringe_period_mm=case.fringe_period_mm)
             snap.volume = None
         rows = [s.row() for s in res["snapshots"]]
         print_table(method, rows)
