@@ -1,11 +1,17 @@
 """Throughput of the density fields: samples per second, forward + backward.
 
 For every field kind at its default size (recon.fields.FieldConfig) and every hash-grid backend
-that this machine has, on the CPU and on CUDA when present: a batch of points uniform in a
-2.4 mm box, ``field(points).sum().backward()``, warm-up calls, then timed repeats (median and
-best reported). Forward-only (no_grad) throughput is reported as well.
+that this machine has, on the CPU (for each ``--threads`` count) and on CUDA when present: a
+batch of points uniform in the 2.4 mm box, ``field(points).sum().backward()``, warm-up calls,
+then timed repeats (median and best wall time, and the CPU time per call, which on a shared
+machine is less disturbed by other processes than the wall time). Forward-only (no_grad)
+throughput is reported as well, and for the hash grid the encoding alone (``encoding(u)`` then
+``backward`` of a random upstream gradient). On CUDA, ``--amp`` adds rows under
+``torch.autocast(float16)``. ``--profile`` records the operator profile of the torch hash grid's
+forward + backward (where the time goes) in the JSON and prints it.
 
-    python bench/field_throughput.py [--device auto|cpu|cuda] [--batch 65536] [--threads N]
+    python bench/field_throughput.py [--device auto|cpu|cuda] [--batch 65536] [--threads 1 2]
+                                     [--amp] [--profile] [--short]
                                      [--out bench/results/field_throughput.json]
 
 CPU numbers are only meaningful on an otherwise idle machine: with fewer free cores than torch
@@ -15,17 +21,21 @@ threads, OpenMP barriers stall and throughput collapses (the load average is rec
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from recon.encoding import tcnn_status
-from recon.fields import FIELD_KINDS, FieldConfig, make_field
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import machine_info, save_json  # noqa: E402
+
+from recon.encoding import tcnn_status  # noqa: E402
+from recon.fields import FIELD_KINDS, FieldConfig, make_field  # noqa: E402
 
 BOX = ((-1.2, -1.2, -1.2), (1.2, 1.2, 1.2))
 
@@ -35,51 +45,93 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
+def _time(fn, device: torch.device, warmup: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of each timed call."""
     for _ in range(warmup):
         fn()
     _sync(device)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
-    return times
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def bench_one(kind: str, backend: str, device: torch.device, batch: int, warmup: int,
-              repeats: int, seed: int = 0) -> dict:
+              repeats: int, *, part: str = "field", amp: bool = False, seed: int = 0) -> dict:
+    """Throughput of one field (``part="field"``) or of its hash encoding (``"encoding"``)."""
     cfg = FieldConfig(kind=kind)
     field = make_field(cfg, *BOX, backend=backend, device=device, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     lo = torch.tensor(BOX[0])
     hi = torch.tensor(BOX[1])
     points = (lo + (hi - lo) * torch.rand(batch, 3, generator=gen)).to(device)
+    autocast = (torch.autocast(device_type="cuda", dtype=torch.float16) if amp
+                else contextlib.nullcontext())
+    if part == "encoding":
+        module = field.encoding
+        u = torch.rand(batch, 3, generator=gen).to(device)
+        upstream = torch.randn(batch, module.n_output_dims, generator=gen).to(device)
 
-    def forward_backward():
-        field.zero_grad(set_to_none=True)
-        field(points).sum().backward()
+        def forward_backward():
+            module.zero_grad(set_to_none=True)
+            with autocast:
+                out = module(u)
+            out.float().backward(upstream)
 
-    def forward():
-        with torch.no_grad():
-            field(points)
+        def forward():
+            with torch.no_grad(), autocast:
+                module(u)
+    else:
+        def forward_backward():
+            field.zero_grad(set_to_none=True)
+            with autocast:
+                out = field(points)
+            out.float().sum().backward()
 
-    fb = _time(forward_backward, device, warmup, repeats)
-    fw = _time(forward, device, warmup, repeats)
+        def forward():
+            with torch.no_grad(), autocast:
+                field(points)
+
+    fb, fb_cpu = _time(forward_backward, device, warmup, repeats)
+    fw, _ = _time(forward, device, warmup, repeats)
     n_params = sum(p.numel() for p in field.parameters())
     return {
         "kind": kind,
+        "part": part,
         "backend": field.backend,
         "device": str(device),
+        "amp": amp,
+        "threads": torch.get_num_threads(),
         "batch": batch,
         "n_params": n_params,
         "fwd_bwd_samples_per_s_median": batch / statistics.median(fb),
         "fwd_bwd_samples_per_s_best": batch / min(fb),
+        "fwd_bwd_samples_per_cpu_s": batch / statistics.median(fb_cpu),
         "fwd_samples_per_s_median": batch / statistics.median(fw),
         "fwd_bwd_seconds": fb,
         "config": cfg.to_dict(),
     }
+
+
+def profile_hashgrid(device: torch.device, batch: int) -> str:
+    """Operator table of the torch hash-grid field's forward + backward (3 calls)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    field = make_field(FieldConfig(), *BOX, backend="torch", device=device)
+    points = (torch.rand(batch, 3) * 2.4 - 1.2).to(device)
+    for _ in range(2):
+        field(points).sum().backward()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(3):
+            field.zero_grad(set_to_none=True)
+            field(points).sum().backward()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=18)
 
 
 def main() -> None:
@@ -90,13 +142,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--kinds", nargs="+", default=list(FIELD_KINDS), choices=FIELD_KINDS)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch CPU thread counts to measure (default: torch's choice)")
+    parser.add_argument("--amp", action="store_true", help="CUDA: add float16 autocast rows")
+    parser.add_argument("--profile", action="store_true",
+                        help="record the operator profile of the torch hash grid")
+    parser.add_argument("--short", action="store_true", help="small batch, few repeats")
     parser.add_argument("--out", type=Path, default=Path("bench/results/field_throughput.json"))
     args = parser.parse_args()
+    if args.short:
+        args.batch, args.repeats, args.warmup = 1 << 13, 2, 1
     load_before = os.getloadavg()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
@@ -104,45 +160,58 @@ def main() -> None:
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
         devices.append(torch.device("cuda"))
     tcnn_ok, tcnn_reason = tcnn_status()
+    thread_counts = args.threads or [torch.get_num_threads()]
 
     results = []
-    header = (f"{'kind':<9} {'backend':<7} {'device':<6} {'params':>10} "
-              f"{'fwd+bwd M/s (median)':>21} {'(best)':>8} {'fwd M/s':>8}")
+    header = (f"{'kind':<9} {'part':<8} {'backend':<7} {'device':<6} {'amp':<3} {'thr':>3} "
+              f"{'params':>9} {'fwd+bwd M/s median':>18} {'best':>6} {'per CPU-s':>9} "
+              f"{'fwd M/s':>8}")
     print(header)
     print("-" * len(header))
     for device in devices:
-        for kind in args.kinds:
-            backends = ["torch"]
-            if kind == "hashgrid" and device.type == "cuda" and tcnn_ok:
-                backends.append("tcnn")
-            for backend in backends:
-                row = bench_one(kind, backend, device, args.batch, args.warmup, args.repeats)
-                results.append(row)
-                print(f"{kind:<9} {row['backend']:<7} {device.type:<6} {row['n_params']:>10} "
-                      f"{row['fwd_bwd_samples_per_s_median'] / 1e6:>21.3f} "
-                      f"{row['fwd_bwd_samples_per_s_best'] / 1e6:>8.3f} "
-                      f"{row['fwd_samples_per_s_median'] / 1e6:>8.3f}")
+        for threads in (thread_counts if device.type == "cpu" else [torch.get_num_threads()]):
+            torch.set_num_threads(threads)
+            for kind in args.kinds:
+                backends = ["torch"]
+                if kind == "hashgrid" and device.type == "cuda" and tcnn_ok:
+                    backends.append("tcnn")
+                parts = ["field", "encoding"] if kind == "hashgrid" else ["field"]
+                amps = [False, True] if (args.amp and device.type == "cuda") else [False]
+                for backend in backends:
+                    for part in parts:
+                        for amp in amps:
+                            row = bench_one(kind, backend, device, args.batch, args.warmup,
+                                            args.repeats, part=part, amp=amp)
+                            results.append(row)
+                            print(f"{kind:<9} {part:<8} {row['backend']:<7} {device.type:<6} "
+                                  f"{'yes' if amp else 'no':<3} {threads:>3} {row['n_params']:>9} "
+                                  f"{row['fwd_bwd_samples_per_s_median'] / 1e6:>18.3f} "
+                                  f"{row['fwd_bwd_samples_per_s_best'] / 1e6:>6.3f} "
+                                  f"{row['fwd_bwd_samples_per_cpu_s'] / 1e6:>9.3f} "
+                                  f"{row['fwd_samples_per_s_median'] / 1e6:>8.3f}", flush=True)
+
+    profiles = {}
+    if args.profile:
+        for device in devices:
+            torch.set_num_threads(thread_counts[-1])
+            profiles[str(device)] = profile_hashgrid(device, args.batch)
+            print(f"\nprofile of the torch hash-grid field, forward + backward, {device} "
+                  f"({torch.get_num_threads()} threads, 3 calls of {args.batch} points):")
+            print(profiles[str(device)])
 
     report = {
         "benchmark": "field_throughput",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "cuda_devices": [torch.cuda.get_device_name(i)
-                             for i in range(torch.cuda.device_count())],
-        },
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average_before": load_before,
+        "machine": machine_info(devices[-1]),
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
         "tcnn": {"available": tcnn_ok, "reason": tcnn_reason},
         "box_mm": BOX,
         "warmup": args.warmup,
         "repeats": args.repeats,
         "results": results,
+        "profiles": profiles,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    save_json(args.out, report)
     print(f"\nwrote {args.out}")
 
 

@@ -268,6 +268,15 @@ class _Plan:
             self.corner_offsets.append(offs)
             top = math.floor(lv.scale + 0.5) + 1  # largest corner coordinate for x in [0, 1]
             self.needs_wrap.append(sum(top * res**k for k in range(self.d)) >= lv.table_size)
+        self._dense_offsets: dict = {}
+
+    def dense_offsets(self, level: int, device: torch.device) -> torch.Tensor:
+        """(2^d, 1) int32 ``corner offset + level offset`` of a dense level (cached per device)."""
+        key = (level, str(device))
+        if key not in self._dense_offsets:
+            offs = [o + self.levels[level].offset for o in self.corner_offsets[level]]
+            self._dense_offsets[key] = torch.tensor(offs, dtype=torch.int32, device=device)[:, None]
+        return self._dense_offsets[key]
 
 
 def _corner_entries(gi: torch.Tensor, lv: HashGridLevel, plan: _Plan, out: torch.Tensor) -> None:
@@ -282,14 +291,21 @@ def _corner_entries(gi: torch.Tensor, lv: HashGridLevel, plan: _Plan, out: torch
     d = plan.d
     if lv.dense:
         res = lv.resolution
-        base = gi[0].clone()
-        for k in range(1, d):
-            base.add_(gi[k], alpha=res**k)
-        offs = torch.tensor(plan.corner_offsets[lv.level], dtype=torch.int32, device=gi.device)
-        torch.add(base[None, :], (offs + lv.offset)[:, None], out=out)
-        if plan.needs_wrap[lv.level]:  # index mod T_l; the index is < 2 T_l
-            over = out >= lv.offset + lv.table_size
-            out.sub_(over.to(torch.int32) * lv.table_size)
+        base = gi[0] + gi[1] * res
+        if d == 3:
+            base.add_(gi[2], alpha=res * res)
+        offs = plan.dense_offsets(lv.level, gi.device)  # (C, 1): corner offset + level offset
+        torch.add(base[None, :], offs, out=out)
+        if plan.needs_wrap[lv.level]:
+            # index mod T_l (the index is < 2 T_l); only cells at the top faces can reach past
+            # the table, so fix just those samples instead of every entry.
+            limit = lv.offset + lv.table_size
+            near = (base >= limit - plan.corner_offsets[lv.level][-1] - lv.offset).nonzero()
+            if len(near):
+                cols = near[:, 0]
+                sub = out[:, cols]
+                sub -= (sub >= limit).to(torch.int32) * lv.table_size
+                out[:, cols] = sub
         return
     # Hashed level: xor of the per-axis products, int32 arithmetic wraps modulo 2^32.
     h0 = gi[0]
@@ -308,6 +324,8 @@ def _corner_entries(gi: torch.Tensor, lv: HashGridLevel, plan: _Plan, out: torch
 
 def _corner_weights_(w: torch.Tensor, out: torch.Tensor) -> None:
     """Multilinear weights ``prod_k (w_k if delta_k else 1 - w_k)``, written into ``out``.
+
+    The product runs over ``k = 0 … d − 1`` in that order, as in tcnn.
 
     Args:
         w: (d, N) fractional positions in [0, 1).
@@ -333,31 +351,53 @@ def _corner_weights(w: torch.Tensor) -> torch.Tensor:
 class _Units:
     """How the flat parameters are gathered and scattered.
 
-    On the CPU, pairs of features are read and written as one complex number: half as many
-    index operations, and ``scatter_add_`` on a 1-D tensor is a serial loop whose cost is per
-    index. Elsewhere (CUDA), or for one feature per level, feature by feature as reals.
+    Gathers read whole table entries as raw bits: the parameters are viewed as int64 (int32
+    when an entry holds fewer than 8 bytes), ``K`` units per entry, so one ``index_select``
+    moves all features of a corner without arithmetic (a plain copy, bit-exact, and several
+    times faster on the CPU than gathering complex or float pairs).
+
+    Scatters (the backward) on the CPU add pairs of features as one complex number: half as
+    many index operations, and ``scatter_add_`` on a 1-D tensor is a serial loop whose cost is
+    per index. Elsewhere (CUDA), or for one feature per level, feature by feature as reals.
     Arithmetic is always done on real feature planes (complex products are slow on CPU).
     """
 
-    def __init__(self, n_features: int, device: torch.device) -> None:
+    def __init__(self, n_features: int, dtype: torch.dtype, device: torch.device) -> None:
         self.complex = _COMPLEX_UNITS_ON_CPU and n_features % 2 == 0 and device.type == "cpu"
         self.per_entry = n_features // 2 if self.complex else n_features
+        entry_bytes = n_features * torch.empty(0, dtype=dtype).element_size()
+        self.bits = torch.int64 if entry_bytes % 8 == 0 else torch.int32
+        self.bits_per_entry = entry_bytes // torch.empty(0, dtype=self.bits).element_size()
+
+    def gather(self, params: torch.Tensor, entries: torch.Tensor,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        """(P,) real parameters, (C, N) int32 entries -> (C, N, F) features.
+
+        ``out``: optional (C·N·K,) buffer of the unit dtype to gather into (reused across
+        levels); a new tensor otherwise.
+        """
+        k = self.bits_per_entry
+        table = params.view(self.bits)
+        index = entries if k == 1 else (
+            entries[..., None] * k + torch.arange(k, dtype=entries.dtype, device=entries.device))
+        if out is None:
+            out = table.index_select(0, index.reshape(-1))
+        else:
+            torch.index_select(table, 0, index.reshape(-1), out=out)
+        n_feat = k * table.element_size() // params.element_size()
+        return out.view(params.dtype).view(*entries.shape, n_feat)
 
     def view(self, flat: torch.Tensor) -> torch.Tensor:
         """(P,) real parameters or gradients -> (P / 2,) complex or (P,) real view (no copy)."""
         return torch.view_as_complex(flat.view(-1, 2)) if self.complex else flat
 
     def index(self, entries: torch.Tensor) -> torch.Tensor:
-        """(C, N) table entries -> (C, N, K) unit indices, K units per entry."""
+        """(C, N) table entries -> (C, N, K) scatter-unit indices, K units per entry."""
         k = self.per_entry
         if k == 1:
             return entries[..., None]
         return entries[..., None] * k + torch.arange(k, dtype=entries.dtype,
                                                      device=entries.device)
-
-    def real(self, units: torch.Tensor) -> torch.Tensor:
-        """(C, N, K) units -> (C, N, F) real view (no copy)."""
-        return torch.view_as_real(units).flatten(-2) if self.complex else units
 
     def of_real(self, values: torch.Tensor) -> torch.Tensor:
         """(C, N, F) contiguous real -> (C, N, K) unit view (no copy)."""
@@ -373,23 +413,23 @@ class _HashGridFunction(torch.autograd.Function):
         n = x.shape[0]
         n_levels = len(plan.levels)
         n_feat = plan.n_features
-        units = _Units(n_feat, params.device)
-        table = units.view(params)
+        units = _Units(n_feat, params.dtype, params.device)
         xt = x.t().contiguous()  # (d, N)
         entries = torch.empty(n_levels, plan.n_corners, n, dtype=torch.int32, device=x.device)
         weights = torch.empty(n_levels, plan.n_corners, n, dtype=x.dtype, device=x.device)
         out = torch.empty(n, n_levels, n_feat, dtype=params.dtype, device=x.device)
         need_x_grad = ctx.needs_input_grad[0]
         saved_w, saved_f = [], []
+        buffer = None if need_x_grad else torch.empty(  # gathered bits, reused across levels
+            plan.n_corners * n * units.bits_per_entry, dtype=units.bits, device=x.device)
         for lv in plan.levels:
-            p = xt * lv.scale + 0.5  # (d, N)
+            p = torch.mul(xt, lv.scale).add_(0.5)  # (d, N), = x * scale + 0.5 (no FMA)
             g = torch.floor(p)
             w = p.sub_(g)  # (d, N) fractional position
             weight = weights[lv.level]  # (C, N)
             _corner_entries(g.to(torch.int32), lv, plan, entries[lv.level])
             _corner_weights_(w, weight)
-            idx = units.index(entries[lv.level])  # (C, N, K)
-            feats = units.real(table.index_select(0, idx.reshape(-1)).view(idx.shape))  # (C,N,F)
+            feats = units.gather(params, entries[lv.level], buffer)  # (C, N, F)
             for j in range(n_feat):  # real planes; complex products and out= are slower
                 out[:, lv.level, j] = (feats[..., j] * weight).sum(0)
             if need_x_grad:
@@ -415,13 +455,18 @@ class _HashGridFunction(torch.autograd.Function):
             grad_params = torch.zeros(plan.n_params, dtype=grad_out.dtype, device=grad_out.device)
             grad_table = units.view(grad_params)
 
+            # One value and one index buffer for all levels: fresh multi-MB buffers per level
+            # cost more in page faults than the products themselves.
+            vals = grad_out.new_empty(n_corners, n, n_feat)  # (C, N, F)
+            idx = torch.empty(n_corners, n, units.per_entry, dtype=torch.long, device=vals.device)
+
             def values(level: int) -> tuple[torch.Tensor, torch.Tensor]:
-                vals = grad_out.new_empty(n_corners, n, n_feat)  # (C, N, F)
                 for j in range(n_feat):  # contiguous operands keep the product vectorised
                     torch.mul(weights[level], grad_out[:, level, j].contiguous(),
                               out=vals[..., j])
-                idx = units.index(entries[level]).reshape(-1).long()
-                return idx, units.of_real(vals).reshape(-1)
+                # int64 indices: scatter_add_ with them beats index_add_ with int32 on the CPU
+                idx.copy_(units.index(entries[level]))
+                return idx.view(-1), units.of_real(vals).reshape(-1)
 
             # Serial scatter, level by level: deterministic on the CPU. (Worker threads for the
             # serial gathers and scatters were measured and gave nothing on 2 cores.)

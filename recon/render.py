@@ -14,9 +14,13 @@ with transmittance: ``L = S Σ_i T_i (1 − exp(−κ_i δ_i))`` with ``κ = att
 ``S = Y/(4π)`` the radiance of an opaque surface per unit density scale.
 
 The integral uses stratified jittered samples: ``n = ceil(length / step)`` equal strata per
-segment, one uniform sample in each. Work is chunked so memory stays bounded for any number of
-rays. Differentiable with respect to the density and to every optical parameter that the
-segments depend on.
+segment, one uniform sample in each. For ``emission`` every segment gets its own ``n`` (the
+samples of all segments are laid end to end and summed per segment), so short chords through
+the box corners cost a few samples, not as many as the longest chord of the batch; the
+``emission-absorption`` quadrature needs a running transmittance along each segment and pads
+every segment of a chunk to the largest ``n``. Work is chunked so memory stays bounded for any
+number of rays. Differentiable with respect to the density and to every optical parameter that
+the segments depend on.
 """
 
 from __future__ import annotations
@@ -119,6 +123,32 @@ def _samples(rays: RayBatch, step_mm: float, generator: torch.Generator | None, 
     return points, delta.unsqueeze(-1).expand(-1, n)
 
 
+def _ragged_samples(rays: RayBatch, step_mm: float, generator: torch.Generator | None,
+                    jitter: bool):
+    """Stratified samples with ``n_r = ceil(length_r / step)`` strata on each segment ``r``.
+
+    Returns:
+        ``(points (M, 3), delta (M,), owner (M,))``: sample positions, stratum lengths and the
+        segment each sample belongs to, ``M = Σ_r n_r``.
+    """
+    length = (rays.t_far - rays.t_near).clamp_min(0.0)
+    counts = torch.ceil(length.detach() / step_mm).clamp_min(1).to(torch.long)  # (R,)
+    total = int(counts.sum())
+    owner = torch.repeat_interleave(torch.arange(len(rays), device=length.device), counts,
+                                    output_size=total)
+    first = torch.cumsum(counts, 0) - counts  # (R,) index of each segment's first sample
+    stratum = (torch.arange(total, device=length.device) - first[owner]).to(length.dtype)
+    if jitter:
+        u = torch.rand(total, generator=generator, dtype=length.dtype, device="cpu")
+        u = u.to(length.device)
+    else:
+        u = torch.full((total,), 0.5, dtype=length.dtype, device=length.device)
+    delta = (length / counts.to(length.dtype))[owner]  # (M,)
+    t = rays.t_near[owner] + (stratum + u) * delta  # (M,)
+    points = rays.origins[owner] + t.unsqueeze(-1) * rays.directions[owner]
+    return points, delta, owner
+
+
 def line_integrals(
     density: DensityFn,
     rays: RayBatch,
@@ -150,10 +180,12 @@ def line_integrals(
         raise ValueError(f"line_integrals: model must be one of {RENDER_MODELS}, got {model!r}")
     if len(rays) == 0:
         return rays.weights.new_zeros(0)
+    if model == "emission":
+        points, delta, owner = _ragged_samples(rays, step_mm, generator, jitter)
+        rho = density(points)  # (M,)
+        return torch.zeros_like(rays.t_near).index_add(0, owner, (rho * delta).to(rays.t_near.dtype))
     points, delta = _samples(rays, step_mm, generator, jitter)
     rho = density(points.reshape(-1, 3)).reshape(delta.shape)
-    if model == "emission":
-        return (rho * delta).sum(-1)
     tau = attenuation * rho * delta
     transmittance = torch.exp(-torch.cumsum(tau, dim=-1) + tau)  # T before each sample
     return (transmittance * (1.0 - torch.exp(-tau))).sum(-1) / attenuation

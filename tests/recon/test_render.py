@@ -176,3 +176,53 @@ def test_emission_absorption_thin_limit_and_opaque_limit():
     assert abs(thin.item() - 1e-3) / 1e-3 < 1e-3
     opaque = line_integrals(sphere(100.0), rays, model="emission-absorption", step_mm=1e-3, jitter=False)
     assert abs(opaque.item() - 1.0) < 1e-6  # saturates at 1/attenuation
+
+
+def _segments(lengths, dtype=F64):
+    n = len(lengths)
+    return RayBatch(
+        torch.tensor([[-2.0, 0.1 * i, 0.0] for i in range(n)], dtype=dtype),
+        torch.tensor([[1.0, 0.0, 0.0]], dtype=dtype).expand(n, 3),
+        torch.ones(n, dtype=dtype),
+        torch.full((n,), 0.5, dtype=dtype),
+        0.5 + torch.tensor(lengths, dtype=dtype),
+        torch.arange(n),
+        torch.zeros(n, dtype=torch.long),
+    )
+
+
+def test_each_segment_gets_its_own_strata():
+    # Segments of very different lengths: every one is split into ceil(length / step) strata,
+    # so the density is evaluated sum(ceil(l / step)) times, not n · ceil(max / step).
+    lengths = [0.01, 0.25, 1.0, 3.3]
+    rays = _segments(lengths)
+    calls = []
+
+    def linear(p):
+        calls.append(p.shape[0])
+        return 2.0 + p[..., 0]  # exactly integrated by the midpoint rule
+
+    got = line_integrals(linear, rays, step_mm=0.1, jitter=False)
+    assert sum(calls) == sum(math.ceil(v / 0.1 - 1e-9) for v in lengths)
+    t0, t1 = rays.t_near, rays.t_far
+    x0, x1 = -2.0 + t0, -2.0 + t1
+    expected = 2.0 * (t1 - t0) + 0.5 * (x1**2 - x0**2)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_jittered_strata_are_unbiased_for_each_segment():
+    rays = _segments([0.05, 0.7, 2.0])
+    quad = lambda p: (p[..., 0] + 1.0) ** 2  # noqa: E731
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.stack([line_integrals(quad, rays, step_mm=0.3, generator=gen) for _ in range(4000)]).mean(0)
+    x0, x1 = -2.0 + rays.t_near, -2.0 + rays.t_far
+    exact = ((x1 + 1.0) ** 3 - (x0 + 1.0) ** 3) / 3.0
+    torch.testing.assert_close(mean, exact, rtol=5e-3, atol=1e-4)
+
+
+def test_segment_lengths_stay_differentiable():
+    rays = _segments([0.3, 1.7])
+    t_far = rays.t_far.clone().requires_grad_(True)
+    moved = RayBatch(rays.origins, rays.directions, rays.weights, rays.t_near, t_far, rays.pixel, rays.path)
+    line_integrals(lambda p: torch.ones_like(p[..., 0]), moved, step_mm=0.1, jitter=False).sum().backward()
+    torch.testing.assert_close(t_far.grad, torch.ones(2, dtype=F64))  # d(length)/d(t_far) = 1
