@@ -53,8 +53,8 @@ class FitConfig:
         batch_pixels: pixels per step, drawn across all views.
         pool_samples: sub-pixel × aperture samples traced per pixel, S.
         samples_per_step: of those, how many each step renders per pixel (drawn at random, the
-            weights scaled by S / samples_per_step so the estimate stays unbiased). The default
-            renders all S: the prediction of a pixel from fewer samples is unbiased but noisy,
+            weights scaled by S / samples_per_step so the estimate stays unbiased); 0 (the
+            default) renders all S: the prediction of a pixel from fewer samples is unbiased but noisy,
             and the Poisson likelihood of a noisy prediction is minimised by a *lower* one
             (−log is convex), which biased the atom number of data/run042 by −8 % with one
             sample of four (bench/fit_run042.py; +1 % with all four).
@@ -79,7 +79,7 @@ class FitConfig:
     steps: int = 1500
     batch_pixels: int = 512
     pool_samples: int = 4
-    samples_per_step: int = 4
+    samples_per_step: int = 0
     step_mm: float = 0.03
     lr: float = 1e-2
     lr_final: float = 1e-3
@@ -103,7 +103,8 @@ class FitConfig:
             (self.steps >= 1, "steps", "≥ 1"),
             (self.batch_pixels >= 1, "batch_pixels", "≥ 1"),
             (self.pool_samples >= 1, "pool_samples", "≥ 1"),
-            (1 <= self.samples_per_step <= self.pool_samples, "samples_per_step", "in 1 … pool_samples"),
+            (0 <= self.samples_per_step <= self.pool_samples, "samples_per_step",
+             "in 0 … pool_samples (0: all)"),
             (self.step_mm > 0, "step_mm", "> 0"),
             (self.lr > 0 and self.lr_final > 0, "lr", "> 0 (lr and lr_final)"),
             (self.loss in LOSSES, "loss", ", ".join(LOSSES)),
@@ -470,7 +471,7 @@ def run_fit(
         """One step's loss and gradients on a fresh batch; returns (loss, segments rendered)."""
         pick = torch.randint(len(usable), (min(batch_pixels, len(usable)),), generator=gen)
         pixels = usable[pick.to(device)]
-        if cfg.samples_per_step < cfg.pool_samples:
+        if 0 < cfg.samples_per_step < cfg.pool_samples:
             pixels = pixels.repeat(cfg.samples_per_step)
             sample = torch.randint(cfg.pool_samples, (len(pixels),), generator=gen).to(device)
             batch = pool_dev.gather(pixels, sample)
