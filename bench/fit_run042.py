@@ -23,6 +23,27 @@ from recon.outputs import cloud_metrics
 from recon.volume import read_volume
 
 
+def fringe_band_fsc(csv_path: Path, phantom_json: Path) -> dict | None:
+    """The FSC against the truth at the shell nearest a fringe phantom's fringe frequency.
+
+    A sin² fringe of period p puts all its power at 1/p; a Gaussian envelope has almost none
+    between ~1/mm and there, so the first crossing of the FSC says little about the fringes.
+    """
+    if not csv_path.is_file() or not phantom_json.is_file():
+        return None
+    params = json.loads(phantom_json.read_text()).get("params", {})
+    period = params.get("period_mm")
+    if not period:
+        return None
+    import csv
+
+    rows = list(csv.DictReader(csv_path.open()))
+    best = min(rows, key=lambda r: abs(float(r["frequency_per_mm"]) - 1 / period))
+    return {"fringe_period_um": 1000 * period, "fringe_frequency_per_mm": 1 / period,
+            "shell": int(best["shell"]), "frequency_per_mm": float(best["frequency_per_mm"]),
+            "fsc_at_fringe": float(best["fsc"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", default="data/run042")
@@ -69,7 +90,13 @@ def main() -> None:
             print(f"FSC {fsc['threshold']} {what}: {fsc['resolution_um']:.4g} µm (interpolated "
                   f"{fsc['resolution_interpolated_um']:.4g} µm; x, y, z: {xyz} µm; "
                   f"sphericity {fsc['sphericity']:.3f})")
+    band = fringe_band_fsc(work / "fit" / "fsc-truth" / "fsc.csv", Path(args.run) / "phantom.json")
+    if band:
+        print(f"FSC against the truth at the fringe frequency {band['fringe_frequency_per_mm']:.3g}/mm "
+              f"(period {band['fringe_period_um']:.4g} µm): {band['fsc_at_fringe']:.3f} "
+              f"(shell {band['shell']}, {band['frequency_per_mm']:.3g}/mm)")
     result = {
+        "fringe_band": band,
         "command": " ".join(cmd),
         "wall_s": wall,
         "machine": {
