@@ -254,7 +254,11 @@ class Field(nn.Module):
     Subclasses implement :meth:`raw`, the pre-activation output at normalised positions.
 
     Buffers (in the ``state_dict``): ``box_min_mm`` and ``box_max_mm`` (3,), ``density_scale``
-    (scalar). Attributes: ``kind``, ``backend`` (the backend actually used), ``activation``,
+    (scalar). Parameter ``log_gain`` (scalar, 0 at init): the density is
+    ``density_scale · exp(log_gain) · act(raw)``. The global gain gets the gradient of every
+    pixel at once, so the total (the atom number, which a Poisson fit matches to the total
+    signal) converges in a few steps instead of drifting with the shape parameters — without it
+    the atom number of data/run042 varied by ±5 % between fits. Attributes: ``kind``, ``backend`` (the backend actually used), ``activation``,
     ``config`` (the :class:`FieldConfig` it was built from, when built by :func:`make_field`).
     """
 
@@ -280,6 +284,7 @@ class Field(nn.Module):
         self.register_buffer("box_min_mm", torch.tensor(lo, dtype=torch.float32))
         self.register_buffer("box_max_mm", torch.tensor(hi, dtype=torch.float32))
         self.register_buffer("density_scale", torch.tensor(float(init_density)))
+        self.log_gain = nn.Parameter(torch.zeros(()))
 
     @property
     def box_mm(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -333,7 +338,8 @@ class Field(nn.Module):
         u = self.normalize(points_mm.reshape(-1, 3))  # (N, 3)
         inside = ((u >= 0) & (u <= 1)).all(dim=-1)  # (N,), False for NaN
         u = torch.where(inside[:, None], u, torch.full_like(u, 0.5))
-        density = self.density_scale * _activate(self.raw(u), self.activation)
+        gain = self.density_scale * torch.exp(self.log_gain.to(self.dtype))
+        density = gain * _activate(self.raw(u), self.activation)
         return torch.where(inside, density, torch.zeros_like(density)).reshape(batch)
 
     @torch.no_grad()

@@ -122,9 +122,18 @@ def test_different_seeds_differ():
 def test_hashgrid_checkpoint_keys():
     field = make_field(small_config("hashgrid"), *BOX, backend="torch")
     assert list(field.state_dict()) == [
-        "box_min_mm", "box_max_mm", "density_scale", "encoding.params",
+        "log_gain", "box_min_mm", "box_max_mm", "density_scale", "encoding.params",
         "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
     assert field.backend == "torch" and field.config.kind == "hashgrid"
+
+
+def test_log_gain_scales_the_whole_density(kind):
+    field = make_field(small_config(kind), *BOX, seed=2)
+    pts = points_in_box(500, seed=3)
+    before = field(pts).detach()
+    with torch.no_grad():
+        field.log_gain.fill_(math.log(2.0))
+    assert torch.allclose(field(pts), 2 * before, rtol=1e-5)
 
 
 def test_gradients_reach_every_parameter(kind):
