@@ -258,7 +258,8 @@ class Field(nn.Module):
     ``density_scale · exp(log_gain) · act(raw)``. The global gain gets the gradient of every
     pixel at once, so the total (the atom number, which a Poisson fit matches to the total
     signal) converges in a few steps instead of drifting with the shape parameters — without it
-    the atom number of data/run042 varied by ±5 % between fits. Attributes: ``kind``, ``backend`` (the backend actually used), ``activation``,
+    the atom number of data/run042 varied by ±5 % between fits. Attributes: ``kind``,
+    ``backend`` (the backend actually used), ``activation``,
     ``config`` (the :class:`FieldConfig` it was built from, when built by :func:`make_field`).
     """
 
