@@ -113,6 +113,11 @@ def test_views_directory_missing(case):
     invoke_unchanged(case, ["fit", "--views", case / "nope", "--out", case / "out"], "nope", "does not exist")
 
 
+def test_views_is_a_file(case):
+    invoke_unchanged(case, ["fit", "--views", case / "run" / "views" / "direct.tif", "--out", case / "out"],
+                     "direct.tif is a file, not a run directory")
+
+
 def test_run_toml_missing(case):
     (case / "run" / "run.toml").unlink()
     invoke_unchanged(case, fit_args(case), "holds no run.toml")
