@@ -407,6 +407,14 @@ def run_fit(
 
     Returns:
         Dict with the field, the pool, the state and the device.
+
+    Raises:
+        FitError: no usable pixel or no signal; the loss became NaN/inf (the checkpoint on disk,
+            the last good state, is kept); out of memory even at one pixel per step.
+        ConfigError: a view none of whose pixels sees the box.
+        FitInterrupted: SIGINT or SIGTERM, after the checkpoint was written.
+
+    A step that runs out of memory is retried with half the pixels (:mod:`recon.memory`).
     """
     from recon.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
     from recon.memory import free_cached_memory, smaller_batch
