@@ -327,3 +327,18 @@ def test_fit_halves_the_batch_on_out_of_memory_and_goes_on(micro, tmp_path):
     warnings = [x for x in log.lines if x.startswith("warning: out of memory")]
     assert len(warnings) == 2 and "with 512 pixels per step; continuing with 256" in warnings[0]
     assert read_checkpoint(tmp_path / "checkpoint.pt")["state"]["batch_pixels"] == 128  # kept on resume
+
+
+def test_fsc_outputs_under_a_file_are_one_line_errors(tmp_path):
+    """`recon fsc --out` (library side): an output directory that cannot be made is an OutputError."""
+    from recon.fsc import compare_volumes, write_fsc_outputs
+    from recon.volume import Volume
+
+    rng = np.random.default_rng(0)
+    a = Volume(rng.random((16, 16, 16)).astype(np.float32), (0.0,) * 3, (0.05,) * 3)
+    b = Volume(a.data + 0.1 * rng.random((16, 16, 16)).astype(np.float32), (0.0,) * 3, (0.05,) * 3)
+    result = compare_volumes(a, b, threshold=0.143, directional=False)
+    (tmp_path / "blocker").write_text("a regular file")
+    with pytest.raises(OutputError, match="blocker is a file, not a directory"):
+        write_fsc_outputs(result, tmp_path / "blocker" / "fsc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
