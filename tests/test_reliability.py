@@ -342,3 +342,25 @@ def test_fsc_outputs_under_a_file_are_one_line_errors(tmp_path):
     with pytest.raises(OutputError, match="blocker is a file, not a directory"):
         write_fsc_outputs(result, tmp_path / "blocker" / "fsc")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def test_a_checkpoint_write_that_dies_midway_keeps_the_previous_one(tmp_path, monkeypatch):
+    """What SIGKILL during torch.save leaves: the old checkpoint, intact, plus at most a hidden temporary."""
+    field = torch.nn.Linear(3, 2)
+    optim = torch.optim.Adam(field.parameters())
+    gen = torch.Generator().manual_seed(0)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, field, optim, gen, FitConfig(), FitState(step=10))
+    good = path.read_bytes()
+    real_save = torch.save
+
+    def dying_save(obj, f):
+        real_save(obj, f)
+        Path(f).write_bytes(Path(f).read_bytes()[:100])  # half-written …
+        raise KeyboardInterrupt  # … when the process is stopped
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, field, optim, gen, FitConfig(), FitState(step=20))
+    assert path.read_bytes() == good and read_checkpoint(path)["state"]["step"] == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
