@@ -76,6 +76,20 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable (best effort: some file systems cannot sync a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
@@ -114,6 +128,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Pa
             os.replace(tmp_path, path)
         except OSError as err:
             raise output_error(path, err) from None
+        _fsync_directory(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -42,7 +42,7 @@ def _user_errors(fn):
             raise typer.Exit(2) from None
         except KeyboardInterrupt as err:
             typer.echo(f"interrupted: {err}" if str(err) else "interrupted", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(getattr(err, "exit_status", 130)) from None
 
     return wrapper
 

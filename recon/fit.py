@@ -361,7 +361,15 @@ class FitState:
 
 
 class FitInterrupted(KeyboardInterrupt):
-    """A fit stopped by SIGINT or SIGTERM after writing its checkpoint (the message says where)."""
+    """A fit stopped by SIGINT or SIGTERM after writing its checkpoint (the message says where).
+
+    Attributes:
+        exit_status: 128 + the signal number (130 for SIGINT, 143 for SIGTERM), as shells report.
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_status = 128 + int(signum)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -412,6 +420,14 @@ def run_fit(
 
     Returns:
         Dict with the field, the pool, the state and the device.
+
+    Raises:
+        FitError: no usable pixel or no signal; the loss became NaN/inf (the checkpoint on disk,
+            the last good state, is kept); out of memory even at one pixel per step.
+        ConfigError: a view none of whose pixels sees the box.
+        FitInterrupted: SIGINT or SIGTERM, after the checkpoint was written.
+
+    A step that runs out of memory is retried with half the pixels (:mod:`recon.memory`).
     """
     from recon.checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
     from recon.memory import free_cached_memory, smaller_batch
@@ -518,10 +534,10 @@ def run_fit(
         loss.backward()
         return float(loss.detach()), len(batch)
 
-    interrupted = {"flag": False}
+    interrupted = {"flag": False, "signum": signal.SIGINT}
 
     def on_signal(signum, frame):
-        interrupted["flag"] = True
+        interrupted["flag"], interrupted["signum"] = True, signum
 
     old_handlers = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -538,7 +554,8 @@ def run_fit(
                 checkpoint()
                 raise FitInterrupted(
                     f"fit stopped at step {state.step}/{cfg.steps}; checkpoint saved to {ckpt_path}; "
-                    "run the same command with --resume to continue"
+                    "run the same command with --resume to continue",
+                    interrupted["signum"],
                 )
             for group in optim.param_groups:
                 group["lr"] = lr_at(state.step)

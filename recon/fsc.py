@@ -1242,7 +1242,12 @@ def write_fsc_outputs(result: FSCResult, out_dir: str | os.PathLike) -> dict[str
         Paths of the files, keyed ``"csv"``, ``"json"``, ``"png"``.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # its parent is a file, no permission: one line, not a traceback
+        from recon.atomic import output_error
+
+        raise output_error(out, err) from None
     paths = {"csv": out / "fsc.csv", "json": out / "fsc.json", "png": out / "fsc.png"}
     atomic_write_text(paths["csv"], _csv_text(result.curve))
     atomic_write_text(paths["json"], json.dumps(fsc_report(result), indent=2, allow_nan=False) + "\n")

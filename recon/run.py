@@ -399,6 +399,8 @@ def read_run_spec(run: str | os.PathLike) -> RunSpec:
     import tomllib
 
     path = Path(run)
+    if path.suffix != ".toml" and path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} is a file, not a run directory; pass the directory holding run.toml")
     source = path if path.suffix == ".toml" else path / "run.toml"
     if not source.parent.is_dir():
         raise ConfigError(f"run directory {source.parent} does not exist; pass a directory holding run.toml")

@@ -113,6 +113,11 @@ def test_views_directory_missing(case):
     invoke_unchanged(case, ["fit", "--views", case / "nope", "--out", case / "out"], "nope", "does not exist")
 
 
+def test_views_is_a_file(case):
+    invoke_unchanged(case, ["fit", "--views", case / "run" / "views" / "direct.tif", "--out", case / "out"],
+                     "direct.tif is a file, not a run directory")
+
+
 def test_run_toml_missing(case):
     (case / "run" / "run.toml").unlink()
     invoke_unchanged(case, fit_args(case), "holds no run.toml")
@@ -473,6 +478,8 @@ def test_mesh_bad_inputs_and_outputs(case):
     bad[3, 3, 3] = np.nan
     _volume(case / "nan.tif", bad)
     invoke_unchanged(case, ["mesh", case / "nan.tif", "--out", case / "m.stl"], "NaN or inf")
+    tifffile.imwrite(case / "flat.tif", good[0])
+    invoke_unchanged(case, ["mesh", case / "flat.tif", "--out", case / "m.stl"], "expected 3-D")
     (case / "cad.stl").write_bytes(b"solid garbage\n not a mesh at all \x00\x01")
     invoke_unchanged(case, ["mesh", case / "d.tif", "--out", case / "m.stl", "--compare", case / "cad.stl"],
                      "cad.stl")
