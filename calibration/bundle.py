@@ -313,7 +313,7 @@ def calibrate(
             "calibrate: --known-positions, but target.toml gives no position_mm; "
             "pass --unknown-positions or record the positions"
         )
-    model = OpticalParameters(nominal, cfg.fit, prior=cfg.prior, camera=cfg.camera)
+    model = OpticalParameters(nominal, cfg.fit, prior=cfg.prior, camera=cfg.camera, fix_mean_shift=not known)
     _check_constraints(obs, model, known)
     w = torch.where(obs.observed, 1.0 / obs.sigma, torch.zeros_like(obs.sigma))
     target = torch.nan_to_num(obs.uv)

@@ -94,6 +94,9 @@ class OpticalParameters(nn.Module):
         fit: the groups to make learnable (others stay at the nominal values).
         prior: σ of the prior (and unit) of each kind of parameter.
         camera: the camera whose pose, focus and distortion are corrected.
+        fix_mean_shift: hold the mean of the mirror offsets at zero (a gauge fix: a common
+            offset of all mirrors along their normals is nearly a change of scale about the lens,
+            which unknown target positions cannot see).
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class OpticalParameters(nn.Module):
         *,
         prior: PriorConfig = PriorConfig(),
         camera: int = 0,
+        fix_mean_shift: bool = False,
     ):
         super().__init__()
         for g in fit:
@@ -115,6 +119,7 @@ class OpticalParameters(nn.Module):
         self.fit = tuple(fit)
         self.prior = prior
         self.camera = camera
+        self.fix_mean_shift = fix_mean_shift
         n_m = len(self.nominal.mirrors)
         f64 = torch.float64
         self.mirror_tilt = nn.Parameter(torch.zeros(n_m, 2, dtype=f64), requires_grad="mirrors" in fit)
@@ -132,7 +137,8 @@ class OpticalParameters(nn.Module):
 
     def shifts_mm(self) -> torch.Tensor:
         """(M,) mirror offsets along the nominal normals, mm."""
-        return self.mirror_shift * self.prior.shift_mm
+        z = self.mirror_shift - self.mirror_shift.mean() if self.fix_mean_shift else self.mirror_shift
+        return z * self.prior.shift_mm
 
     def rotation_rad(self) -> torch.Tensor:
         """(3,) camera rotation vector, camera frame, rad."""

@@ -118,11 +118,23 @@ class MirrorErrors:
         """RMS over mirrors of the normal offset error, µm."""
         return math.sqrt(sum(s * s for s in self.normal_shift_um) / max(len(self.normal_shift_um), 1))
 
+    @property
+    def shift_rms_relative_um(self) -> float:
+        """RMS over mirrors of the normal offset error after removing its mean, µm.
+
+        Insensitive to a common offset of all mirrors (nearly a change of scale about the lens,
+        which a calibration with unknown target positions cannot see).
+        """
+        n = max(len(self.normal_shift_um), 1)
+        mean = sum(self.normal_shift_um) / n
+        return math.sqrt(sum((s - mean) ** 2 for s in self.normal_shift_um) / n)
+
     def to_dict(self) -> dict:
         """JSON-ready summary."""
         return {
             "tilt_rms_deg": self.tilt_rms_deg,
             "normal_shift_rms_um": self.shift_rms_um,
+            "normal_shift_rms_relative_um": self.shift_rms_relative_um,
             "mirrors": [
                 {"name": n, "tilt_deg": t, "normal_shift_um": s}
                 for n, t, s in zip(self.names, self.tilt_deg, self.normal_shift_um, strict=True)

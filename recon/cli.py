@@ -139,8 +139,8 @@ def system_design(
 def system_perturb(
     system_file: Annotated[Path, typer.Argument(help="Nominal system file (TOML).")],
     out: Annotated[Path, typer.Option("--out", help="Perturbed system file to write.")],
-    tilt_deg: Annotated[float, typer.Option("--tilt-deg", help="σ of each mirror tilt about its in-plane axes, °.")] = 0.5,
-    shift_um: Annotated[float, typer.Option("--shift-um", help="σ of each component of a mirror's shift, µm.")] = 50.0,
+    tilt_deg: Annotated[float, typer.Option("--tilt-deg", help="σ of each in-plane tilt, °.")] = 0.5,
+    shift_um: Annotated[float, typer.Option("--shift-um", help="σ of each shift component, µm.")] = 50.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ) -> None:
@@ -201,7 +201,8 @@ def doctor() -> None:
 def simulate(
     system_file: Annotated[Path, typer.Option("--system", help="System file (TOML).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
-    phantom: Annotated[str | None, typer.Option(help="gaussian|fringes|donut|spike|clouds|sphere|doe or a .toml")] = None,
+    phantom: Annotated[str | None, typer.Option(
+        help="gaussian|fringes|donut|spike|clouds|sphere|doe or a .toml")] = None,
     atoms: Annotated[float, typer.Option(help="Atoms in the cloud.")] = 1e6,
     photons_per_atom: Annotated[float, typer.Option(help="Photons scattered per atom.")] = 200.0,
     frames: Annotated[int, typer.Option(help="Repeated shots (TIFF pages).")] = 1,
@@ -211,9 +212,9 @@ def simulate(
     step_mm: Annotated[float, typer.Option(help="Sample spacing along rays, mm.")] = 0.01,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run.")] = False,
     calibration_target: Annotated[str | None, typer.Option(
-        "--calibration-target", help="points:N — a point-source target set instead of a phantom run.")] = None,
+        "--calibration-target", help="points:N — a point-source target set, not a phantom run.")] = None,
     true_system: Annotated[Path | None, typer.Option(
-        "--true-system", help="Instrument that really takes the images (e.g. from `recon system perturb`).")] = None,
+        "--true-system", help="Instrument that really takes the images (`recon system perturb`).")] = None,
     target_photons: Annotated[float, typer.Option(help="Calibration target: photons per exposure.")] = 5e8,
     bead_um: Annotated[float, typer.Option(help="Calibration target: source σ, µm.")] = 10.0,
 ) -> None:
@@ -246,7 +247,8 @@ def simulate(
                f"{summary['atoms_in_box']:.4g} atoms inside the box")
 
 
-def _simulate_target(system_file, out, target, true_system, photons, bead_um, seed, overwrite, phantom) -> None:
+def _simulate_target(system_file, out, target, true_system, photons, bead_um, seed, overwrite,
+                     phantom) -> None:
     from recon.progress import Progress
     from recon.simulate import parse_calibration_target, simulate_calibration_target
 
@@ -258,7 +260,8 @@ def _simulate_target(system_file, out, target, true_system, photons, bead_um, se
         photons=photons, bead_sigma_mm=bead_um * 1e-3, seed=seed, overwrite=overwrite,
         progress=lambda done, total: bar.log(f"simulate: exposure {done}/{total}"))
     mean = sum(summary["mean_electrons_per_view"].values()) / max(summary["views"], 1)
-    typer.echo(f"wrote {out}: calibration target, {summary['positions']} positions × {summary['views']} views, "
+    typer.echo(f"wrote {out}: calibration target, {summary['positions']} positions × "
+               f"{summary['views']} views, "
                f"{mean:.4g} photoelectrons per spot on average; positions in {out}/target.toml")
 
 
@@ -268,9 +271,9 @@ def calibrate(
     images: Annotated[Path, typer.Option("--images", help="Target set (run directory with target.toml).")],
     system_file: Annotated[Path, typer.Option("--system", help="Nominal system file (TOML).")],
     out: Annotated[Path, typer.Option("--out", help="Calibrated system file to write.")],
-    fit_groups: Annotated[str, typer.Option("--fit", help="mirrors,pose,focus,distortion (any of them).")] = "mirrors",
+    fit_groups: Annotated[str, typer.Option("--fit", help="mirrors,pose,focus,distortion")] = "mirrors",
     known_positions: Annotated[bool, typer.Option(
-        "--known-positions/--unknown-positions", help="Use the positions in target.toml, or fit them.")] = True,
+        "--known-positions/--unknown-positions", help="Use target.toml's positions, or fit them.")] = True,
     aperture_samples: Annotated[int, typer.Option(help="Aperture samples per predicted spot.")] = 512,
     max_iterations: Annotated[int, typer.Option(help="L-BFGS iterations at most.")] = 400,
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
@@ -316,8 +319,8 @@ def calibrate(
                         bead_sigma_mm=spec.bead_sigma_mm)
     console.print(f"{int(obs.observed.sum())} spots in {len(views)} views × {obs.n_positions} exposures")
     result = run_calibration(nominal, obs, cfg, progress=console.print)
-    written = write_calibration_outputs(result, obs, cfg, out, images=str(images), nominal_path=str(system_file),
-                                        versions=versions())
+    written = write_calibration_outputs(result, obs, cfg, out, images=str(images),
+                                        nominal_path=str(system_file), versions=versions())
     table = Table(title=f"reprojection RMS per view (px), {obs.n_positions} positions")
     for col in ("view", "spots", "centroid σ px", "RMS before", "RMS after"):
         table.add_column(col, justify="right")

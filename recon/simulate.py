@@ -303,7 +303,8 @@ def simulate_calibration_target(
         files[f"views/{name}_dark.tif"] = dark.numpy()[None]
         views.append({"name": name, "camera": 0, "roi": list(roi), "frames": f"views/{name}.tif",
                       "dark": f"views/{name}_dark.tif"})
-    note = (f"calibration target: point source (σ {bead_sigma_mm * 1e3:g} µm, {photons:g} photons per exposure) "
+    note = (f"calibration target: point source (σ {bead_sigma_mm * 1e3:g} µm, {photons:g} photons per "
+            "exposure) "
             f"at {points} positions, one exposure (TIFF page) each; positions in target.toml; seed {seed}")
     spec = TargetSpec(exposures=tuple(range(points)), positions_mm=positions, bead_sigma_mm=bead_sigma_mm,
                       photons=photons, description=note)
