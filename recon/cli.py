@@ -359,6 +359,8 @@ def fit(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the summary.")] = False,
+    refine: Annotated[str | None, typer.Option(
+        "--refine", help="Self-calibrate: refine mirrors[,pose,focus] jointly with the density.")] = None,
 ) -> None:
     """Fit a density field to a run and write density.tif, renders, metrics and a report."""
     from recon.fit import load_fit_config
@@ -367,7 +369,8 @@ def fit(
 
     if split_halves:
         raise ReconError("fit: --split-halves is not available in this build yet; fit without it")
-    cfg = load_fit_config(config, field=field, backend=backend, device=device, steps=steps, seed=seed)
+    cfg = load_fit_config(config, field=field, backend=backend, device=device, steps=steps, seed=seed,
+                          refine=refine)
     data, run_name = load_fit_data(views)
     out = out or Path("fits") / run_name
     progress = Progress("fit", log_every=cfg.log_every, quiet=quiet)
@@ -376,6 +379,8 @@ def fit(
     for line in summary_lines(metrics):
         typer.echo(line)
     typer.echo(f"wrote {out}/ (density.tif, metrics.json, report.html, renders/)")
+    if cfg.refine:
+        typer.echo(f"refined system: {out}/refined_system.toml (changes in {out}/refinement.json)")
 
 
 def _density_path(source: Path) -> Path:

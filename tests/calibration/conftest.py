@@ -26,13 +26,13 @@ def dome_files(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def target_set(tmp_path_factory, dome_files):
-    """A simulated target set: 8 known positions through the perturbed dome (1e8 photons each)."""
+    """A simulated target set: 8 known positions through the perturbed dome (5e7 photons each)."""
     from recon.simulate import simulate_calibration_target
 
     nominal_path, perturbed_path, _, _ = dome_files
     out = tmp_path_factory.mktemp("targets") / "cal"
     simulate_calibration_target(
-        nominal_path, out, points=8, true_system_path=perturbed_path, seed=5, photons=1e8
+        nominal_path, out, points=8, true_system_path=perturbed_path, seed=5, photons=5e7
     )
     return out
 
