@@ -15,8 +15,10 @@ fit minimises
 prior σ) with L-BFGS in float64. Gauge: with known positions the target defines the world frame
 (and the scale); with unknown positions the camera is held fixed (its pose is the gauge and
 cannot be fitted), the positions are free and start from a triangulation through the nominal
-instrument, and the overall scale about the lens, nearly a symmetry, is held by the prior
-(REFERENCE §7).
+instrument, and the overall scale about the lens — nearly a symmetry, which moves every mirror
+along its normal by about the same amount — is fixed by holding the mean mirror offset at its
+nominal value (REFERENCE §7). Offsets are then known relative to their mean only; tilts are not
+affected.
 """
 
 from __future__ import annotations

@@ -72,3 +72,16 @@ def test_fit_groups_parse_and_bad_values_raise():
         parse_fit_groups("")
     with pytest.raises(ConfigError, match="σ > 0"):
         OpticalParameters(small_dome(), ("mirrors",), prior=PriorConfig(tilt_deg=0.0))
+
+
+def test_calibration_all_names_resolve_and_no_recon_import():
+    import subprocess
+    import sys
+
+    import calibration
+
+    for name in calibration.__all__:
+        assert hasattr(calibration, name), name
+    code = "import sys, calibration; print(any(m == 'recon' or m.startswith('recon.') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # calibration depends on optics only
