@@ -53,7 +53,8 @@ def test_pose_and_focus_corrections_move_the_camera():
         model.pose_position.copy_(torch.tensor([0.0, 0.0, 1.5]))
         model.pose_rotation.copy_(torch.tensor([0.0, 0.0, 2.0]))  # 2° about the optical axis
         model.focus.fill_(-0.5)
-    cam = model().cameras[0]
+    with torch.no_grad():
+        cam = model().cameras[0]
     r = cam.pose.rotation
     assert torch.allclose(r.T @ r, torch.eye(3, dtype=torch.float64), atol=1e-12)
     assert float(torch.linalg.det(r)) == pytest.approx(1.0)
