@@ -362,7 +362,7 @@ def calibrate(
         return loss
 
     opt.step(closure)
-    state = opt.state[opt._params[0]]
+    state = opt.state[params[0]]
     with torch.no_grad():
         system = model()
         pos = positions.detach().clone()
