@@ -93,9 +93,12 @@ def stage_recovery(args, work: Path) -> tuple[dict, Path, Path]:
     )
     t_sim = time.perf_counter() - t0
     spec = read_target_spec(work / "cal")
+    views = _views(work / "cal", nominal)
+    spot_e = {name: float(e.reshape(e.shape[0], -1).sum(-1).mean()) for name, _, _, e, _ in views}
+    peak_e = {name: float(e.max()) for name, _, _, e, _ in views}
     t0 = time.perf_counter()
     obs = measure_spots(
-        _views(work / "cal", nominal),
+        views,
         nominal,
         positions_mm=spec.positions_mm,
         bead_sigma_mm=spec.bead_sigma_mm,
@@ -138,6 +141,8 @@ def stage_recovery(args, work: Path) -> tuple[dict, Path, Path]:
         "median_centroid_sigma_px": {
             name: float(obs.sigma[:, j].median()) for j, name in enumerate(obs.names)
         },
+        "mean_photoelectrons_per_spot": spot_e,
+        "peak_pixel_photoelectrons": peak_e,
         "simulate_s": round(t_sim, 1),
         "detect_s": round(t_det, 1),
         "rows": rows,
