@@ -25,17 +25,21 @@ import json
 import math
 import os
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
+# This script's own name would shadow the `calibration` package: drop its folder from the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from calibration.bundle import CalibrationConfig, Observations, calibrate, measure_spots
-from calibration.perturb import mirror_errors, perturb_system
-from calibration.target import read_target_spec
-from optics.system import load_system, save_system
+import torch  # noqa: E402
+
+from calibration.bundle import CalibrationConfig, Observations, calibrate, measure_spots  # noqa: E402
+from calibration.perturb import mirror_errors, perturb_system  # noqa: E402
+from calibration.target import read_target_spec  # noqa: E402
+from optics.system import load_system, save_system  # noqa: E402
 
 NOMINAL = "data/systems/magis_dome.toml"
 
