@@ -130,7 +130,7 @@ def load_case(run_dir: str | os.PathLike = "data/run042", *, samples: int = 4, s
         views: keep only the first ``views`` views (scaling benchmark).
         pixel_fraction: keep a centred crop holding this fraction of each view's pixels.
     """
-    data, _ = load_fit_data(Path(run_dir))
+    data, _, _ = load_fit_data(Path(run_dir))
     if views is not None or pixel_fraction != 1.0:
         data = subset_views(data, views, pixel_fraction)
     truth = read_volume(Path(run_dir) / "truth.tif")

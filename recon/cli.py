@@ -140,6 +140,32 @@ def system_design(
     typer.echo(f"wrote {out}")
 
 
+@system_app.command("perturb")
+@_user_errors
+def system_perturb(
+    system_file: Annotated[Path, typer.Argument(help="Nominal system file (TOML).")],
+    out: Annotated[Path, typer.Option("--out", help="Perturbed system file to write.")],
+    tilt_deg: Annotated[float, typer.Option("--tilt-deg", help="σ of each in-plane tilt, °.")] = 0.5,
+    shift_um: Annotated[float, typer.Option("--shift-um", help="σ of each shift component, µm.")] = 50.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Write a realistically wrong instrument: every mirror randomly tilted and shifted."""
+    from calibration.perturb import mirror_errors, perturb_system
+    from optics.system import load_system, save_system
+
+    if out.exists() and not overwrite:
+        raise ReconError(f"system perturb: {out} exists; pass --overwrite to replace it")
+    nominal = load_system(system_file, dtype=__import__("torch").float64)
+    perturbed = perturb_system(nominal, tilt_deg=tilt_deg, shift_um=shift_um, seed=seed)
+    header = (f"Perturbed from {system_file} by `recon system perturb --tilt-deg {tilt_deg:g} "
+              f"--shift-um {shift_um:g} --seed {seed}`")
+    save_system(perturbed, out, header=header)
+    err = mirror_errors(nominal, perturbed)
+    typer.echo(f"wrote {out}: {len(err.names)} mirrors, tilt RMS {err.tilt_rms_deg:.3f}°, "
+               f"offset along the normal RMS {err.shift_rms_um:.1f} µm")
+
+
 @app.command()
 @_user_errors
 def doctor() -> None:
@@ -180,8 +206,9 @@ def doctor() -> None:
 @_user_errors
 def simulate(
     system_file: Annotated[Path, typer.Option("--system", help="System file (TOML).")],
-    phantom: Annotated[str, typer.Option(help="gaussian|fringes|donut|spike|clouds|sphere|doe or a .toml")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    phantom: Annotated[str | None, typer.Option(
+        help="gaussian|fringes|donut|spike|clouds|sphere|doe or a .toml")] = None,
     atoms: Annotated[float, typer.Option(help="Atoms in the cloud.")] = 1e6,
     photons_per_atom: Annotated[float, typer.Option(help="Photons scattered per atom.")] = 200.0,
     frames: Annotated[int, typer.Option(help="Repeated shots (TIFF pages).")] = 1,
@@ -190,11 +217,25 @@ def simulate(
     samples: Annotated[int, typer.Option(help="Sub-pixel × aperture samples per pixel.")] = 16,
     step_mm: Annotated[float, typer.Option(help="Sample spacing along rays, mm.")] = 0.01,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run.")] = False,
+    calibration_target: Annotated[str | None, typer.Option(
+        "--calibration-target", help="points:N — a point-source target set, not a phantom run.")] = None,
+    true_system: Annotated[Path | None, typer.Option(
+        "--true-system", help="Instrument that really takes the images (`recon system perturb`).")] = None,
+    target_photons: Annotated[float, typer.Option(help="Calibration target: photons per exposure.")] = 5e8,
+    bead_um: Annotated[float, typer.Option(help="Calibration target: source σ, µm.")] = 10.0,
 ) -> None:
     """Simulate a run with known truth: views (TIFF), dark frames, truth.tif, run.toml."""
     from recon.progress import Progress
     from recon.simulate import simulate_run
 
+    if calibration_target is not None:
+        _simulate_target(system_file, out, calibration_target, true_system, target_photons, bead_um, seed,
+                         overwrite, phantom)
+        return
+    if true_system is not None:
+        raise ReconError("simulate: --true-system is only used with --calibration-target; drop it")
+    if phantom is None:
+        raise ReconError("simulate: pass --phantom NAME (or --calibration-target points:N for a target set)")
     bar = Progress("simulate", log_every=1)
     state = {"last": -1}
 
@@ -210,6 +251,102 @@ def simulate(
     typer.echo(f"wrote {out}: {summary['views']} views, {summary['pixels']} pixels, "
                f"{summary['expected_e']:.4g} expected photoelectrons, "
                f"{summary['atoms_in_box']:.4g} atoms inside the box")
+
+
+def _simulate_target(system_file, out, target, true_system, photons, bead_um, seed, overwrite,
+                     phantom) -> None:
+    from recon.progress import Progress
+    from recon.simulate import parse_calibration_target, simulate_calibration_target
+
+    if phantom is not None:
+        raise ReconError("simulate: --phantom and --calibration-target exclude each other; pass one")
+    bar = Progress("simulate", log_every=1)
+    summary = simulate_calibration_target(
+        system_file, out, points=parse_calibration_target(target), true_system_path=true_system,
+        photons=photons, bead_sigma_mm=bead_um * 1e-3, seed=seed, overwrite=overwrite,
+        progress=lambda done, total: bar.log(f"simulate: exposure {done}/{total}"))
+    mean = sum(summary["mean_electrons_per_view"].values()) / max(summary["views"], 1)
+    typer.echo(f"wrote {out}: calibration target, {summary['positions']} positions × "
+               f"{summary['views']} views, "
+               f"{mean:.4g} photoelectrons per spot on average; positions in {out}/target.toml")
+
+
+@app.command()
+@_user_errors
+def calibrate(
+    images: Annotated[Path, typer.Option("--images", help="Target set (run directory with target.toml).")],
+    system_file: Annotated[Path, typer.Option("--system", help="Nominal system file (TOML).")],
+    out: Annotated[Path, typer.Option("--out", help="Calibrated system file to write.")],
+    fit_groups: Annotated[str, typer.Option("--fit", help="mirrors,pose,focus,distortion")] = "mirrors",
+    known_positions: Annotated[bool, typer.Option(
+        "--known-positions/--unknown-positions", help="Use target.toml's positions, or fit them.")] = True,
+    aperture_samples: Annotated[int, typer.Option(help="Aperture samples per predicted spot.")] = 512,
+    max_iterations: Annotated[int, typer.Option(help="L-BFGS iterations at most.")] = 400,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
+) -> None:
+    """Refine mirrors (and pose, focus, distortion) from point-source target images."""
+    from rich.table import Table
+
+    from calibration.bundle import CalibrationConfig, measure_spots
+    from calibration.bundle import calibrate as run_calibration
+    from calibration.model import parse_fit_groups
+    from calibration.report import output_paths, view_table, write_calibration_outputs
+    from calibration.target import read_target_spec
+    from optics.system import load_system
+    from recon.fitjob import versions
+    from recon.run import load_run
+
+    paths = output_paths(out)
+    for p in paths.values():
+        if p.exists() and not overwrite:
+            raise ReconError(f"calibrate: {p} exists; pass --overwrite or choose another --out")
+    cfg = CalibrationConfig(fit=parse_fit_groups(fit_groups), known_positions=known_positions,
+                            n_aperture=aperture_samples, max_iterations=max_iterations)
+    if aperture_samples < 16 or max_iterations < 1:
+        raise ReconError("calibrate: --aperture-samples must be ≥ 16 and --max-iterations ≥ 1")
+    import torch
+
+    nominal = load_system(system_file, dtype=torch.float64)
+    spec = read_target_spec(images)
+    run = load_run(images)
+    names = {nominal.path_name(p): p for p in range(nominal.n_paths)}
+    views = []
+    for v in run.views:
+        if v.name not in names:
+            raise ReconError(f"calibrate: view '{v.name}' of {images} is no path of {system_file} "
+                             f"(paths: {', '.join(names)}); use the system the set was recorded with")
+        if v.n_frames < len(spec.exposures) or max(spec.exposures) >= v.n_frames:
+            raise ReconError(f"calibrate: view {v.name} has {v.n_frames} pages but target.toml names "
+                             f"exposures up to {max(spec.exposures)}; one page per position")
+        pages = list(spec.exposures)
+        views.append((v.name, names[v.name], v.roi, v.electrons[pages].numpy(), v.mask[pages].numpy()))
+    console = _console()
+    obs = measure_spots(views, nominal, positions_mm=spec.positions_mm if known_positions else None,
+                        bead_sigma_mm=spec.bead_sigma_mm)
+    console.print(f"{int(obs.observed.sum())} spots in {len(views)} views × {obs.n_positions} exposures")
+    result = run_calibration(nominal, obs, cfg, progress=console.print)
+    written = write_calibration_outputs(result, obs, cfg, out, images=str(images),
+                                        nominal_path=str(system_file), versions=versions())
+    table = Table(title=f"reprojection RMS per view (px), {obs.n_positions} positions")
+    for col in ("view", "spots", "centroid σ px", "RMS before", "RMS after"):
+        table.add_column(col, justify="right")
+    for r in view_table(result, obs):
+        table.add_row(r["view"], str(r["spots"]), f"{r['centroid_sigma_px']:.4f}",
+                      f"{r['rms_before_px']:.3f}", f"{r['rms_after_px']:.4f}")
+    console.print(table)
+    changes = result.model.changes()
+    if "mirrors" in changes:
+        t = Table(title="mirror changes (nominal → calibrated)")
+        for col in ("mirror", "tilt °", "offset along normal µm"):
+            t.add_column(col, justify="right")
+        for m in changes["mirrors"]:
+            t.add_row(m["name"], f"{m['tilt_deg']:.4f}", f"{m['normal_shift_um']:+.2f}")
+        console.print(t)
+    for key in ("pose", "focus_distance_mm", "distortion_k1_k2_p1_p2"):
+        if key in changes:
+            console.print(f"{key}: {changes[key]}")
+    console.print(f"RMS {result.rms_px:.4f} px after {result.iterations} iterations ({result.time_s:.1f} s)")
+    console.print(f"wrote {written['system']}, {written['report']}, {written['residuals']}")
 
 
 @app.command()
@@ -230,6 +367,8 @@ def fit(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the summary.")] = False,
+    refine: Annotated[str | None, typer.Option(
+        "--refine", help="Self-calibrate: refine mirrors[,pose,focus] jointly with the density.")] = None,
 ) -> None:
     """Fit a density field to a run and write density.tif, renders, metrics and a report.
 
@@ -239,9 +378,13 @@ def fit(
     from recon.fitjob import load_fit_data, run_fit_job, summary_lines
     from recon.progress import Progress
 
-    cfg = load_fit_config(config, field=field, backend=backend, device=device, steps=steps, seed=seed)
+    cfg = load_fit_config(config, field=field, backend=backend, device=device, steps=steps, seed=seed,
+                          refine=refine)
     if split != "auto" and not split_halves:
         raise ReconError(f"fit: --split {split} only applies with --split-halves; add --split-halves")
+    if split_halves and cfg.refine:
+        raise ReconError("fit: --refine and --split-halves cannot be combined; refine first, then fit the "
+                         "halves with the refined system")
     data, run_name, truth = load_fit_data(views)
     out = out or Path("fits") / run_name
     progress = Progress("fit", log_every=cfg.log_every, quiet=quiet)
@@ -250,6 +393,8 @@ def fit(
     for line in summary_lines(metrics):
         typer.echo(line)
     typer.echo(f"wrote {out}/ (density.tif, metrics.json, report.html, renders/)")
+    if cfg.refine:
+        typer.echo(f"refined system: {out}/refined_system.toml (changes in {out}/refinement.json)")
 
 
 @app.command()

@@ -71,6 +71,10 @@ class FitConfig:
         checkpoint_every: steps between checkpoints.
         log_every: steps between progress lines when output is not a terminal.
         field_options: extra options of the field (see :mod:`recon.fields`).
+        refine: optical parameter groups refined jointly with the density (self-calibration),
+            e.g. ``"mirrors"`` or ``"mirrors,pose,focus"``; empty: the optics stay fixed.
+        refine_warmup: density-only steps before the refinement starts.
+        refine_lr: Adam learning rate of the optical parameters (in units of their prior σ).
     """
 
     field: str = "hashgrid"
@@ -93,6 +97,9 @@ class FitConfig:
     checkpoint_every: int = 250
     log_every: int = 100
     field_options: dict = dc_field(default_factory=dict)
+    refine: str = ""
+    refine_warmup: int = 300
+    refine_lr: float = 2e-3
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""
@@ -116,6 +123,16 @@ class FitConfig:
         for ok, key, expected in checks:
             if not ok:
                 raise ConfigError(f"fit config: '{key}' must be {expected}, got {getattr(self, key)!r}")
+        if self.refine:
+            from calibration.model import parse_fit_groups
+
+            groups = parse_fit_groups(self.refine, where="fit --refine")
+            if "distortion" in groups:
+                raise ConfigError("fit --refine: distortion cannot be refined during a fit; calibrate it "
+                                  "with `recon calibrate --fit distortion`, or pass mirrors,pose,focus")
+            if not 0 <= self.refine_warmup < self.steps or self.refine_lr <= 0:
+                raise ConfigError(f"fit config: 'refine_warmup' must be in 0 … steps − 1 ({self.steps - 1}) "
+                                  f"and 'refine_lr' > 0, got {self.refine_warmup} and {self.refine_lr}")
 
 
 def load_fit_config(path: str | os.PathLike | None, **overrides) -> FitConfig:
@@ -460,6 +477,10 @@ def run_fit(
     )
     usable = usable.to(device)
     optim = torch.optim.Adam(field_module.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    refine = _start_refinement(data, cfg, len(usable), device) if cfg.refine else None
+    if refine is not None and resume:
+        raise FitError("fit: --resume cannot continue a --refine fit (the optical parameters are not in "
+                       "the checkpoint); start the fit again without --resume")
     state = FitState()
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     ckpt_path = out_dir / "checkpoint.pt"
@@ -483,11 +504,17 @@ def run_fit(
         frac = min(step / max(cfg.steps - 1, 1), 1.0)
         return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
 
-    def forward_backward(batch_pixels: int) -> tuple[float, int]:
-        """One step's loss and gradients on a fresh batch; returns (loss, segments rendered)."""
+    def forward_backward(batch_pixels: int, refining: bool) -> tuple[float, int]:
+        """One step's loss and gradients on a fresh batch; returns (loss, segments rendered).
+
+        ``refining``: trace the batch through the learnable optics (self-calibration) instead of
+        gathering it from the static pool, and add the optics' prior.
+        """
         pick = torch.randint(len(usable), (min(batch_pixels, len(usable)),), generator=gen)
         pixels = usable[pick.to(device)]
-        if 0 < cfg.samples_per_step < cfg.pool_samples:
+        if refining:
+            pixels, batch = refine.batch(pixels, cfg.samples_per_step or cfg.pool_samples, gen)
+        elif 0 < cfg.samples_per_step < cfg.pool_samples:
             pixels = pixels.repeat(cfg.samples_per_step)
             sample = torch.randint(cfg.pool_samples, (len(pixels),), generator=gen).to(device)
             batch = pool_dev.gather(pixels, sample)
@@ -518,6 +545,8 @@ def run_fit(
                 loss = loss + cfg.tv_weight * tv_regulariser(field_module, pts, cfg.step_mm, mean_density)
             if cfg.sparsity_weight > 0:
                 loss = loss + cfg.sparsity_weight * field_module(pts).mean() / mean_density
+        if refining:
+            loss = loss + refine.module.prior_term()
         if not torch.isfinite(loss):
             # Nothing is written: the checkpoint on disk is the last good state.
             if saved_step is not None:
@@ -531,6 +560,8 @@ def run_fit(
                 f"(now {cfg.lr}, in --config) and {then}, or check the data"
             )
         optim.zero_grad(set_to_none=True)
+        if refining:
+            refine.optim.zero_grad(set_to_none=True)
         loss.backward()
         return float(loss.detach()), len(batch)
 
@@ -559,8 +590,9 @@ def run_fit(
                 )
             for group in optim.param_groups:
                 group["lr"] = lr_at(state.step)
+            refining = refine is not None and state.step >= cfg.refine_warmup
             try:
-                loss, n_rays = forward_backward(state.batch_pixels)
+                loss, n_rays = forward_backward(state.batch_pixels, refining)
             except RuntimeError as err:  # out of memory: halve the batch and go on (else re-raised)
                 state.batch_pixels = smaller_batch(err, state.batch_pixels, device=device, warn=log)
                 loss = None
@@ -569,6 +601,8 @@ def run_fit(
                 free_cached_memory(device)
                 continue
             optim.step()
+            if refining:
+                refine.optim.step()
             state.step += 1
             state.rays_rendered += n_rays
             state.losses.append(loss)
@@ -584,14 +618,71 @@ def run_fit(
             progress.stop()
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
+    refined = None
+    if refine is not None:
+        refined, pool = refine.finish(data, cfg, out_dir, log)
     return {
         "field": field_module,
         "pool": pool,
+        "refined_system": refined,
         "state": state,
         "device": device,
         "mean_density": mean_density,
         "photons_per_atom": y,
     }
+
+
+@dataclass
+class _Refinement:
+    """Self-calibration inside :func:`run_fit`: the learnable optics, their optimiser, pixel table."""
+
+    module: torch.nn.Module
+    optim: torch.optim.Optimizer
+    pixel_uv: torch.Tensor
+    pixel_camera: torch.Tensor
+
+    def batch(self, pixels: torch.Tensor, samples: int, gen) -> tuple[torch.Tensor, RayBatch]:
+        """Trace ``pixels`` through the current optics; returns the pixels in traced order and rays."""
+        traced, order = self.module.trace(self.pixel_uv[pixels], self.pixel_camera[pixels], samples,
+                                          generator=gen)
+        return pixels[order], compact_rays(traced)
+
+    def finish(self, data: FitData, cfg: FitConfig, out_dir: Path, log) -> tuple[System, RayPool]:
+        """Write the refined system next to the fit and re-trace the pool through it for the outputs."""
+        from dataclasses import replace
+
+        from optics.system import save_system
+        from recon.atomic import atomic_write_text
+
+        with torch.no_grad():
+            refined = self.module.optics()
+        changes = self.module.optics.changes()
+        save_system(refined, out_dir / "refined_system.toml", header=(
+            f"Self-calibrated by `recon fit --refine {cfg.refine}`: refined jointly with the density after "
+            f"{cfg.refine_warmup} density-only steps of {cfg.steps}, prior toward the run's system"))
+        atomic_write_text(out_dir / "refinement.json", json.dumps(
+            {"refine": cfg.refine, "warmup_steps": cfg.refine_warmup, "lr": cfg.refine_lr,
+             "prior": dict(self.module.optics.prior.__dict__), "changes": changes}, indent=2) + "\n")
+        if "mirrors" in changes:
+            tilts = [m["tilt_deg"] for m in changes["mirrors"]]
+            log(f"refined mirrors: tilt changes up to {max(tilts):.4f}°; written to refined_system.toml")
+        pool = build_ray_pool(replace(data, system=refined.to(data.system.dtype)), samples=cfg.pool_samples,
+                              seed=cfg.seed, progress=log)
+        return refined, pool
+
+
+def _start_refinement(data: FitData, cfg: FitConfig, n_usable: int, device) -> _Refinement:
+    """Set up self-calibration: parametrised optics (float64), Adam, the (u, v) and camera of each pixel."""
+    from calibration.model import PriorConfig, parse_fit_groups
+    from calibration.selfcal import SelfCalibration
+
+    module = SelfCalibration(data.system, parse_fit_groups(cfg.refine, where="fit --refine"),
+                             prior=PriorConfig(), n_pixels=n_usable)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optim = torch.optim.Adam(params, lr=cfg.refine_lr)
+    uv = torch.cat([v.pixel_coords() for v in data.views]).to(device)
+    cams = torch.cat([torch.full((v.roi[2] * v.roi[3],), v.camera, dtype=torch.long) for v in data.views])
+    return _Refinement(module, optim, uv, cams.to(device))
 
 
 def config_dict(cfg: FitConfig) -> dict:
