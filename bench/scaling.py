@@ -8,8 +8,10 @@ grows by 1.38× a level: 6 → 81, 8 → 153, 10 → 290 vertices per axis), and
 step (after two warm-up steps), the process's peak resident memory (and on CUDA the peak
 allocated GPU memory), and the memory held after importing torch (the floor).
 
-    python bench/scaling.py [--steps 30] [--short] [--device auto|cpu|cuda]
+    python bench/scaling.py [--steps 30] [--threads 1] [--short] [--device auto|cpu|cuda]
                             [--out bench/results/scaling.json]
+
+One torch thread by default: on a shared 2-core machine two threads stall in OpenMP barriers.
 """
 
 from __future__ import annotations
@@ -88,12 +90,14 @@ def one(views: int, fraction: float, levels: int, steps: int, device: str) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--short", action="store_true", help="three small configurations")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=Path("bench/results/scaling.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one configuration as JSON
     args = parser.parse_args()
     device = pick_device(args.device)
+    torch.set_num_threads(args.threads)
     if args.one:
         views, fraction, levels = json.loads(args.one)
         print(json.dumps(one(views, fraction, levels, args.steps, device.type)))
@@ -109,7 +113,7 @@ def main() -> None:
     for views, fraction, levels in configs:
         proc = subprocess.run(
             [sys.executable, __file__, "--one", json.dumps([views, fraction, levels]),
-             "--steps", str(steps), "--device", device.type],
+             "--steps", str(steps), "--device", device.type, "--threads", str(args.threads)],
             capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"configuration {(views, fraction, levels)} failed:\n{proc.stderr}")

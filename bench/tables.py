@@ -50,12 +50,47 @@ def resolution(report: dict) -> str:
             out.append(f"| {s['time_s']:.1f} | {s['step']} | {s['resolution_um']:.1f} | "
                        f"{s['shell_resolution_um']:.1f} |")
         out.append("")
+    out.append(crossover(report["methods"]))
     summary = report.get("summary", {})
-    out.append("| summary | value |")
+    out.append("")
+    out.append("| summary (as saved by the run) | value |")
     out.append("|---|---|")
     for k, v in summary.items():
         out.append(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
     return "\n".join(out)
+
+
+def _first(snaps: list[dict], ok) -> dict | None:
+    return next((s for s in snaps if ok(s)), None)
+
+
+def _when(snap: dict | None) -> str:
+    return f"{snap['time_s']:.1f}" if snap else "never"
+
+
+def crossover(methods: dict) -> str:
+    """Side-by-side times from one run: when does each method reach another's best value?
+
+    For the FSC-0.5 resolution (lower is better) and the FSC in the fringe shell (higher is
+    better): the best value a method reached, and the fit time the default needed for it.
+    """
+    if "default" not in methods:
+        return ""
+    ours = methods["default"]["snapshots"]
+    lines = ["| method | best FSC-0.5 resolution µm (at s) | default reached it at s | "
+             "best FSC at fringe (at s) | default reached it at s |", "|---|---|---|---|---|"]
+    for name, m in methods.items():
+        snaps = m["snapshots"]
+        best_res = min(snaps, key=lambda s: s["resolution_um"])
+        best_fr = max(snaps, key=lambda s: s.get("fsc_at_fringe", -1))
+        res, fringe = best_res["resolution_um"], best_fr.get("fsc_at_fringe", 2.0)
+        hit_res = _first(ours, lambda s, res=res: s["resolution_um"] <= res)
+        hit_fr = _first(ours, lambda s, fringe=fringe: s.get("fsc_at_fringe", -1) >= fringe)
+        lines.append(
+            f"| {name} | {best_res['resolution_um']:.1f} ({best_res['time_s']:.1f}) | "
+            f"{_when(hit_res)} | {best_fr.get('fsc_at_fringe', float('nan')):.3f} "
+            f"({best_fr['time_s']:.1f}) | {_when(hit_fr)} |")
+    return "\n".join(lines)
 
 
 def scaling(report: dict) -> str:

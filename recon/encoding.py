@@ -353,8 +353,8 @@ class _Units:
 
     Gathers read whole table entries as raw bits: the parameters are viewed as int64 (int32
     when an entry holds fewer than 8 bytes), ``K`` units per entry, so one ``index_select``
-    moves all features of a corner without arithmetic (a plain copy, bit-exact, and several
-    times faster on the CPU than gathering complex or float pairs).
+    moves all features of a corner without arithmetic (a plain copy, bit-exact, and on the CPU
+    much faster than gathering complex or float pairs).
 
     Scatters (the backward) on the CPU add pairs of features as one complex number: half as
     many index operations, and ``scatter_add_`` on a 1-D tensor is a serial loop whose cost is
