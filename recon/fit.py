@@ -57,7 +57,10 @@ class FitConfig:
             default) renders all S: the prediction of a pixel from fewer samples is unbiased but noisy,
             and the Poisson likelihood of a noisy prediction is minimised by a *lower* one
             (−log is convex), which biased the atom number of data/run042 by −8 % with one
-            sample of four (bench/fit_run042.py; +1 % with all four).
+            sample of four (bench/fit_run042.py). A fixed pool is noisy too, for a defocused
+            view most: where counts are below the read-noise variance the Poisson fit acts
+            like least squares with errors in the regressor and shrinks the total (−5 % with
+            all of four samples, −0.4 % with all of eight), hence ``pool_samples = 8``.
         step_mm: stratum length along rays, mm.
         lr: initial learning rate of Adam.
         lr_final: learning rate at the last step (cosine decay).
@@ -81,8 +84,8 @@ class FitConfig:
     backend: str = "auto"
     device: str = "auto"
     steps: int = 1500
-    batch_pixels: int = 512
-    pool_samples: int = 4
+    batch_pixels: int = 256
+    pool_samples: int = 8
     samples_per_step: int = 0
     step_mm: float = 0.03
     lr: float = 1e-2
