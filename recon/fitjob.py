@@ -26,7 +26,7 @@ from recon.outputs import (
     write_renders,
     write_report,
 )
-from recon.resolution import fsc_halves, fsc_truth
+from recon.resolution import format_um, fsc_halves, fsc_truth
 
 __all__ = [
     "SPLITS",
@@ -385,15 +385,12 @@ def summary_lines(metrics: dict) -> list[str]:
     for key, what in (("fsc_truth", "against the truth"), ("split_halves", "between the split halves")):
         if key in metrics:
             f = metrics[key].get("fsc", metrics[key])
-            line = (f"resolution {what} (FSC {f['threshold']}): {_um(f['resolution_um'])}, interpolated "
-                    f"{_um(f['resolution_interpolated_um'])}")
+            line = (f"resolution {what} (FSC {f['threshold']}): {format_um(f['resolution_um'])}, "
+                    f"interpolated {format_um(f['resolution_interpolated_um'])}")
             if f["reached_nyquist"]:
                 line += f" (reached Nyquist, {f['nyquist_um']:.4g} µm)"
             if f["resolution_xyz_um"]:
-                line += f"; x/y/z {' / '.join(_um(v) for v in f['resolution_xyz_um'])}"
+                line += f"; x/y/z {' / '.join(format_um(v) for v in f['resolution_xyz_um'])}"
             lines.append(line)
     return lines
 
-
-def _um(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g} µm"

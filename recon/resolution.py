@@ -22,8 +22,8 @@ from recon.fsc import compare_volumes, fsc_report, pad_to_cube, resample_like, w
 from recon.outputs import figure_html, write_report
 from recon.volume import Volume, read_volume
 
-__all__ = ["COMPARISONS", "compare_paths", "fsc_halves", "fsc_sections", "fsc_truth", "refresh_report",
-           "summary_line"]
+__all__ = ["COMPARISONS", "compare_paths", "format_um", "fsc_halves", "fsc_sections", "fsc_truth",
+           "refresh_report", "summary_line"]
 
 #: Sub-directory of a fit output → (title, threshold).
 COMPARISONS = {
@@ -66,20 +66,22 @@ def fsc_halves(half1: Volume, half2: Volume, out_dir: Path, *, mask: str | None 
     return fsc_report(result)
 
 
-def _um(value: float | None) -> str:
+def format_um(value: float | None) -> str:
+    """A resolution in µm for tables and logs ('—' when undefined)."""
     return "—" if value is None else f"{value:.4g} µm"
 
 
 def summary_line(report: dict) -> str:
     """One line: threshold, resolution (shell and interpolated), and x/y/z from the cones."""
     words = (f"FSC {report['maps']['a']} vs {report['maps']['b']} at {report['threshold']}: "
-             f"{_um(report['resolution_um'])} (interpolated {_um(report['resolution_interpolated_um'])})")
+             f"{format_um(report['resolution_um'])} "
+             f"(interpolated {format_um(report['resolution_interpolated_um'])})")
     if report["reached_nyquist"]:
         words += f", reached Nyquist ({report['nyquist_um']:.4g} µm)"
     d = report.get("directional")
     if d:
-        words += (f"; along x/y/z {_um(d['resolution_x_um'])} / {_um(d['resolution_y_um'])} / "
-                  f"{_um(d['resolution_z_um'])}, sphericity {d['sphericity']:.3f}")
+        words += (f"; along x/y/z {format_um(d['resolution_x_um'])} / {format_um(d['resolution_y_um'])} / "
+                  f"{format_um(d['resolution_z_um'])}, sphericity {d['sphericity']:.3f}")
     return words
 
 
@@ -92,17 +94,17 @@ def fsc_sections(out_dir: Path) -> list[str]:
             continue
         report = json.loads(json_path.read_text())
         rows = [("threshold", report["threshold"]),
-                ("resolution (last shell above)", _um(report["resolution_um"])),
-                ("resolution (interpolated)", _um(report["resolution_interpolated_um"])),
-                ("Nyquist", _um(report["nyquist_um"]))]
+                ("resolution (last shell above)", format_um(report["resolution_um"])),
+                ("resolution (interpolated)", format_um(report["resolution_interpolated_um"])),
+                ("Nyquist", format_um(report["nyquist_um"]))]
         for name, crossing in report["resolutions"].items():
-            rows.append((f"at {name}", _um(crossing["resolution_um"])))
+            rows.append((f"at {name}", format_um(crossing["resolution_um"])))
         d = report.get("directional")
         if d:
             rows += [(f"along x / y / z (cones ±{d['cone_half_angle_deg']:g}°)",
-                      " / ".join(_um(d[f"resolution_{a}_um"]) for a in "xyz")),
-                     ("best / worst direction", f"{_um(d['best_resolution_um'])} / "
-                                                f"{_um(d['worst_resolution_um'])}"),
+                      " / ".join(format_um(d[f"resolution_{a}_um"]) for a in "xyz")),
+                     ("best / worst direction", f"{format_um(d['best_resolution_um'])} / "
+                                                f"{format_um(d['worst_resolution_um'])}"),
                      ("sphericity", f"{d['sphericity']:.3f}")]
         table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
         img = figure_html(png_path, f"{sub}/fsc.png") if png_path.is_file() else ""
