@@ -324,6 +324,9 @@ def calibrate(
     obs = measure_spots(views, nominal, positions_mm=spec.positions_mm if known_positions else None,
                         bead_sigma_mm=spec.bead_sigma_mm)
     console.print(f"{int(obs.observed.sum())} spots in {len(views)} views × {obs.n_positions} exposures")
+    if obs.skipped:
+        console.print(f"warning: {len(obs.skipped)} left out (listed in the report): {obs.skipped[0]}"
+                      + (" …" if len(obs.skipped) > 1 else ""))
     result = run_calibration(nominal, obs, cfg, progress=console.print)
     written = write_calibration_outputs(result, obs, cfg, out, images=str(images),
                                         nominal_path=str(system_file), versions=versions())
@@ -364,7 +367,8 @@ def fit(
                                                "data and report their FSC (0.143).")] = False,
     split: Annotated[str, typer.Option(help="How to halve: auto | thinning (binomial, one frame) | frames "
                                        "(even/odd shots).")] = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt with the settings "
+                                          "it was started with, unless given again.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the summary.")] = False,
     refine: Annotated[str | None, typer.Option(
@@ -375,11 +379,11 @@ def fit(
     A simulated run's truth.tif is compared with the fit by FSC (fsc-truth/, threshold 0.5).
     """
     from recon.fit import load_fit_config
-    from recon.fitjob import load_fit_data, run_fit_job, summary_lines
+    from recon.fitjob import load_fit_data, run_fit_job, saved_fit_settings, summary_lines
     from recon.progress import Progress
 
-    cfg = load_fit_config(config, field=field, backend=backend, device=device, steps=steps, seed=seed,
-                          refine=refine)
+    explicit = dict(field=field, backend=backend, device=device, steps=steps, seed=seed, refine=refine)
+    cfg = load_fit_config(config, **explicit)
     if split != "auto" and not split_halves:
         raise ReconError(f"fit: --split {split} only applies with --split-halves; add --split-halves")
     if split_halves and cfg.refine:
@@ -387,6 +391,8 @@ def fit(
                          "halves with the refined system")
     data, run_name, truth = load_fit_data(views)
     out = out or Path("fits") / run_name
+    if resume:  # what was not given now is what the interrupted fit ran with
+        cfg = load_fit_config(config, base=saved_fit_settings(out), **explicit)
     progress = Progress("fit", log_every=cfg.log_every, quiet=quiet)
     metrics = run_fit_job(data, cfg, out, run_name=run_name, overwrite=overwrite, resume=resume,
                           progress=progress, truth_path=truth, split_halves=split if split_halves else None)

@@ -138,27 +138,15 @@ class FitConfig:
                                   f"and 'refine_lr' > 0, got {self.refine_warmup} and {self.refine_lr}")
 
 
-def load_fit_config(path: str | os.PathLike | None, **overrides) -> FitConfig:
-    """Read a fit TOML (keys = :class:`FitConfig` fields) and apply non-None ``overrides``."""
-    data: dict = {}
-    if path is not None:
-        import tomllib
+def load_fit_config(path: str | os.PathLike | None, *, base: dict | None = None, **overrides) -> FitConfig:
+    """Read a fit TOML (keys = :class:`FitConfig` fields) and apply non-None ``overrides``.
 
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"fit config {path} does not exist; pass an existing TOML file")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ConfigError(f"{path}: not valid TOML ({first}); fix the syntax") from None
-        except OSError as err:
-            raise ConfigError(f"fit config {path} cannot be read ({err.strerror}); check the path") from None
-        known = {f.name for f in fields(FitConfig)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(known))}")
-        _check_config_types(data, str(path))
+    ``base`` (the settings saved with a fit being resumed) stands in for the defaults: the TOML's
+    keys replace its values, and the overrides replace both.
+    """
+    data: dict = dict(base or {})
+    if path is not None:
+        data.update(_read_fit_toml(Path(path)))
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         cfg = FitConfig(**data)
@@ -166,6 +154,27 @@ def load_fit_config(path: str | os.PathLike | None, **overrides) -> FitConfig:
         raise ConfigError(f"fit config: {err}") from None
     cfg.validate()
     return cfg
+
+
+def _read_fit_toml(path: Path) -> dict:
+    """The keys of a fit TOML, checked against :class:`FitConfig`'s fields and types."""
+    import tomllib
+
+    if not path.is_file():
+        raise ConfigError(f"fit config {path} does not exist; pass an existing TOML file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{path}: not valid TOML ({first}); fix the syntax") from None
+    except OSError as err:
+        raise ConfigError(f"fit config {path} cannot be read ({err.strerror}); check the path") from None
+    known = {f.name for f in fields(FitConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(known))}")
+    _check_config_types(data, str(path))
+    return data
 
 
 def _check_config_types(data: dict, source: str) -> None:

@@ -157,13 +157,13 @@ def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise ReconError(f"fit: --out {out} is a file, not a directory; choose another --out")
     if resume:
-        for where in (_partial_dir(out), out):
-            if any((where / sub / "checkpoint.pt").is_file() for sub in (".", "half1")):
-                remove_stale_temporaries(where)  # left by a writer killed mid-write
-                for sub in ("half1", "half2"):
-                    if (where / sub).is_dir():
-                        remove_stale_temporaries(where / sub)
-                return where
+        where = _resume_dir(out)
+        if where is not None:
+            remove_stale_temporaries(where)  # left by a writer killed mid-write
+            for sub in ("half1", "half2"):
+                if (where / sub).is_dir():
+                    remove_stale_temporaries(where / sub)
+            return where
         raise ReconError(
             f"fit: --resume needs {out}/checkpoint.pt, which does not exist; run without --resume first"
         )
@@ -186,6 +186,27 @@ def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
         shutil.rmtree(work)
     work.mkdir()
     return work
+
+
+def _resume_dir(out: Path) -> Path | None:
+    """Where ``--resume`` continues: an interrupted fit's temporary directory, else ``out``."""
+    for where in (_partial_dir(out), out):
+        if any((where / sub / "checkpoint.pt").is_file() for sub in (".", "half1")):
+            return where
+    return None
+
+
+def saved_fit_settings(out: Path) -> dict:
+    """The fit settings the fit that ``--resume`` would continue saved in its config.json ({} if none)."""
+    where = _resume_dir(out)
+    if where is None:
+        return {}
+    try:
+        saved = json.loads((where / "config.json").read_text())["fit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    known = {f.name for f in dataclasses.fields(FitConfig)}
+    return {k: v for k, v in saved.items() if k in known} if isinstance(saved, dict) else {}
 
 
 def _partial_dir(out: Path) -> Path:
@@ -213,14 +234,6 @@ def _discard_unless_resumable(work: Path, out: Path) -> None:
     resumable = any((work / sub / "checkpoint.pt").is_file() for sub in (".", "half1"))
     if work != out and work.exists() and not resumable:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _saved_steps(config_json: Path) -> int:
-    """The steps a resumed fit was asked for (0 when config.json is missing or unreadable)."""
-    try:
-        return int(json.loads(config_json.read_text())["fit"]["steps"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
 
 
 def _fit_jobs(data: FitData, cfg: FitConfig, work: Path, split_halves: str | None):
@@ -288,7 +301,7 @@ def run_fit_job(
     """
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     if resume:
-        cfg.steps = max(cfg.steps, _saved_steps(work / "config.json"))
+        cfg.steps = max(cfg.steps, int(saved_fit_settings(out).get("steps", 0)))
     jobs, how = _fit_jobs(data, cfg, work, split_halves)
     if resume:  # refuse a wrong checkpoint before anything is written
         from recon.checkpoint import check_resumable

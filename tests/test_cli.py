@@ -119,6 +119,12 @@ def test_fit_cli_end_to_end_and_resume(tmp_path, tiny_run):
     assert json.loads((out / "metrics.json").read_text())["steps"] == 30
     res = _fit(tiny_run, out, "--steps", "30", "--config", str(cfg), "--resume", "--field", "voxel")
     assert res.exit_code == 2 and "checkpoint" in res.output
+    # Without --config the resumed fit keeps the settings it was started with.
+    res = _fit(tiny_run, out, "--steps", "40", "--resume")
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "config.json").read_text())["fit"]
+    assert saved["batch_pixels"] == 128 and saved["voxel_size_mm"] == 0.05 and saved["steps"] == 40
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 40
 
 
 def test_fit_cli_errors(tmp_path, tiny_run):
