@@ -33,7 +33,7 @@ import torch
 
 from calibration.model import OpticalParameters, PriorConfig
 from calibration.project import aperture_pattern, spot_centroids, trace_point_to_sensor
-from calibration.spots import Spot, detect_spot
+from calibration.spots import Spot, SpotMissing, detect_spot
 from optics.design import view_regions
 from optics.errors import CalibrationError
 from optics.system import System
@@ -82,6 +82,8 @@ class Observations:
         sigma: (N, P) standard errors, px (inf where not observed).
         observed: (N, P) a spot was measured.
         positions_mm: (N, 3) recorded source positions, or None.
+        skipped: why each unobserved (exposure, view) was left out (no spot in the region, or
+            one cut by its edge: a source whose image falls outside that view).
     """
 
     paths: tuple[int, ...]
@@ -90,6 +92,7 @@ class Observations:
     sigma: torch.Tensor
     observed: torch.Tensor
     positions_mm: torch.Tensor | None
+    skipped: tuple[str, ...] = ()
 
     @property
     def n_positions(self) -> int:
@@ -150,9 +153,13 @@ def measure_spots(
         gate_px: with known positions, a spot further than this from its nominal prediction is
             an error (wrong view, wrong exposure order or positions).
 
+    A view in which an exposure has no whole spot (the source's image falls outside the view's
+    region, or is cut by its edge) simply lacks that observation; the reason is kept in
+    :attr:`Observations.skipped`.
+
     Raises:
-        CalibrationError: a spot is missing, ambiguous, cut by the view's edge or far from where
-            the nominal instrument puts it.
+        CalibrationError: a view without a spot in any exposure; ambiguous spots; a spot far
+            from where the nominal instrument puts it.
     """
     sys64 = nominal.to(torch.float64)
     regions = {r.path: r for r in view_regions(sys64, camera)}
@@ -164,6 +171,7 @@ def measure_spots(
     sigma = torch.full((n, n_p), math.inf, dtype=torch.float64)
     pred = None
     extent = None
+    skipped: list[str] = []
     if positions_mm is not None:
         ap = aperture_pattern(256)
         pred = torch.zeros(n, n_p, 2, dtype=torch.float64)
@@ -187,13 +195,17 @@ def measure_spots(
             else:
                 diameter = regions[path].blur_px * 1.1 + 10.0
             diameter += 4.0 * bead_sigma_mm * m / pitch
-            spot: Spot = detect_spot(
-                electrons[i],
-                roi,
-                expected_diameter_px=max(diameter, 2.0),
-                mask=mask[i],
-                where=f"view {name}, exposure {i}",
-            )
+            try:
+                spot: Spot = detect_spot(
+                    electrons[i],
+                    roi,
+                    expected_diameter_px=max(diameter, 2.0),
+                    mask=mask[i],
+                    where=f"view {name}, exposure {i}",
+                )
+            except SpotMissing as err:
+                skipped.append(str(err).removeprefix("calibrate: "))
+                continue
             if pred is not None:
                 off = math.hypot(spot.u - float(pred[i, j, 0]), spot.v - float(pred[i, j, 1]))
                 if off > gate_px:
@@ -204,6 +216,11 @@ def measure_spots(
                     )
             uv[i, j] = torch.tensor([spot.u, spot.v], dtype=torch.float64)
             sigma[i, j] = spot.sigma_px
+        if not torch.isfinite(sigma[:, j]).any():
+            raise CalibrationError(
+                f"calibrate: no spot found in any of the {n} exposures of view {name}; is the source "
+                "on, inside the volume, and is this the right view region?"
+            )
     return Observations(
         paths=tuple(v[1] for v in views),
         names=tuple(v[0] for v in views),
@@ -211,6 +228,7 @@ def measure_spots(
         sigma=sigma,
         observed=torch.isfinite(sigma),
         positions_mm=positions_mm,
+        skipped=tuple(skipped),
     )
 
 

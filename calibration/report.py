@@ -102,6 +102,7 @@ def write_calibration_outputs(
         "aperture_samples": cfg.n_aperture,
         "positions": obs.n_positions,
         "spots": int(obs.observed.sum()),
+        "spots_left_out": list(obs.skipped),
         "rms_px": result.rms_px,
         "views": view_table(result, obs),
         "changes": result.model.changes(),

@@ -20,11 +20,15 @@ import numpy as np
 
 from optics.errors import CalibrationError
 
-__all__ = ["Spot", "detect_spot"]
+__all__ = ["Spot", "SpotMissing", "detect_spot"]
 
 DETECTION_SIGMA = 10.0  # peak significance (in σ of the smoothed noise) for a spot to count
 AMBIGUITY_RATIO = 0.25  # a second peak this strong relative to the first makes the view ambiguous
 CENTROID_FLOOR_PX = 0.005  # added in quadrature: pixel response and model limits
+
+
+class SpotMissing(CalibrationError):
+    """No whole spot in this view and exposure: none found, or one cut by the region's edge."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ def detect_spot(
         The spot.
 
     Raises:
-        CalibrationError: no spot, several spots, or a spot cut by the edge of the view.
+        SpotMissing: no spot, or a spot cut by the edge of the view.
+        CalibrationError: several spots; too few usable pixels.
     """
     from scipy import ndimage
 
@@ -97,7 +102,7 @@ def detect_spot(
     peak = np.unravel_index(int(np.argmax(signif)), signif.shape)
     best = float(signif[peak])
     if best < DETECTION_SIGMA:
-        raise CalibrationError(
+        raise SpotMissing(
             f"calibrate: no spot found in {where} (best peak {best:.1f} σ < {DETECTION_SIGMA:g} σ); "
             "is the source on, inside the volume, and is this the right view region?"
         )
@@ -128,7 +133,7 @@ def detect_spot(
         data = np.where(mask, img - local, 0.0)
         flux = float(data[win].sum())
         if flux <= 0:
-            raise CalibrationError(f"calibrate: no spot found in {where} (no net signal around the peak)")
+            raise SpotMissing(f"calibrate: no spot found in {where} (no net signal around the peak)")
         ny = float((data[win] * yy[win]).sum() / flux)
         nx = float((data[win] * xx[win]).sum() / flux)
         moved = math.hypot(ny - cy, nx - cx)
@@ -136,7 +141,7 @@ def detect_spot(
         if moved < 1e-4:
             break
     if cy - radius < -0.5 or cx - radius < -0.5 or cy + radius > h - 0.5 or cx + radius > w - 0.5:
-        raise CalibrationError(
+        raise SpotMissing(
             f"calibrate: the spot in {where} at (u, v) = ({cx + roi[0]:.1f}, {cy + roi[1]:.1f}) is cut by "
             "the edge of the view region; move the source inward or record larger regions"
         )

@@ -108,6 +108,23 @@ def test_too_few_positions_and_gauge_violations_are_refused(observations, dome_f
         calibrate(nominal, sparse, CalibrationConfig())
 
 
+def test_an_exposure_without_a_spot_in_one_view_is_left_out(target_set, dome_files):
+    """A source imaged outside one view's region loses that observation, not the calibration."""
+    _, _, nominal, _ = dome_files
+    spec = read_target_spec(target_set)
+    views = _views(target_set, nominal)
+    name, path, roi, electrons, mask = views[2]
+    electrons = electrons.copy()
+    electrons[3] = 0.0  # exposure 3: nothing in this view
+    views[2] = (name, path, roi, electrons, mask)
+    obs = measure_spots(views, nominal, positions_mm=spec.positions_mm, bead_sigma_mm=spec.bead_sigma_mm)
+    assert not bool(obs.observed[3, 2]) and int(obs.observed.sum()) == obs.observed.numel() - 1
+    assert len(obs.skipped) == 1 and f"view {name}, exposure 3" in obs.skipped[0]
+    electrons[:] = 0.0
+    with pytest.raises(CalibrationError, match=f"no spot found in any of the 8 exposures of view {name}"):
+        measure_spots(views, nominal, positions_mm=spec.positions_mm, bead_sigma_mm=spec.bead_sigma_mm)
+
+
 def test_a_spot_far_from_its_predicted_place_is_an_error(target_set, dome_files):
     _, _, nominal, _ = dome_files
     spec = read_target_spec(target_set)

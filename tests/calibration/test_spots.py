@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from calibration.spots import detect_spot
+from calibration.spots import SpotMissing, detect_spot
 from optics.errors import CalibrationError
 
 
@@ -44,13 +44,13 @@ def test_defocused_disk_is_found_and_centred():
 def test_no_spot_two_spots_and_cut_spot_are_clear_errors():
     rng = np.random.default_rng(2)
     blank = rng.normal(0, 2, (50, 50))
-    with pytest.raises(CalibrationError, match="no spot found in view r1m01, exposure 3"):
+    with pytest.raises(SpotMissing, match="no spot found in view r1m01, exposure 3"):
         detect_spot(blank, (0, 0, 50, 50), expected_diameter_px=4.0, where="view r1m01, exposure 3")
     two = _image(rng, [(15, 20), (45, 30)])
     with pytest.raises(CalibrationError, match="ambiguous spots"):
         detect_spot(two, (0, 0, 70, 60), expected_diameter_px=4.0)
     edge = _image(rng, [(1.0, 30)])
-    with pytest.raises(CalibrationError, match="cut by the edge"):
+    with pytest.raises(SpotMissing, match="cut by the edge"):
         detect_spot(edge, (0, 0, 70, 60), expected_diameter_px=4.0)
     with pytest.raises(CalibrationError, match="usable pixels"):
         detect_spot(blank, (0, 0, 50, 50), expected_diameter_px=4.0, mask=np.zeros((50, 50), bool))
