@@ -60,6 +60,7 @@ class CalibrationConfig:
         max_iterations: L-BFGS iterations at most.
         tolerance_px: stop when the step changes the RMS normalised residual by less than this.
         camera: camera index.
+        uncertainty: also compute the parameters' standard errors (2 predictions per free scalar).
     """
 
     fit: tuple[str, ...] = ("mirrors",)
@@ -69,6 +70,7 @@ class CalibrationConfig:
     max_iterations: int = 400
     tolerance: float = 1e-12
     camera: int = 0
+    uncertainty: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,8 @@ class CalibrationResult:
         iterations: L-BFGS iterations.
         time_s: seconds spent fitting.
         losses: loss after each outer iteration.
+        uncertainty: standard errors of the fitted parameters (:func:`parameter_uncertainty`),
+            or None when not computed.
     """
 
     system: System
@@ -130,6 +134,7 @@ class CalibrationResult:
     iterations: int
     time_s: float
     losses: list
+    uncertainty: dict | None = None
 
 
 def measure_spots(
@@ -395,6 +400,11 @@ def calibrate(
         res = torch.where(obs.observed.unsqueeze(-1), c - target, torch.zeros_like(c))
         after = _per_view_rms(res, obs.observed, obs.names)
         rms = float(torch.sqrt((res**2).sum() / (2 * obs.observed.sum())))
+    fit_s = time.perf_counter() - t0
+    uncertainty = None
+    if cfg.uncertainty:
+        log("calibrate: standard errors of the parameters")
+        uncertainty = parameter_uncertainty(model, obs, pos, known, cfg)
     return CalibrationResult(
         system=system,
         model=model,
@@ -405,6 +415,100 @@ def calibrate(
         after_rms_px=after,
         rms_px=rms,
         iterations=int(state.get("n_iter", 0)),
-        time_s=time.perf_counter() - t0,
+        time_s=fit_s,
         losses=losses,
+        uncertainty=uncertainty,
     )
+
+
+def parameter_uncertainty(
+    model: OpticalParameters, obs: Observations, positions: torch.Tensor, known: bool, cfg: CalibrationConfig
+) -> dict:
+    """Standard errors of the fitted parameters at the solution (Laplace approximation).
+
+    The σ-weighted residuals are linearised by central differences in every free scalar (the
+    model's parameters are in units of their prior σ; fitted positions in mm); the posterior
+    covariance is ``(JᵀJ + P)⁻¹`` with ``P`` the prior's Hessian (identity on the model's
+    parameters, zero on the positions), scaled by the reduced χ² of the residuals when it
+    exceeds 1 (residuals beyond the photon noise: the spot model's own error). With unknown
+    positions they are free parameters too, so their uncertainty is carried into the
+    instrument's.
+
+    Returns:
+        JSON-ready: per mirror ``tilt_deg`` (σ of the tilt angle: √(σ_u² + σ_v²)) and
+        ``normal_shift_um``, their RMS over mirrors, and σ of the pose, focus and distortion
+        parameters that were fitted, in the units of :meth:`OpticalParameters.changes`.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    x = positions.detach().clone()
+    w = torch.where(obs.observed, 1.0 / obs.sigma, torch.zeros_like(obs.sigma)).unsqueeze(-1)
+    target = torch.nan_to_num(obs.uv)
+
+    def residuals() -> torch.Tensor:
+        c, _ = _predict(model(), x, obs.paths, cfg.n_aperture, cfg.camera)
+        return torch.where(obs.observed.unsqueeze(-1), (c - target) * w, 0.0).reshape(-1)
+
+    columns = []
+    h = 1e-3  # prior-σ units (0.002° of tilt, 0.5 µm of offset by default); 1 µm of position
+    with torch.no_grad():
+        flats = [p.view(-1) for p in params] + ([] if known else [x.view(-1)])
+        for flat in flats:
+            for i in range(flat.numel()):
+                flat[i] += h
+                plus = residuals()
+                flat[i] -= 2 * h
+                minus = residuals()
+                flat[i] += h
+                columns.append((plus - minus) / (2 * h))
+    with torch.no_grad():
+        r = residuals()
+    jac = torch.stack(columns, 1)
+    n_model = sum(p.numel() for p in params)
+    precision = jac.T @ jac
+    precision[:n_model, :n_model] += torch.eye(n_model, dtype=precision.dtype)
+    # Residuals larger than the spots' photon noise (a spot model that is not exact) widen the
+    # errors by √(χ²/dof), the usual correction; they are never narrowed below the noise's.
+    dof = max(2 * int(obs.observed.sum()) - jac.shape[1], 1)
+    chi2 = float(r.pow(2).sum()) / dof
+    cov = torch.linalg.inv(precision)[:n_model, :n_model] * max(chi2, 1.0)
+    offsets = {}
+    start = 0
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            offsets[name] = slice(start, start + p.numel())
+            start += p.numel()
+
+    def block(name: str) -> torch.Tensor:
+        return cov[offsets[name], offsets[name]]
+
+    def sd(name: str, unit: float) -> list[float]:
+        return (block(name).diagonal().sqrt() * unit).tolist()
+
+    out: dict = {
+        "method": "Laplace: (JᵀJ + prior)⁻¹ · max(1, χ²/dof) at the solution, J by central differences",
+        "reduced_chi2": chi2,
+    }
+    if "mirrors" in model.fit:
+        n_m = len(model.nominal.mirrors)
+        tilt_var = block("mirror_tilt").diagonal().view(n_m, 2).sum(-1) * model.prior.tilt_deg**2
+        shift_cov = block("mirror_shift")
+        if model.fix_mean_shift:  # the physical offsets are z − mean(z)
+            centre = torch.eye(n_m, dtype=shift_cov.dtype) - 1.0 / n_m
+            shift_cov = centre @ shift_cov @ centre.T
+        shift_var = shift_cov.diagonal() * (model.prior.shift_mm * 1e3) ** 2
+        out["mirrors"] = [
+            {"name": m.name, "tilt_deg": float(t), "normal_shift_um": float(d)}
+            for m, t, d in zip(model.nominal.mirrors, tilt_var.sqrt(), shift_var.sqrt(), strict=True)
+        ]
+        out["tilt_rms_deg"] = float(tilt_var.mean().sqrt())
+        out["normal_shift_rms_um"] = float(shift_var.mean().sqrt())
+    if "pose" in model.fit:
+        out["pose"] = {
+            "rotation_deg": sd("pose_rotation", model.prior.rotation_deg),
+            "position_um": sd("pose_position", model.prior.position_mm * 1e3),
+        }
+    if "focus" in model.fit:
+        out["focus_distance_mm"] = sd("focus", model.prior.focus_mm)[0]
+    if "distortion" in model.fit:
+        out["distortion_k1_k2_p1_p2"] = sd("distortion", model.prior.distortion)
+    return out

@@ -106,6 +106,7 @@ def write_calibration_outputs(
         "rms_px": result.rms_px,
         "views": view_table(result, obs),
         "changes": result.model.changes(),
+        "standard_errors": result.uncertainty,
         "iterations": result.iterations,
         "time_s": round(result.time_s, 2),
         "versions": versions or {},

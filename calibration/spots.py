@@ -25,10 +25,15 @@ __all__ = ["Spot", "SpotMissing", "detect_spot"]
 DETECTION_SIGMA = 10.0  # peak significance (in σ of the smoothed noise) for a spot to count
 AMBIGUITY_RATIO = 0.25  # a second peak this strong relative to the first makes the view ambiguous
 CENTROID_FLOOR_PX = 0.005  # added in quadrature: pixel response and model limits
+MASKED_LIGHT_LIMIT = 1e-3  # share of a spot's light on unusable pixels above which it is left out
 
 
 class SpotMissing(CalibrationError):
-    """No whole spot in this view and exposure: none found, or one cut by the region's edge."""
+    """No usable spot in this view and exposure (its observation is left out).
+
+    None was found, it is cut by the region's edge, or part of its light fell on saturated or
+    masked pixels (its centroid would be biased).
+    """
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,8 @@ def detect_spot(
         The spot.
 
     Raises:
-        SpotMissing: no spot, or a spot cut by the edge of the view.
+        SpotMissing: no spot, a spot cut by the edge of the view, or one with more than
+            :data:`MASKED_LIGHT_LIMIT` of its light on saturated or masked pixels.
         CalibrationError: several spots; too few usable pixels.
     """
     from scipy import ndimage
@@ -145,7 +151,16 @@ def detect_spot(
             f"calibrate: the spot in {where} at (u, v) = ({cx + roi[0]:.1f}, {cy + roi[1]:.1f}) is cut by "
             "the edge of the view region; move the source inward or record larger regions"
         )
-    win = ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2) & mask
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    holes = disc & ~mask
+    if holes.any():
+        lost = _masked_light(data, mask, holes)
+        if lost > MASKED_LIGHT_LIMIT * flux:
+            raise SpotMissing(
+                f"calibrate: the spot in {where} has {int(holes.sum())} saturated or masked pixels holding "
+                f"≈ {100 * lost / flux:.2g} % of its light, which would bias its centroid; lower the exposure"
+            )
+    win = disc & mask
     var = np.clip(data[win], 0.0, None) + noise**2
     dx, dy = xx[win] - cx, yy[win] - cy
     sig_x = math.sqrt(float((dx**2 * var).sum())) / flux
@@ -153,3 +168,19 @@ def detect_spot(
     r_rms = math.sqrt(max(float((data[win] * (dx**2 + dy**2)).sum()) / flux, 0.0))
     sigma = math.hypot(math.sqrt(0.5 * (sig_x**2 + sig_y**2)), CENTROID_FLOOR_PX)
     return Spot(u=cx + roi[0], v=cy + roi[1], sigma_px=sigma, flux_e=flux, radius_px=r_rms, significance=best)
+
+
+def _masked_light(data: np.ndarray, mask: np.ndarray, holes: np.ndarray) -> float:
+    """A lower bound on the light that fell on the ``holes`` (unusable pixels of a spot).
+
+    Each hole is given the mean of its usable 3 × 3 neighbours, or, when it has none (inside a
+    saturated core), the brightest usable value of the spot: a saturated pixel held at least that.
+    """
+    from scipy import ndimage
+
+    good = np.where(mask, np.clip(data, 0.0, None), 0.0)
+    total = ndimage.uniform_filter(good, 3, mode="constant")
+    count = ndimage.uniform_filter(mask.astype(np.float64), 3, mode="constant")
+    brightest = float(good.max())
+    fill = np.where(count > 1e-9, total / np.maximum(count, 1e-9), brightest)
+    return float(fill[holes].sum())

@@ -7,6 +7,7 @@ status 2; ``recon --debug …`` shows the traceback instead.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -221,7 +222,7 @@ def simulate(
         "--calibration-target", help="points:N — a point-source target set, not a phantom run.")] = None,
     true_system: Annotated[Path | None, typer.Option(
         "--true-system", help="Instrument that really takes the images (`recon system perturb`).")] = None,
-    target_photons: Annotated[float, typer.Option(help="Calibration target: photons per exposure.")] = 5e8,
+    target_photons: Annotated[float, typer.Option(help="Calibration target: photons per exposure.")] = 2e8,
     bead_um: Annotated[float, typer.Option(help="Calibration target: source σ, µm.")] = 10.0,
 ) -> None:
     """Simulate a run with known truth: views (TIFF), dark frames, truth.tif, run.toml."""
@@ -339,11 +340,13 @@ def calibrate(
     console.print(table)
     changes = result.model.changes()
     if "mirrors" in changes:
-        t = Table(title="mirror changes (nominal → calibrated)")
+        t = Table(title="mirror changes (nominal → calibrated) ± standard error")
         for col in ("mirror", "tilt °", "offset along normal µm"):
             t.add_column(col, justify="right")
-        for m in changes["mirrors"]:
-            t.add_row(m["name"], f"{m['tilt_deg']:.4f}", f"{m['normal_shift_um']:+.2f}")
+        errors = (result.uncertainty or {}).get("mirrors") or [{}] * len(changes["mirrors"])
+        for m, e in zip(changes["mirrors"], errors, strict=True):
+            t.add_row(m["name"], f"{m['tilt_deg']:.4f} ± {e.get('tilt_deg', math.nan):.4f}",
+                      f"{m['normal_shift_um']:+.2f} ± {e.get('normal_shift_um', math.nan):.2f}")
         console.print(t)
     for key in ("pose", "focus_distance_mm", "distortion_k1_k2_p1_p2"):
         if key in changes:

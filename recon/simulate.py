@@ -267,7 +267,7 @@ def simulate_calibration_target(
     *,
     points: int,
     true_system_path=None,
-    photons: float = 5e8,
+    photons: float = 2e8,
     bead_sigma_mm: float = 0.01,
     fill: float = 0.8,
     margin_px: int = 40,

@@ -48,6 +48,11 @@ def test_known_positions_recover_the_mirrors(observations, dome_files):
     assert max(mirror_rms) < 0.05
     assert min(res.before_rms_px[n] for n in observations.names[1:]) > 3.0
     assert res.system.mirrors[0].name == nominal.mirrors[0].name
+    # The standard errors say how large the remaining errors are.
+    unc = res.uncertainty
+    assert len(unc["mirrors"]) == len(nominal.mirrors)
+    assert 0.25 < after.tilt_rms_deg / unc["tilt_rms_deg"] < 4.0
+    assert 0.25 < after.shift_rms_um / unc["normal_shift_rms_um"] < 4.0
 
 
 def test_unknown_positions_converge_from_nominal(observations, dome_files):
@@ -67,6 +72,9 @@ def test_unknown_positions_converge_from_nominal(observations, dome_files):
     assert max(res.after_rms_px[n] for n in observations.names[1:]) < 0.05
     err = (res.positions_mm - observations.positions_mm).norm(dim=-1)
     assert float(err.max()) < 0.05  # mm
+    unc = res.uncertainty  # with the mean offset held, the offsets are known relative to their mean
+    assert 0.25 < after.tilt_rms_deg / unc["tilt_rms_deg"] < 4.0
+    assert 0.25 < after.shift_rms_relative_um / unc["normal_shift_rms_um"] < 4.0
 
 
 def test_too_few_positions_and_gauge_violations_are_refused(observations, dome_files):

@@ -97,6 +97,9 @@ def test_simulate_and_calibrate_end_to_end(tmp_path, dome_files):
     assert report["positions"] == 5 and len(report["views"]) == 5
     assert all(v["rms_after_px"] < v["rms_before_px"] for v in report["views"][1:])
     assert len(report["changes"]["mirrors"]) == 4
+    assert " ± " in res.output and report["spots_left_out"] == []
+    errors = report["standard_errors"]["mirrors"]
+    assert len(errors) == 4 and all(0 < e["tilt_deg"] < 0.1 and 0 < e["normal_shift_um"] for e in errors)
     assert (tmp_path / "calibrated.residuals.png").read_bytes()[:4] == b"\x89PNG"
     again = runner.invoke(
         app, ["calibrate", "--images", str(cal), "--system", str(nominal_path), "--out", str(out)]

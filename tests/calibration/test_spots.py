@@ -54,3 +54,19 @@ def test_no_spot_two_spots_and_cut_spot_are_clear_errors():
         detect_spot(edge, (0, 0, 70, 60), expected_diameter_px=4.0)
     with pytest.raises(CalibrationError, match="usable pixels"):
         detect_spot(blank, (0, 0, 50, 50), expected_diameter_px=4.0, mask=np.zeros((50, 50), bool))
+
+
+def test_a_spot_with_light_on_saturated_pixels_is_left_out_but_a_dead_pixel_at_its_rim_is_not():
+    rng = np.random.default_rng(3)
+    img = _image(rng, [(35.3, 30.6)], flux=2e5)
+    core = img > 0.5 * img.max()  # the saturated core, masked as the run reader masks it
+    with pytest.raises(SpotMissing, match=r"saturated or masked pixels holding .* lower the exposure"):
+        detect_spot(img, (0, 0, 70, 60), expected_diameter_px=5.0, mask=~core, where="view r1m01, exposure 0")
+    # A large defocused disc with one dead pixel in it: a negligible share of its light.
+    yy, xx = np.mgrid[0:300, 0:300].astype(float)
+    disk = ((xx - 151.3) ** 2 + (yy - 140.7) ** 2 <= 80**2).astype(float)
+    img = rng.poisson(disk * 5e5 / disk.sum()) + rng.normal(0, 2, disk.shape)
+    dead = np.ones(disk.shape, bool)
+    dead[140, 200] = False
+    spot = detect_spot(img, (0, 0, 300, 300), expected_diameter_px=160.0, mask=dead)
+    assert abs(spot.u - 151.3) < 0.5 and abs(spot.v - 140.7) < 0.5
