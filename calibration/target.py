@@ -124,7 +124,7 @@ def read_target_spec(directory: str | os.PathLike) -> TargetSpec:
         CalibrationError: the directory has no ``target.toml``.
         ConfigError: the file is not valid.
     """
-    import tomllib
+    from optics.tomlio import read_toml
 
     path = Path(directory) / "target.toml"
     if not path.is_file():
@@ -132,10 +132,7 @@ def read_target_spec(directory: str | os.PathLike) -> TargetSpec:
             f"calibrate: {path} does not exist; a target set is a run directory with a "
             "target.toml (make one with `recon simulate --calibration-target points:N`)"
         )
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    data = read_toml(path, "target description")
     return parse_target_spec(data, source=str(path))
 
 

@@ -400,10 +400,7 @@ def load_system(path: str | os.PathLike, *, dtype=torch.float32) -> System:
         ConfigError: the file is missing, not valid TOML, or fails validation (the message names
             the file and the key).
     """
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib
+    from optics.tomlio import read_toml
 
     path = Path(path)
     if path.is_dir():
@@ -412,14 +409,7 @@ def load_system(path: str | os.PathLike, *, dtype=torch.float32) -> System:
     if not path.is_file():
         raise ConfigError(f"system file {path} does not exist; pass the path of a system TOML "
                           "(e.g. data/systems/magis_dome.toml)")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"{path}: not valid TOML ({first}); fix the syntax") from None
-    except OSError as err:
-        raise ConfigError(f"system file {path} cannot be read ({err.strerror}); check its "
-                          "permissions") from None
+    data = read_toml(path, "system file")
     return system_from_dict(data, source=str(path), dtype=dtype)
 
 

@@ -158,17 +158,11 @@ def load_fit_config(path: str | os.PathLike | None, *, base: dict | None = None,
 
 def _read_fit_toml(path: Path) -> dict:
     """The keys of a fit TOML, checked against :class:`FitConfig`'s fields and types."""
-    import tomllib
+    from optics.tomlio import read_toml
 
     if not path.is_file():
         raise ConfigError(f"fit config {path} does not exist; pass an existing TOML file")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"{path}: not valid TOML ({first}); fix the syntax") from None
-    except OSError as err:
-        raise ConfigError(f"fit config {path} cannot be read ({err.strerror}); check the path") from None
+    data = read_toml(path, "fit config")
     known = {f.name for f in fields(FitConfig)}
     unknown = sorted(set(data) - known)
     if unknown:

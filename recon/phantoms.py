@@ -1160,12 +1160,9 @@ def load_phantom(
             raise ConfigError(f"load_phantom: options apply to registry phantoms, not to the file {path}")
         if not path.is_file():
             raise ConfigError(f"phantom file {path} does not exist; check the path")
-        import tomllib
+        from optics.tomlio import read_toml
 
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{path}: not valid TOML ({err}); fix the syntax") from None
+        data = read_toml(path, "phantom file")
         return phantom_from_definition(data, atoms=float(atoms), source=str(path), name=path.stem)
     raise ConfigError(
         f"load_phantom: unknown phantom '{text}'; use one of {', '.join(PHANTOMS)} or a .toml phantom file"

@@ -396,7 +396,7 @@ def read_run_spec(run: str | os.PathLike) -> RunSpec:
     Raises:
         ConfigError: missing directory or file, invalid TOML, invalid content.
     """
-    import tomllib
+    from optics.tomlio import read_toml
 
     path = Path(run)
     if path.suffix != ".toml" and path.exists() and not path.is_dir():
@@ -406,12 +406,7 @@ def read_run_spec(run: str | os.PathLike) -> RunSpec:
         raise ConfigError(f"run directory {source.parent} does not exist; pass a directory holding run.toml")
     if not source.is_file():
         raise ConfigError(f"{source.parent} holds no run.toml; is it a run directory? (see README: Files)")
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{source}: not valid TOML ({_one_line(err)}); fix the syntax") from None
-    except OSError as err:
-        raise ConfigError(f"{source} cannot be read ({err.strerror}); check its permissions") from None
+    data = read_toml(source, "run description")
     return RunSpec.from_dict(data, source=str(source))
 
 
