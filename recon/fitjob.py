@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import platform
 import resource
@@ -130,6 +129,9 @@ def versions() -> dict:
     return out
 
 
+HALF_SEED_OFFSET = 1000  # half i of a split-halves fit uses seed + i · HALF_SEED_OFFSET
+
+
 def field_factory(cfg: FitConfig, box_min, box_max, mean_density: float, device):
     """Build the field of a fit config (density starts at the data's mean density)."""
     from recon.fields import FieldConfig, make_field
@@ -197,16 +199,29 @@ def _resume_dir(out: Path) -> Path | None:
 
 
 def saved_fit_settings(out: Path) -> dict:
-    """The fit settings the fit that ``--resume`` would continue saved in its config.json ({} if none)."""
+    """The settings of the checkpoint that ``--resume`` would continue ({} if none is readable).
+
+    The checkpoint, not config.json, is the record: a resumed attempt that failed (a NaN loss)
+    has rewritten config.json but left the last good checkpoint as it was. A split-halves fit's
+    settings are those of its first half, less the half's seed offset.
+    """
+    from recon.checkpoint import read_checkpoint
+
     where = _resume_dir(out)
     if where is None:
         return {}
+    half = not (where / "checkpoint.pt").is_file()
     try:
-        saved = json.loads((where / "config.json").read_text())["fit"]
-    except (OSError, ValueError, KeyError, TypeError):
+        saved = read_checkpoint(where / ("half1" if half else ".") / "checkpoint.pt")["config"]
+    except (ReconError, KeyError, TypeError):
+        return {}  # the resume itself reports what is wrong with the checkpoint
+    if not isinstance(saved, dict):
         return {}
     known = {f.name for f in dataclasses.fields(FitConfig)}
-    return {k: v for k, v in saved.items() if k in known} if isinstance(saved, dict) else {}
+    settings = {k: v for k, v in saved.items() if k in known}
+    if half and isinstance(settings.get("seed"), int):
+        settings["seed"] -= HALF_SEED_OFFSET
+    return settings
 
 
 def _partial_dir(out: Path) -> Path:
@@ -239,13 +254,12 @@ def _discard_unless_resumable(work: Path, out: Path) -> None:
 def _fit_jobs(data: FitData, cfg: FitConfig, work: Path, split_halves: str | None):
     """The fits to run as ``(data, config, directory)``, and the split (None: one fit of all data).
 
-    Split halves are fitted with seeds ``seed + 1000`` and ``seed + 2000`` in ``work/half1`` and
-    ``work/half2``.
+    Split half i (1, 2) is fitted with seed ``seed + i · HALF_SEED_OFFSET`` in ``work/half{i}``.
     """
     if split_halves is None:
         return [(data, cfg, work)], None
     halves, how = split_fit_data(data, split_halves, cfg.seed)
-    return [(half, dataclasses.replace(cfg, seed=cfg.seed + 1000 * i), work / f"half{i}")
+    return [(half, dataclasses.replace(cfg, seed=cfg.seed + HALF_SEED_OFFSET * i), work / f"half{i}")
             for i, half in enumerate(halves, 1)], how
 
 
