@@ -119,13 +119,13 @@ class Case:
     fringe_period_mm: float | None = None
 
 
-def load_case(run_dir: str | os.PathLike = "data/run042", *, samples: int = 4, seed: int = 0,
+def load_case(run_dir: str | os.PathLike = "data/run042", *, samples: int | None = None, seed: int = 0,
               views: int | None = None, pixel_fraction: float = 1.0) -> Case:
     """Read a run and its ``truth.tif`` and trace its pool (as ``recon fit`` does).
 
     Args:
         run_dir: the run directory.
-        samples: pooled samples per pixel (``FitConfig.pool_samples``).
+        samples: pooled samples per pixel (default: ``FitConfig.pool_samples``, as ``recon fit``).
         seed: seed of the pool (``FitConfig.seed``).
         views: keep only the first ``views`` views (scaling benchmark).
         pixel_fraction: keep a centred crop holding this fraction of each view's pixels.
@@ -135,7 +135,7 @@ def load_case(run_dir: str | os.PathLike = "data/run042", *, samples: int = 4, s
         data = subset_views(data, views, pixel_fraction)
     truth = read_volume(Path(run_dir) / "truth.tif")
     t0 = time.perf_counter()
-    pool = build_ray_pool(data, samples=samples, seed=seed)
+    pool = build_ray_pool(data, samples=samples or FitConfig().pool_samples, seed=seed)
     period = None
     phantom = Path(run_dir) / "phantom.json"
     if phantom.is_file():
