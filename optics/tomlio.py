@@ -26,7 +26,9 @@ def read_toml(path: Path, what: str) -> dict:
 
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (at byte {err.start}); save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"{path}: not valid TOML ({first}); fix the syntax") from None
     except OSError as err:

@@ -136,7 +136,7 @@ def test_run_toml_not_toml(case):
 
 def test_run_toml_binary(case):
     (case / "run" / "run.toml").write_bytes(b"\xff\xfe\x00garbage\x81")
-    invoke_unchanged(case, fit_args(case), "run.toml", "not valid TOML")
+    invoke_unchanged(case, fit_args(case), "run.toml", "not UTF-8 text", "save it as UTF-8")
 
 
 def test_run_toml_missing_key(case):

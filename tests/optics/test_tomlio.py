@@ -17,7 +17,7 @@ def test_read_toml_parses_and_names_the_file_in_its_errors(tmp_path):
     assert "\n" not in str(err.value)
     latin = tmp_path / "c.toml"
     latin.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"c\.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"c\.toml: not UTF-8 text \(at byte 11\); save it as UTF-8"):
         read_toml(latin, "target description")
     with pytest.raises(ConfigError, match=r"fit config .* cannot be read"):
         read_toml(tmp_path, "fit config")  # a directory: read_text raises IsADirectoryError
