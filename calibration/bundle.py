@@ -84,8 +84,9 @@ class Observations:
         sigma: (N, P) standard errors, px (inf where not observed).
         observed: (N, P) a spot was measured.
         positions_mm: (N, 3) recorded source positions, or None.
-        skipped: why each unobserved (exposure, view) was left out (no spot in the region, or
-            one cut by its edge: a source whose image falls outside that view).
+        skipped: why each unobserved (exposure, view) was left out: no spot in the region or
+            one cut by its edge (a source whose image falls outside that view), or one with
+            light on saturated or masked pixels.
     """
 
     paths: tuple[int, ...]
@@ -158,9 +159,9 @@ def measure_spots(
         gate_px: with known positions, a spot further than this from its nominal prediction is
             an error (wrong view, wrong exposure order or positions).
 
-    A view in which an exposure has no whole spot (the source's image falls outside the view's
-    region, or is cut by its edge) simply lacks that observation; the reason is kept in
-    :attr:`Observations.skipped`.
+    A view in which an exposure has no usable spot (the source's image falls outside the view's
+    region or across its edge, or puts light on saturated or masked pixels) simply lacks that
+    observation; the reason is kept in :attr:`Observations.skipped`.
 
     Raises:
         CalibrationError: a view without a spot in any exposure; ambiguous spots; a spot far

@@ -371,7 +371,7 @@ def fit(
     split: Annotated[str, typer.Option(help="How to halve: auto | thinning (binomial, one frame) | frames "
                                        "(even/odd shots).")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt with the settings "
-                                          "it was started with, unless given again.")] = False,
+                                          "it was written with, unless given again.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the summary.")] = False,
     refine: Annotated[str | None, typer.Option(
