@@ -1,7 +1,7 @@
 """Atomic file output: write to a temporary name in the same directory, then rename.
 
-Lives in `optics` (which depends on nothing) so the system-file writer can use it too;
-`recon.atomic` re-exports it.
+Lives in `optics` (which depends on nothing) so that the system-file writer, `calibration` and
+`recon` all use this one implementation.
 
 A reader (or a process killed at any moment, even by SIGKILL) sees either the previous complete
 file or the new complete one under the final name, never a half-written one: the data go to a

@@ -6,7 +6,7 @@ global torch (and CUDA) random states, the progress (:class:`~recon.fit.FitState
 losses, …), the configuration and a fingerprint of the data. Resuming with the same settings on
 the same device therefore reproduces the numbers of an uninterrupted fit.
 
-It is written with :func:`recon.atomic.atomic_path` (temporary name, flush, rename), so a fit
+It is written with :func:`optics.atomic.atomic_path` (temporary name, flush, rename), so a fit
 killed at any moment — SIGINT, SIGTERM or SIGKILL — leaves the previous complete checkpoint or
 the new one, never a broken one. Parameters that are not finite are never written: the
 checkpoint on disk is always the last good state.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from recon.atomic import atomic_path
+from optics.atomic import atomic_path
 from recon.errors import DataError, FitError
 
 __all__ = ["check_resumable", "data_fingerprint", "load_checkpoint", "read_checkpoint", "save_checkpoint"]

@@ -657,8 +657,8 @@ class _Refinement:
         """Write the refined system next to the fit and re-trace the pool through it for the outputs."""
         from dataclasses import replace
 
+        from optics.atomic import atomic_write_text
         from optics.system import save_system
-        from recon.atomic import atomic_write_text
 
         with torch.no_grad():
             refined = self.module.optics()

@@ -154,7 +154,7 @@ def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
     ``--resume`` continues from the checkpoint of an interrupted fit in that directory, else from
     the one in ``out`` (a finished fit, continued with more steps).
     """
-    from recon.atomic import remove_stale_temporaries
+    from optics.atomic import remove_stale_temporaries
 
     if out.exists() and not out.is_dir():
         raise ReconError(f"fit: --out {out} is a file, not a directory; choose another --out")
@@ -180,7 +180,7 @@ def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        from recon.atomic import output_error
+        from optics.atomic import output_error
 
         raise output_error(out, err, "fit: cannot write") from None
     work = _partial_dir(out)

@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from recon.atomic import atomic_path, atomic_write_text
+from optics.atomic import atomic_path, atomic_write_text
 from recon.errors import ConfigError, DataError, ShapeError
 from recon.volume import Volume
 
@@ -1245,7 +1245,7 @@ def write_fsc_outputs(result: FSCResult, out_dir: str | os.PathLike) -> dict[str
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # its parent is a file, no permission: one line, not a traceback
-        from recon.atomic import output_error
+        from optics.atomic import output_error
 
         raise output_error(out, err) from None
     paths = {"csv": out / "fsc.csv", "json": out / "fsc.json", "png": out / "fsc.png"}

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from recon.atomic import atomic_path
+from optics.atomic import atomic_path
 from recon.errors import ConfigError
 from recon.noise import SensorSpec, as_sensor_spec
 from recon.run import Run, RunView

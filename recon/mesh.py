@@ -488,12 +488,12 @@ def _orient_outward(mesh: pv.PolyData) -> pv.PolyData:
 
 @contextlib.contextmanager
 def _atomic_suffixed(path: str | os.PathLike, suffix: str) -> Iterator[Path]:
-    """Like :func:`recon.atomic.atomic_path`, but the temporary name ends in ``suffix``.
+    """Like :func:`optics.atomic.atomic_path`, but the temporary name ends in ``suffix``.
 
     VTK/pyvista pick the writer from the file extension, so the temporary file must keep it.
     The writer creates the file itself, so it gets the usual permissions (umask), not 0600.
     """
-    from recon.atomic import atomic_path
+    from optics.atomic import atomic_path
 
     with atomic_path(path, suffix=f".tmp{suffix}") as tmp_path:
         tmp_path.unlink()  # the writer creates it
@@ -1005,7 +1005,7 @@ def write_comparison(
             surface (µm), or None.
         extra: more JSON-serialisable entries (e.g. input paths, the mesh summary).
     """
-    from recon.atomic import atomic_write_text
+    from optics.atomic import atomic_write_text
 
     payload = comparison.to_dict()
     if extra:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recon.atomic import atomic_path, atomic_write_text
+from optics.atomic import atomic_path, atomic_write_text
 from recon.fit import FitData, RayPool, cloud_moments
 from recon.render import RayBatch, render_pixels
 from recon.volume import Volume, interpolate, write_volume

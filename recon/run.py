@@ -909,7 +909,7 @@ def write_run(
         parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.partial-", dir=parent))
     except OSError as err:
-        from recon.atomic import output_error
+        from optics.atomic import output_error
 
         raise output_error(run_dir, err) from None
     old: Path | None = None
@@ -934,7 +934,7 @@ def write_run(
                 os.replace(old / "run", run_dir)
             raise
     except OSError as err:  # disk full, permissions: one line, nothing left behind
-        from recon.atomic import output_error
+        from optics.atomic import output_error
 
         raise output_error(run_dir, err) from None
     finally:

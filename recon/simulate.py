@@ -175,7 +175,7 @@ def simulate_run(
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"simulate: {out} exists; pass --overwrite or choose another --out")
-    from recon.atomic import check_writable
+    from optics.atomic import check_writable
 
     check_writable(out)  # before the rendering, not after
     system_path = Path(system_path)

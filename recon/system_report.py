@@ -54,7 +54,7 @@ def draw_layout(system: System, summaries: list[ViewSummary], path: str | os.Pat
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from recon.atomic import atomic_path
+    from optics.atomic import atomic_path
 
     sys64 = system.to(torch.float64)
     cam = sys64.cameras[camera]

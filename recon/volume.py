@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recon.atomic import atomic_path
+from optics.atomic import atomic_path
 from recon.errors import DataError, ShapeError
 
 __all__ = ["Volume", "grid_points", "interpolate", "read_volume", "write_volume"]
