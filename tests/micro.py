@@ -49,3 +49,10 @@ def make_micro_run(directory: Path, *, seed: int = 3) -> Path:
     run = directory / "run"
     simulate_run(system, "gaussian", run, atoms=1e6, samples=2, step_mm=0.04, truth_voxel_mm=0.1, seed=seed)
     return run
+
+
+def make_micro_case(root: Path) -> dict:
+    """The micro run and :data:`FIT_TOML` written in ``root``: ``{"run", "cfg", "root"}``."""
+    cfg = root / "fit.toml"
+    cfg.write_text(FIT_TOML)
+    return {"run": make_micro_run(root), "cfg": cfg, "root": root}

@@ -24,7 +24,7 @@ import torch
 from typer.testing import CliRunner
 
 from recon.cli import app
-from tests.micro import FIT_TOML, make_micro_run, micro_system_dict
+from tests.micro import make_micro_case, make_micro_run, micro_system_dict
 
 runner = CliRunner()
 
@@ -82,10 +82,8 @@ MIRROR = {"name": "m1", "center_mm": [0.0, 12.0, 12.0], "normal": [0.0, -0.3, -0
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
     """The micro run, a fit config, and a short finished fit of it (for checkpoint cases)."""
-    root = tmp_path_factory.mktemp("micro")
-    run = make_micro_run(root)
-    cfg = root / "fit.toml"
-    cfg.write_text(FIT_TOML)
+    case = make_micro_case(tmp_path_factory.mktemp("micro"))
+    root, run, cfg = case["root"], case["run"], case["cfg"]
     fit = root / "fit"
     res = runner.invoke(app, ["fit", "--views", str(run), "--out", str(fit), "--device", "cpu",
                               "--steps", "10", "--config", str(cfg), "--quiet"])

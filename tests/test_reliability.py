@@ -21,7 +21,7 @@ import tifffile
 import torch
 from typer.testing import CliRunner
 
-from recon.atomic import atomic_path, atomic_write_text, check_writable, remove_stale_temporaries
+from optics.atomic import atomic_path, atomic_write_text, check_writable, remove_stale_temporaries
 from recon.checkpoint import read_checkpoint, save_checkpoint
 from recon.cli import app
 from recon.errors import FitError, OutputError
@@ -30,7 +30,7 @@ from recon.fitjob import field_factory, load_fit_data
 from recon.memory import is_out_of_memory, smaller_batch
 from recon.volume import read_volume
 from tests.conftest import slow
-from tests.micro import FIT_TOML, make_micro_run
+from tests.micro import FIT_TOML, make_micro_case
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,11 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rel")
-    run = make_micro_run(root)
-    cfg = root / "fit.toml"
-    cfg.write_text(FIT_TOML)
-    return {"run": run, "cfg": cfg, "root": root}
+    return make_micro_case(tmp_path_factory.mktemp("rel"))
 
 
 def _fit_args(micro, out: Path, steps: int, *extra) -> list[str]:
@@ -206,12 +202,18 @@ def test_nan_before_the_first_checkpoint_says_so(micro, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wild.toml"]  # nothing left behind
 
 
-def test_save_checkpoint_refuses_non_finite_parameters(tmp_path):
-    field = torch.nn.Linear(2, 1)
+def _saved_checkpoint(path: Path, width: int, step: int):
+    """A small linear field, its optimiser and generator, saved as a checkpoint at ``step``."""
+    field = torch.nn.Linear(width, width - 1)
     optim = torch.optim.Adam(field.parameters())
     gen = torch.Generator().manual_seed(0)
+    save_checkpoint(path, field, optim, gen, FitConfig(), FitState(step=step))
+    return field, optim, gen
+
+
+def test_save_checkpoint_refuses_non_finite_parameters(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, field, optim, gen, FitConfig(), FitState(step=5))
+    field, optim, gen = _saved_checkpoint(path, 2, 5)
     good = path.read_bytes()
     with torch.no_grad():
         field.weight[0, 0] = float("nan")
@@ -346,11 +348,8 @@ def test_fsc_outputs_under_a_file_are_one_line_errors(tmp_path):
 
 def test_a_checkpoint_write_that_dies_midway_keeps_the_previous_one(tmp_path, monkeypatch):
     """What SIGKILL during torch.save leaves: the old checkpoint, intact, plus at most a hidden temporary."""
-    field = torch.nn.Linear(3, 2)
-    optim = torch.optim.Adam(field.parameters())
-    gen = torch.Generator().manual_seed(0)
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, field, optim, gen, FitConfig(), FitState(step=10))
+    field, optim, gen = _saved_checkpoint(path, 3, 10)
     good = path.read_bytes()
     real_save = torch.save
 
