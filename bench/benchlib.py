@@ -1,7 +1,7 @@
 """Shared machinery of the benchmarks: machine record, run042 as a ray pool, FSC snapshots.
 
 Every benchmark script saves JSON with :func:`machine_info` (platform, CPU, threads, load,
-device name, versions). The time-to-resolution benchmarks run :func:`recon.fit.run_fit`
+device name, versions). The time-to-resolution benchmarks run :func:`recon.fitting.loop.run_fit`
 itself (the code path of ``recon fit``) with a progress hook that, at scheduled wall times,
 pauses the clock, samples the field on the truth grid and resumes; the FSC against the truth of
 every snapshot is computed after the run, so neither sampling nor FSC counts as fit time.
@@ -24,11 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import recon.fit as fit_module
-from recon.fit import FitConfig, FitData, RayPool, build_ray_pool, run_fit
-from recon.fitjob import field_factory, load_fit_data, versions
-from recon.fsc import compare_volumes
-from recon.volume import Volume, grid_points, read_volume
+import recon.fitting.loop as fit_module
+from recon.analysis.resolution import compare_volumes
+from recon.environment import versions
+from recon.fitting.config import FitConfig, field_factory
+from recon.fitting.data import FitData, load_fit_data
+from recon.fitting.loop import run_fit
+from recon.fitting.raypool import RayPool, build_ray_pool
+from recon.io.volume import Volume, grid_points, read_volume
 
 __all__ = [
     "Case",
@@ -145,7 +148,7 @@ def load_case(run_dir: str | os.PathLike = "data/run042", *, samples: int | None
 
 def subset_views(data: FitData, views: int | None, pixel_fraction: float) -> FitData:
     """The first ``views`` views, each cropped (centred) to ``pixel_fraction`` of its pixels."""
-    from recon.fit import ViewData
+    from recon.fitting.data import ViewData
 
     out = []
     for view in data.views[: views or len(data.views)]:
@@ -154,14 +157,14 @@ def subset_views(data: FitData, views: int | None, pixel_fraction: float) -> Fit
         cw, ch = max(1, round(w * s)), max(1, round(h * s))
         ox, oy = (w - cw) // 2, (h - ch) // 2
         out.append(ViewData(view.name, view.camera, (x0 + ox, y0 + oy, cw, ch),
-                            view.counts[:, oy:oy + ch, ox:ox + cw].contiguous(),
+                            view.electrons[:, oy:oy + ch, ox:ox + cw].contiguous(),
                             view.mask[:, oy:oy + ch, ox:ox + cw].contiguous()))
     return FitData(data.system, tuple(out), data.photons_per_atom, data.read_noise_e)
 
 
 @contextlib.contextmanager
 def using_pool(pool: RayPool):
-    """Make :func:`recon.fit.run_fit` use an already traced pool (same seed and samples)."""
+    """Make :func:`recon.fitting.loop.run_fit` use an already traced pool (same seed and samples)."""
     original = fit_module.build_ray_pool
 
     def cached(data, *, samples, seed, **kwargs):
@@ -304,7 +307,7 @@ class FitTimer:
 
 
 class _Hook:
-    """The progress object of :func:`recon.fit.run_fit`, driving a :class:`FitTimer`."""
+    """The progress object of :func:`recon.fitting.loop.run_fit`, driving a :class:`FitTimer`."""
 
     def __init__(self, timer: FitTimer, log: Callable[[str], None] | None, every_s: float = 30.0):
         self.timer, self._log, self.every_s, self._next = timer, log, every_s, every_s
@@ -329,7 +332,7 @@ class _Hook:
 
 def fit_with_snapshots(case: Case, cfg: FitConfig, *, schedule: list[float], cap_s: float | None,
                        out_dir: Path, log: Callable[[str], None] | None = print) -> dict:
-    """Run :func:`recon.fit.run_fit` on the case's pool with snapshots and an optional cap.
+    """Run :func:`recon.fitting.loop.run_fit` on the case's pool with snapshots and an optional cap.
 
     Returns:
         ``{"snapshots": [...], "fit_time_s", "steps", "stopped_at_cap", "first_step_s",

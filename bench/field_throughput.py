@@ -1,6 +1,6 @@
 """Throughput of the density fields: samples per second, forward + backward.
 
-For every field kind at its default size (recon.fields.FieldConfig) and every hash-grid backend
+For every field kind at its default size (recon.model.fields.FieldConfig) and every hash-grid backend
 that this machine has, on the CPU (for each ``--threads`` count) and on CUDA when present: a
 batch of points uniform in the 2.4 mm box, ``field(points).sum().backward()``, warm-up calls,
 then timed repeats (median and best wall time, and the CPU time per call, which on a shared
@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import machine_info, save_json  # noqa: E402
 
-from recon.encoding import tcnn_status  # noqa: E402
-from recon.fields import FIELD_KINDS, FieldConfig, make_field  # noqa: E402
+from recon.model.fields.config import FIELD_KINDS, FieldConfig
+from recon.model.fields.registry import make_field
+from recon.model.hashgrid_tcnn import tcnn_status
 
 BOX = ((-1.2, -1.2, -1.2), (1.2, 1.2, 1.2))
 

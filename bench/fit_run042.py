@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from recon.outputs import cloud_metrics
-from recon.volume import read_volume
+from recon.analysis.moments import cloud_metrics
+from recon.io.volume import read_volume
 
 
 def fringe_band_fsc(csv_path: Path, phantom_json: Path) -> dict | None:

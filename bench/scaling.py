@@ -42,9 +42,9 @@ SHORT_CONFIGS = [(1, 0.25, 8), (5, 0.25, 8), (15, 0.25, 6)]
 
 def one(views: int, fraction: float, levels: int, steps: int, device: str) -> dict:
     """Measure one configuration in this process."""
-    from recon.encoding import HashGridConfig, hashgrid_levels
-    from recon.fit import FitConfig, run_fit
-    from recon.fitjob import field_factory
+    from recon.fitting.config import FitConfig, field_factory
+    from recon.fitting.loop import run_fit
+    from recon.model.hashgrid import HashGridConfig, hashgrid_levels
 
     floor_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     case = load_case("data/run042", views=views, pixel_fraction=fraction)

@@ -59,8 +59,10 @@ from benchlib import (  # noqa: E402
     time_to_reach,
 )
 
-from recon.fit import FitConfig, RayPool, estimate_atoms, resolve_device  # noqa: E402
-from recon.render import render_pixels  # noqa: E402
+from recon.fitting.config import FitConfig
+from recon.fitting.loop import estimate_atoms, resolve_device
+from recon.fitting.raypool import RayPool
+from recon.model.render import render_pixels
 
 METHODS = ("default", "siren-baseline", "mlem", "tv-voxel")
 NO_CHECKPOINTS = 10**9  # checkpoint files are I/O, not fitting: off for every method
@@ -72,7 +74,7 @@ def run_mlem(case, cfg: FitConfig, *, cap_s: float, schedule: list[float], subse
     device = resolve_device(cfg.device)
     data, truth = case.data, case.truth
     pool = case.pool
-    pool_dev = RayPool(pool.rays.to(device), pool.offsets.to(device), pool.summed_counts.to(device),
+    pool_dev = RayPool(pool.rays.to(device), pool.offsets.to(device), pool.summed_electrons.to(device),
                        pool.n_frames.to(device), pool.view_of_pixel.to(device), pool.read_noise_e,
                        pool.samples)
     box = data.system.volume
@@ -93,7 +95,7 @@ def run_mlem(case, cfg: FitConfig, *, cap_s: float, schedule: list[float], subse
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     subsets = [s.to(device) for s in usable[torch.randperm(len(usable), generator=gen)].split(subset_pixels)]
     var = pool.read_noise_e**2 + 1e-3
-    measured = (pool_dev.summed_counts / pool_dev.n_frames.clamp_min(1) + var).clamp_min(0.0)
+    measured = (pool_dev.summed_electrons / pool_dev.n_frames.clamp_min(1) + var).clamp_min(0.0)
     sens: dict[int, torch.Tensor] = {}
     timer = FitTimer(schedule, cap_s, lambda: sample_on_grid(density_of(x), truth, device), device)
     timer.start()

@@ -1,6 +1,6 @@
 """Calibration of the instrument: target images, bundle adjustment, self-calibration.
 
-Modules: :mod:`calibration.project` (point source → sensor, aperture-averaged spot centroids),
+Modules: :mod:`optics.project` (point source → sensor, aperture-averaged spot centroids),
 :mod:`calibration.perturb` (realistically wrong instruments, mirror errors),
 :mod:`calibration.target` (target sets and their simulation), :mod:`calibration.spots` (spot
 detection), :mod:`calibration.model` (learnable optical parameters), :mod:`calibration.bundle`
@@ -11,10 +11,10 @@ refinement during a fit). Depends on :mod:`optics` only.
 from calibration.bundle import CalibrationConfig, CalibrationResult, Observations, calibrate, measure_spots
 from calibration.model import FIT_GROUPS, OpticalParameters, PriorConfig, parse_fit_groups
 from calibration.perturb import MirrorErrors, mirror_errors, perturb_system
-from calibration.project import SpotSamples, aperture_pattern, spot_centroids, trace_point_to_sensor
 from calibration.selfcal import SelfCalibration
 from calibration.spots import Spot, detect_spot
 from calibration.target import TargetSpec, read_target_spec, simulate_point_exposure
+from optics.project import SpotSamples, aperture_pattern, spot_centroids, trace_point_to_sensor
 
 __all__ = [
     "FIT_GROUPS",

@@ -3,7 +3,7 @@ r"""Bundle adjustment of the instrument from point-source spots.
 Every exposure ``i`` of a point source at ``X_i`` gives one spot per view (path ``k``) with a
 measured centroid ``z_ik`` and its standard error ``σ_ik``. The predicted centroid
 ``ĉ_ik(θ, X_i)`` is the aperture-averaged landing point through the parametrised instrument
-(:class:`calibration.model.OpticalParameters`, :func:`calibration.project.spot_centroids`). The
+(:class:`calibration.model.OpticalParameters`, :func:`optics.project.spot_centroids`). The
 fit minimises
 
 .. math::
@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from calibration.model import OpticalParameters, PriorConfig
-from calibration.project import aperture_pattern, spot_centroids, trace_point_to_sensor
 from calibration.spots import Spot, SpotMissing, detect_spot
 from optics.design import view_regions
 from optics.errors import CalibrationError
+from optics.project import aperture_pattern, spot_centroids, trace_point_to_sensor
 from optics.system import System
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "Observations",
     "calibrate",
     "measure_spots",
+    "parameter_uncertainty",
     "triangulate",
 ]
 

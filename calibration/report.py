@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from datetime import datetime, timezone
@@ -12,10 +11,10 @@ import numpy as np
 import torch
 
 from calibration.bundle import CalibrationConfig, CalibrationResult, Observations
-from optics.atomic import atomic_path, atomic_write_text
+from optics.atomic import atomic_path, atomic_write_json
 from optics.system import save_system
 
-__all__ = ["output_paths", "view_table", "write_calibration_outputs"]
+__all__ = ["output_paths", "plot_residuals", "view_table", "write_calibration_outputs"]
 
 
 def output_paths(out: str | os.PathLike) -> dict[str, Path]:
@@ -45,20 +44,6 @@ def view_table(result: CalibrationResult, obs: Observations) -> list[dict]:
             }
         )
     return rows
-
-
-def _finite(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return _finite(obj)
 
 
 def write_calibration_outputs(
@@ -113,7 +98,7 @@ def write_calibration_outputs(
     }
     if not cfg.known_positions:
         report["fitted_positions_mm"] = result.positions_mm.tolist()
-    atomic_write_text(paths["report"], json.dumps(_clean(report), indent=2) + "\n")
+    atomic_write_json(paths["report"], report)
     plot_residuals(result, obs, paths["residuals"])
     return paths
 

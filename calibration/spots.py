@@ -4,7 +4,7 @@ The spot is found on the image smoothed at the scale of the expected spot (a mat
 a blob of that size, so a defocused disk hundreds of pixels wide is found as reliably as a
 one-pixel spot), then measured by the background-subtracted intensity centroid in a circular
 window re-centred until it settles. The centroid estimates the flux-weighted mean landing
-point of the photons, which is what :func:`calibration.project.trace_point_to_sensor` predicts.
+point of the photons, which is what :func:`optics.project.trace_point_to_sensor` predicts.
 Its uncertainty follows from the photon and background noise of the pixels in the window:
 ``σ² = Σ (x − c)² var_i / F²``.
 
@@ -20,7 +20,15 @@ import numpy as np
 
 from optics.errors import CalibrationError
 
-__all__ = ["Spot", "SpotMissing", "detect_spot"]
+__all__ = [
+    "AMBIGUITY_RATIO",
+    "CENTROID_FLOOR_PX",
+    "DETECTION_SIGMA",
+    "MASKED_LIGHT_LIMIT",
+    "Spot",
+    "SpotMissing",
+    "detect_spot",
+]
 
 DETECTION_SIGMA = 10.0  # peak significance (in σ of the smoothed noise) for a spot to count
 AMBIGUITY_RATIO = 0.25  # a second peak this strong relative to the first makes the view ambiguous

@@ -13,7 +13,7 @@ A target set is a run directory (``recon.run/1``: ``run.toml``, one TIFF per vie
 
 The simulation is physical and independent of the pixel tracer: photons leave a Gaussian bead
 isotropically, are traced forward through mirror, windows and lens
-(:func:`calibration.project.trace_point_to_sensor`), and each one that reaches the sensor is
+(:func:`optics.project.trace_point_to_sensor`), and each one that reaches the sensor is
 counted in its pixel (QE included), so the counts are exactly Poisson.
 """
 
@@ -26,9 +26,10 @@ from pathlib import Path
 
 import torch
 
-from calibration.project import trace_point_to_sensor
 from optics.errors import CalibrationError, ConfigError
+from optics.project import trace_point_to_sensor
 from optics.system import System
+from optics.tomlio import read_toml
 
 __all__ = [
     "TARGET_SCHEMA",
@@ -124,8 +125,6 @@ def read_target_spec(directory: str | os.PathLike) -> TargetSpec:
         CalibrationError: the directory has no ``target.toml``.
         ConfigError: the file is not valid.
     """
-    from optics.tomlio import read_toml
-
     path = Path(directory) / "target.toml"
     if not path.is_file():
         raise CalibrationError(
@@ -171,7 +170,7 @@ def simulate_point_exposure(
     """Photoelectron counts of one exposure of a point source (Monte Carlo, exact Poisson counts).
 
     For each path the expected number of photoelectrons Λ = photons × ∫ w (w from
-    :func:`~calibration.project.trace_point_to_sensor`, estimated over random aperture points)
+    :func:`~optics.project.trace_point_to_sensor`, estimated over random aperture points)
     gives the number of detected photons N ~ Poisson(Λ); N landing points are drawn by
     rejection (accept a random ray with probability w / w_max) from rays leaving random points
     of the Gaussian bead toward random aperture points, and counted in their pixels.

@@ -16,6 +16,8 @@ one-line errors (:class:`~optics.errors.OutputError`) naming the path.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from optics.errors import OutputError
 __all__ = [
     "atomic_path",
     "atomic_write_bytes",
+    "atomic_write_json",
     "atomic_write_text",
     "check_writable",
     "output_error",
@@ -143,6 +146,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_ready(value):
+    """``value`` with every non-finite float replaced by None (JSON has no NaN or inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically; NaN and inf become null."""
+    atomic_write_text(path, json.dumps(_json_ready(data), indent=2) + "\n")
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from optics.lens import Lens
-from optics.mirror import _map_tensors
+from optics.mirror import map_tensors
 from optics.rays import normalize
 
-__all__ = ["Camera", "Pose", "Sensor", "look_at_rotation"]
+__all__ = ["Camera", "Pose", "Sensor", "look_at_rotation", "roi_pixel_centers"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,23 @@ class Sensor:
         return sensor_xy_mm / self.pixel_pitch_mm + centre
 
 
+def roi_pixel_centers(roi: tuple[int, int, int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Full-sensor ``(u, v)`` = (column, row) of the pixel centres of a sensor crop.
+
+    Args:
+        roi: ``(x0, y0, width, height)``: columns ``x0 … x0 + width − 1``, rows
+            ``y0 … y0 + height − 1``, full-sensor px.
+        dtype: floating dtype of the result.
+
+    Returns:
+        (height, width, 2) pixel centres, px: entry ``[i, j]`` is ``(x0 + j, y0 + i)``; reshape
+        to ``(height·width, 2)`` for row-major order (the order of an image's ``reshape(-1)``).
+    """
+    x0, y0, w, h = roi
+    v, u = torch.meshgrid(torch.arange(h, dtype=dtype) + y0, torch.arange(w, dtype=dtype) + x0, indexing="ij")
+    return torch.stack([u, v], -1)
+
+
 def look_at_rotation(position: torch.Tensor, look_at: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """Camera-to-world rotation (columns: camera x, y, z axes in the world frame).
 
@@ -114,7 +131,7 @@ class Pose:
 
     def to(self, dtype: torch.dtype | None = None, device=None) -> Pose:
         """Return a copy with every tensor moved to ``dtype``/``device``."""
-        return _map_tensors(self, lambda t: t.to(dtype=dtype, device=device))
+        return map_tensors(self, lambda t: t.to(dtype=dtype, device=device))
 
 
 @dataclass(frozen=True)

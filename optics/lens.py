@@ -21,16 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from optics.mirror import _map_tensors
+from optics.mirror import map_tensors
 from optics.rays import normalize
 
-__all__ = [
-    "LENS_MODELS",
-    "Lens",
-    "camera_rays",
-    "distort",
-    "undistort",
-]
+__all__ = ["LENS_MODELS", "Lens", "camera_rays", "distort", "undistort"]
 
 LENS_MODELS = ("thin", "pinhole", "telecentric")
 
@@ -89,7 +83,7 @@ class Lens:
 
     def to(self, dtype: torch.dtype | None = None, device=None) -> Lens:
         """Return a copy with every tensor moved to ``dtype``/``device``."""
-        return _map_tensors(self, lambda t: t.to(dtype=dtype, device=device))
+        return map_tensors(self, lambda t: t.to(dtype=dtype, device=device))
 
 
 def distort(xy: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,11 @@ import torch
 from optics.rays import dot, intersect_disk, intersect_rectangle, normalize
 
 __all__ = [
+    "MIRROR_SHAPES",
     "Mirror",
     "householder",
     "intersect_mirror",
+    "map_tensors",
     "reflect_directions",
     "reflect_points",
 ]
@@ -65,10 +67,11 @@ class Mirror:
 
     def to(self, dtype: torch.dtype | None = None, device=None) -> Mirror:
         """Return a copy with every tensor moved to ``dtype``/``device``."""
-        return _map_tensors(self, lambda t: t.to(dtype=dtype, device=device))
+        return map_tensors(self, lambda t: t.to(dtype=dtype, device=device))
 
 
-def _map_tensors(obj, fn):
+def map_tensors(obj, fn):
+    """A copy of the frozen dataclass ``obj`` with ``fn`` applied to every tensor field."""
     from dataclasses import fields, replace
 
     return replace(

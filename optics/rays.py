@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "T_MIN_MM",
     "dot",
     "intersect_box",
     "intersect_disk",

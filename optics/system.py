@@ -41,13 +41,15 @@ from pathlib import Path
 
 import torch
 
+from optics.atomic import atomic_write_text
 from optics.camera import Camera, Pose, Sensor, look_at_rotation
 from optics.errors import ConfigError
 from optics.lens import LENS_MODELS, Lens
 from optics.mirror import MIRROR_SHAPES, Mirror
+from optics.tomlio import read_toml
 from optics.window import Window
 
-__all__ = ["Box", "System", "load_system", "save_system", "system_from_dict", "system_to_dict"]
+__all__ = ["Box", "SCHEMA", "System", "load_system", "save_system", "system_from_dict", "system_to_dict"]
 
 SCHEMA = "recon.system/1"
 
@@ -400,8 +402,6 @@ def load_system(path: str | os.PathLike, *, dtype=torch.float32) -> System:
         ConfigError: the file is missing, not valid TOML, or fails validation (the message names
             the file and the key).
     """
-    from optics.tomlio import read_toml
-
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"system file {path} is a directory; pass the path of a system TOML "
@@ -471,7 +471,6 @@ def save_system(system: System, path: str | os.PathLike, *, header: str = "") ->
     """Write a system file atomically; ``header`` lines are written as TOML comments."""
     import tomli_w
 
-    from optics.atomic import atomic_write_text
 
     text = tomli_w.dumps(system_to_dict(system))
     if header:

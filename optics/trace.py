@@ -32,6 +32,7 @@ import torch
 
 from optics.camera import Camera
 from optics.errors import ShapeError
+from optics.lens import camera_rays, distort
 from optics.mirror import intersect_mirror, reflect_directions, reflect_points
 from optics.rays import intersect_box
 from optics.system import System
@@ -237,7 +238,6 @@ def trace_pixels(
                          f"{tuple(subpixel.shape)} and {tuple(aperture.shape)}")
     n_samples = subpixel.shape[1]
     sensor_xy = cam.sensor.to_sensor_mm(pixels_uv.unsqueeze(1) + subpixel)  # (N, S, 2)
-    from optics.lens import camera_rays
 
     o_cam, d_cam, etendue = camera_rays(cam.lens, sensor_xy, aperture)
     origins = cam.pose.to_world(o_cam)
@@ -265,8 +265,6 @@ def project_points(camera: Camera, points_world: torch.Tensor) -> tuple[torch.Te
         pixels_uv: (..., 2) sensor positions, px (with lens distortion applied).
         depth_mm: (...) distance along the optical axis from the lens, mm.
     """
-    from optics.lens import distort
-
     p = camera.pose.to_camera(points_world)
     depth = p[..., 2]
     lens = camera.lens

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from optics.mirror import _map_tensors
+from optics.mirror import map_tensors
 from optics.rays import dot, intersect_plane, normalize
 
 __all__ = ["Window", "fresnel_transmittance", "refract", "trace_window"]
@@ -38,7 +38,7 @@ class Window:
 
     def to(self, dtype: torch.dtype | None = None, device=None) -> Window:
         """Return a copy with every tensor moved to ``dtype``/``device``."""
-        return _map_tensors(self, lambda t: t.to(dtype=dtype, device=device))
+        return map_tensors(self, lambda t: t.to(dtype=dtype, device=device))
 
 
 def refract(

@@ -1,3 +1,48 @@
-"""Reconstruction of 3D densities from single-shot multi-view images."""
+"""Reconstruction of 3D densities from single-shot multi-view images.
+
+The operations of the command line are Python functions here, imported on first use so that
+``import recon`` stays light (no torch, pyvista or tinycudann until an operation needs them)::
+
+    import recon
+
+    run, stats = recon.inspect("data/run042")
+    outcome = recon.fit("data/run042", out="fits/run042", steps=500)
+    report, where = recon.analysis.fsc("fits/run042", truth="data/run042/truth.tif")
+    recon.mesh("fits/run042", "cloud.stl")
+
+Each is documented where it lives: :func:`recon.jobs.fit.fit`, :func:`recon.simulation.simulate.simulate_run`,
+:func:`recon.jobs.compare.compare_paths`, :func:`recon.jobs.mesh.mesh`, :func:`recon.jobs.inspect.inspect`,
+:func:`recon.jobs.calibrate.calibrate`, :func:`recon.io.run.load_run`, :func:`recon.io.volume.read_volume`,
+:func:`recon.io.volume.write_volume`.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
+
+#: Public name → (module, attribute).
+_API = {
+    "fit": ("recon.jobs.fit", "fit"),
+    "simulate": ("recon.simulation.simulate", "simulate_run"),
+    "fsc": ("recon.jobs.compare", "compare_paths"),
+    "mesh": ("recon.jobs.mesh", "mesh"),
+    "inspect": ("recon.jobs.inspect", "inspect"),
+    "calibrate": ("recon.jobs.calibrate", "calibrate"),
+    "load_run": ("recon.io.run", "load_run"),
+    "read_volume": ("recon.io.volume", "read_volume"),
+    "write_volume": ("recon.io.volume", "write_volume"),
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    """Import an operation of :data:`_API` on first use (PEP 562)."""
+    if name in _API:
+        module, attribute = _API[name]
+        return getattr(import_module(module), attribute)
+    raise AttributeError(f"module 'recon' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -16,6 +16,8 @@ import typer
 
 from recon.errors import ReconError
 
+__all__ = ["app", "main"]
+
 app = typer.Typer(
     name="recon",
     help="Reconstruct 3D densities from single-shot multi-view (mirror-dome) images.",
@@ -74,13 +76,10 @@ def system_show(
     from rich.table import Table
 
     from optics.system import load_system
-    from recon.system_report import draw_layout, summarize_views
+    from recon.reporting.system_report import draw_layout, overlapping_regions, summarize_views
 
     system = load_system(system_file)
-    if not 0 <= camera < len(system.cameras):
-        raise ReconError(f"system show: camera {camera} does not exist in {system_file} "
-                         f"(it has {len(system.cameras)}); pass --camera 0..{len(system.cameras) - 1}")
-    rows = summarize_views(system, camera)
+    rows = summarize_views(system, camera, source=str(system_file))
     table = Table(title=f"{system.name}: {len(rows)} views of camera {camera}")
     for col in ("view", "polar °", "azimuth °", "sensor region (x0, y0, w, h)", "magnification",
                 "defocus mm", "blur px", "DoF mm", "collected %", "chief ray in box"):
@@ -93,7 +92,7 @@ def system_show(
                       "yes" if r.chief_ray_hits_box else "NO")
     total = sum(r.collected_fraction for r in rows)
     pixels = sum(r.region.roi[2] * r.region.roi[3] for r in rows)
-    overlaps = _overlaps([r.region for r in rows])
+    overlaps = overlapping_regions([r.region for r in rows])
     console = _console()
     console.print(table)
     console.print(f"total collected: {100 * total:.4f} % of 4π; view pixels: {pixels}; "
@@ -105,17 +104,6 @@ def system_show(
     if out is not None:
         draw_layout(system, rows, out, camera)
         console.print(f"layout drawn to {out}")
-
-
-def _overlaps(regions) -> list[str]:
-    found = []
-    for i, a in enumerate(regions):
-        for b in regions[i + 1:]:
-            ax, ay, aw, ah = a.roi
-            bx, by, bw, bh = b.roi
-            if ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah:
-                found.append(f"{a.name}/{b.name}")
-    return found
 
 
 @system_app.command("design")
@@ -171,36 +159,11 @@ def system_perturb(
 @_user_errors
 def doctor() -> None:
     """Report versions, devices and which field backends are available (and why not)."""
-    import platform
-    from importlib import metadata
-
-    import torch
+    from recon.environment import doctor_lines
 
     console = _console()
-    console.print(f"recon {__import__('recon').__version__}, Python {platform.python_version()} "
-                  f"on {platform.platform()}")
-    for pkg in ("torch", "numpy", "scipy", "tifffile", "typer", "rich", "matplotlib", "pyvista",
-                "vtk", "tinycudann"):
-        try:
-            version = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            version = "not installed"
-        console.print(f"  {pkg:<11} {version}")
-    console.print(f"CPU threads: {torch.get_num_threads()}")
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            console.print(f"CUDA device {i}: {torch.cuda.get_device_name(i)}")
-    else:
-        console.print("CUDA: not available (torch CUDA build: "
-                      f"{'yes' if torch.version.cuda else 'no'})")
-    try:
-        from recon.encoding import tcnn_status
-    except ImportError:  # encoding module not present in this build
-        console.print("hash-grid backends: torch")
-        return
-    ok, reason = tcnn_status()
-    console.print("hash-grid backends: torch (always)" + (", tcnn" if ok else ""))
-    console.print(f"tiny-cuda-nn: {'available' if ok else 'unavailable — ' + reason}")
+    for line in doctor_lines():
+        console.print(line)
 
 
 @app.command()
@@ -226,8 +189,8 @@ def simulate(
     bead_um: Annotated[float, typer.Option(help="Calibration target: source σ, µm.")] = 10.0,
 ) -> None:
     """Simulate a run with known truth: views (TIFF), dark frames, truth.tif, run.toml."""
-    from recon.progress import Progress
-    from recon.simulate import simulate_run
+    from recon.reporting.progress import Progress
+    from recon.simulation.simulate import simulate_run
 
     if calibration_target is not None:
         _simulate_target(system_file, out, calibration_target, true_system, target_photons, bead_um, seed,
@@ -256,8 +219,8 @@ def simulate(
 
 def _simulate_target(system_file, out, target, true_system, photons, bead_um, seed, overwrite,
                      phantom) -> None:
-    from recon.progress import Progress
-    from recon.simulate import parse_calibration_target, simulate_calibration_target
+    from recon.reporting.progress import Progress
+    from recon.simulation.target import parse_calibration_target, simulate_calibration_target
 
     if phantom is not None:
         raise ReconError("simulate: --phantom and --calibration-target exclude each other; pass one")
@@ -288,49 +251,14 @@ def calibrate(
     """Refine mirrors (and pose, focus, distortion) from point-source target images."""
     from rich.table import Table
 
-    from calibration.bundle import CalibrationConfig, measure_spots
-    from calibration.bundle import calibrate as run_calibration
-    from calibration.model import parse_fit_groups
-    from calibration.report import output_paths, view_table, write_calibration_outputs
-    from calibration.target import read_target_spec
-    from optics.system import load_system
-    from recon.fitjob import versions
-    from recon.run import load_run
+    from calibration.report import view_table
+    from recon.jobs.calibrate import calibrate as run_calibration
 
-    paths = output_paths(out)
-    for p in paths.values():
-        if p.exists() and not overwrite:
-            raise ReconError(f"calibrate: {p} exists; pass --overwrite or choose another --out")
-    cfg = CalibrationConfig(fit=parse_fit_groups(fit_groups), known_positions=known_positions,
-                            n_aperture=aperture_samples, max_iterations=max_iterations)
-    if aperture_samples < 16 or max_iterations < 1:
-        raise ReconError("calibrate: --aperture-samples must be ≥ 16 and --max-iterations ≥ 1")
-    import torch
-
-    nominal = load_system(system_file, dtype=torch.float64)
-    spec = read_target_spec(images)
-    run = load_run(images)
-    names = {nominal.path_name(p): p for p in range(nominal.n_paths)}
-    views = []
-    for v in run.views:
-        if v.name not in names:
-            raise ReconError(f"calibrate: view '{v.name}' of {images} is no path of {system_file} "
-                             f"(paths: {', '.join(names)}); use the system the set was recorded with")
-        if v.n_frames < len(spec.exposures) or max(spec.exposures) >= v.n_frames:
-            raise ReconError(f"calibrate: view {v.name} has {v.n_frames} pages but target.toml names "
-                             f"exposures up to {max(spec.exposures)}; one page per position")
-        pages = list(spec.exposures)
-        views.append((v.name, names[v.name], v.roi, v.electrons[pages].numpy(), v.mask[pages].numpy()))
     console = _console()
-    obs = measure_spots(views, nominal, positions_mm=spec.positions_mm if known_positions else None,
-                        bead_sigma_mm=spec.bead_sigma_mm)
-    console.print(f"{int(obs.observed.sum())} spots in {len(views)} views × {obs.n_positions} exposures")
-    if obs.skipped:
-        console.print(f"warning: {len(obs.skipped)} left out (listed in the report): {obs.skipped[0]}"
-                      + (" …" if len(obs.skipped) > 1 else ""))
-    result = run_calibration(nominal, obs, cfg, progress=console.print)
-    written = write_calibration_outputs(result, obs, cfg, out, images=str(images),
-                                        nominal_path=str(system_file), versions=versions())
+    outcome = run_calibration(images, system_file, out, fit_groups=fit_groups,
+                              known_positions=known_positions, aperture_samples=aperture_samples,
+                              max_iterations=max_iterations, overwrite=overwrite, log=console.print)
+    result, obs, written = outcome.result, outcome.observations, outcome.written
     table = Table(title=f"reprojection RMS per view (px), {obs.n_positions} positions")
     for col in ("view", "spots", "centroid σ px", "RMS before", "RMS after"):
         table.add_column(col, justify="right")
@@ -381,24 +309,15 @@ def fit(
 
     A simulated run's truth.tif is compared with the fit by FSC (fsc-truth/, threshold 0.5).
     """
-    from recon.fit import load_fit_config
-    from recon.fitjob import load_fit_data, run_fit_job, saved_fit_settings, summary_lines
-    from recon.progress import Progress
+    from recon.jobs.fit import fit as run_fit
+    from recon.reporting.progress import Progress
+    from recon.reporting.summary import summary_lines
 
-    explicit = dict(field=field, backend=backend, device=device, steps=steps, seed=seed, refine=refine)
-    cfg = load_fit_config(config, **explicit)
-    if split != "auto" and not split_halves:
-        raise ReconError(f"fit: --split {split} only applies with --split-halves; add --split-halves")
-    if split_halves and cfg.refine:
-        raise ReconError("fit: --refine and --split-halves cannot be combined; refine first, then fit the "
-                         "halves with the refined system")
-    data, run_name, truth = load_fit_data(views)
-    out = out or Path("fits") / run_name
-    if resume:  # what was not given now is what the interrupted fit ran with
-        cfg = load_fit_config(config, base=saved_fit_settings(out), **explicit)
-    progress = Progress("fit", log_every=cfg.log_every, quiet=quiet)
-    metrics = run_fit_job(data, cfg, out, run_name=run_name, overwrite=overwrite, resume=resume,
-                          progress=progress, truth_path=truth, split_halves=split if split_halves else None)
+    outcome = run_fit(views, out=out, config=config, split_halves=split_halves, split=split, resume=resume,
+                      overwrite=overwrite, make_progress=lambda cfg: Progress("fit", log_every=cfg.log_every,
+                                                                             quiet=quiet),
+                      field=field, backend=backend, device=device, steps=steps, seed=seed, refine=refine)
+    metrics, out, cfg = outcome.metrics, outcome.out, outcome.config
     for line in summary_lines(metrics):
         typer.echo(line)
     typer.echo(f"wrote {out}/ (density.tif, metrics.json, report.html, renders/)")
@@ -416,11 +335,10 @@ def inspect(
     """What a run holds: per-view photoelectron statistics, saturation, SNR and warnings."""
     import json
 
-    from recon.inspect import format_table, inspect_run, write_contact_sheet
-    from recon.run import load_run
+    from recon.jobs.inspect import inspect as inspect_run_dir
+    from recon.reporting.inspect_views import format_table
 
-    run = load_run(run_dir)
-    stats = inspect_run(run)
+    run, stats = inspect_run_dir(run_dir, sheet=sheet)
     if as_json:
         typer.echo(json.dumps({"run": run.name, "views": [s.to_dict() for s in stats]}, indent=2))
     else:
@@ -433,7 +351,6 @@ def inspect(
         warned = sum(1 for s in stats if s.warnings)
         console.print(f"{warned} of {len(stats)} views have warnings" if warned else "no warnings")
     if sheet is not None:
-        write_contact_sheet(run, sheet)
         typer.echo(f"contact sheet written to {sheet}")
 
 
@@ -451,24 +368,13 @@ def fsc(
                                              "[default: OUT/fsc-truth or OUT/fsc-halves, or ./fsc].")] = None,
 ) -> None:
     """Fourier shell correlation: resolution of A vs B, of a fit vs --truth, or of a fit's halves."""
-    from recon.resolution import compare_paths, summary_line
+    from recon.jobs.compare import compare_paths
+    from recon.reporting.summary import summary_line
 
     report, written = compare_paths(first, second, truth=truth, threshold=threshold,
                                     mask=None if mask == "none" else mask, out=out)
     typer.echo(summary_line(report))
     typer.echo(f"wrote {written}/ (fsc.csv, fsc.json, fsc.png)")
-
-
-def _density_path(source: Path) -> Path:
-    """A fit output directory means its density.tif; a file is taken as it is."""
-    if source.is_dir():
-        path = source / "density.tif"
-        if not path.is_file():
-            raise ReconError(f"{source} holds no density.tif; pass a fit output directory or a volume TIFF")
-        return path
-    if not source.exists():
-        raise ReconError(f"{source} does not exist; pass a fit output directory or a volume TIFF")
-    return source
 
 
 @app.command()
@@ -486,41 +392,15 @@ def mesh(
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
 ) -> None:
     """Extract the iso-surface in millimetres (world frame) and export it for CAD viewers."""
-    from recon.mesh import compare_meshes, extract_mesh, render_preview, write_comparison, write_mesh
-    from recon.volume import read_volume
+    from recon.jobs.mesh import mesh as make_mesh
 
-    if out.exists() and not overwrite:
-        raise ReconError(f"mesh: {out} exists; pass --overwrite to replace it")
-    if compare is not None and not compare.is_file():
-        raise ReconError(f"mesh: CAD mesh {compare} does not exist; pass an existing .stl/.ply/.obj/.vtp")
-    volume = read_volume(_density_path(source))
-    cad = None
-    if compare is not None:  # read before anything is written, so a bad CAD file leaves nothing behind
-        import warnings
-
-        import pyvista as pv
-
-        try:
-            with warnings.catch_warnings():  # VTK reader failures come as multi-line warnings
-                warnings.simplefilter("ignore")
-                cad = pv.read(str(compare))
-        except Exception as err:  # VTK readers raise assorted errors
-            raise ReconError(f"mesh: cannot read CAD mesh {compare} ({err})") from None
-        if cad is None or cad.n_points == 0:
-            raise ReconError(f"mesh: CAD mesh {compare} holds no surface; pass a non-empty mesh file")
-    surface, summary = extract_mesh(volume, level=level, smooth=smooth, decimate=decimate, largest=largest)
-    write_mesh(surface, out, format=fmt)
-    preview = out.with_suffix(".png")
-    render_preview(surface, preview, title=out.name)
-    typer.echo(summary.format())
-    typer.echo(f"wrote {out} and {preview}")
-    if cad is not None:
-        result = compare_meshes(surface, cad, align=align)
-        stem = out.with_suffix("")
-        write_comparison(result, Path(f"{stem}_compare.json"), Path(f"{stem}_compare.png"),
-                         extra={"cad": str(compare), "mesh": summary.to_dict()})
-        typer.echo(result.format())
-        typer.echo(f"wrote {stem}_compare.json and {stem}_compare.png")
+    outcome = make_mesh(source, out, level=level, fmt=fmt, smooth=smooth, decimate=decimate, largest=largest,
+                        compare=compare, align=align, overwrite=overwrite)
+    typer.echo(outcome.summary.format())
+    typer.echo(f"wrote {outcome.written[0]} and {outcome.written[1]}")
+    if outcome.comparison is not None:
+        typer.echo(outcome.comparison.format())
+        typer.echo(f"wrote {outcome.written[2]} and {outcome.written[3]}")
 
 
 def main() -> None:

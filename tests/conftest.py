@@ -45,7 +45,7 @@ def tiny_system_file(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_system_file):
-    from recon.simulate import simulate_run
+    from recon.simulation.simulate import simulate_run
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     simulate_run(

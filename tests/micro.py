@@ -43,7 +43,7 @@ def write_micro_system(path: Path) -> Path:
 
 def make_micro_run(directory: Path, *, seed: int = 3) -> Path:
     """Simulate the micro run (a Gaussian cloud, Poisson noise, one dark frame) into ``directory/run``."""
-    from recon.simulate import simulate_run
+    from recon.simulation.simulate import simulate_run
 
     system = write_micro_system(directory / "micro.toml")
     run = directory / "run"

@@ -22,13 +22,14 @@ import torch
 from typer.testing import CliRunner
 
 from optics.atomic import atomic_path, atomic_write_text, check_writable, remove_stale_temporaries
-from recon.checkpoint import read_checkpoint, save_checkpoint
 from recon.cli import app
 from recon.errors import FitError, OutputError
-from recon.fit import FitConfig, FitData, FitState, ViewData, load_fit_config, run_fit
-from recon.fitjob import field_factory, load_fit_data
-from recon.memory import is_out_of_memory, smaller_batch
-from recon.volume import read_volume
+from recon.fitting.checkpoint import FitState, read_checkpoint, save_checkpoint
+from recon.fitting.config import FitConfig, field_factory, load_fit_config
+from recon.fitting.data import FitData, ViewData, load_fit_data
+from recon.fitting.loop import run_fit
+from recon.fitting.memory import is_out_of_memory, smaller_batch
+from recon.io.volume import read_volume
 from tests.conftest import slow
 from tests.micro import FIT_TOML, make_micro_case
 
@@ -251,7 +252,7 @@ def test_nan_pixels_are_masked_not_fatal(micro, tmp_path):
     tifffile.imwrite(run / "views" / "direct.tif", frames)
     data, _, _ = load_fit_data(run)
     view = data.views[0]
-    assert not bool(view.mask[0, 5, 7]) and float(view.counts[0, 5, 7]) == 0.0
+    assert not bool(view.mask[0, 5, 7]) and float(view.electrons[0, 5, 7]) == 0.0
     assert int(view.mask.sum()) == 27 * 27 - 1
 
 
@@ -333,8 +334,9 @@ def test_fit_halves_the_batch_on_out_of_memory_and_goes_on(micro, tmp_path):
 
 def test_fsc_outputs_under_a_file_are_one_line_errors(tmp_path):
     """`recon fsc --out` (library side): an output directory that cannot be made is an OutputError."""
-    from recon.fsc import compare_volumes, write_fsc_outputs
-    from recon.volume import Volume
+    from recon.analysis.resolution import compare_volumes
+    from recon.io.volume import Volume
+    from recon.reporting.fsc_files import write_fsc_outputs
 
     rng = np.random.default_rng(0)
     a = Volume(rng.random((16, 16, 16)).astype(np.float32), (0.0,) * 3, (0.05,) * 3)

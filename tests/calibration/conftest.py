@@ -27,7 +27,7 @@ def dome_files(tmp_path_factory):
 @pytest.fixture(scope="session")
 def target_set(tmp_path_factory, dome_files):
     """A simulated target set: 8 known positions through the perturbed dome (5e7 photons each)."""
-    from recon.simulate import simulate_calibration_target
+    from recon.simulation.target import simulate_calibration_target
 
     nominal_path, perturbed_path, _, _ = dome_files
     out = tmp_path_factory.mktemp("targets") / "cal"

@@ -7,7 +7,7 @@ from calibration.bundle import CalibrationConfig, Observations, calibrate, measu
 from calibration.perturb import mirror_errors
 from calibration.target import read_target_spec
 from optics.errors import CalibrationError
-from recon.run import load_run
+from recon.io.run import load_run
 
 
 def _views(target_set, system):
@@ -26,7 +26,7 @@ def observations(target_set, dome_files):
 
 
 def test_spots_are_measured_close_to_the_true_instrument_prediction(observations, dome_files):
-    from calibration.project import spot_centroids
+    from optics.project import spot_centroids
 
     _, _, _, truth = dome_files
     obs = observations

@@ -10,10 +10,10 @@ from calibration.model import PriorConfig
 from calibration.perturb import in_plane_axes, tilt_normal
 from calibration.selfcal import SelfCalibration
 from recon.cli import app
-from recon.loss import data_loss
-from recon.phantoms import load_phantom
-from recon.render import compact_rays, render_pixels
-from recon.simulate import expected_views, simulation_regions
+from recon.model.loss import data_loss
+from recon.model.render import compact_rays, render_pixels
+from recon.simulation.phantom_file import load_phantom
+from recon.simulation.simulate import expected_views, simulation_regions
 from tests.calibration.conftest import small_dome
 
 

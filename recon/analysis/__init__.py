@@ -1,0 +1,1 @@
+"""Analysis of volumes and runs: moments, FSC resolution, meshes and their comparison, inspection."""

@@ -1,0 +1,174 @@
+"""Checkpoints of a fit: written atomically, checked against the configuration on load.
+
+A checkpoint holds everything a fit needs to continue exactly where it stopped: the field's
+parameters, the optimiser's state (Adam moments, step counts), the fit's random generator, the
+global torch (and CUDA) random states, the progress (:class:`~recon.fitting.checkpoint.FitState`: step,
+losses, …), the configuration and a fingerprint of the data. Resuming with the same settings on
+the same device therefore reproduces the numbers of an uninterrupted fit.
+
+It is written with :func:`optics.atomic.atomic_path` (temporary name, flush, rename), so a fit
+killed at any moment — SIGINT, SIGTERM or SIGKILL — leaves the previous complete checkpoint or
+the new one, never a broken one. Parameters that are not finite are never written: the
+checkpoint on disk is always the last good state.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from dataclasses import field as dc_field
+from pathlib import Path
+
+import torch
+
+from optics.atomic import atomic_path
+from recon.errors import DataError, FitError
+
+__all__ = [
+    "FitState",
+    "check_resumable",
+    "data_fingerprint",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+]
+
+
+@dataclass
+class FitState:
+    """What a checkpoint holds besides the modules."""
+
+    step: int = 0
+    losses: list = dc_field(default_factory=list)
+    elapsed_s: float = 0.0
+    rays_rendered: int = 0
+    batch_pixels: int = 0  # pixels per step now (0: the config's; smaller after running out of memory)
+
+
+_FORMAT = "recon.checkpoint/1"
+
+
+# Settings that change what the parameters mean; a checkpoint only resumes under the same ones.
+_MUST_MATCH = ("field", "model", "field_options", "seed")
+
+
+def _finite(module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.state_dict().values() if p.is_floating_point())
+
+
+def data_fingerprint(data) -> str:
+    """A short key of the data a fit runs on (:class:`~recon.fitting.data.FitData`): pixels, shots, signal."""
+    pixels = sum(int(v.electrons[0].numel()) for v in data.views)
+    shots = sum(int(v.electrons.shape[0]) for v in data.views)
+    signal = sum(float((v.electrons.double() * v.mask).sum()) for v in data.views)
+    return f"{len(data.views)} views, {pixels} px, {shots} shots, {signal:.9e} e"
+
+
+def check_resumable(path: str | os.PathLike, cfg, data=None) -> dict:
+    """Check, before anything is written, that the checkpoint at ``path`` resumes ``cfg`` on ``data``.
+
+    Returns:
+        The checkpoint's contents.
+
+    Raises:
+        DataError: missing, corrupt, written under another configuration or for other data.
+    """
+    payload = read_checkpoint(path)
+    saved = payload["config"]
+    current = asdict(cfg)
+    for key in _MUST_MATCH:
+        if saved.get(key) != current.get(key):
+            raise DataError(f"checkpoint {path} was written with {key}={saved.get(key)!r}, not "
+                            f"{current.get(key)!r}; resume with the same settings or start a new --out")
+    saved_key = payload.get("data_key")
+    data_key = None if data is None else data_fingerprint(data)
+    if data_key is not None and saved_key is not None and saved_key != data_key:
+        raise DataError(f"checkpoint {path} was written for other data ({saved_key}; now {data_key}); "
+                        "resume with the same run or start a new --out")
+    return payload
+
+
+def save_checkpoint(
+    path: str | os.PathLike, field_module, optimizer, generator, cfg, state, *, data_key: str | None = None
+) -> None:
+    """Write the field, optimiser, random states, config and progress to ``path`` atomically.
+
+    Args:
+        path: the checkpoint file.
+        field_module: the field (``nn.Module``).
+        optimizer: its optimiser.
+        generator: the fit's ``torch.Generator`` (batches, jitter).
+        cfg: the :class:`~recon.fitting.config.FitConfig`.
+        state: the :class:`~recon.fitting.checkpoint.FitState`.
+        data_key: :func:`data_fingerprint` of the data; a resume against other data is refused.
+
+    Raises:
+        FitError: the field holds NaN or inf; nothing is written, the previous checkpoint stays.
+    """
+    if not _finite(field_module):
+        raise FitError(
+            f"fit: the field's parameters became NaN or inf by step {state.step}; not overwriting "
+            f"{path}, which keeps the last good state. Lower lr (--config) or check the data"
+        )
+    payload = {
+        "format": _FORMAT,
+        "field": field_module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "config": asdict(cfg),
+        "state": asdict(state),
+        "data_key": data_key,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint file, with one-line errors for missing or corrupt files.
+
+    Raises:
+        DataError: the file is missing, unreadable, truncated or not a recon checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist; run the fit without --resume first")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for truncated files
+        raise DataError(f"checkpoint {path} is corrupt ({type(err).__name__}); delete it and fit again "
+                        "without --resume") from None
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise DataError(f"checkpoint {path} is not a recon checkpoint ({_FORMAT}); delete it and fit "
+                        "again without --resume")
+    missing = [k for k in ("field", "optimizer", "generator", "config", "state") if k not in payload]
+    if missing or not isinstance(payload["config"], dict) or not isinstance(payload["state"], dict):
+        raise DataError(f"checkpoint {path} is incomplete (no {', '.join(missing) or 'config/state'}); "
+                        "delete it and fit again without --resume")
+    return payload
+
+
+def load_checkpoint(path, field_module, optimizer, generator, cfg, *, data=None):
+    """Restore a fit from ``path`` into the given objects and return its FitState.
+
+    Also restores the global torch (and CUDA) random states when the checkpoint holds them.
+
+    Raises:
+        DataError: missing, corrupt, written under another configuration or for other data.
+    """
+    payload = check_resumable(path, cfg, data)
+    try:
+        field_module.load_state_dict(payload["field"])
+        optimizer.load_state_dict(payload["optimizer"])
+        generator.set_state(payload["generator"])
+        if payload.get("torch_rng") is not None:
+            torch.set_rng_state(payload["torch_rng"])
+        cuda_rng = payload.get("cuda_rng")
+        if cuda_rng is not None and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_rng)
+        state = FitState(**payload["state"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+        raise DataError(f"checkpoint {path} does not fit this field ({str(err).splitlines()[0]}); "
+                        "resume with the same settings or start a new --out") from None
+    return state

@@ -1,0 +1,184 @@
+"""Settings of a fit: :class:`FitConfig`, its TOML file (``--config FIT.toml``) and its checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from dataclasses import field as dc_field
+from pathlib import Path
+
+from calibration.model import parse_fit_groups
+from optics.tomlio import read_toml
+from recon.errors import ConfigError
+from recon.model.fields.config import FieldConfig
+from recon.model.fields.registry import make_field
+from recon.model.hashgrid import HashGridConfig
+from recon.model.loss import LOSSES
+from recon.model.render import RENDER_MODELS
+
+__all__ = ["FitConfig", "config_dict", "field_factory", "load_fit_config"]
+
+
+@dataclass
+class FitConfig:
+    """Settings of a fit (every field documented; all can come from ``--config FIT.toml``).
+
+    Attributes:
+        field: ``hashgrid``, ``voxel`` or ``siren``.
+        backend: hash-grid backend, ``auto``, ``torch`` or ``tcnn``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        steps: optimisation steps.
+        batch_pixels: pixels per step, drawn across all views.
+        pool_samples: sub-pixel × aperture samples traced per pixel, S.
+        samples_per_step: of those, how many each step renders per pixel (drawn at random, the
+            weights scaled by S / samples_per_step so the estimate stays unbiased); 0 (the
+            default) renders all S: the prediction of a pixel from fewer samples is unbiased but noisy,
+            and the Poisson likelihood of a noisy prediction is minimised by a *lower* one
+            (−log is convex), which biased the atom number of data/run042 by −8 % with one
+            sample of four (bench/fit_run042.py). A fixed pool is noisy too, for a defocused
+            view most: where counts are below the read-noise variance the Poisson fit acts
+            like least squares with errors in the regressor and shrinks the total (−5 % with
+            all of four samples, −0.4 % with all of eight), hence ``pool_samples = 8``.
+        step_mm: stratum length along rays, mm.
+        lr: initial learning rate of Adam.
+        lr_final: learning rate at the last step (cosine decay).
+        loss: ``poisson`` (default), ``gaussian`` or ``mse``.
+        tv_weight: weight of the total-variation regulariser.
+        sparsity_weight: weight of the mean-density (L1) regulariser.
+        model: ``emission`` (atom clouds) or ``emission-absorption`` (opaque objects).
+        attenuation: κ per unit density for ``emission-absorption``, mm⁻¹.
+        voxel_size_mm: voxel size of density.tif; 0 chooses the object-space pixel.
+        seed: seed of every random choice (same seed, same device → same numbers).
+        checkpoint_every: steps between checkpoints.
+        log_every: steps between progress lines when output is not a terminal.
+        field_options: extra options of the field (see :mod:`recon.model.fields`).
+        refine: optical parameter groups refined jointly with the density (self-calibration),
+            e.g. ``"mirrors"`` or ``"mirrors,pose,focus"``; empty: the optics stay fixed.
+        refine_warmup: density-only steps before the refinement starts.
+        refine_lr: Adam learning rate of the optical parameters (in units of their prior σ).
+    """
+
+    field: str = "hashgrid"
+    backend: str = "auto"
+    device: str = "auto"
+    steps: int = 1500
+    batch_pixels: int = 256
+    pool_samples: int = 8
+    samples_per_step: int = 0
+    step_mm: float = 0.03
+    lr: float = 1e-2
+    lr_final: float = 1e-3
+    loss: str = "poisson"
+    tv_weight: float = 0.0
+    sparsity_weight: float = 0.0
+    model: str = "emission"
+    attenuation: float = 1.0
+    voxel_size_mm: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 250
+    log_every: int = 100
+    field_options: dict = dc_field(default_factory=dict)
+    refine: str = ""
+    refine_warmup: int = 300
+    refine_lr: float = 2e-3
+
+    def validate(self) -> None:
+        """Raise ConfigError for values that cannot work."""
+        checks = [
+            (self.field in ("hashgrid", "voxel", "siren"), "field", "hashgrid, voxel or siren"),
+            (self.backend in ("auto", "torch", "tcnn"), "backend", "auto, torch or tcnn"),
+            (self.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda"),
+            (self.steps >= 1, "steps", "≥ 1"),
+            (self.batch_pixels >= 1, "batch_pixels", "≥ 1"),
+            (self.pool_samples >= 1, "pool_samples", "≥ 1"),
+            (0 <= self.samples_per_step <= self.pool_samples, "samples_per_step",
+             "in 0 … pool_samples (0: all)"),
+            (self.step_mm > 0, "step_mm", "> 0"),
+            (self.lr > 0 and self.lr_final > 0, "lr", "> 0 (lr and lr_final)"),
+            (self.loss in LOSSES, "loss", ", ".join(LOSSES)),
+            (self.model in RENDER_MODELS, "model", ", ".join(RENDER_MODELS)),
+            (self.tv_weight >= 0 and self.sparsity_weight >= 0, "tv_weight", "≥ 0"),
+            (self.voxel_size_mm >= 0, "voxel_size_mm", "≥ 0 (0 = automatic)"),
+            (self.checkpoint_every >= 1, "checkpoint_every", "≥ 1"),
+        ]
+        for ok, key, expected in checks:
+            if not ok:
+                raise ConfigError(f"fit config: '{key}' must be {expected}, got {getattr(self, key)!r}")
+        if self.refine:
+
+            groups = parse_fit_groups(self.refine, where="fit --refine")
+            if "distortion" in groups:
+                raise ConfigError("fit --refine: distortion cannot be refined during a fit; calibrate it "
+                                  "with `recon calibrate --fit distortion`, or pass mirrors,pose,focus")
+            if not 0 <= self.refine_warmup < self.steps or self.refine_lr <= 0:
+                raise ConfigError(f"fit config: 'refine_warmup' must be in 0 … steps − 1 ({self.steps - 1}) "
+                                  f"and 'refine_lr' > 0, got {self.refine_warmup} and {self.refine_lr}")
+
+
+def load_fit_config(path: str | os.PathLike | None, *, base: dict | None = None, **overrides) -> FitConfig:
+    """Read a fit TOML (keys = :class:`FitConfig` fields) and apply non-None ``overrides``.
+
+    ``base`` (the settings saved with a fit being resumed) stands in for the defaults: the TOML's
+    keys replace its values, and the overrides replace both.
+    """
+    data: dict = dict(base or {})
+    if path is not None:
+        data.update(_read_fit_toml(Path(path)))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = FitConfig(**data)
+    except TypeError as err:
+        raise ConfigError(f"fit config: {err}") from None
+    cfg.validate()
+    return cfg
+
+
+def _read_fit_toml(path: Path) -> dict:
+    """The keys of a fit TOML, checked against :class:`FitConfig`'s fields and types."""
+    if not path.is_file():
+        raise ConfigError(f"fit config {path} does not exist; pass an existing TOML file")
+    data = read_toml(path, "fit config")
+    known = {f.name for f in fields(FitConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(known))}")
+    _check_config_types(data, str(path))
+    return data
+
+
+def _check_config_types(data: dict, source: str) -> None:
+    """Raise ConfigError naming the key when a value of a fit TOML has the wrong type."""
+    kinds = {f.name: str(f.type) for f in fields(FitConfig)}
+    for key, value in data.items():
+        kind = kinds[key]
+        if kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif kind == "str":
+            ok = isinstance(value, str)
+        else:
+            ok = isinstance(value, dict)
+        if not ok:
+            expected = {"int": "an integer", "float": "a finite number", "str": "a string"}.get(
+                kind, "a table"
+            )
+            raise ConfigError(f"{source}: key '{key}' must be {expected}, got {value!r}; fix the fit config")
+
+
+def config_dict(cfg: FitConfig) -> dict:
+    """JSON-ready dict of a config."""
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def field_factory(cfg: FitConfig, box_min, box_max, mean_density: float, device):
+    """Build the field of a fit config (density starts at the data's mean density)."""
+    options = {"kind": cfg.field, "init_density": float(mean_density), **cfg.field_options}
+    if "encoding" in options and isinstance(options["encoding"], dict):
+
+        options["encoding"] = HashGridConfig.from_dict(options["encoding"])
+    return make_field(
+        FieldConfig.from_dict(options), box_min, box_max, backend=cfg.backend, device=device, seed=cfg.seed
+    )

@@ -1,0 +1,281 @@
+"""The fit loop: Adam on the data term (Poisson by default) plus regularisers, over batches of pooled pixels.
+
+Each step draws a batch of pixels across all views, renders their expected photoelectrons with
+every pooled sample of :mod:`recon.fitting.raypool`, and takes an Adam step. The loop
+checkpoints (:mod:`recon.fitting.checkpoint`), stops cleanly on SIGINT/SIGTERM, refuses a
+non-finite loss, and halves the batch when a step runs out of memory
+(:mod:`recon.fitting.memory`).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from recon.errors import BackendUnavailableError, FitError
+from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint, save_checkpoint
+from recon.fitting.config import FitConfig
+from recon.fitting.data import FitData
+from recon.fitting.memory import free_cached_memory, smaller_batch
+from recon.fitting.raypool import RayPool, build_ray_pool, check_views_see_the_box
+from recon.fitting.refine import Refinement
+from recon.model.loss import data_loss, tv_regulariser
+from recon.model.render import render_pixels
+
+__all__ = ["FitInterrupted", "estimate_atoms", "resolve_device", "run_fit"]
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """A fit stopped by SIGINT or SIGTERM after writing its checkpoint (the message says where).
+
+    Attributes:
+        exit_status: 128 + the signal number (130 for SIGINT, 143 for SIGTERM), as shells report.
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_status = 128 + int(signum)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; an explicit ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            "fit: --device cuda asked for, but torch sees no CUDA device; pass --device cpu (or auto)"
+        )
+    return torch.device(name)
+
+
+def estimate_atoms(data: FitData, pool: RayPool) -> float:
+    """Rough number of atoms (or relative total) from the total signal and the collected fraction.
+
+    Uses the pooled weights: a uniform unit density in the box would produce ``Σ w · length``
+    photoelectrons per unit emission, so the total signal over that gives the mean density.
+    """
+    y = data.photons_per_atom or 4 * math.pi
+    w_len = (pool.rays.weights * (pool.rays.t_far - pool.rays.t_near)).sum().item()
+    signal = (pool.summed_electrons / pool.n_frames.clamp_min(1)).sum().item()
+    mean_density = max(signal, 1.0) / max(w_len * y / (4 * math.pi), 1e-30)
+    return mean_density
+
+
+def run_fit(
+    data: FitData,
+    cfg: FitConfig,
+    out_dir: Path,
+    *,
+    make_field: Callable,
+    resume: bool = False,
+    progress=None,
+) -> dict:
+    """Fit, checkpoint, and return the final state; writing outputs is :mod:`recon.jobs.fit`'s job.
+
+    Args:
+        data: the measured views and the system.
+        cfg: fit settings.
+        out_dir: output directory (checkpoint.pt lives there).
+        make_field: ``make_field(cfg, box_min, box_max, mean_density, device) -> nn.Module``.
+        resume: continue from ``out_dir/checkpoint.pt``.
+        progress: object with ``start(total)``, ``update(step, loss, rays_per_s)``,
+            ``log(text)`` and ``stop()`` methods.
+
+    Returns:
+        Dict with the field, the pool, the state and the device.
+
+    Raises:
+        FitError: no usable pixel or no signal; the loss became NaN/inf (the checkpoint on disk,
+            the last good state, is kept); out of memory even at one pixel per step.
+        ConfigError: a view none of whose pixels sees the box.
+        FitInterrupted: SIGINT or SIGTERM, after the checkpoint was written.
+
+    A step that runs out of memory is retried with half the pixels (:mod:`recon.fitting.memory`).
+    """
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    log = progress.log if progress else (lambda text: None)
+    t0 = time.perf_counter()
+    pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed, progress=log)
+    usable = (pool.n_frames > 0).nonzero(as_tuple=True)[0]
+    if len(usable) == 0:
+        raise FitError(
+            "fit: no usable pixels (all masked or saturated); check the frames with `recon inspect`"
+        )
+    if pool.summed_electrons[usable].abs().sum() == 0:
+        raise FitError("fit: every usable pixel is zero; the frames hold no signal (check dark/offset)")
+    check_views_see_the_box(data, pool)
+    log(f"pool: {len(pool.rays)} segments for {pool.n_pixels} pixels ({time.perf_counter() - t0:.1f} s)")
+    mean_density = estimate_atoms(data, pool)
+    box = data.system.volume
+    field_module = make_field(cfg, box.min_mm.tolist(), box.max_mm.tolist(), mean_density, device)
+    pool_dev = RayPool(
+        pool.rays.to(device),
+        pool.offsets.to(device),
+        pool.summed_electrons.to(device),
+        pool.n_frames.to(device),
+        pool.view_of_pixel.to(device),
+        pool.read_noise_e,
+        pool.samples,
+    )
+    usable = usable.to(device)
+    optim = torch.optim.Adam(field_module.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    refine = Refinement.start(data, cfg, len(usable), device) if cfg.refine else None
+    if refine is not None and resume:
+        raise FitError("fit: --resume cannot continue a --refine fit (the optical parameters are not in "
+                       "the checkpoint); start the fit again without --resume")
+    state = FitState()
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    ckpt_path = out_dir / "checkpoint.pt"
+    data_key = data_fingerprint(data)
+    saved_step = None
+    if resume:
+        state = load_checkpoint(ckpt_path, field_module, optim, gen, cfg, data=data)
+        saved_step = state.step
+        log(f"resumed from step {state.step}")
+    if not state.batch_pixels:
+        state.batch_pixels = cfg.batch_pixels
+
+    def checkpoint() -> None:
+        nonlocal saved_step
+        save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state, data_key=data_key)
+        saved_step = state.step
+
+    y = data.photons_per_atom or 4 * math.pi
+
+    def lr_at(step: int) -> float:
+        frac = min(step / max(cfg.steps - 1, 1), 1.0)
+        return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
+
+    def forward_backward(batch_pixels: int, refining: bool) -> tuple[float, int]:
+        """One step's loss and gradients on a fresh batch; returns (loss, segments rendered).
+
+        ``refining``: trace the batch through the learnable optics (self-calibration) instead of
+        gathering it from the static pool, and add the optics' prior.
+        """
+        pick = torch.randint(len(usable), (min(batch_pixels, len(usable)),), generator=gen)
+        pixels = usable[pick.to(device)]
+        if refining:
+            pixels, batch = refine.batch(pixels, cfg.samples_per_step or cfg.pool_samples, gen)
+        elif 0 < cfg.samples_per_step < cfg.pool_samples:
+            pixels = pixels.repeat(cfg.samples_per_step)
+            sample = torch.randint(cfg.pool_samples, (len(pixels),), generator=gen).to(device)
+            batch = pool_dev.gather(pixels, sample)
+        else:
+            batch = pool_dev.gather(pixels)
+        pred = render_pixels(
+            field_module,
+            batch,
+            len(pixels),
+            photons_per_atom=y,
+            step_mm=cfg.step_mm,
+            model=cfg.model,
+            attenuation=cfg.attenuation,
+            generator=gen,
+        )
+        loss = data_loss(
+            pred,
+            pool_dev.summed_electrons[pixels],
+            pool_dev.n_frames[pixels],
+            pool_dev.read_noise_e,
+            kind=cfg.loss,
+        )
+        if cfg.tv_weight > 0 or cfg.sparsity_weight > 0:
+            pts = box.min_mm.to(device) + torch.rand(4096, 3, generator=gen).to(device) * box.size_mm.to(
+                device
+            )
+            if cfg.tv_weight > 0:
+                loss = loss + cfg.tv_weight * tv_regulariser(field_module, pts, cfg.step_mm, mean_density)
+            if cfg.sparsity_weight > 0:
+                loss = loss + cfg.sparsity_weight * field_module(pts).mean() / mean_density
+        if refining:
+            loss = loss + refine.module.prior_term()
+        if not torch.isfinite(loss):
+            # Nothing is written: the checkpoint on disk is the last good state.
+            if saved_step is not None:
+                kept = f"the last good checkpoint (step {saved_step}) is {ckpt_path}"
+                then = "rerun with --resume"
+            else:
+                kept = f"no checkpoint was written yet (checkpoint_every = {cfg.checkpoint_every})"
+                then = "fit again"
+            raise FitError(
+                f"fit: the loss became {loss.item()} at step {state.step + 1}; {kept}. Lower lr "
+                f"(now {cfg.lr}, in --config) and {then}, or check the data"
+            )
+        optim.zero_grad(set_to_none=True)
+        if refining:
+            refine.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        return float(loss.detach()), len(batch)
+
+    interrupted = {"flag": False, "signum": signal.SIGINT}
+
+    def on_signal(signum, frame):
+        interrupted["flag"], interrupted["signum"] = True, signum
+
+    old_handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old_handlers[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not in the main thread
+            pass
+    if progress:
+        progress.start(cfg.steps, state.step)
+    t_start = time.perf_counter() - state.elapsed_s
+    try:
+        while state.step < cfg.steps:
+            if interrupted["flag"]:
+                checkpoint()
+                raise FitInterrupted(
+                    f"fit stopped at step {state.step}/{cfg.steps}; checkpoint saved to {ckpt_path}; "
+                    "run the same command with --resume to continue",
+                    interrupted["signum"],
+                )
+            for group in optim.param_groups:
+                group["lr"] = lr_at(state.step)
+            refining = refine is not None and state.step >= cfg.refine_warmup
+            try:
+                loss, n_rays = forward_backward(state.batch_pixels, refining)
+            except RuntimeError as err:  # out of memory: halve the batch and go on (else re-raised)
+                state.batch_pixels = smaller_batch(err, state.batch_pixels, device=device, warn=log)
+                loss = None
+            if loss is None:  # outside the except block, so the failed step's tensors are freed
+                optim.zero_grad(set_to_none=True)
+                free_cached_memory(device)
+                continue
+            optim.step()
+            if refining:
+                refine.optim.step()
+            state.step += 1
+            state.rays_rendered += n_rays
+            state.losses.append(loss)
+            state.elapsed_s = time.perf_counter() - t_start
+            if progress:
+                progress.update(
+                    state.step, state.losses[-1], state.rays_rendered / max(state.elapsed_s, 1e-9)
+                )
+            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+                checkpoint()
+    finally:
+        if progress:
+            progress.stop()
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+    refined = record = None
+    if refine is not None:
+        refined, record, pool = refine.finish(data, cfg, log)
+    return {
+        "field": field_module,
+        "pool": pool,
+        "refined_system": refined,
+        "refinement": record,
+        "state": state,
+        "device": device,
+        "mean_density": mean_density,
+        "photons_per_atom": y,
+    }

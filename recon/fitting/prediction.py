@@ -1,0 +1,57 @@
+"""A fit's predictions of the measured pixels, and its residuals per view."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from recon.fitting.data import FitData
+from recon.fitting.raypool import RayPool
+from recon.io.volume import Volume, interpolate
+from recon.model.forward import render_batches
+
+__all__ = ["predict_views", "residual_stats"]
+
+
+@torch.no_grad()
+def predict_views(
+    volume: Volume,
+    pool: RayPool,
+    photons_per_atom: float,
+    *,
+    model: str = "emission",
+    attenuation: float = 1.0,
+    step_mm: float = 0.02,
+    chunk_pixels: int = 32768,
+) -> torch.Tensor:
+    """Expected photoelectrons of every pooled pixel from a density volume (trilinear)."""
+    n = pool.n_pixels
+    batches = ((slice(start, min(start + chunk_pixels, n)),
+                pool.gather(torch.arange(start, min(start + chunk_pixels, n))))
+               for start in range(0, n, chunk_pixels))
+    return render_batches(lambda p: interpolate(volume, p), batches, n, photons_per_atom=photons_per_atom,
+                          step_mm=step_mm, model=model, attenuation=attenuation,
+                          generator=torch.Generator().manual_seed(1234))
+
+
+def residual_stats(data: FitData, pool: RayPool, predicted: torch.Tensor) -> list[dict]:
+    """Per view: residuals normalised by the expected noise, √(λ + σ²) per frame."""
+    mean = pool.summed_electrons / pool.n_frames.clamp_min(1)
+    sigma = torch.sqrt(predicted.clamp_min(0) + pool.read_noise_e**2) / torch.sqrt(pool.n_frames.clamp_min(1))
+    z = (mean - predicted) / sigma
+    rows = []
+    for vi, view in enumerate(data.views):
+        sel = (pool.view_of_pixel == vi) & (pool.n_frames > 0)
+        zs = z[sel]
+        rows.append(
+            {
+                "view": view.name,
+                "pixels": int(sel.sum()),
+                "measured_e": float(mean[sel].sum()),
+                "predicted_e": float(predicted[sel].sum()),
+                "residual_mean": float(zs.mean()) if len(zs) else math.nan,
+                "residual_rms": float(zs.pow(2).mean().sqrt()) if len(zs) else math.nan,
+            }
+        )
+    return rows

@@ -1,0 +1,137 @@
+"""The ray pool: every pixel of every view traced once through the static optics, kept sorted by pixel.
+
+The optics are static during a density fit, so every pixel's rays are traced once, for a pool
+of sub-pixel and aperture samples, and kept as segments sorted by pixel and sample (CSR). Each
+fit step gathers the segments of a batch of pixels from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from recon.errors import ConfigError
+from recon.fitting.data import FitData
+from recon.model.forward import trace_in_chunks
+from recon.model.render import RayBatch, compact_rays
+
+__all__ = ["RayPool", "build_ray_pool", "check_views_see_the_box"]
+
+
+@dataclass(frozen=True)
+class RayPool:
+    """Pre-traced segments of every pixel sample, sorted by pixel and sample (CSR).
+
+    Attributes:
+        rays: segments; ``rays.pixel`` is the key ``pixel · samples + sample``.
+        offsets: (n_pixels · samples + 1,) segments of key k are ``offsets[k]:offsets[k+1]``.
+        summed_electrons: (n_pixels,) photoelectrons summed over usable frames.
+        n_frames: (n_pixels,) usable frames per pixel.
+        view_of_pixel: (n_pixels,) view index of each pixel.
+        read_noise_e: read noise of the (first) camera, e⁻.
+    """
+
+    rays: RayBatch
+    offsets: torch.Tensor
+    summed_electrons: torch.Tensor
+    n_frames: torch.Tensor
+    view_of_pixel: torch.Tensor
+    read_noise_e: float
+    samples: int
+
+    @property
+    def n_pixels(self) -> int:
+        """Number of pixels."""
+        return self.summed_electrons.shape[0]
+
+    def gather(self, pixels: torch.Tensor, sample: torch.Tensor | None = None) -> RayBatch:
+        """Segments of ``pixels`` (B,), with ``pixel`` renumbered 0 … B − 1.
+
+        Args:
+            pixels: (B,) pixel indices (may repeat).
+            sample: (B,) one pooled sample per pixel to use (weights scaled by ``samples``);
+                None uses every pooled sample.
+        """
+        if sample is None:
+            keys = pixels.unsqueeze(1) * self.samples + torch.arange(self.samples, device=pixels.device)
+            owner = torch.arange(len(pixels), device=pixels.device).repeat_interleave(self.samples)
+            scale = 1.0
+        else:
+            keys, owner, scale = (
+                pixels * self.samples + sample,
+                torch.arange(len(pixels), device=pixels.device),
+                float(self.samples),
+            )
+        keys = keys.reshape(-1)
+        start = self.offsets[keys]
+        count = self.offsets[keys + 1] - start
+        local = torch.repeat_interleave(owner, count)
+        first = torch.cumsum(count, 0) - count
+        index = torch.repeat_interleave(start - first, count) + torch.arange(
+            int(count.sum()), device=pixels.device
+        )
+        batch = self.rays.select(index)
+        weights = batch.weights * scale if scale != 1.0 else batch.weights
+        return RayBatch(
+            batch.origins, batch.directions, weights, batch.t_near, batch.t_far, local, batch.path
+        )
+
+
+def build_ray_pool(
+    data: FitData,
+    *,
+    samples: int,
+    seed: int,
+    chunk_pixels: int = 65536,
+    progress: Callable[[str], None] | None = None,
+) -> RayPool:
+    """Trace every pixel of every view once (static optics) and sort the segments by pixel."""
+    gen = torch.Generator().manual_seed(seed)
+    system = data.system
+    parts: list[RayBatch] = []
+    sums, frames, view_ids = [], [], []
+    base = 0
+    for vi, view in enumerate(data.views):
+        uv = view.pixel_coords()
+        electrons = view.electrons.reshape(view.electrons.shape[0], -1)
+        mask = view.mask.reshape(view.mask.shape[0], -1)
+        sums.append((electrons * mask).sum(0))
+        frames.append(mask.sum(0))
+        view_ids.append(torch.full((len(uv),), vi, dtype=torch.long))
+        for where, traced in trace_in_chunks(system, uv, camera=view.camera, samples=samples, generator=gen,
+                                             chunk_pixels=chunk_pixels):
+            index = torch.arange(where.start, where.stop) + base
+            parts.append(compact_rays(traced, index, per_sample=True))
+        base += len(uv)
+        if progress:
+            progress(f"traced view {view.name}: {len(uv)} pixels")
+    rays = RayBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in RayBatch.__dataclass_fields__))
+    order = torch.argsort(rays.pixel, stable=True)
+    rays = rays.select(order)
+    counts = torch.bincount(rays.pixel, minlength=base * samples)
+    offsets = torch.zeros(base * samples + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(counts, 0)
+    return RayPool(
+        rays,
+        offsets,
+        torch.cat(sums),
+        torch.cat(frames),
+        torch.cat(view_ids),
+        float(data.read_noise_e if data.read_noise_e is not None else system.cameras[0].sensor.read_noise_e),
+        samples,
+    )
+
+
+def check_views_see_the_box(data: FitData, pool: RayPool) -> None:
+    """Raise ConfigError for a view none of whose pixels has a ray through the box."""
+    per_pixel = torch.bincount(torch.div(pool.rays.pixel, pool.samples, rounding_mode="floor"),
+                               minlength=pool.n_pixels)
+    per_view = torch.bincount(pool.view_of_pixel, weights=per_pixel.double(), minlength=len(data.views))
+    for vi, view in enumerate(data.views):
+        if per_view[vi] == 0:
+            raise ConfigError(
+                f"fit: no pixel of view '{view.name}' (roi {list(view.roi)}) sees the box through any "
+                "mirror or directly; fix its roi in run.toml or the mirrors/volume of the system file"
+            )

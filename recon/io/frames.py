@@ -1,0 +1,110 @@
+"""Frames: TIFF files of ADU, every page one shot.
+
+8/16/32-bit integers or 32/64-bit floats; multi-page, ImageJ hyperstacks, OME-TIFF, BigTIFF.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from recon.errors import DataError
+from recon.io.runspec import one_line
+from recon.io.sensor import as_sensor_spec
+from recon.io.volume import quiet_tifffile
+
+__all__ = ["read_frames"]
+
+
+def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object | None = None) -> np.ndarray:
+    """Read a TIFF of frames as ``(pages, height, width)`` in its own dtype.
+
+    Every image of the file (all series, all pages, ImageJ T/Z/C axes, OME channels) becomes a
+    page. Integers (8–64 bit) and floats (16–64 bit) are accepted; NaN marks dead pixels.
+
+    Args:
+        path: the TIFF file.
+        what: what the file is (named in errors, e.g. ``view direct``).
+        sensor: sensor numbers (``bit_depth``) to check integer values against, or None.
+
+    Raises:
+        DataError: missing, unreadable or truncated file, colour or non-image data, no pixels,
+            inf values, only NaN, negative integers, or integers the sensor cannot produce (a
+            dtype narrower than its bit depth, or values above ``2^bits − 1``).
+    """
+    import tifffile
+
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what}: {path} is a directory, not a TIFF file; check the path in run.toml")
+    if not path.is_file():
+        raise DataError(f"{what}: file {path} does not exist; check the path in run.toml")
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            arrays = [(s.asarray(), s.axes) for s in tif.series]
+    except Exception as err:  # tifffile raises many kinds for corrupt or truncated files
+        raise DataError(
+            f"{what}: cannot read {path} as TIFF ({type(err).__name__}: {one_line(err, 100)}); "
+            "is the file complete?"
+        ) from None
+    if not arrays:
+        raise DataError(
+            f"{what}: {path} holds no images (truncated, or not written as TIFF pages?); re-export the frames"
+        )
+    pages = []
+    for data, axes in arrays:
+        data = np.asarray(data)
+        if "S" in axes:  # samples per pixel: RGB(A), contiguous (…YXS) or planar (…SYX)
+            axis = axes.index("S")
+            if data.shape[axis] != 1:
+                raise DataError(
+                    f"{what}: {path} is a colour image ({data.shape[axis]} samples per pixel); save "
+                    "monochrome pages (tifffile: photometric='minisblack')"
+                )
+            data = np.take(data, 0, axis=axis)
+        if data.ndim < 2:
+            raise DataError(f"{what}: {path} holds an array of shape {data.shape}; expected images")
+        if data.size == 0:
+            raise DataError(f"{what}: {path} holds an empty image {data.shape}; is the file complete?")
+        pages.append(data.reshape(-1, *data.shape[-2:]))
+    if len({p.shape[1:] for p in pages}) > 1 or len({p.dtype for p in pages}) > 1:
+        raise DataError(
+            f"{what}: {path} holds images of different sizes or types "
+            f"({', '.join(sorted({f'{p.shape[1]}×{p.shape[2]} {p.dtype}' for p in pages}))}); "
+            "one file must hold pages of one view"
+        )
+    data = pages[0] if len(pages) == 1 else np.concatenate(pages)
+    if data.size == 0:
+        raise DataError(f"{what}: {path} holds no pixels")
+    kind = data.dtype.kind
+    if kind not in "uif":
+        raise DataError(f"{what}: {path} has pixel type {data.dtype}; expected integers or floats")
+    if kind == "f":
+        if np.isinf(data).any():
+            raise DataError(f"{what}: {path} holds inf values; fix the file (mark dead pixels with NaN)")
+        if np.isnan(data).all():
+            raise DataError(f"{what}: {path} holds only NaN; the frames hold no data")
+    else:
+        if kind == "i" and int(data.min()) < 0:
+            raise DataError(
+                f"{what}: {path} holds negative values ({int(data.min())}); raw frames are counts ≥ 0"
+            )
+        if sensor is not None:
+            spec = as_sensor_spec(sensor)
+            bits = data.dtype.itemsize * 8 - (1 if kind == "i" else 0)
+            if bits < spec.bit_depth:
+                raise DataError(
+                    f"{what}: {path} is {data.dtype} ({bits}-bit), too narrow for the "
+                    f"{spec.bit_depth}-bit sensor; export the frames with at least {spec.bit_depth} bits"
+                )
+            top = int(data.max())
+            if top > spec.saturation_adu:
+                raise DataError(
+                    f"{what}: {path} holds values up to {top}, beyond the {spec.bit_depth}-bit range "
+                    f"(max {spec.saturation_adu}) of the sensor; check bit_depth in the system file "
+                    "or the file"
+                )
+    return data

@@ -1,0 +1,206 @@
+"""Volumes on regular grids and their ImageJ-compatible TIFF files.
+
+Conventions (the same everywhere in the project): arrays are indexed ``(z, y, x)``; physical
+coordinates are ``(x, y, z)`` in millimetres; voxel ``(k, j, i)`` has its centre at
+``origin_mm + (i, j, k) * voxel_size_mm``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from optics.atomic import atomic_path
+from recon.errors import DataError, ShapeError
+
+__all__ = ["Volume", "grid_points", "interpolate", "quiet_tifffile", "read_volume", "write_volume"]
+
+
+_FORMAT = "recon.volume/1"
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A scalar field sampled on a regular grid.
+
+    Attributes:
+        data: (Z, Y, X) float32 values (density: atoms/mm³, or relative units).
+        origin_mm: (3,) world position ``(x, y, z)`` of the centre of voxel ``(0, 0, 0)``, mm.
+        voxel_size_mm: (3,) voxel edge lengths along ``(x, y, z)``, mm.
+        unit: what the values mean, e.g. ``"atoms/mm^3"`` or ``"relative"``.
+        meta: extra JSON-serialisable information kept with the file.
+    """
+
+    data: np.ndarray
+    origin_mm: tuple[float, float, float]
+    voxel_size_mm: tuple[float, float, float]
+    unit: str = "relative"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if np.ndim(self.data) != 3:
+            raise ShapeError(
+                f"Volume: data must be 3-D (z, y, x), got shape {np.shape(self.data)}"
+            )
+        if len(self.origin_mm) != 3 or len(self.voxel_size_mm) != 3:
+            raise ShapeError("Volume: origin_mm and voxel_size_mm must have 3 entries (x, y, z)")
+        if min(self.voxel_size_mm) <= 0:
+            raise ShapeError(f"Volume: voxel sizes must be positive, got {self.voxel_size_mm}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Grid shape ``(Z, Y, X)``."""
+        return tuple(self.data.shape)
+
+    @property
+    def bounds_mm(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """Centres of the first and last voxels, ``((x0, y0, z0), (x1, y1, z1))``, mm."""
+        last = [o + (n - 1) * s for o, n, s in zip(self.origin_mm, self.shape[::-1],
+                                                     self.voxel_size_mm, strict=True)]
+        return tuple(self.origin_mm), tuple(last)
+
+    def points(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Voxel centres as a ``(Z, Y, X, 3)`` tensor of ``(x, y, z)`` positions, mm."""
+        return grid_points(self.shape, self.origin_mm, self.voxel_size_mm, dtype=dtype)
+
+
+def grid_points(
+    shape: tuple[int, int, int],
+    origin_mm: tuple[float, float, float],
+    voxel_size_mm: tuple[float, float, float],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Return voxel centres of a ``(Z, Y, X)`` grid as ``(Z, Y, X, 3)`` ``(x, y, z)`` mm."""
+    axes = [
+        torch.arange(n, dtype=dtype, device=device) * s + o
+        for n, s, o in zip(shape[::-1], voxel_size_mm, origin_mm, strict=True)
+    ]  # x, y, z
+    z, y, x = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+    return torch.stack([x, y, z], dim=-1)
+
+
+@contextlib.contextmanager
+def quiet_tifffile():
+    """Silence tifffile's log lines while reading (a damaged file becomes one DataError line)."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def write_volume(path: str | os.PathLike, volume: Volume) -> None:
+    """Write ``volume`` as a float32 ImageJ hyperstack TIFF (deflate-compressed), atomically.
+
+    ImageJ reads the voxel size (mm) from the resolution tags and ``spacing``; the origin,
+    unit and extra metadata travel as JSON in the ImageJ ``Info`` field.
+    """
+    import tifffile
+
+    dx, dy, dz = (float(v) for v in volume.voxel_size_mm)
+    info = {
+        "format": _FORMAT,
+        "axes": "ZYX",
+        "origin_mm": [float(v) for v in volume.origin_mm],
+        "voxel_size_mm": [dx, dy, dz],
+        "unit": volume.unit,
+        "meta": volume.meta,
+    }
+    data = np.ascontiguousarray(volume.data, dtype=np.float32)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(
+            tmp,
+            data,
+            imagej=True,
+            compression="zlib",
+            resolution=(1.0 / dx, 1.0 / dy),
+            metadata={"spacing": dz, "unit": "mm", "axes": "ZYX", "Info": json.dumps(info)},
+        )
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a volume written by :func:`write_volume` (or any 3-D ImageJ TIFF with voxel sizes).
+
+    Raises:
+        DataError: the file is missing, unreadable, not 3-D, or holds NaN/inf.
+    """
+    import tifffile
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"read_volume: {path} does not exist; give the path of a volume TIFF")
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            data = tif.asarray()
+            ij = tif.imagej_metadata or {}
+            page = tif.pages[0]
+            xres = page.tags.get("XResolution")
+            yres = page.tags.get("YResolution")
+    except Exception as err:  # tifffile raises many types for corrupt files
+        raise DataError(
+            f"read_volume: cannot read {path} as TIFF ({err}); is the file complete?"
+        ) from None
+    data = np.squeeze(np.asarray(data))
+    if data.ndim != 3:
+        raise DataError(f"read_volume: {path} holds an array of shape {data.shape}, expected 3-D")
+    if not np.all(np.isfinite(data)):
+        raise DataError(f"read_volume: {path} holds NaN or inf values")
+    info: dict = {}
+    if "Info" in ij:
+        try:
+            info = json.loads(ij["Info"])
+        except (TypeError, ValueError):
+            info = {}
+    if "voxel_size_mm" in info:
+        voxel = tuple(float(v) for v in info["voxel_size_mm"])
+        origin = tuple(float(v) for v in info.get("origin_mm", (0.0, 0.0, 0.0)))
+    else:  # plain ImageJ stack: voxel size from resolution tags, origin at 0
+        def _size(tag):
+            if tag is None:
+                return 1.0
+            num, den = tag.value
+            return den / num if num else 1.0
+
+        voxel = (_size(xres), _size(yres), float(ij.get("spacing", 1.0)))
+        origin = (0.0, 0.0, 0.0)
+    return Volume(
+        data=data.astype(np.float32, copy=False),
+        origin_mm=origin,
+        voxel_size_mm=voxel,
+        unit=str(info.get("unit", "relative")),
+        meta=dict(info.get("meta", {})),
+    )
+
+
+def interpolate(volume: Volume, points_mm: torch.Tensor) -> torch.Tensor:
+    """Trilinear interpolation of a volume at world points; zero outside the grid.
+
+    Args:
+        volume: the volume (values at voxel centres).
+        points_mm: (..., 3) points ``(x, y, z)``, mm.
+
+    Returns:
+        (...) interpolated values, in the dtype of ``points_mm``.
+    """
+    import torch.nn.functional as F
+
+    data = torch.as_tensor(volume.data, device=points_mm.device, dtype=points_mm.dtype)
+    origin = torch.tensor(volume.origin_mm, device=points_mm.device, dtype=points_mm.dtype)
+    spacing = torch.tensor(volume.voxel_size_mm, device=points_mm.device, dtype=points_mm.dtype)
+    size = torch.tensor(volume.shape[::-1], device=points_mm.device, dtype=points_mm.dtype)  # x, y, z
+    # align_corners=True: −1 and +1 are the centres of the first and last voxels.
+    grid = 2.0 * (points_mm - origin) / (spacing * (size - 1).clamp_min(1)) - 1.0
+    out = F.grid_sample(data[None, None], grid.reshape(1, -1, 1, 1, 3), mode="bilinear",
+                        padding_mode="zeros", align_corners=True)
+    return out.reshape(points_mm.shape[:-1])

@@ -1,0 +1,1 @@
+"""The operations of the command line as Python functions: each reads its inputs, runs, writes its outputs."""

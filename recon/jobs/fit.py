@@ -1,0 +1,271 @@
+"""`recon fit` end to end: run directory → fit(s) → output directory (nothing half-written).
+
+:func:`fit` is the Python API of the command (``recon.fit``): it resolves the settings (defaults,
+``--config`` TOML, explicit options, and on ``--resume`` the interrupted fit's own settings),
+reads the run and calls :func:`run_fit_job`, which runs the fit (or the two split-half fits)
+and writes the output directory: density.tif, renders/, metrics.json, report.html, and the FSC
+against a simulated run's truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from optics.atomic import atomic_write_json
+from optics.system import System, save_system
+from recon.analysis.moments import cloud_metrics
+from recon.environment import versions
+from recon.errors import ConfigError
+from recon.fitting.checkpoint import check_resumable
+from recon.fitting.config import FitConfig, config_dict, field_factory, load_fit_config
+from recon.fitting.data import HALF_SEED_OFFSET, FitData, density_grid, load_fit_data, split_fit_data
+from recon.fitting.loop import run_fit
+from recon.fitting.outdir import (
+    discard_unless_resumable,
+    finish_out_dir,
+    prepare_out_dir,
+    saved_fit_settings,
+)
+from recon.fitting.prediction import predict_views, residual_stats
+from recon.fitting.raypool import RayPool
+from recon.io.volume import Volume, write_volume
+from recon.jobs.compare import fsc_halves, fsc_truth
+from recon.model.fields.base import sample_field
+from recon.reporting.renders import write_renders
+from recon.reporting.report import write_report
+
+__all__ = ["FitOutcome", "fit", "run_fit_job", "save_density"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOutcome:
+    """What :func:`fit` did: the metrics it wrote, where, and with which settings."""
+
+    metrics: dict
+    out: Path
+    config: FitConfig
+
+
+def fit(
+    views: str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    config: str | os.PathLike | None = None,
+    split_halves: bool = False,
+    split: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    make_progress: Callable[[FitConfig], object] | None = None,
+    **settings,
+) -> FitOutcome:
+    """Fit a run and write its output directory (``recon fit``).
+
+    Args:
+        views: the run directory (run.toml + TIFF frames).
+        out: output directory (default ``fits/<run name>``).
+        config: a fit TOML (keys of :class:`~recon.fitting.config.FitConfig`).
+        split_halves: fit two independent halves and report their FSC (0.143).
+        split: how to halve: ``auto``, ``thinning`` or ``frames``.
+        resume: continue the interrupted (or finished) fit in ``out`` with the settings it was
+            written with, unless given again here.
+        overwrite: replace an existing ``out``.
+        make_progress: builds the progress display from the resolved settings (None: silent).
+        **settings: :class:`~recon.fitting.config.FitConfig` fields given explicitly (None
+            values are ignored); they win over the TOML and the resumed fit's settings.
+
+    Raises:
+        ReconError: bad settings, a bad run, or an output directory that cannot be used.
+    """
+    cfg = load_fit_config(config, **settings)
+    if split != "auto" and not split_halves:
+        raise ConfigError(f"fit: --split {split} only applies with --split-halves; add --split-halves")
+    if split_halves and cfg.refine:
+        raise ConfigError("fit: --refine and --split-halves cannot be combined; refine first, then fit the "
+                          "halves with the refined system")
+    data, run_name, truth = load_fit_data(Path(views))
+    out = Path(out) if out is not None else Path("fits") / run_name
+    if resume:  # what was not given now is what the interrupted fit ran with
+        cfg = load_fit_config(config, base=saved_fit_settings(out), **settings)
+    progress = make_progress(cfg) if make_progress else None
+    metrics = run_fit_job(data, cfg, out, run_name=run_name, overwrite=overwrite, resume=resume,
+                          progress=progress, truth_path=truth, split_halves=split if split_halves else None)
+    return FitOutcome(metrics, out, cfg)
+
+
+
+
+def _fit_jobs(data: FitData, cfg: FitConfig, work: Path, split_halves: str | None):
+    """The fits to run as ``(data, config, directory)``, and the split (None: one fit of all data).
+
+    Split half i (1, 2) is fitted with seed ``seed + i · HALF_SEED_OFFSET`` in ``work/half{i}``.
+    """
+    if split_halves is None:
+        return [(data, cfg, work)], None
+    halves, how = split_fit_data(data, split_halves, cfg.seed)
+    return [(half, dataclasses.replace(cfg, seed=cfg.seed + HALF_SEED_OFFSET * i), work / f"half{i}")
+            for i, half in enumerate(halves, 1)], how
+
+
+def _combined_pool(results: list[dict], how: str) -> RayPool:
+    """The ray pool of half 1 with the measured counts of both halves (the whole data)."""
+    a, b = results[0]["pool"], results[1]["pool"]
+    frames = a.n_frames + b.n_frames if how == "frames" else a.n_frames
+    return dataclasses.replace(a, summed_electrons=a.summed_electrons + b.summed_electrons, n_frames=frames,
+                               read_noise_e=a.read_noise_e * (math.sqrt(2) if how == "thinning" else 1.0))
+
+
+def _fsc_metrics(report: dict) -> dict:
+    """The figures of an FSC report that metrics.json carries."""
+    d = report.get("directional") or {}
+    return {
+        "threshold": report["threshold"],
+        "resolution_um": report["resolution_um"],
+        "resolution_interpolated_um": report["resolution_interpolated_um"],
+        "reached_nyquist": report["reached_nyquist"],
+        "nyquist_um": report["nyquist_um"],
+        "resolution_xyz_um": [d.get(f"resolution_{a}_um") for a in "xyz"] if d else None,
+        "sphericity": d.get("sphericity"),
+    }
+
+
+def _write_refinement(work: Path, refined: System, record: dict, cfg: FitConfig, progress) -> None:
+    """Write the self-calibrated system and what changed (``refined_system.toml``, ``refinement.json``)."""
+    save_system(refined, work / "refined_system.toml", header=(
+        f"Self-calibrated by `recon fit --refine {cfg.refine}`: refined jointly with the density after "
+        f"{cfg.refine_warmup} density-only steps of {cfg.steps}, prior toward the run's system"))
+    atomic_write_json(work / "refinement.json", record)
+    if progress and "mirrors" in record["changes"]:
+        tilts = [m["tilt_deg"] for m in record["changes"]["mirrors"]]
+        progress.log(f"refined mirrors: tilt changes up to {max(tilts):.4f}°; written to refined_system.toml")
+
+
+def run_fit_job(
+    data: FitData,
+    cfg: FitConfig,
+    out: Path,
+    *,
+    run_name: str,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress=None,
+    truth_path: Path | None = None,
+    split_halves: str | None = None,
+) -> dict:
+    """Fit ``data`` and write the whole output directory; returns the metrics.
+
+    Args:
+        data: the run's data.
+        cfg: fit settings.
+        out: output directory.
+        run_name: name of the run (for the report).
+        overwrite: replace an existing ``out``.
+        resume: continue from the checkpoint(s) in ``out``.
+        progress: progress display (see :func:`recon.fitting.loop.run_fit`).
+        truth_path: the true density (simulated runs): the fit is compared with it by FSC
+            (``fsc-truth/``) and metrics.json holds the resolution.
+        split_halves: None for one fit of all the data; ``auto``, ``thinning`` or ``frames`` to
+            fit two independent halves (:func:`split_fit_data`), write ``half1.tif``,
+            ``half2.tif`` and their average as ``density.tif``, and their FSC (``fsc-halves/``).
+    """
+    work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    if resume:
+        cfg.steps = max(cfg.steps, int(saved_fit_settings(out).get("steps", 0)))
+    jobs, how = _fit_jobs(data, cfg, work, split_halves)
+    if resume:  # refuse a wrong checkpoint before anything is written
+
+        for job_data, job_cfg, where in jobs:
+            if (where / "checkpoint.pt").is_file():
+                check_resumable(where / "checkpoint.pt", job_cfg, job_data)
+    try:
+        atomic_write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name,
+                                          "split_halves": split_halves, "versions": versions()})
+        t0 = time.perf_counter()
+        results = []
+        for i, (job_data, job_cfg, where) in enumerate(jobs, 1):
+            where.mkdir(exist_ok=True)
+            if progress and how is not None:
+                progress.log(f"half {i}/2 ({how} split)")
+            results.append(run_fit(job_data, job_cfg, where, make_field=field_factory,
+                                   resume=resume and (where / "checkpoint.pt").is_file(), progress=progress))
+    except BaseException:
+        discard_unless_resumable(work, out)
+        raise
+    if results[0]["refined_system"] is not None:
+        _write_refinement(work, results[0]["refined_system"], results[0]["refinement"], cfg, progress)
+    shape, origin, voxel = density_grid(data, cfg.voxel_size_mm)
+    pool = results[0]["pool"] if how is None else _combined_pool(results, how)
+    fit_time = time.perf_counter() - t0
+    device = results[0]["device"]
+    states = [r["state"] for r in results]
+    backend = getattr(results[0]["field"], "backend", "torch")
+    if progress:
+        progress.log("writing outputs: density.tif, renders/, metrics.json, report.html")
+    meta = {"run": run_name, "field": cfg.field, "backend": backend, "steps": states[0].step}
+    grids = [sample_field(r["field"], shape, origin, voxel, device) for r in results]
+    extra: dict = {}
+    if how is not None:
+        halves = [save_density(work, g, origin, voxel, data.density_unit, {**meta, "half": i},
+                               name=f"half{i}.tif") for i, g in enumerate(grids, 1)]
+        report = fsc_halves(*halves, work)
+        extra["split_halves"] = {"split": how, "fsc": _fsc_metrics(report)}
+    volume = save_density(work, sum(grids) / len(grids), origin, voxel, data.density_unit, meta)
+    predicted = predict_views(
+        volume,
+        pool,
+        data.photons_per_atom or 4 * math.pi,
+        model=cfg.model,
+        attenuation=cfg.attenuation,
+        step_mm=min(cfg.step_mm, 0.02),
+    )
+    views = residual_stats(data, pool, predicted)
+    losses = [sum(v) / len(v) for v in zip(*(s.losses for s in states), strict=True)]
+    images = write_renders(work, data, pool, predicted, volume, losses)
+    if truth_path is not None:
+        extra["fsc_truth"] = _fsc_metrics(fsc_truth(volume, truth_path, work))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    loop_s = sum(s.elapsed_s for s in states)
+    metrics = {
+        "run": run_name,
+        "density_unit": data.density_unit,
+        **cloud_metrics(volume),
+        "final_loss": float(sum(losses[-50:]) / max(len(losses[-50:]), 1)),
+        "steps": states[0].step,
+        "time_s": round(fit_time, 2),
+        "fit_loop_s": round(loop_s, 2),
+        "rays_per_s": round(sum(s.rays_rendered for s in states) / max(loop_s, 1e-9), 1),
+        "peak_memory_mb": round(peak_mb, 1),
+        "peak_memory_kind": "GPU allocated" if device.type == "cuda" else "process max RSS",
+        "backend": backend,
+        "device": str(device),
+        "voxel_size_mm": voxel[0],
+        "grid": list(shape),
+        "views": views,
+        **extra,
+        "versions": versions(),
+    }
+    if data.density_unit != "atoms/mm^3":
+        metrics["atoms_note"] = "relative units: the run gives no photons per atom"
+    atomic_write_json(work / "metrics.json", metrics)
+    write_report(work, metrics, images)
+    finish_out_dir(work, out)
+    return metrics
+
+
+def save_density(
+    out_dir: Path, data_grid: np.ndarray, origin, voxel, unit: str, meta: dict, *, name: str = "density.tif"
+) -> Volume:
+    """Write ``out_dir/name`` (default density.tif) and return the Volume."""
+    volume = Volume(data_grid.astype(np.float32), tuple(origin), tuple(voxel), unit, meta)
+    write_volume(out_dir / name, volume)
+    return volume

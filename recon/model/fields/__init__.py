@@ -1,0 +1,24 @@
+"""Density fields behind one interface (:class:`Field`): hash grid, voxel grid, SIREN.
+
+:func:`make_field` builds one from a :class:`FieldConfig`; each kind lives in its own module.
+"""
+
+from recon.model.fields.base import Field, box_grid, sample_field
+from recon.model.fields.config import ACTIVATIONS, FIELD_KINDS, FieldConfig
+from recon.model.fields.hashgrid import HashGridField
+from recon.model.fields.registry import make_field
+from recon.model.fields.siren import SirenField
+from recon.model.fields.voxel import VoxelField
+
+__all__ = [
+    "ACTIVATIONS",
+    "FIELD_KINDS",
+    "Field",
+    "FieldConfig",
+    "HashGridField",
+    "SirenField",
+    "VoxelField",
+    "box_grid",
+    "make_field",
+    "sample_field",
+]

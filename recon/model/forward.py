@@ -1,0 +1,92 @@
+"""The forward path, written once: sensor pixels → traced rays → expected photoelectrons, in chunks.
+
+:func:`trace_in_chunks` traces the pixels of a view through the instrument a chunk at a time
+(drawing each pixel's sub-pixel × aperture samples from the generator), and
+:func:`render_batches` renders a stream of ray batches into per-pixel expectations. The
+simulator renders each traced chunk at once; the fit keeps the traced chunks (its ray pool,
+:mod:`recon.fitting.raypool`) and renders batches gathered from it — for its steps, and for the
+predicted views of its outputs. Both consume one generator in the same order, chunk by chunk,
+so a seed fixes every sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+
+from optics.system import System
+from optics.trace import TracedRays, sample_pixel_samples, trace_pixels
+from recon.model.render import RayBatch, render_pixels
+
+__all__ = ["render_batches", "trace_in_chunks"]
+
+
+def trace_in_chunks(
+    system: System,
+    pixels_uv: torch.Tensor,
+    *,
+    camera: int,
+    samples: int,
+    generator: torch.Generator,
+    chunk_pixels: int,
+) -> Iterator[tuple[slice, TracedRays]]:
+    """Trace pixels into the box, ``chunk_pixels`` at a time.
+
+    Args:
+        system: the instrument.
+        pixels_uv: (P, 2) full-sensor pixel centres (u, v), px.
+        camera: camera index.
+        samples: sub-pixel × aperture samples per pixel (stratified,
+            :func:`optics.trace.sample_pixel_samples`).
+        generator: the random generator of the samples (consumed chunk by chunk).
+        chunk_pixels: pixels traced at once (bounds memory).
+
+    Yields:
+        ``(where, traced)``: the slice of ``pixels_uv`` and its traced rays.
+    """
+    for start in range(0, len(pixels_uv), chunk_pixels):
+        chunk = pixels_uv[start : start + chunk_pixels]
+        sub, ap = sample_pixel_samples(len(chunk), samples, generator=generator)
+        yield slice(start, start + len(chunk)), trace_pixels(system, chunk, camera=camera, subpixel=sub,
+                                                             aperture=ap)
+
+
+def render_batches(
+    density: Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterable[tuple[slice, RayBatch]],
+    n_pixels: int,
+    *,
+    photons_per_atom: float,
+    step_mm: float,
+    model: str = "emission",
+    attenuation: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Expected photoelectrons of ``n_pixels`` pixels from batches of their rays.
+
+    Args:
+        density: maps (M, 3) points in mm to (M,) densities (a field, a volume's interpolant, a
+            phantom).
+        batches: ``(where, rays)`` with ``rays.pixel`` numbering the pixels of ``where``
+            (0 … len − 1); consumed lazily, one at a time.
+        n_pixels: pixels in all.
+        photons_per_atom: photons scattered per atom in the exposure.
+        step_mm: stratum length along rays, mm.
+        model: ``emission`` or ``emission-absorption``.
+        attenuation: κ per unit density (emission–absorption).
+        generator: the random generator of the jittered samples.
+        progress: called with the pixels done so far after each batch.
+
+    Returns:
+        (n_pixels,) float32 expected photoelectrons.
+    """
+    out = torch.zeros(n_pixels)
+    for where, rays in batches:
+        out[where] = render_pixels(density, rays, where.stop - where.start, photons_per_atom=photons_per_atom,
+                                   step_mm=step_mm, model=model, attenuation=attenuation,
+                                   generator=generator).float()
+        if progress:
+            progress(where.stop)
+    return out

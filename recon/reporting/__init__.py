@@ -1,0 +1,1 @@
+"""What users read: report.html, renders, figures, summary lines, tables, progress display."""

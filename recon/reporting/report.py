@@ -1,0 +1,102 @@
+"""``report.html``: one self-contained page with a fit's numbers and pictures."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from optics.atomic import atomic_write_text
+from recon.analysis.resolution import COMPARISONS
+from recon.reporting.summary import format_um
+
+__all__ = ["figure_html", "fsc_sections", "refresh_report", "write_report"]
+
+
+def figure_html(png: Path, caption: str) -> str:
+    """A PNG inlined (base64) in an HTML figure, so the page is self-contained."""
+    data = base64.b64encode(png.read_bytes()).decode()
+    return (f"<figure><img src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def write_report(out_dir: Path, metrics: dict, images: list[Path], extra_sections: list[str] = ()) -> None:
+    """One self-contained HTML page: the numbers and the pictures (inlined as base64).
+
+    The resolution sections come from the FSC comparisons found in ``out_dir``
+    (:func:`recon.reporting.report.fsc_sections`), so rewriting the report after ``recon fsc OUT/``
+    adds them.
+    """
+    extra_sections = [*extra_sections, *fsc_sections(out_dir)]
+    rows = []
+    for key in (
+        "atoms",
+        "centroid_mm",
+        "width_mm",
+        "final_loss",
+        "steps",
+        "time_s",
+        "rays_per_s",
+        "peak_memory_mb",
+        "backend",
+        "device",
+        "density_unit",
+    ):
+        if key in metrics:
+            rows.append(f"<tr><th>{html.escape(key)}</th><td>{html.escape(str(metrics[key]))}</td></tr>")
+    view_rows = "".join(
+        f"<tr><td>{html.escape(v['view'])}</td><td>{v['pixels']}</td><td>{v['measured_e']:.4g}</td>"
+        f"<td>{v['predicted_e']:.4g}</td><td>{v['residual_mean']:.3f}</td><td>{v['residual_rms']:.3f}</td></tr>"
+        for v in metrics.get("views", [])
+    )
+    pics = "".join(figure_html(p, p.name) for p in images if p.exists())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>recon fit report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}img{{max-width:100%}}</style></head><body>
+<h1>recon fit: {html.escape(str(metrics.get("run", "")))}</h1>
+<h2>Summary</h2><table>{"".join(rows)}</table>
+<h2>Views</h2><p>Residuals are (measured − predicted)/√(predicted + σ²_read) per pixel: mean ≈ 0 and
+RMS ≈ 1 when the model explains the data down to the noise.</p>
+<table><tr><th>view</th><th>pixels</th><th>measured e⁻</th><th>predicted e⁻</th><th>residual mean</th>
+<th>residual RMS</th></tr>{view_rows}</table>
+{"".join(extra_sections)}
+<h2>Pictures</h2>{pics}
+</body></html>
+"""
+    atomic_write_text(out_dir / "report.html", page)
+
+
+def fsc_sections(out_dir: Path) -> list[str]:
+    """HTML sections of ``report.html`` for the comparisons found in ``out_dir``."""
+    sections = []
+    for sub, (title, _) in COMPARISONS.items():
+        json_path, png_path = out_dir / sub / "fsc.json", out_dir / sub / "fsc.png"
+        if not json_path.is_file():
+            continue
+        report = json.loads(json_path.read_text())
+        rows = [("threshold", report["threshold"]),
+                ("resolution (last shell above)", format_um(report["resolution_um"])),
+                ("resolution (interpolated)", format_um(report["resolution_interpolated_um"])),
+                ("Nyquist", format_um(report["nyquist_um"]))]
+        for name, crossing in report["resolutions"].items():
+            rows.append((f"at {name}", format_um(crossing["resolution_um"])))
+        d = report.get("directional")
+        if d:
+            rows += [(f"along x / y / z (cones ±{d['cone_half_angle_deg']:g}°)",
+                      " / ".join(format_um(d[f"resolution_{a}_um"]) for a in "xyz")),
+                     ("best / worst direction", f"{format_um(d['best_resolution_um'])} / "
+                                                f"{format_um(d['worst_resolution_um'])}"),
+                     ("sphericity", f"{d['sphericity']:.3f}")]
+        table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        img = figure_html(png_path, f"{sub}/fsc.png") if png_path.is_file() else ""
+        sections.append(f"<h2>Resolution {html.escape(title)} (FSC)</h2><table>{table}</table>{img}")
+    return sections
+
+
+def refresh_report(out_dir: Path) -> None:
+    """Rewrite a fit's report.html so that it holds the FSC sections now in ``out_dir``."""
+    metrics_path = out_dir / "metrics.json"
+    if metrics_path.is_file():
+        images = sorted((out_dir / "renders").glob("*.png"))
+        write_report(out_dir, json.loads(metrics_path.read_text()), images)

@@ -1,0 +1,50 @@
+"""The lines a command prints at its end: the fit summary and the resolution line."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["format_um", "summary_line", "summary_lines"]
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """A few lines for the terminal."""
+    c = metrics["centroid_mm"]
+    w = metrics["width_mm"]
+    fmt = (lambda v: f"{v * 1000:.1f}") if all(math.isfinite(x) for x in c + w) else str
+    lines = [
+        f"atoms {metrics['atoms']:.4g} ({metrics['density_unit']}), centroid (µm) "
+        f"{', '.join(fmt(v) for v in c)}, widths σ (µm) {', '.join(fmt(v) for v in w)}",
+        f"{metrics['steps']} steps in {metrics['time_s']:.1f} s, {metrics['rays_per_s']:,.0f} rays/s, "
+        f"backend {metrics['backend']} on {metrics['device']}, final loss {metrics['final_loss']:.4f}",
+    ]
+    for key, what in (("fsc_truth", "against the truth"), ("split_halves", "between the split halves")):
+        if key in metrics:
+            f = metrics[key].get("fsc", metrics[key])
+            line = (f"resolution {what} (FSC {f['threshold']}): {format_um(f['resolution_um'])}, "
+                    f"interpolated {format_um(f['resolution_interpolated_um'])}")
+            if f["reached_nyquist"]:
+                line += f" (reached Nyquist, {f['nyquist_um']:.4g} µm)"
+            if f["resolution_xyz_um"]:
+                line += f"; x/y/z {' / '.join(format_um(v) for v in f['resolution_xyz_um'])}"
+            lines.append(line)
+    return lines
+
+
+def format_um(value: float | None) -> str:
+    """A resolution in µm for tables and logs ('—' when undefined)."""
+    return "—" if value is None else f"{value:.4g} µm"
+
+
+def summary_line(report: dict) -> str:
+    """One line: threshold, resolution (shell and interpolated), and x/y/z from the cones."""
+    words = (f"FSC {report['maps']['a']} vs {report['maps']['b']} at {report['threshold']}: "
+             f"{format_um(report['resolution_um'])} "
+             f"(interpolated {format_um(report['resolution_interpolated_um'])})")
+    if report["reached_nyquist"]:
+        words += f", reached Nyquist ({report['nyquist_um']:.4g} µm)"
+    d = report.get("directional")
+    if d:
+        words += (f"; along x/y/z {format_um(d['resolution_x_um'])} / {format_um(d['resolution_y_um'])} / "
+                  f"{format_um(d['resolution_z_um'])}, sphericity {d['sphericity']:.3f}")
+    return words

@@ -1,0 +1,139 @@
+"""What `recon system show` prints and draws: per-view table and the instrument layout."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from optics.atomic import atomic_path
+from optics.design import ViewRegion, collected_fraction, view_regions
+from optics.system import System
+from optics.trace import sample_pixel_samples, trace_pixels
+from recon.errors import ConfigError
+
+__all__ = ["ViewSummary", "draw_layout", "overlapping_regions", "summarize_views"]
+
+
+@dataclass(frozen=True)
+class ViewSummary:
+    """One row of the per-view table."""
+
+    region: ViewRegion
+    depth_of_field_mm: float
+    collected_fraction: float
+    chief_ray_hits_box: bool
+
+
+def summarize_views(system: System, camera: int = 0, *, source: str = "system file") -> list[ViewSummary]:
+    """Per-view geometry and light collection of one camera.
+
+    Raises:
+        ConfigError: ``camera`` is not a camera of the system.
+    """
+    if not 0 <= camera < len(system.cameras):
+        raise ConfigError(f"system show: camera {camera} does not exist in {source} "
+                          f"(it has {len(system.cameras)}); pass --camera 0..{len(system.cameras) - 1}")
+    regions = view_regions(system, camera)
+    sensor = system.cameras[camera].sensor
+    dof = float(system.cameras[camera].lens.to(torch.float64).depth_of_field_mm(sensor.pixel_pitch_mm))
+    centre = system.volume.center_mm.to(torch.float64)
+    out = []
+    sys64 = system.to(torch.float64)
+    for reg in regions:
+        x0, y0, w, h = reg.roi
+        centre_px = torch.tensor([[x0 + (w - 1) / 2, y0 + (h - 1) / 2]], dtype=torch.float64)
+        traced = trace_pixels(sys64, centre_px, camera=camera)
+        out.append(ViewSummary(
+            region=reg,
+            depth_of_field_mm=dof,
+            collected_fraction=collected_fraction(system, centre, reg.path, camera=camera),
+            chief_ray_hits_box=bool(traced.valid[0, 0, reg.path]),
+        ))
+    return out
+
+
+def overlapping_regions(regions: list[ViewRegion]) -> list[str]:
+    """``"a/b"`` for every pair of view regions whose sensor rectangles overlap."""
+    found = []
+    for i, a in enumerate(regions):
+        for b in regions[i + 1:]:
+            ax, ay, aw, ah = a.roi
+            bx, by, bw, bh = b.roi
+            if ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah:
+                found.append(f"{a.name}/{b.name}")
+    return found
+
+
+def draw_layout(system: System, summaries: list[ViewSummary], path: str | os.PathLike,
+                camera: int = 0) -> None:
+    """Draw the instrument (side and front views with traced rays) and the sensor footprints."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+
+    sys64 = system.to(torch.float64)
+    cam = sys64.cameras[camera]
+    fig, axes = plt.subplots(1, 3, figsize=(18, 6))
+    colors = plt.cm.tab20.colors
+    gen = torch.Generator().manual_seed(0)
+    for ax, (i, j, label) in zip(axes[:2], [(2, 0, "x"), (0, 1, "y")], strict=True):
+        lo, hi = sys64.volume.min_mm, sys64.volume.max_mm
+        ax.add_patch(Rectangle((lo[i], lo[j]), hi[i] - lo[i], hi[j] - lo[j], fill=False, lw=1))
+        for k, m in enumerate(sys64.mirrors):
+            n = m.normal / m.normal.norm()
+            tangent = torch.tensor([-n[j], n[i]]) if i == 2 else torch.tensor([-n[j], n[i]])
+            tangent = tangent / tangent.norm().clamp_min(1e-9) * float(m.radius_mm)
+            c = m.center_mm
+            ax.plot([c[i] - tangent[0], c[i] + tangent[0]], [c[j] - tangent[1], c[j] + tangent[1]],
+                    color=colors[(k + 1) % 20], lw=2)
+        for s in summaries:
+            x0, y0, w, h = s.region.roi
+            px = torch.tensor([[x0 + w / 2, y0 + h / 2]], dtype=torch.float64).repeat(6, 1)
+            sub, ap = sample_pixel_samples(6, 1, generator=gen, jitter=False, dtype=torch.float64)
+            tr = trace_pixels(sys64, px, camera=camera, subpixel=sub, aperture=ap)
+            p = s.region.path
+            for r in range(6):
+                if not tr.valid[r, 0, p]:
+                    continue
+                seg_end = tr.origins[r, 0, p] + tr.t_far[r, 0, p] * tr.directions[r, 0, p]
+                pts = [tr.origins[r, 0, 0], seg_end] if p == 0 else [
+                    tr.origins[r, 0, 0], tr.origins[r, 0, p], seg_end]
+                ax.plot([float(q[i]) for q in pts], [float(q[j]) for q in pts],
+                        color=colors[p % 20], lw=0.4, alpha=0.7)
+        for w in sys64.windows if i == 2 else ():
+            c, half = w.center_mm, float(w.aperture_radius_mm)
+            ax.plot([c[i], c[i]], [c[j] - half, c[j] + half], color="c", lw=3, alpha=0.5)
+        pos = cam.pose.position_mm
+        ax.plot([pos[i]], [pos[j]], "k^", ms=8)
+        ax.set_xlabel(f"{'zx'[i == 0]} (mm)")
+        ax.set_ylabel(f"{label} (mm)" if i == 2 else "y (mm)")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title("side view (z–x)" if i == 2 else "back view (x–y), mirrors and box")
+    axes[1].set_xlim(-30, 30)
+    axes[1].set_ylim(-30, 30)
+    ax = axes[2]
+    sensor = cam.sensor
+    ax.add_patch(Rectangle((0, 0), sensor.width_px, sensor.height_px, fill=False))
+    for s in summaries:
+        x0, y0, w, h = s.region.roi
+        ax.add_patch(Rectangle((x0, y0), w, h, color=colors[s.region.path % 20], alpha=0.6))
+        ax.text(x0 + w / 2, y0 + h / 2, s.region.name, fontsize=6, ha="center", va="center")
+    xs = [s.region.roi[0] for s in summaries] + [s.region.roi[0] + s.region.roi[2] for s in summaries]
+    ys = [s.region.roi[1] for s in summaries] + [s.region.roi[1] + s.region.roi[3] for s in summaries]
+    pad = 200
+    ax.set_xlim(min(xs) - pad, max(xs) + pad)
+    ax.set_ylim(max(ys) + pad, min(ys) - pad)
+    ax.set_aspect("equal")
+    ax.set_title(f"sensor {sensor.width_px}×{sensor.height_px} px (zoomed): view regions")
+    ax.set_xlabel("u (px)")
+    ax.set_ylabel("v (px)")
+    fig.suptitle(f"{system.name}: {len(summaries)} views")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,33 @@
+"""Comparisons of volumes: grids that do not match are refused with the fix."""
+
+import numpy as np
+import pytest
+
+from recon.analysis.fsc import fsc_curve
+from recon.analysis.resolution import compare_volumes
+from recon.errors import DataError, ShapeError
+from tests.recon.analysis.fsc_maps import as_volume
+
+
+def test_mismatched_grids_raise_shape_error():
+    rng = np.random.default_rng(10)
+    v = rng.standard_normal((16, 16, 16))
+    with pytest.raises(ShapeError, match=r"\(16, 16, 16\).*\(16, 16, 15\)"):
+        fsc_curve(v, v[:, :, :15], 1.0)
+    with pytest.raises(ShapeError, match="not cubic"):
+        fsc_curve(v[:, :, :15], v[:, :, :15], 1.0)
+    with pytest.raises(ShapeError, match="isotropic"):
+        fsc_curve(v, v, (1.0, 1.0, 2.0))
+    with pytest.raises(ShapeError, match="mask"):
+        fsc_curve(v, v, 1.0, mask=np.ones((8, 8, 8)))
+    with pytest.raises(DataError):
+        fsc_curve(np.full_like(v, np.nan), v, 1.0)
+    a = as_volume(v)
+    for other in (as_volume(v[:, :, :15]), as_volume(v, voxel=0.02), as_volume(v, origin=(0.0, 0.0, 1e-3))):
+        with pytest.raises(ShapeError, match="A has shape .* B has shape .*resample"):
+            compare_volumes(a, other, threshold="0.143")
+    flat = as_volume(v[:8])
+    with pytest.raises(ShapeError, match="pad_to_cube"):
+        compare_volumes(flat, flat, threshold="0.143")
+    # Within 1e-6 mm the grids count as equal.
+    compare_volumes(a, as_volume(v, origin=(0.0, 0.0, 1e-7)), threshold="0.5", directional=False)
