@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from optics.errors import CalibrationError, ConfigError
+from optics.limits import LENGTH_MM, check_number
 from optics.project import trace_point_to_sensor
 from optics.system import System
 from optics.tomlio import read_toml
@@ -90,15 +91,13 @@ def parse_target_spec(data: dict, *, source: str = "target.toml") -> TargetSpec:
         exposures.append(e)
         p = r.get("position_mm")
         if p is not None:
-            if not (
-                isinstance(p, list)
-                and len(p) == 3
-                and all(isinstance(v, (int, float)) for v in p)
-                and all(math.isfinite(v) for v in p)
-            ):
+            if not (isinstance(p, list) and len(p) == 3
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p)):
                 raise ConfigError(
                     f"{source}: key 'positions[{i}].position_mm' must be 3 finite numbers, got {p!r}"
                 )
+            p = [check_number(v, f"positions[{i}].position_mm", source, low=-LENGTH_MM, high=LENGTH_MM,
+                              unit=" mm") for v in p]
         positions.append(p)
     if len(set(exposures)) != len(exposures):
         raise ConfigError(f"{source}: two positions name the same exposure; each page is one position")
@@ -107,8 +106,13 @@ def parse_target_spec(data: dict, *, source: str = "target.toml") -> TargetSpec:
         raise ConfigError(f"{source}: some positions have 'position_mm' and others not; give all or none")
     bead = data.get("bead_sigma_mm", 0.0)
     photons = data.get("photons")
-    if not isinstance(bead, (int, float)) or bead < 0:
+    if isinstance(bead, bool) or not isinstance(bead, (int, float)):
         raise ConfigError(f"{source}: key 'bead_sigma_mm' must be a number ≥ 0, got {bead!r}")
+    check_number(bead, "bead_sigma_mm", source, low=0.0, high=100.0, unit=" mm")
+    if photons is not None:
+        if isinstance(photons, bool) or not isinstance(photons, (int, float)):
+            raise ConfigError(f"{source}: key 'photons' must be a number > 0, got {photons!r}")
+        check_number(photons, "photons", source, low=1.0, high=1e20)
     return TargetSpec(
         exposures=tuple(exposures),
         positions_mm=torch.tensor(positions, dtype=torch.float64) if all(known) else None,

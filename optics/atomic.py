@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,7 +168,8 @@ def atomic_write_json(path: str | os.PathLike, data: dict) -> None:
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     """Delete the hidden temporary files a killed writer left in ``directory`` (not recursive).
 
-    Only names of the form ``.NAME.XXXX.tmp…`` made by :func:`atomic_path` are touched.
+    Only names of the form ``.NAME.XXXXXXXX.tmp`` (or ``.tmp.EXT``) made by :func:`atomic_path`
+    are touched: a user's hidden files, even with ``.tmp`` in their names, are left alone.
 
     Returns:
         The files removed.
@@ -177,7 +179,11 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     if not directory.is_dir():
         return removed
     for p in directory.iterdir():
-        if p.name.startswith(".") and ".tmp" in p.name and p.is_file():
+        if _TEMPORARY.match(p.name) and p.is_file():
             p.unlink()
             removed.append(p)
     return removed
+
+
+# ``.NAME.`` + tempfile.mkstemp's random characters (8 in CPython) + ``.tmp`` (and the writer's extension)
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{6,}\.tmp(\.[A-Za-z0-9]+)?$")

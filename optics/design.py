@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from optics.camera import Camera, Pose, Sensor, look_at_rotation
+from optics.errors import ConfigError
 from optics.lens import Lens
 from optics.mirror import Mirror
 from optics.rays import normalize
@@ -62,6 +63,11 @@ def design_dome(d: DomeDesign = DomeDesign()) -> System:
     focal_shift = d.window_thickness_mm * (1 - 1 / d.window_index)
     path = s_o + focal_shift
     L = d.camera_distance_mm
+    if not path > L:
+        raise ConfigError(f"design_dome: the in-focus path ({path:.1f} mm: focus distance {s_o:.1f} mm plus "
+                          f"the window's shift {focal_shift:.1f} mm) must be longer than the camera distance "
+                          f"{L:g} mm, or no mirror shows the cloud in focus; lower the magnification or move "
+                          "the camera closer")
     cam_pos = torch.tensor([0.0, 0.0, -L], dtype=f64)
     cloud = torch.zeros(3, dtype=f64)
     mirrors = []

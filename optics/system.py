@@ -45,6 +45,7 @@ from optics.atomic import atomic_write_text
 from optics.camera import Camera, Pose, Sensor, look_at_rotation
 from optics.errors import ConfigError
 from optics.lens import LENS_MODELS, Lens
+from optics.limits import LENGTH_MM, check_number
 from optics.mirror import MIRROR_SHAPES, Mirror
 from optics.tomlio import read_toml
 from optics.window import Window
@@ -147,28 +148,24 @@ class _Reader:
             ok = isinstance(value, str)
         elif kind == "int":
             ok = isinstance(value, int) and not isinstance(value, bool)
+            if ok and key in _LIMITS:
+                self._sane(key, value)
         elif kind == "float":
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if ok:
-                value = float(value)
-                if not math.isfinite(value):
-                    raise self.error(key, f"must be finite, got {value}")
+                value = self._sane(key, float(value))
         elif kind.startswith("vec"):
             n = int(kind[3:])
             ok = (isinstance(value, list) and len(value) == n
                   and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
             if ok:
-                value = [float(v) for v in value]
-                if not all(math.isfinite(v) for v in value):
-                    raise self.error(key, f"must hold finite numbers, got {value}")
+                value = [self._sane(key, float(v)) for v in value]
         elif kind == "mat3":
             ok = (isinstance(value, list) and len(value) == 3
                   and all(isinstance(r, list) and len(r) == 3 for r in value)
                   and all(isinstance(v, (int, float)) and not isinstance(v, bool) for r in value for v in r))
             if ok:
-                value = [[float(v) for v in r] for r in value]
-                if not all(math.isfinite(v) for r in value for v in r):
-                    raise self.error(key, "must hold finite numbers")
+                value = [[self._sane(key, float(v)) for v in r] for r in value]
         elif kind == "table":
             ok = isinstance(value, dict)
         elif kind == "tables":
@@ -178,6 +175,14 @@ class _Reader:
         if not ok:
             shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
             raise self.error(key, f"must be {_KIND_TEXT.get(kind, kind)}, got {shown}")
+        return value
+
+    def _sane(self, key: str, value: float) -> float:
+        """``value`` if finite, float32-representable and in the physical range of ``key``."""
+        low, high, unit = _LIMITS.get(key, (None, None, ""))
+        if low is not None and low > 0 and value <= 0:
+            raise self.error(key, f"must be > 0, got {value}")
+        check_number(value, self._key(key), self.source, low=low, high=high, unit=unit)
         return value
 
     def positive(self, key: str, kind: str = "float", **kw):
@@ -198,6 +203,32 @@ class _Reader:
             allowed = ", ".join(sorted(self.used))
             raise self.error(unknown[0], f"is not known; allowed keys here: {allowed}")
 
+
+#: Key → (lowest, highest, unit) of a physically sane value (every component of a vector).
+_LIMITS = {
+    "center_mm": (-LENGTH_MM, LENGTH_MM, " mm"),
+    "position_mm": (-LENGTH_MM, LENGTH_MM, " mm"),
+    "look_at_mm": (-LENGTH_MM, LENGTH_MM, " mm"),
+    "min_mm": (-1e4, 1e4, " mm"),
+    "max_mm": (-1e4, 1e4, " mm"),
+    "radius_mm": (None, 1e4, " mm"),
+    "aperture_radius_mm": (None, 1e4, " mm"),
+    "size_mm": (None, 1e4, " mm"),
+    "thickness_mm": (None, 1e3, " mm"),
+    "focal_length_mm": (0.01, 1e5, " mm"),
+    "focus_distance_mm": (None, LENGTH_MM, " mm"),
+    "working_distance_mm": (None, LENGTH_MM, " mm"),
+    "f_number": (0.1, 1e9, ""),  # a thin lens stopped down to a pinhole is a limit tests take
+    "magnification": (1e-6, 1e6, ""),
+    "pixel_pitch_um": (0.1, 1e3, " µm"),
+    "gain_e_per_adu": (1e-6, 1e6, " e⁻/ADU"),
+    "read_noise_e": (None, 1e6, " e⁻"),
+    "offset_adu": (-(2.0**32), 2.0**32, " ADU"),
+    "refractive_index": (None, 10.0, ""),
+    "distortion": (-1e6, 1e6, ""),
+    "width_px": (None, 1e6, " px"),
+    "height_px": (None, 1e6, " px"),
+}
 
 _KIND_TEXT = {
     "str": "a string", "int": "an integer", "float": "a number", "vec3": "a list of 3 numbers",

@@ -1,10 +1,20 @@
-"""Hypothesis strategies shared by the fuzz tests: TOML-like values and mutations of valid tables."""
+"""What the fuzz tests share: settings, the one-line check, TOML-like values, mutations of valid tables."""
 
 from __future__ import annotations
 
 import copy
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+#: Settings of every fuzz test: enough examples to find the odd input, no per-example deadline.
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def assert_one_line(err: Exception) -> None:
+    """The documented error: one non-empty line."""
+    assert "\n" not in str(err) and str(err), repr(err)
+
 
 SCALARS = st.one_of(
     st.integers(-(2**70), 2**70),

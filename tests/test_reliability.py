@@ -6,9 +6,13 @@ a small hash grid) and signal it once its first checkpoints exist.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,18 +22,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import tomli_w
+import tomllib
 import torch
 from typer.testing import CliRunner
 
 from optics.atomic import atomic_path, atomic_write_text, check_writable, remove_stale_temporaries
 from recon.cli import app
-from recon.errors import FitError, OutputError
+from recon.errors import DataError, FitError, OutputError
 from recon.fitting.checkpoint import FitState, read_checkpoint, save_checkpoint
 from recon.fitting.config import FitConfig, field_factory, load_fit_config
 from recon.fitting.data import FitData, ViewData, load_fit_data
 from recon.fitting.loop import run_fit
 from recon.fitting.memory import is_out_of_memory, smaller_batch
 from recon.io.volume import read_volume
+from recon.jobs.fit import unconverged_warning, worthless_result
 from tests.conftest import slow
 from tests.micro import FIT_TOML, make_micro_case
 
@@ -349,19 +356,286 @@ def test_fsc_outputs_under_a_file_are_one_line_errors(tmp_path):
 
 
 def test_a_checkpoint_write_that_dies_midway_keeps_the_previous_one(tmp_path, monkeypatch):
-    """What SIGKILL during torch.save leaves: the old checkpoint, intact, plus at most a hidden temporary."""
+    """What SIGKILL while the checkpoint is written leaves: the old one, intact, and no temporary."""
     path = tmp_path / "checkpoint.pt"
     field, optim, gen = _saved_checkpoint(path, 3, 10)
     good = path.read_bytes()
-    real_save = torch.save
+    real_write = Path.write_bytes
 
-    def dying_save(obj, f):
-        real_save(obj, f)
-        Path(f).write_bytes(Path(f).read_bytes()[:100])  # half-written …
+    def dying_write(self, data):
+        real_write(self, data[:100])  # half-written …
         raise KeyboardInterrupt  # … when the process is stopped
 
-    monkeypatch.setattr(torch, "save", dying_save)
+    monkeypatch.setattr(Path, "write_bytes", dying_write)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, field, optim, gen, FitConfig(), FitState(step=20))
     assert path.read_bytes() == good and read_checkpoint(path)["state"]["step"] == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+# ---------------------------------------------------------------------------- files from anyone
+
+
+class _Payload:
+    """Unpickling this runs ``Path(mark).touch()``: what a tampered file would do."""
+
+    def __init__(self, mark: Path):
+        self.mark = mark
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.mark),))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_a_tampered_checkpoint_never_runs_its_payload(micro, tmp_path, writer):
+    mark, out = tmp_path / "PAYLOAD_RAN", tmp_path / "out"
+    payload = {"format": "recon.checkpoint/1", "field": _Payload(mark), "optimizer": {}, "generator": None,
+               "config": {"steps": 5}, "state": {"step": 3}}
+    for where in (out, _partial(out)):
+        where.mkdir(parents=True)
+        if writer == "torch.save":
+            torch.save(payload, where / "checkpoint.pt")
+        else:
+            (where / "checkpoint.pt").write_bytes(pickle.dumps(payload))
+    with pytest.raises(DataError, match="nothing in it was run"):
+        read_checkpoint(out / "checkpoint.pt")
+    res = runner.invoke(app, _fit_args(micro, out, 5, "--resume"))
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().splitlines()[-1].startswith("error: checkpoint ")
+    assert "nothing in it was run" in res.output and "Traceback" not in res.output
+    assert not mark.exists()  # the payload never ran, from either file
+
+
+# ----------------------------------------------------------------------------- one owner of OUT
+
+
+@slow
+def test_a_second_fit_into_the_same_out_is_refused_while_the_first_runs(micro, tmp_path):
+    out = tmp_path / "out"
+    proc = _start(micro, out, 300)
+    _wait_for_step(proc, _partial(out) / "checkpoint.pt", 10)
+    res = runner.invoke(app, _fit_args(micro, out, 20, "--overwrite"))
+    assert res.exit_code == 2, res.output
+    assert f"is being written by another recon process (pid {proc.pid})" in res.output.splitlines()[-1]
+    fsc = runner.invoke(app, ["fsc", str(out), "--truth", str(micro["run"] / "truth.tif")])
+    assert fsc.exit_code == 2, fsc.output  # nor may `recon fsc` write into it meanwhile
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert {"checkpoint.pt", "config.json", "metrics.json", "density.tif"} <= {p.name for p in out.iterdir()}
+    assert read_checkpoint(out / "checkpoint.pt")["state"]["step"] == 300  # the first fit's, whole
+    assert not (tmp_path / ".out.lock").exists() and not _partial(out).exists()
+
+
+def test_an_interrupted_fit_is_not_replaced_without_overwrite(micro, tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    assert runner.invoke(app, _fit_args(micro, ref, 20)).exit_code == 0
+    _partial(out).mkdir()
+    shutil.copy(ref / "checkpoint.pt", _partial(out) / "checkpoint.pt")  # what a fit killed at step 20 left
+    kept = (_partial(out) / "checkpoint.pt").read_bytes()
+    res = runner.invoke(app, _fit_args(micro, out, 5))
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().splitlines()[-1] == (
+        f"error: fit: {out} holds an interrupted fit at step 20; pass --resume to continue or --overwrite to "
+        "start again")
+    assert (_partial(out) / "checkpoint.pt").read_bytes() == kept and not out.exists()
+    res = runner.invoke(app, _fit_args(micro, out, 5, "--overwrite"))
+    assert res.exit_code == 0, res.output
+    assert read_checkpoint(out / "checkpoint.pt")["state"]["step"] == 5 and not _partial(out).exists()
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, size_kb: int):
+    """A tmpfs of ``size_kb`` kB mounted at ``where`` (skips where mounting is not allowed)."""
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode})")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.mark.parametrize("size_kb", [16, 200, 400])
+def test_a_full_disk_is_one_line_and_keeps_the_previous_outputs(micro, tmp_path, size_kb):
+    with _tmpfs(tmp_path / "disk", size_kb) as disk:
+        out = disk / "out"
+        out.mkdir()
+        (out / "result.txt").write_text("the previous fit")
+        res = runner.invoke(app, _fit_args(micro, out, 20, "--overwrite"))
+        assert res.exit_code == 2, res.output
+        last = res.output.strip().splitlines()[-1]
+        assert last.startswith("error: cannot write ") and "No space left on device" in last, res.output
+        assert "Traceback" not in res.output
+        assert [p.name for p in out.iterdir()] == ["result.txt"]
+        assert (out / "result.txt").read_text() == "the previous fit"
+        left = _partial(out)
+        if left.exists():  # only a resumable fit is kept, and the message says how to go on
+            read_checkpoint(left / "checkpoint.pt")
+            assert "--resume" in last
+        assert not (disk / ".out.lock").exists()
+
+
+# ----------------------------------------------------------------------- results that mean nothing
+
+
+def test_a_worthless_result_is_an_error_not_a_success(micro, tmp_path):
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text(FIT_TOML.replace("batch_pixels = 64", "batch_pixels = 64\nsparsity_weight = 1000000.0"))
+    out = tmp_path / "out"
+    args = _fit_args(micro, out, 40)
+    args[args.index("--config") + 1] = str(cfg)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "the result explains none of the signal" in res.output.splitlines()[-1]
+    assert not out.exists() and not _partial(out).exists()
+
+
+def test_an_absurd_learning_rate_ends_in_an_error_not_a_success(micro, tmp_path):
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text(FIT_TOML.replace("batch_pixels = 64", "batch_pixels = 64\nlr = 1e6"))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["fit", "--views", str(micro["run"]), "--out", str(out), "--steps", "60",
+                              "--config", str(cfg)])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("error: fit: the result is not finite (atoms 0") and "check lr (1e+06)" in line
+    assert not out.exists() and not _partial(out).exists()
+
+
+def test_worthless_results_are_named():
+    good = {"atoms": 1e6, "centroid_mm": [0.0, 0.0, 0.0], "width_mm": [0.5] * 3,
+            "views": [{"pixels": 1000, "residual_rms": 1.05, "flat_residual_rms": 30.0, "measured_e": 1e5,
+                       "predicted_e": 1e5}]}
+    assert worthless_result(good) is None
+    assert "not finite" in worthless_result({**good, "centroid_mm": [math.nan] * 3})
+    assert "zero everywhere" in worthless_result({**good, "atoms": 0.0})
+    flat_is_better = {**good, "views": [{"pixels": 1000, "residual_rms": 40.0, "flat_residual_rms": 30.0,
+                                         "measured_e": 1e5, "predicted_e": 3e3}]}
+    assert "explains none of the signal" in worthless_result(flat_is_better)
+    unconverged = {**good, "views": [{**flat_is_better["views"][0], "predicted_e": 9e4}]}
+    assert worthless_result(unconverged) is None and "not converged" in unconverged_warning(unconverged)
+    pure_noise = {**good, "views": [{**good["views"][0], "residual_rms": 1.01, "flat_residual_rms": 1.0,
+                                     "predicted_e": 1e3}]}
+    assert worthless_result(pure_noise) is None  # nothing to explain: a faint cloud is not an error
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_frames_below_their_dark_are_refused_before_fitting(micro, tmp_path):
+    run = _copy_run(micro["run"], tmp_path / "run")
+    frames = tifffile.imread(run / "views" / "direct.tif")
+    tifffile.imwrite(run / "views" / "direct_dark.tif", np.full((1, *frames.shape[-2:]), frames.max() + 50,
+                                                               dtype=frames.dtype))
+    res = runner.invoke(app, ["fit", "--views", str(run), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    assert res.output.splitlines()[-1].startswith("error: fit: view 'direct': every usable pixel lies below "
+                                                  "its dark")
+    assert "traced view" not in res.output and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------ numbers, checked on reading
+
+
+@pytest.mark.parametrize("key, value", [
+    ("cameras[0].lens.focal_length_mm", 1e308),
+    ("volume.max_mm", [1e308, 0.6, 0.6]),
+    ("cameras[0].sensor.pixel_pitch_um", 1e-300),
+    ("cameras[0].pose.position_mm", [0.0, 0.0, 1e308]),
+    ("mirrors[0].center_mm", [1e308, 0.0, 0.0]),
+    ("volume.min_mm", [-5e4, -0.6, -0.6]),  # a 50 m box is not an instrument
+])
+def test_numbers_beyond_float32_or_physics_are_refused_where_read(micro, tmp_path, key, value):
+    run = _copy_run(micro["run"], tmp_path / "run")
+    data = tomllib.loads((run / "system.toml").read_text())
+    if key.startswith("mirrors"):
+        data["mirrors"] = [{"name": "m", "center_mm": [0.0, 0.0, 50.0], "normal": [0.0, 0.0, -1.0],
+                            "shape": "circle", "radius_mm": 5.0, "reflectivity": 0.9}]
+    node = data
+    parts = key.replace("[", ".").replace("]", "").split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[parts[-1]] = value
+    (run / "system.toml").write_text(tomli_w.dumps(data))
+    res = runner.invoke(app, ["fit", "--views", str(run), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert "system.toml" in last and f"key '{key}'" in last, last
+    assert "traced" not in res.output
+
+
+def test_a_photon_number_beyond_physics_is_refused_where_read(micro, tmp_path):
+    run = _copy_run(micro["run"], tmp_path / "run")
+    text = (run / "run.toml").read_text().replace("photons_per_atom = 200.0", "photons_per_atom = 1e308")
+    (run / "run.toml").write_text(text)
+    res = runner.invoke(app, ["fit", "--views", str(run), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "key 'photons_per_atom'" in res.output and "run.toml" in res.output
+
+
+# ------------------------------------------------------------------------- checks before long work
+
+
+@slow
+def test_sigterm_while_tracing_says_so_and_leaves_nothing(tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "recon.cli", "fit", "--views", str(ROOT / "data" / "run042"),
+           "--out", str(out), "--steps", "5"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # progress lines: tracing has begun once the first view is traced
+        if line.startswith("traced view"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == ("interrupted: fit stopped before its first step; nothing was "
+                                               "kept (SIGTERM)")
+    assert sorted(tmp_path.iterdir()) == []  # no OUT, no .OUT.partial, no lock file
+
+
+@pytest.mark.parametrize("edit", ["mirror faces away", "no mirror at all"])
+def test_a_view_that_cannot_see_the_box_is_refused_before_tracing(tmp_path, edit):
+    run = _copy_run(ROOT / "data" / "run042", tmp_path / "run")
+    data = tomllib.loads((run / "system.toml").read_text())
+    if edit == "mirror faces away":
+        data["mirrors"][3]["normal"] = [-v for v in data["mirrors"][3]["normal"]]
+    else:
+        del data["mirrors"]
+    (run / "system.toml").write_text(tomli_w.dumps(data))
+    t0 = time.perf_counter()
+    res = runner.invoke(app, ["fit", "--views", str(run), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    assert "sees the box through any mirror or directly" in res.output.splitlines()[-1]
+    assert "traced view" not in res.output and time.perf_counter() - t0 < 60
+
+
+def _hashes(paths) -> dict:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+@slow
+def test_concurrent_fits_fsc_and_mesh_leave_shared_inputs_untouched(micro, tmp_path):
+    base = tmp_path / "base"
+    assert runner.invoke(app, _fit_args(micro, base, 20)).exit_code == 0
+    shared = [p for p in micro["run"].rglob("*") if p.is_file()] + [micro["cfg"], base / "density.tif"]
+    before = _hashes(shared)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    commands = [[*_fit_args(micro, tmp_path / f"fit{i}", 30)] for i in range(3)]
+    commands += [["fsc", str(base / "density.tif"), "--truth", str(micro["run"] / "truth.tif"), "--out",
+                  str(tmp_path / "fsc")],
+                 ["mesh", str(base / "density.tif"), "--out", str(tmp_path / "cloud.stl"),
+                  "--level", "auto"],
+                 ["inspect", str(micro["run"])]]
+    procs = [subprocess.Popen([sys.executable, "-m", "recon.cli", *c], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    for cmd, proc in zip(commands, procs, strict=True):
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, (cmd, stderr)
+    assert _hashes(shared) == before  # read-only inputs are never modified
+    for i in range(3):
+        assert read_checkpoint(tmp_path / f"fit{i}" / "checkpoint.pt")["state"]["step"] == 30
+    assert (tmp_path / "fsc" / "fsc-truth" / "fsc.json").is_file() and (tmp_path / "cloud.stl").is_file()

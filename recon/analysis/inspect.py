@@ -16,7 +16,15 @@ from recon.errors import ConfigError
 from recon.io.run import Run, RunView
 from recon.io.sensor import SensorSpec, as_sensor_spec
 
-__all__ = ["MASKED_WARN", "SATURATED_WARN", "SNR_WARN", "ViewStats", "inspect_run", "view_stats"]
+__all__ = [
+    "MASKED_WARN",
+    "SATURATED_WARN",
+    "SNR_WARN",
+    "ViewStats",
+    "fit_blockers",
+    "inspect_run",
+    "view_stats",
+]
 
 
 # Thresholds of the warnings in ViewStats.warnings.
@@ -157,4 +165,21 @@ def inspect_run(run: Run, sensor: object | None = None) -> list[ViewStats]:
         if v.camera not in sensors:
             raise ConfigError(f"inspect_run: no sensor numbers for camera {v.camera} (view {v.name})")
         out.append(view_stats(v, sensors[v.camera]))
+    return out
+
+
+def fit_blockers(stats: Sequence[ViewStats]) -> list[str]:
+    """What in a run's statistics makes a fit meaningless (each a one-line reason with its fix).
+
+    A view every usable pixel of which lies below zero photoelectrons holds frames below their
+    dark (or offset): light never makes a pixel negative on average, and read noise is symmetric,
+    so such a view comes from a dark frame or offset that does not belong to it. A run whose
+    views hold no light at all in sum has nothing to fit.
+    """
+    out = [f"view '{s.name}': every usable pixel lies below its dark (largest {s.max_e:.3g} e⁻); its dark "
+           "frame or offset does not belong to these frames" for s in stats if s.max_e < 0]
+    finite = [s for s in stats if math.isfinite(s.mean_e)]
+    if not out and finite and sum(s.mean_e for s in finite) <= 0:
+        out.append("the views hold no light above their dark in sum (mean e⁻ per pixel "
+                   f"{', '.join(f'{s.mean_e:.3g}' for s in finite)})")
     return out

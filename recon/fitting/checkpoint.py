@@ -14,14 +14,17 @@ checkpoint on disk is always the last good state.
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
+import warnings
 from dataclasses import asdict, dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
 
 import torch
 
-from optics.atomic import atomic_path
+from optics.atomic import atomic_write_bytes
 from recon.errors import DataError, FitError
 
 __all__ = [
@@ -121,12 +124,17 @@ def save_checkpoint(
         "state": asdict(state),
         "data_key": data_key,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()  # serialised in memory, so that a full disk is an OSError of the write
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint file, with one-line errors for missing or corrupt files.
+
+    A checkpoint may come from anyone, so it is read with ``weights_only=True``: tensors, numbers,
+    strings, lists and dicts only. A pickle that names any other object (code to run) is refused
+    before anything in it is built.
 
     Raises:
         DataError: the file is missing, unreadable, truncated or not a recon checkpoint.
@@ -135,7 +143,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist; run the fit without --resume first")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # damaged, foreign, or tampered with: refused before anything ran
+        raise DataError(f"checkpoint {path} is corrupt or not recon's: it holds something other than tensors "
+                        "and settings (UnpicklingError), and nothing in it was run. Delete it and fit again "
+                        "without --resume") from None
     except Exception as err:  # torch raises many types for truncated files
         raise DataError(f"checkpoint {path} is corrupt ({type(err).__name__}); delete it and fit again "
                         "without --resume") from None

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, fields
 from dataclasses import field as dc_field
 from pathlib import Path
 
 from calibration.model import parse_fit_groups
+from optics.limits import check_types
 from optics.tomlio import read_toml
 from recon.errors import ConfigError
+from recon.fitting.data import HALF_SEED_OFFSET
 from recon.model.fields.config import FieldConfig
 from recon.model.fields.registry import make_field
 from recon.model.hashgrid import HashGridConfig
 from recon.model.loss import LOSSES
 from recon.model.render import RENDER_MODELS
 
-__all__ = ["FitConfig", "config_dict", "field_factory", "load_fit_config"]
+__all__ = ["FitConfig", "config_dict", "field_config", "field_factory", "load_fit_config"]
 
 
 @dataclass
@@ -90,22 +91,32 @@ class FitConfig:
             (self.field in ("hashgrid", "voxel", "siren"), "field", "hashgrid, voxel or siren"),
             (self.backend in ("auto", "torch", "tcnn"), "backend", "auto, torch or tcnn"),
             (self.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda"),
-            (self.steps >= 1, "steps", "≥ 1"),
-            (self.batch_pixels >= 1, "batch_pixels", "≥ 1"),
-            (self.pool_samples >= 1, "pool_samples", "≥ 1"),
+            (1 <= self.steps <= 10**8, "steps", "≥ 1 and ≤ 10⁸"),
+            (1 <= self.batch_pixels <= 2**24, "batch_pixels", "≥ 1 and ≤ 2²⁴"),
+            (1 <= self.pool_samples <= 256, "pool_samples", "≥ 1 and ≤ 256"),
             (0 <= self.samples_per_step <= self.pool_samples, "samples_per_step",
              "in 0 … pool_samples (0: all)"),
-            (self.step_mm > 0, "step_mm", "> 0"),
+            (1e-4 <= self.step_mm <= 10, "step_mm", "> 0: in 1e-4 … 10 (mm)"),
             (self.lr > 0 and self.lr_final > 0, "lr", "> 0 (lr and lr_final)"),
             (self.loss in LOSSES, "loss", ", ".join(LOSSES)),
             (self.model in RENDER_MODELS, "model", ", ".join(RENDER_MODELS)),
-            (self.tv_weight >= 0 and self.sparsity_weight >= 0, "tv_weight", "≥ 0"),
-            (self.voxel_size_mm >= 0, "voxel_size_mm", "≥ 0 (0 = automatic)"),
-            (self.checkpoint_every >= 1, "checkpoint_every", "≥ 1"),
+            (0 <= self.tv_weight <= 1e6, "tv_weight", "≥ 0 and ≤ 1e6"),
+            (0 <= self.sparsity_weight <= 1e6, "sparsity_weight", "≥ 0 and ≤ 1e6"),
+            (0 < self.attenuation <= 1e6, "attenuation", "> 0 and ≤ 1e6 (mm⁻¹ per unit density)"),
+            (self.voxel_size_mm == 0 or 1e-4 <= self.voxel_size_mm <= 100, "voxel_size_mm",
+             "≥ 0 (0 = automatic) and in 1e-4 … 100 mm otherwise"),
+            (0 <= self.seed < 2**63 - 2 * HALF_SEED_OFFSET, "seed", "≥ 0 and < 2⁶³ − 2000"),
+            (1 <= self.checkpoint_every <= 10**8, "checkpoint_every", "≥ 1 and ≤ 10⁸"),
+            (1 <= self.log_every <= 10**8, "log_every", "≥ 1 and ≤ 10⁸"),
         ]
         for ok, key, expected in checks:
             if not ok:
                 raise ConfigError(f"fit config: '{key}' must be {expected}, got {getattr(self, key)!r}")
+        try:
+            field_config(self)  # field_options are checked now, not after tracing
+        except ConfigError as err:
+            raise ConfigError(f"fit config: 'field_options': {err}; fix [field_options] of --config") \
+                from None
         if self.refine:
 
             groups = parse_fit_groups(self.refine, where="fit --refine")
@@ -114,7 +125,8 @@ class FitConfig:
                                   "with `recon calibrate --fit distortion`, or pass mirrors,pose,focus")
             if not 0 <= self.refine_warmup < self.steps or self.refine_lr <= 0:
                 raise ConfigError(f"fit config: 'refine_warmup' must be in 0 … steps − 1 ({self.steps - 1}) "
-                                  f"and 'refine_lr' > 0, got {self.refine_warmup} and {self.refine_lr}")
+                                  f"and 'refine_lr' > 0, got {self.refine_warmup} and "
+                                  f"{self.refine_lr}")
 
 
 def load_fit_config(path: str | os.PathLike | None, *, base: dict | None = None, **overrides) -> FitConfig:
@@ -126,7 +138,13 @@ def load_fit_config(path: str | os.PathLike | None, *, base: dict | None = None,
     data: dict = dict(base or {})
     if path is not None:
         data.update(_read_fit_toml(Path(path)))
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - {f.name for f in fields(FitConfig)})
+    if unknown:
+        allowed = ", ".join(f.name for f in fields(FitConfig))
+        raise ConfigError(f"fit config: unknown setting '{unknown[0]}'; allowed: {allowed}")
+    check_types(FitConfig, given, "fit config (settings given)")
+    data.update(given)
     try:
         cfg = FitConfig(**data)
     except TypeError as err:
@@ -144,28 +162,8 @@ def _read_fit_toml(path: Path) -> dict:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(known))}")
-    _check_config_types(data, str(path))
+    check_types(FitConfig, data, str(path), fix="; fix the fit config")
     return data
-
-
-def _check_config_types(data: dict, source: str) -> None:
-    """Raise ConfigError naming the key when a value of a fit TOML has the wrong type."""
-    kinds = {f.name: str(f.type) for f in fields(FitConfig)}
-    for key, value in data.items():
-        kind = kinds[key]
-        if kind == "int":
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif kind == "float":
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        elif kind == "str":
-            ok = isinstance(value, str)
-        else:
-            ok = isinstance(value, dict)
-        if not ok:
-            expected = {"int": "an integer", "float": "a finite number", "str": "a string"}.get(
-                kind, "a table"
-            )
-            raise ConfigError(f"{source}: key '{key}' must be {expected}, got {value!r}; fix the fit config")
 
 
 def config_dict(cfg: FitConfig) -> dict:
@@ -173,12 +171,19 @@ def config_dict(cfg: FitConfig) -> dict:
     return json.loads(json.dumps(asdict(cfg)))
 
 
+def field_config(cfg: FitConfig, init_density: float = 1.0) -> FieldConfig:
+    """The :class:`~recon.model.fields.FieldConfig` of a fit config (checked; nothing is built).
+
+    Raises:
+        ConfigError: an unknown or invalid key in ``field_options`` (or its ``encoding`` table).
+    """
+    options = {"kind": cfg.field, "init_density": float(init_density), **cfg.field_options}
+    if "encoding" in options and isinstance(options["encoding"], dict):
+        options["encoding"] = HashGridConfig.from_dict(options["encoding"])
+    return FieldConfig.from_dict(options)
+
+
 def field_factory(cfg: FitConfig, box_min, box_max, mean_density: float, device):
     """Build the field of a fit config (density starts at the data's mean density)."""
-    options = {"kind": cfg.field, "init_density": float(mean_density), **cfg.field_options}
-    if "encoding" in options and isinstance(options["encoding"], dict):
-
-        options["encoding"] = HashGridConfig.from_dict(options["encoding"])
-    return make_field(
-        FieldConfig.from_dict(options), box_min, box_max, backend=cfg.backend, device=device, seed=cfg.seed
-    )
+    return make_field(field_config(cfg, mean_density), box_min, box_max, backend=cfg.backend, device=device,
+                      seed=cfg.seed)

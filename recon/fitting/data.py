@@ -16,7 +16,7 @@ import torch
 from optics.camera import roi_pixel_centers
 from optics.system import System
 from recon.errors import ConfigError
-from recon.io.run import load_run
+from recon.io.run import Run, load_run
 from recon.io.sensor import binomial_split
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "SPLITS",
     "ViewData",
     "density_grid",
+    "fit_data",
     "load_fit_data",
     "split_fit_data",
 ]
@@ -68,23 +69,26 @@ class FitData:
         return "atoms/mm^3" if self.photons_per_atom else "relative"
 
 
-def load_fit_data(run_dir: Path) -> tuple[FitData, str, Path | None]:
-    """Read a run directory into what the fit needs.
+def fit_data(run: Run) -> tuple[FitData, Path | None]:
+    """What the fit needs from a loaded run, and its truth volume (None for a real run).
 
     The read noise used by the loss includes the noise of a subtracted dark frame:
     σ_eff = σ √(1 + 1/dark_pages).
-
-    Returns:
-        The data, the run's name, and the truth volume of a simulated run (None for real runs).
     """
-    run = load_run(run_dir)
     views = tuple(ViewData(v.name, v.camera, v.roi, v.electrons, v.mask) for v in run.views)
     sigma = run.system.cameras[0].sensor.read_noise_e
     pages = min(v.dark_pages for v in run.views)
     sigma_eff = sigma * math.sqrt(1 + 1 / pages) if pages > 0 else sigma
     truth = run.truth_volume
     truth = truth if truth is not None and truth.is_file() else None
-    return FitData(run.system, views, run.photons_per_atom, sigma_eff), run.name, truth
+    return FitData(run.system, views, run.photons_per_atom, sigma_eff), truth
+
+
+def load_fit_data(run_dir: Path) -> tuple[FitData, str, Path | None]:
+    """Read a run directory into what the fit needs: the data, the run's name, its truth (or None)."""
+    run = load_run(run_dir)
+    data, truth = fit_data(run)
+    return data, run.name, truth
 
 
 HALF_SEED_OFFSET = 1000  # half i of a split-halves fit uses seed + i · HALF_SEED_OFFSET

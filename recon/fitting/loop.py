@@ -22,12 +22,12 @@ from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint
 from recon.fitting.config import FitConfig
 from recon.fitting.data import FitData
 from recon.fitting.memory import free_cached_memory, smaller_batch
-from recon.fitting.raypool import RayPool, build_ray_pool, check_views_see_the_box
+from recon.fitting.raypool import RayPool, build_ray_pool, check_views_reach_the_box, check_views_see_the_box
 from recon.fitting.refine import Refinement
 from recon.model.loss import data_loss, tv_regulariser
 from recon.model.render import render_pixels
 
-__all__ = ["FitInterrupted", "estimate_atoms", "resolve_device", "run_fit"]
+__all__ = ["FitInterrupted", "StopOnSignals", "estimate_atoms", "resolve_device", "run_fit"]
 
 
 class FitInterrupted(KeyboardInterrupt):
@@ -40,6 +40,36 @@ class FitInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, signum: int = signal.SIGINT):
         super().__init__(message)
         self.exit_status = 128 + int(signum)
+
+
+class StopOnSignals:
+    """While the block runs, SIGINT and SIGTERM raise :class:`FitInterrupted` with ``message``.
+
+    For the parts of a fit job outside the fit loop (reading, tracing, writing outputs), where
+    there is no state to save: the signal stops the job at once, saying what was kept. The loop
+    installs its own handlers, which save a checkpoint first, and restores these after it.
+    ``message`` may be changed as the job moves on. A no-op outside the main thread.
+    """
+
+    def __init__(self, message: str):
+        self.message = message
+        self._old: dict = {}
+
+    def _raise(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        raise FitInterrupted(f"{self.message} ({name})", signum)
+
+    def __enter__(self) -> StopOnSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._raise)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,6 +131,7 @@ def run_fit(
     torch.manual_seed(cfg.seed)
     log = progress.log if progress else (lambda text: None)
     t0 = time.perf_counter()
+    check_views_reach_the_box(data)
     pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed, progress=log)
     usable = (pool.n_frames > 0).nonzero(as_tuple=True)[0]
     if len(usable) == 0:

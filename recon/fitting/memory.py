@@ -13,12 +13,13 @@ from collections.abc import Callable
 
 import torch
 
-from recon.errors import FitError
+from recon.errors import FitError, ReconError
 
 __all__ = ["free_cached_memory", "is_out_of_memory", "smaller_batch"]
 
 
-_OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate")
+_OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate",
+             "not enough memory")
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -26,6 +27,8 @@ def is_out_of_memory(err: BaseException) -> bool:
     oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
     if oom_type is not None and isinstance(err, oom_type):
         return True
+    if isinstance(err, ReconError):  # our own errors (smaller_batch's "out of memory even at 1 pixel")
+        return False
     return isinstance(err, RuntimeError) and any(t in str(err).lower() for t in _OOM_TEXT)
 
 

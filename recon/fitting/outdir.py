@@ -3,12 +3,17 @@
 A new fit writes into a temporary sibling directory (``.NAME.partial``) that is renamed onto
 ``NAME`` when everything is written, so an interrupted fit never leaves a half-filled output;
 ``--resume`` continues from the checkpoint of an interrupted fit in that directory, else from
-the finished one.
+the finished one. While a process writes them, ``NAME`` and ``.NAME.partial`` are its own: it
+holds an exclusive lock on ``.NAME.lock`` beside them (:class:`OutputLock`), and a second process
+is refused at once. An interrupted fit is never replaced without ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
+import os
 import shutil
 from pathlib import Path
 
@@ -18,21 +23,101 @@ from recon.fitting.checkpoint import read_checkpoint
 from recon.fitting.config import FitConfig
 from recon.fitting.data import HALF_SEED_OFFSET
 
-__all__ = ["discard_unless_resumable", "finish_out_dir", "prepare_out_dir", "saved_fit_settings"]
+__all__ = [
+    "OutputLock",
+    "discard_unless_resumable",
+    "finish_out_dir",
+    "interrupted_step",
+    "prepare_out_dir",
+    "resume_dir",
+    "saved_fit_settings",
+]
+
+
+class OutputLock:
+    """Exclusive ownership of an output directory by one process, for as long as the block runs.
+
+    An advisory ``fcntl.flock`` on ``.NAME.lock`` in the parent directory, which holds the owner's
+    process id; the lock goes with the process (also when it is killed), and the file is removed
+    on a clean exit. A process that cannot take the lock is refused with one line naming the owner.
+    """
+
+    def __init__(self, out: Path, *, what: str = "fit"):
+        self.out, self.what = Path(out), what
+        parent = self.out.parent if str(self.out.parent) else Path(".")
+        self.path = parent / f".{self.out.name}.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise output_error(self.out, err, f"{self.what}: cannot write") from None
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise output_error(self.out, err, f"{self.what}: cannot write") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise output_error(self.out, err, f"{self.what}: cannot lock") from None
+                raise ReconError(f"{self.what}: {self.out} is being written by another recon process (pid "
+                                 f"{holder}); wait for it to finish or choose another --out") from None
+            try:  # the previous owner may have removed the file between our open and our lock
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+
+def interrupted_step(work: Path) -> int | None:
+    """The step of the checkpoint an interrupted fit left in ``work`` (None: none there)."""
+    for sub in (".", "half1", "half2"):
+        ckpt = work / sub / "checkpoint.pt"
+        if ckpt.is_file():
+            try:
+                return int(read_checkpoint(ckpt)["state"]["step"])
+            except (ReconError, KeyError, TypeError, ValueError):
+                return -1  # unreadable: still an interrupted fit, not to be replaced silently
+    return None
 
 
 def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
     """Check the output directory and return where to write (the final place when resuming).
 
-    A new fit writes into a temporary sibling directory (``.NAME.partial``) that is renamed onto
-    ``out`` when everything is written, so an interrupted fit never leaves a half-filled ``out``.
-    ``--resume`` continues from the checkpoint of an interrupted fit in that directory, else from
-    the one in ``out`` (a finished fit, continued with more steps).
+    Call it holding the :class:`OutputLock` of ``out``. A new fit writes into a temporary sibling
+    directory (``.NAME.partial``) that is renamed onto ``out`` when everything is written, so an
+    interrupted fit never leaves a half-filled ``out``. ``--resume`` continues from the checkpoint
+    of an interrupted fit in that directory, else from the one in ``out`` (a finished fit,
+    continued with more steps).
+
+    Raises:
+        ReconError: ``out`` is a file; ``--resume`` finds no checkpoint; an interrupted fit or a
+            finished one is in the way of a new fit without ``--overwrite``; ``out`` cannot be written.
     """
     if out.exists() and not out.is_dir():
         raise ReconError(f"fit: --out {out} is a file, not a directory; choose another --out")
     if resume:
-        where = _resume_dir(out)
+        where = resume_dir(out)
         if where is not None:
             remove_stale_temporaries(where)  # left by a writer killed mid-write
             for sub in ("half1", "half2"):
@@ -42,27 +127,26 @@ def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
         raise ReconError(
             f"fit: --resume needs {out}/checkpoint.pt, which does not exist; run without --resume first"
         )
+    work = _partial_dir(out)
+    step = interrupted_step(work) if work.is_dir() else None
+    if step is not None and not overwrite:
+        at = f"at step {step}" if step >= 0 else "(its checkpoint is unreadable)"
+        raise ReconError(f"fit: {out} holds an interrupted fit {at}; pass --resume to continue or "
+                         "--overwrite to start again")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ReconError(
             f"fit: output directory {out} exists and is not empty; pass --overwrite or choose another --out"
         )
-    parent = out.parent if str(out.parent) else Path(".")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".{out.name}.write-test"
-        probe.write_text("")
-        probe.unlink()
+        if work.exists():  # an interrupted fit being replaced, or what a fit that failed early left
+            shutil.rmtree(work)
+        work.mkdir()
     except OSError as err:
-
         raise output_error(out, err, "fit: cannot write") from None
-    work = _partial_dir(out)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir()
     return work
 
 
-def _resume_dir(out: Path) -> Path | None:
+def resume_dir(out: Path) -> Path | None:
     """Where ``--resume`` continues: an interrupted fit's temporary directory, else ``out``."""
     for where in (_partial_dir(out), out):
         if any((where / sub / "checkpoint.pt").is_file() for sub in (".", "half1")):
@@ -77,7 +161,7 @@ def saved_fit_settings(out: Path) -> dict:
     has rewritten config.json but left the last good checkpoint as it was. A split-halves fit's
     settings are those of its first half, less the half's seed offset.
     """
-    where = _resume_dir(out)
+    where = resume_dir(out)
     if where is None:
         return {}
     half = not (where / "checkpoint.pt").is_file()

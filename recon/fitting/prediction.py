@@ -36,14 +36,25 @@ def predict_views(
 
 
 def residual_stats(data: FitData, pool: RayPool, predicted: torch.Tensor) -> list[dict]:
-    """Per view: residuals normalised by the expected noise, √(λ + σ²) per frame."""
+    """Per view: residuals normalised by the expected noise, √(λ + σ²) per frame.
+
+    ``residual_mean`` and ``residual_rms`` are those of the prediction; ``flat_residual_rms``
+    that of a flat image at the view's mean measured value, the yardstick of whether the fit
+    explains any of the view's structure.
+    """
     mean = pool.summed_electrons / pool.n_frames.clamp_min(1)
-    sigma = torch.sqrt(predicted.clamp_min(0) + pool.read_noise_e**2) / torch.sqrt(pool.n_frames.clamp_min(1))
-    z = (mean - predicted) / sigma
+    frames = pool.n_frames.clamp_min(1)
+    var_read = pool.read_noise_e**2
+
+    def z_scores(prediction: torch.Tensor) -> torch.Tensor:
+        return (mean - prediction) / (torch.sqrt(prediction.clamp_min(0) + var_read) / torch.sqrt(frames))
+
+    z = z_scores(predicted)
     rows = []
     for vi, view in enumerate(data.views):
         sel = (pool.view_of_pixel == vi) & (pool.n_frames > 0)
         zs = z[sel]
+        flat = z_scores(torch.full_like(mean, float(mean[sel].mean())) if len(zs) else mean)[sel]
         rows.append(
             {
                 "view": view.name,
@@ -52,6 +63,7 @@ def residual_stats(data: FitData, pool: RayPool, predicted: torch.Tensor) -> lis
                 "predicted_e": float(predicted[sel].sum()),
                 "residual_mean": float(zs.mean()) if len(zs) else math.nan,
                 "residual_rms": float(zs.pow(2).mean().sqrt()) if len(zs) else math.nan,
+                "flat_residual_rms": float(flat.pow(2).mean().sqrt()) if len(zs) else math.nan,
             }
         )
     return rows

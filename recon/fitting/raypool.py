@@ -14,10 +14,10 @@ import torch
 
 from recon.errors import ConfigError
 from recon.fitting.data import FitData
-from recon.model.forward import trace_in_chunks
+from recon.model.forward import sees_the_box, trace_in_chunks
 from recon.model.render import RayBatch, compact_rays
 
-__all__ = ["RayPool", "build_ray_pool", "check_views_see_the_box"]
+__all__ = ["RayPool", "build_ray_pool", "check_views_reach_the_box", "check_views_see_the_box"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,21 @@ def build_ray_pool(
         float(data.read_noise_e if data.read_noise_e is not None else system.cameras[0].sensor.read_noise_e),
         samples,
     )
+
+
+def check_views_reach_the_box(data: FitData) -> None:
+    """Before tracing: raise ConfigError for a view none of a lattice of whose pixels sees the box.
+
+    The quick form of :func:`check_views_see_the_box` (:func:`recon.model.forward.sees_the_box`
+    on 32 × 32 pixels of each view), so that a mirror facing away, a missing mirror or a wrong
+    roi is refused in a second, not after minutes of tracing.
+    """
+    for view in data.views:
+        if not sees_the_box(data.system, view.roi, camera=view.camera, grid=32, samples=4):
+            raise ConfigError(
+                f"fit: no pixel of view '{view.name}' (roi {list(view.roi)}) sees the box through any "
+                "mirror or directly; fix its roi in run.toml or the mirrors/volume of the system file"
+            )
 
 
 def check_views_see_the_box(data: FitData, pool: RayPool) -> None:

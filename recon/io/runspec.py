@@ -48,6 +48,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from optics.limits import check_number
 from optics.tomlio import read_toml
 from recon.errors import ConfigError
 
@@ -156,7 +157,11 @@ def _positive(table: Mapping, key: str, source: str) -> float | None:
         raise _type_error(source, key, "a number", value)
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{source}: key '{key}' must be > 0, got {value!r}; fix run.toml")
-    return float(value)
+    return check_number(value, key, source, high=_HIGHEST[key])
+
+
+#: The largest sane value of run.toml's numbers: photons scattered per atom in one exposure, seconds.
+_HIGHEST = {"photons_per_atom": 1e12, "exposure_s": 1e6}
 
 
 def _unknown_key(source: str, key: str, allowed: Sequence[str]) -> ConfigError:

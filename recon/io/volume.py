@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,7 @@ def write_volume(path: str | os.PathLike, volume: Volume) -> None:
         "axes": "ZYX",
         "origin_mm": [float(v) for v in volume.origin_mm],
         "voxel_size_mm": [dx, dy, dz],
+        "shape": list(volume.shape),
         "unit": volume.unit,
         "meta": volume.meta,
     }
@@ -142,8 +144,11 @@ def read_volume(path: str | os.PathLike) -> Volume:
         raise DataError(f"read_volume: {path} does not exist; give the path of a volume TIFF")
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            data = tif.asarray()
             ij = tif.imagej_metadata or {}
+            try:
+                data = tif.asarray()
+            except (IndexError, ValueError):  # an ImageJ layout tifffile cannot map (one voxel in x)
+                data = np.stack([p.asarray() for p in tif.pages])
             page = tif.pages[0]
             xres = page.tags.get("XResolution")
             yres = page.tags.get("YResolution")
@@ -151,17 +156,26 @@ def read_volume(path: str | os.PathLike) -> Volume:
         raise DataError(
             f"read_volume: cannot read {path} as TIFF ({err}); is the file complete?"
         ) from None
-    data = np.squeeze(np.asarray(data))
-    if data.ndim != 3:
-        raise DataError(f"read_volume: {path} holds an array of shape {data.shape}, expected 3-D")
-    if not np.all(np.isfinite(data)):
-        raise DataError(f"read_volume: {path} holds NaN or inf values")
     info: dict = {}
     if "Info" in ij:
         try:
             info = json.loads(ij["Info"])
         except (TypeError, ValueError):
             info = {}
+    data = np.asarray(data)
+    shape = info.get("shape")
+    if isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) for n in shape) \
+            and math.prod(shape) == data.size:
+        data = data.reshape(shape)  # keeps an axis of one voxel, which ImageJ's layout drops
+    else:
+        data = np.squeeze(data)
+    if data.ndim != 3:
+        raise DataError(f"read_volume: {path} holds an array of shape {data.shape}, expected 3-D")
+    if not np.all(np.isfinite(data)):
+        raise DataError(f"read_volume: {path} holds NaN or inf values")
+    if "voxel_size_mm" not in info and not ij:
+        raise DataError(f"read_volume: {path} carries no voxel size (it is neither a recon volume nor an "
+                        "ImageJ stack); set the voxel size in Fiji (Image › Properties) and save it as TIFF")
     if "voxel_size_mm" in info:
         voxel = tuple(float(v) for v in info["voxel_size_mm"])
         origin = tuple(float(v) for v in info.get("origin_mm", (0.0, 0.0, 0.0)))
@@ -195,10 +209,15 @@ def interpolate(volume: Volume, points_mm: torch.Tensor) -> torch.Tensor:
     """
     import torch.nn.functional as F
 
-    data = torch.as_tensor(volume.data, device=points_mm.device, dtype=points_mm.dtype)
-    origin = torch.tensor(volume.origin_mm, device=points_mm.device, dtype=points_mm.dtype)
+    values, origin_mm = np.asarray(volume.data), list(volume.origin_mm)
+    for axis, n in enumerate(values.shape):  # (z, y, x)
+        if n == 1:  # one voxel thick: it fades to 0 one voxel away, like the faces of any grid
+            values = np.pad(values, [(1, 1) if a == axis else (0, 0) for a in range(3)])
+            origin_mm[2 - axis] -= volume.voxel_size_mm[2 - axis]
+    data = torch.as_tensor(values, device=points_mm.device, dtype=points_mm.dtype)
+    origin = torch.tensor(origin_mm, device=points_mm.device, dtype=points_mm.dtype)
     spacing = torch.tensor(volume.voxel_size_mm, device=points_mm.device, dtype=points_mm.dtype)
-    size = torch.tensor(volume.shape[::-1], device=points_mm.device, dtype=points_mm.dtype)  # x, y, z
+    size = torch.tensor(values.shape[::-1], device=points_mm.device, dtype=points_mm.dtype)  # x, y, z
     # align_corners=True: −1 and +1 are the centres of the first and last voxels.
     grid = 2.0 * (points_mm - origin) / (spacing * (size - 1).clamp_min(1)) - 1.0
     out = F.grid_sample(data[None, None], grid.reshape(1, -1, 1, 1, 3), mode="bilinear",

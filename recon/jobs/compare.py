@@ -18,6 +18,7 @@ from recon.analysis.resolution import (
     volume_file,
 )
 from recon.errors import ConfigError
+from recon.fitting.outdir import OutputLock
 from recon.io.volume import Volume, read_volume
 from recon.reporting.fsc_files import write_fsc_outputs
 from recon.reporting.report import refresh_report
@@ -81,18 +82,19 @@ def compare_paths(
             raise ConfigError("fsc: a fit directory uses 0.5 against --truth and 0.143 between its halves; "
                               "pass two TIFF files to choose --threshold")
         target = out or first
-        if truth is not None:
-            report = fsc_truth(read_volume(volume_file(first / "density.tif")), truth, target, mask=mask)
-            sub = "fsc-truth"
-        elif (first / "half1.tif").is_file() and (first / "half2.tif").is_file():
-            report = fsc_halves(read_volume(first / "half1.tif"), read_volume(first / "half2.tif"), target,
-                                mask=mask)
-            sub = "fsc-halves"
-        else:
-            raise ConfigError(f"fsc: {first} holds no half maps (half1.tif, half2.tif); pass --truth "
-                              "RUN/truth.tif, or fit with --split-halves")
-        if target == first:
-            refresh_report(first)
+        with OutputLock(target, what="fsc"):  # not while a fit writes that directory
+            if truth is not None:
+                report = fsc_truth(read_volume(volume_file(first / "density.tif")), truth, target, mask=mask)
+                sub = "fsc-truth"
+            elif (first / "half1.tif").is_file() and (first / "half2.tif").is_file():
+                report = fsc_halves(read_volume(first / "half1.tif"), read_volume(first / "half2.tif"),
+                                    target, mask=mask)
+                sub = "fsc-halves"
+            else:
+                raise ConfigError(f"fsc: {first} holds no half maps (half1.tif, half2.tif); pass --truth "
+                                  "RUN/truth.tif, or fit with --split-halves")
+            if target == first:
+                refresh_report(first)
         return report, target / sub
     if (second is None) == (truth is None):
         raise ConfigError("fsc: pass two volumes (recon fsc A.tif B.tif), or one with --truth T.tif, "

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,28 +23,32 @@ import torch
 
 from optics.atomic import atomic_write_json
 from optics.system import System, save_system
+from recon.analysis.inspect import fit_blockers, inspect_run
 from recon.analysis.moments import cloud_metrics
 from recon.environment import versions
-from recon.errors import ConfigError
+from recon.errors import ConfigError, DataError, FitError, OutputError
 from recon.fitting.checkpoint import check_resumable
 from recon.fitting.config import FitConfig, config_dict, field_factory, load_fit_config
-from recon.fitting.data import HALF_SEED_OFFSET, FitData, density_grid, load_fit_data, split_fit_data
-from recon.fitting.loop import run_fit
+from recon.fitting.data import HALF_SEED_OFFSET, FitData, density_grid, fit_data, split_fit_data
+from recon.fitting.loop import StopOnSignals, run_fit
 from recon.fitting.outdir import (
+    OutputLock,
     discard_unless_resumable,
     finish_out_dir,
     prepare_out_dir,
+    resume_dir,
     saved_fit_settings,
 )
 from recon.fitting.prediction import predict_views, residual_stats
 from recon.fitting.raypool import RayPool
+from recon.io.run import load_run
 from recon.io.volume import Volume, write_volume
 from recon.jobs.compare import fsc_halves, fsc_truth
 from recon.model.fields.base import sample_field
 from recon.reporting.renders import write_renders
 from recon.reporting.report import write_report
 
-__all__ = ["FitOutcome", "fit", "run_fit_job", "save_density"]
+__all__ = ["FitOutcome", "fit", "run_fit_job", "save_density", "unconverged_warning", "worthless_result"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,13 +96,23 @@ def fit(
     if split_halves and cfg.refine:
         raise ConfigError("fit: --refine and --split-halves cannot be combined; refine first, then fit the "
                           "halves with the refined system")
-    data, run_name, truth = load_fit_data(Path(views))
-    out = Path(out) if out is not None else Path("fits") / run_name
+    run = load_run(views)
+    stats = inspect_run(run)  # the checks of `recon inspect`, before any long work
+    blockers = fit_blockers(stats)
+    if blockers:
+        raise DataError(f"fit: {blockers[0]}; check the run with `recon inspect {views}`")
+    data, truth = fit_data(run)
+    out = Path(out) if out is not None else Path("fits") / run.name
     if resume:  # what was not given now is what the interrupted fit ran with
         cfg = load_fit_config(config, base=saved_fit_settings(out), **settings)
     progress = make_progress(cfg) if make_progress else None
-    metrics = run_fit_job(data, cfg, out, run_name=run_name, overwrite=overwrite, resume=resume,
-                          progress=progress, truth_path=truth, split_halves=split if split_halves else None)
+    warnings = [f"view {s.name}: {w}" for s in stats for w in s.warnings]
+    for line in warnings:
+        if progress:
+            progress.log(f"warning: {line}")
+    metrics = run_fit_job(data, cfg, out, run_name=run.name, overwrite=overwrite, resume=resume,
+                          progress=progress, truth_path=truth, split_halves=split if split_halves else None,
+                          warnings=warnings)
     return FitOutcome(metrics, out, cfg)
 
 
@@ -159,8 +174,13 @@ def run_fit_job(
     progress=None,
     truth_path: Path | None = None,
     split_halves: str | None = None,
+    warnings: list[str] = (),
 ) -> dict:
     """Fit ``data`` and write the whole output directory; returns the metrics.
+
+    The output directory is this process's while it runs (:class:`~recon.fitting.outdir.OutputLock`);
+    SIGINT or SIGTERM stop it with a message saying what was kept, and a result that is
+    non-finite, zero or explains none of the signal is an error, not a success.
 
     Args:
         data: the run's data.
@@ -175,7 +195,31 @@ def run_fit_job(
         split_halves: None for one fit of all the data; ``auto``, ``thinning`` or ``frames`` to
             fit two independent halves (:func:`split_fit_data`), write ``half1.tif``,
             ``half2.tif`` and their average as ``density.tif``, and their FSC (``fsc-halves/``).
+        warnings: remarks on the data (from ``recon inspect``'s checks) recorded in metrics.json.
+
+    Raises:
+        FitError: the fit failed or its result is worthless (nothing is written then).
+        FitInterrupted: SIGINT or SIGTERM (what was kept is in the message).
     """
+    before = ("fit stopped before its first step; the checkpoint is as it was: run the same command with "
+              "--resume to continue") if resume else "fit stopped before its first step; nothing was kept"
+    with OutputLock(out), StopOnSignals(before) as stop:
+        try:
+            return _fit_and_write(data, cfg, out, stop, run_name=run_name, overwrite=overwrite, resume=resume,
+                                  progress=progress, truth_path=truth_path, split_halves=split_halves,
+                                  warnings=warnings)
+        except OutputError as err:  # a full disk: say what is kept and how to go on
+            kept = resume_dir(out)
+            if kept is None:
+                raise
+            raise OutputError(f"{err}; the last checkpoint is kept in {kept}: make room and run the same "
+                              "command with --resume") from None
+
+
+def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals, *, run_name: str,
+                   overwrite: bool, resume: bool, progress, truth_path: Path | None, split_halves: str | None,
+                   warnings: list[str]) -> dict:
+    """:func:`run_fit_job` holding the output lock; ``stop`` says what a signal leaves behind."""
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     if resume:
         cfg.steps = max(cfg.steps, int(saved_fit_settings(out).get("steps", 0)))
@@ -199,6 +243,8 @@ def run_fit_job(
     except BaseException:
         discard_unless_resumable(work, out)
         raise
+    stop.message = ("fit stopped while writing its outputs; the fit is complete in its checkpoint: run the "
+                    "same command with --resume to write them")
     if results[0]["refined_system"] is not None:
         _write_refinement(work, results[0]["refined_system"], results[0]["refinement"], cfg, progress)
     shape, origin, voxel = density_grid(data, cfg.voxel_size_mm)
@@ -256,10 +302,70 @@ def run_fit_job(
     }
     if data.density_unit != "atoms/mm^3":
         metrics["atoms_note"] = "relative units: the run gives no photons per atom"
+    if warnings:
+        metrics["warnings"] = list(warnings)
+    problem = worthless_result(metrics)
+    remark = None if problem else unconverged_warning(metrics)
+    if remark:
+        metrics.setdefault("warnings", []).append(remark)
+        if progress:
+            progress.log(f"warning: {remark}")
+    if problem:
+        shutil.rmtree(work, ignore_errors=True)  # nothing in it is worth resuming
+        raise FitError(f"fit: {problem}; nothing was written. The fit diverged or is over-regularised: check "
+                       f"lr ({cfg.lr:g}), tv_weight ({cfg.tv_weight:g}) and sparsity_weight "
+                       f"({cfg.sparsity_weight:g}) in --config, and the run with `recon inspect`")
     atomic_write_json(work / "metrics.json", metrics)
     write_report(work, metrics, images)
     finish_out_dir(work, out)
     return metrics
+
+
+def _chi2(metrics: dict) -> tuple[int, float, float]:
+    """Pixels, and χ² of the fit and of a flat image at each view's mean, summed over the views."""
+    rows = [v for v in metrics["views"] if v["pixels"] > 0 and math.isfinite(v["flat_residual_rms"])]
+    n = sum(v["pixels"] for v in rows)
+    return (n, sum(v["pixels"] * v["residual_rms"] ** 2 for v in rows),
+            sum(v["pixels"] * v["flat_residual_rms"] ** 2 for v in rows))
+
+
+def _worse_than_flat(metrics: dict) -> str | None:
+    """Where the views hold structure, a fit whose residuals are no smaller than a flat image's."""
+    n, chi2_fit, chi2_flat = _chi2(metrics)
+    structure = n > 0 and chi2_flat > n * (1 + 5 * math.sqrt(2 / n))  # a flat image leaves signal
+    if structure and not chi2_fit < chi2_flat:
+        return (f"its residuals (RMS {math.sqrt(chi2_fit / n):.3g} σ) are no smaller than those of a flat "
+                f"image (RMS {math.sqrt(chi2_flat / n):.3g} σ)")
+    return None
+
+
+def worthless_result(metrics: dict) -> str | None:
+    """Why a fit's result must not be reported as a success (None: it may).
+
+    Non-finite atoms, centroid or widths; no atoms; or a prediction that explains none of the
+    measured signal: it is off the measured total by more than a factor 2 and its residuals are
+    no smaller than those of a flat image at each view's mean (χ² over the views' pixels), where
+    the views hold structure at all.
+    """
+    figures = [metrics["atoms"], *metrics["centroid_mm"], *metrics["width_mm"]]
+    if not all(math.isfinite(v) for v in figures):
+        return f"the result is not finite (atoms {metrics['atoms']:.4g}, centroid {metrics['centroid_mm']})"
+    if metrics["atoms"] <= 0:
+        return "the fitted density is zero everywhere"
+    measured = sum(v["measured_e"] for v in metrics["views"])
+    predicted = sum(v["predicted_e"] for v in metrics["views"])
+    worse = _worse_than_flat(metrics)
+    if worse and measured > 0 and not 0.5 <= predicted / measured <= 2.0:
+        return (f"the result explains none of the signal: it predicts {predicted:.3g} of the {measured:.3g} "
+                f"measured photoelectrons, and {worse}")
+    return None
+
+
+def unconverged_warning(metrics: dict) -> str | None:
+    """A loud remark for a plausible result that a flat image would still beat (not converged)."""
+    worse = _worse_than_flat(metrics)
+    return None if worse is None else (f"the fit has not converged: {worse}; fit longer (--steps) before "
+                                       "trusting it")
 
 
 def save_density(

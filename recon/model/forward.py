@@ -19,7 +19,7 @@ from optics.system import System
 from optics.trace import TracedRays, sample_pixel_samples, trace_pixels
 from recon.model.render import RayBatch, render_pixels
 
-__all__ = ["render_batches", "trace_in_chunks"]
+__all__ = ["render_batches", "sees_the_box", "trace_in_chunks"]
 
 
 def trace_in_chunks(
@@ -35,7 +35,7 @@ def trace_in_chunks(
 
     Args:
         system: the instrument.
-        pixels_uv: (P, 2) full-sensor pixel centres (u, v), px.
+        pixels_uv: (P, 2) full-sensor pixel centres (u, v), px, in the system's dtype.
         camera: camera index.
         samples: sub-pixel × aperture samples per pixel (stratified,
             :func:`optics.trace.sample_pixel_samples`).
@@ -47,7 +47,7 @@ def trace_in_chunks(
     """
     for start in range(0, len(pixels_uv), chunk_pixels):
         chunk = pixels_uv[start : start + chunk_pixels]
-        sub, ap = sample_pixel_samples(len(chunk), samples, generator=generator)
+        sub, ap = sample_pixel_samples(len(chunk), samples, generator=generator, dtype=pixels_uv.dtype)
         yield slice(start, start + len(chunk)), trace_pixels(system, chunk, camera=camera, subpixel=sub,
                                                              aperture=ap)
 
@@ -90,3 +90,39 @@ def render_batches(
         if progress:
             progress(where.stop)
     return out
+
+
+@torch.no_grad()
+def sees_the_box(
+    system: System,
+    roi: tuple[int, int, int, int],
+    *,
+    camera: int,
+    path: int | None = None,
+    grid: int = 12,
+    samples: int = 8,
+    generator: torch.Generator | None = None,
+) -> bool:
+    """Whether some pixel of a sensor region sees the box: a quick check before long work.
+
+    A ``grid`` × ``grid`` lattice of the region's pixels (all of them when it is smaller), each
+    traced with ``samples`` sub-pixel × aperture samples in float64, must have a ray that crosses
+    the box by light path ``path`` (0 direct, k ≥ 1 mirror k − 1), or by any path when None.
+
+    Args:
+        system: the instrument.
+        roi: ``(x0, y0, width, height)``, full-sensor px.
+        camera: camera index.
+        path: the light path, or None for any.
+        grid: lattice size per axis.
+        samples: samples per pixel.
+        generator: random generator of the samples (default: seeded 0).
+    """
+    x0, y0, w, h = roi
+    v, u = torch.meshgrid(torch.linspace(y0, y0 + h - 1, min(h, grid), dtype=torch.float64),
+                          torch.linspace(x0, x0 + w - 1, min(w, grid), dtype=torch.float64), indexing="ij")
+    uv = torch.stack([u, v], -1).reshape(-1, 2)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    sub, ap = sample_pixel_samples(len(uv), samples, generator=gen, dtype=torch.float64)
+    valid = trace_pixels(system.to(torch.float64), uv, camera=camera, subpixel=sub, aperture=ap).valid
+    return bool((valid if path is None else valid[..., path]).any())

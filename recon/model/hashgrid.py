@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
+from optics.limits import check_types
 from recon.errors import ConfigError
 
 __all__ = [
@@ -161,6 +162,7 @@ class HashGridConfig:
             raise ConfigError(
                 f"HashGridConfig: unknown keys {unknown}; expected some of {sorted(known)}"
             )
+        check_types(cls, data, "HashGridConfig")
         return cls(**data)
 
 

@@ -38,12 +38,14 @@ class Progress:
         """Begin a run of ``total`` steps, resuming at ``first``."""
         self.total, self._first, self._t0 = total, first, time.perf_counter()
         if self.live:
+            from rich.console import Console
             from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
                                      TextColumn("{task.completed}/{task.total}"),
-                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                     console=Console(file=self.stream))
             self._bar.start()
             self._task = self._bar.add_task(self.label, total=total, completed=first, info="")
 

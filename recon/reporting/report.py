@@ -45,9 +45,14 @@ def write_report(out_dir: Path, metrics: dict, images: list[Path], extra_section
     ):
         if key in metrics:
             rows.append(f"<tr><th>{html.escape(key)}</th><td>{html.escape(str(metrics[key]))}</td></tr>")
+    def number(value, spec: str) -> str:  # metrics.json holds null for NaN (a view without usable pixels)
+        return "—" if value is None else format(value, spec)
+
     view_rows = "".join(
-        f"<tr><td>{html.escape(v['view'])}</td><td>{v['pixels']}</td><td>{v['measured_e']:.4g}</td>"
-        f"<td>{v['predicted_e']:.4g}</td><td>{v['residual_mean']:.3f}</td><td>{v['residual_rms']:.3f}</td></tr>"
+        f"<tr><td>{html.escape(v['view'])}</td><td>{v['pixels']}</td>"
+        f"<td>{number(v['measured_e'], '.4g')}</td>"
+        f"<td>{number(v['predicted_e'], '.4g')}</td><td>{number(v['residual_mean'], '.3f')}</td>"
+        f"<td>{number(v['residual_rms'], '.3f')}</td></tr>"
         for v in metrics.get("views", [])
     )
     pics = "".join(figure_html(p, p.name) for p in images if p.exists())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from optics.limits import LENGTH_MM, check_number
 from optics.tomlio import read_toml
 from recon.errors import ConfigError
 from recon.simulation.phantoms import MODELS, PHANTOMS, Phantom, PrimitivePhantom
@@ -49,7 +50,8 @@ def _number(value, key: str, source: str, *, positive: bool = False, nonneg: boo
         raise ConfigError(f"{source}: key '{key}' must be > 0, got {value!r}")
     if nonneg and value < 0:
         raise ConfigError(f"{source}: key '{key}' must be ≥ 0, got {value!r}")
-    return float(value)
+    bound = LENGTH_MM if key.split(".")[-1].endswith(("_mm", "_mm2")) else None  # lengths; else float32
+    return check_number(value, key, source, low=None if bound is None else -bound, high=bound)
 
 
 def _vector3(value, key: str, source: str, *, scalar_ok: bool = False, positive: bool = False) -> np.ndarray:

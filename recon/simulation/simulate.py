@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
 from optics.atomic import check_writable
 from optics.camera import roi_pixel_centers
 from optics.design import ViewRegion, view_regions
+from optics.limits import check_number
 from optics.system import System, load_system
-from optics.trace import sample_pixel_samples, trace_pixels
 from recon.errors import ConfigError
 from recon.io.runwriter import write_run
 from recon.io.sensor import NOISE_MODELS, simulate_adu
-from recon.model.forward import render_batches, trace_in_chunks
+from recon.model.forward import render_batches, sees_the_box, trace_in_chunks
 from recon.model.render import compact_rays
 from recon.simulation.phantom_file import load_phantom
 from recon.simulation.truth import truth_volume
@@ -40,11 +41,7 @@ def check_regions(
         ConfigError: a view that falls outside the sensor, or a path no ray reaches; the message
             names the mirror and the fix.
     """
-    from dataclasses import replace
-
-
     sensor = system.cameras[camera].sensor
-    sys64 = system.to(torch.float64)
     gen = torch.Generator().manual_seed(0)
     out = []
     for reg in regions:
@@ -57,15 +54,8 @@ def check_regions(
                 f"{source}: {where} images the box at roi {list(reg.roi)}, outside the "
                 f"{sensor.width_px}×{sensor.height_px} sensor; move or re-aim it, or remove it"
             )
-        v, u = torch.meshgrid(
-            torch.linspace(cy0, cy1 - 1, min(cy1 - cy0, grid), dtype=torch.float64),
-            torch.linspace(cx0, cx1 - 1, min(cx1 - cx0, grid), dtype=torch.float64),
-            indexing="ij",
-        )
-        uv = torch.stack([u, v], -1).reshape(-1, 2)
-        sub, ap = sample_pixel_samples(len(uv), 8, generator=gen, dtype=torch.float64)
-        traced = trace_pixels(sys64, uv, camera=camera, subpixel=sub, aperture=ap)
-        if not bool(traced.valid[..., reg.path].any()):
+        if not sees_the_box(system, (cx0, cy0, cx1 - cx0, cy1 - cy0), camera=camera, path=reg.path, grid=grid,
+                            generator=gen):
             raise ConfigError(
                 f"{source}: no ray from the box reaches the lens by {where}; turn its normal so that "
                 "the box's reflection faces the lens, move it into view, or remove it"
@@ -113,7 +103,7 @@ def expected_views(
     done = 0
     out = {}
     for reg in regions:
-        uv = roi_pixel_centers(reg.roi).reshape(-1, 2)
+        uv = roi_pixel_centers(reg.roi, system.dtype).reshape(-1, 2)
         traced = trace_in_chunks(system, uv, camera=camera, samples=samples, generator=gen,
                                  chunk_pixels=chunk_pixels)
         image = render_batches(density, ((where, compact_rays(rays)) for where, rays in traced), len(uv),
@@ -156,6 +146,11 @@ def simulate_run(
         raise ConfigError(f"simulate: --noise must be one of {', '.join(NOISE_MODELS)}, got {noise!r}")
     if frames < 1 or samples < 1 or photons_per_atom <= 0 or step_mm <= 0:
         raise ConfigError("simulate: --frames, --samples, --photons-per-atom and --step-mm must be positive")
+    sane = (("--atoms", atoms, 0.0, 1e15), ("--photons-per-atom", photons_per_atom, None, 1e12),
+            ("--step-mm", step_mm, 1e-4, 10.0), ("--frames", frames, None, 10**5),
+            ("--samples", samples, None, 4096), ("truth_voxel_mm", truth_voxel_mm, 1e-3, 10.0))
+    for key, value, low, high in sane:
+        check_number(value, key, "simulate", low=low, high=high)
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"simulate: {out} exists; pass --overwrite or choose another --out")

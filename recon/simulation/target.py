@@ -19,7 +19,7 @@ __all__ = ["parse_calibration_target", "simulate_calibration_target"]
 def parse_calibration_target(text: str) -> int:
     """``points:N`` → N (the number of point-source positions of a calibration target set)."""
     kind, _, count = text.partition(":")
-    if kind != "points" or not count.isdigit() or int(count) < 1:
+    if kind != "points" or not (count.isascii() and count.isdigit()) or int(count) < 1:
         raise ConfigError(f"simulate: --calibration-target must be points:N with N ≥ 1, got {text!r}")
     return int(count)
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from optics.limits import check_types
 from recon.errors import ConfigError
 from recon.model.hashgrid import HashGridConfig
 
@@ -90,6 +91,7 @@ class FieldConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"FieldConfig: unknown keys {unknown}; expected some of {sorted(known)}")
+        check_types(cls, data, "FieldConfig")
         data = dict(data)
         if isinstance(data.get("encoding"), dict):
             data["encoding"] = HashGridConfig.from_dict(data["encoding"])

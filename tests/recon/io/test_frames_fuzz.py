@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 from recon.errors import DataError
 from recon.io.frames import read_frames
 from recon.io.sensor import SensorSpec
-from tests.recon.io.fuzz_runs import FUZZ, assert_one_line
+from tests.fuzzing import FUZZ, assert_one_line
 
 SENSOR = SensorSpec(width_px=2001, height_px=1501, bit_depth=16, offset_adu=100.0, gain_e_per_adu=1.0)
 

@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 
 from recon.errors import ConfigError, DataError
 from recon.io.run import load_run
-from tests.fuzzing import mutated
+from tests.fuzzing import assert_one_line, mutated
 from tests.micro import make_micro_run
-from tests.recon.io.fuzz_runs import assert_one_line
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from recon.errors import ConfigError
 from recon.io.runspec import RunSpec, read_run_spec
-from tests.fuzzing import mutated
-from tests.recon.io.fuzz_runs import FUZZ, assert_one_line
+from tests.fuzzing import FUZZ, assert_one_line, mutated
 
 VALID = {
     "schema": "recon.run/1",

@@ -1,0 +1,121 @@
+"""`recon system show`: the per-view table of the default dome, overlapping regions, the layout PNG."""
+
+import dataclasses
+import math
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from optics.design import ViewRegion
+from optics.system import load_system
+from recon.errors import ConfigError
+from recon.reporting.system_report import draw_layout, overlapping_regions, summarize_views
+from tests.optics.helpers import make_system
+
+MIRROR = {"name": "m1", "center_mm": [0.0, 12.0, 12.0], "normal": [0.0, -0.3, -0.95], "shape": "circle",
+          "radius_mm": 4.0, "reflectivity": 0.95}
+
+
+@pytest.fixture(scope="module")
+def dome():
+    return load_system(Path(__file__).parents[3] / "data" / "systems" / "magis_dome.toml")
+
+
+@pytest.fixture(scope="module")
+def dome_rows(dome):
+    return summarize_views(dome)
+
+
+def _region(name, roi, path=0):
+    return ViewRegion(path, name, roi, 0.0, 0.0, 0.2, 0.0, 0.0)
+
+
+def test_dome_has_one_row_per_light_path(dome, dome_rows):
+    assert [r.region.path for r in dome_rows] == list(range(dome.n_paths)) == list(range(15))
+    assert [r.region.name for r in dome_rows] == ["direct", *(f"r1m0{k}" for k in range(1, 7)),
+                                                  *(f"r2m0{k}" for k in range(1, 9))]
+
+
+def test_dome_collected_fractions_match_the_readme(dome_rows):
+    fractions = [r.collected_fraction for r in dome_rows]
+    assert all(f > 0 for f in fractions)
+    # README: "Total collected: 1.72 % of 4π"; direct 0.1504 %, ring 1 0.1125 %, ring 2 0.1123 % each.
+    assert sum(fractions) == pytest.approx(0.0172, abs=5e-5)
+    assert fractions[0] == pytest.approx(0.001504, abs=5e-7)
+    assert fractions[1:7] == pytest.approx([0.001125] * 6, abs=5e-7)
+    assert fractions[7:] == pytest.approx([0.0011235] * 8, abs=1e-6)
+
+
+def test_dome_chief_rays_hit_the_box_and_regions_do_not_overlap(dome_rows):
+    assert all(r.chief_ray_hits_box for r in dome_rows)
+    assert overlapping_regions([r.region for r in dome_rows]) == []
+    assert {r.depth_of_field_mm for r in dome_rows} == {dome_rows[0].depth_of_field_mm}
+    assert dome_rows[0].depth_of_field_mm == pytest.approx(0.243, abs=5e-4)  # README: DoF 0.243 mm
+
+
+def test_direct_view_collects_the_solid_angle_of_the_aperture():
+    system = make_system(mirrors=[MIRROR])
+    direct, mirror = summarize_views(system)
+    cam = system.cameras[0]
+    radius, distance = float(cam.lens.aperture_radius_mm), float(cam.pose.position_mm.norm())
+    cone = (1 - math.cos(math.atan(radius / distance))) / 2  # no window, lens facing the box centre
+    assert direct.collected_fraction == pytest.approx(cone, rel=1e-3)
+    assert 0 < mirror.collected_fraction < direct.collected_fraction
+    assert direct.chief_ray_hits_box and mirror.chief_ray_hits_box
+
+
+def test_depth_of_field_uses_the_pixel_pitch_as_the_blur():
+    system = make_system()
+    (row,) = summarize_views(system)
+    lens, pitch = system.cameras[0].lens, system.cameras[0].sensor.pixel_pitch_mm
+    so, m = float(lens.focus_distance_mm), float(lens.magnification)
+    k = float(pitch) / (2 * float(lens.aperture_radius_mm) * m)
+    assert row.depth_of_field_mm == pytest.approx(so / (1 - k) - so / (1 + k), rel=1e-9)
+    assert row.depth_of_field_mm == pytest.approx(0.2431, abs=1e-4)
+
+
+def test_mirror_collection_scales_with_reflectivity():
+    full = summarize_views(make_system(mirrors=[dict(MIRROR, reflectivity=0.9)]))[1].collected_fraction
+    half = summarize_views(make_system(mirrors=[dict(MIRROR, reflectivity=0.45)]))[1].collected_fraction
+    assert half == pytest.approx(full / 2, rel=1e-9)
+
+
+@pytest.mark.parametrize("camera", [1, -1])
+def test_bad_camera_index_raises(dome, camera):
+    with pytest.raises(ConfigError, match=rf"camera {camera} does not exist in dome.toml \(it has 1\); "
+                                          r"pass --camera 0\.\.0"):
+        summarize_views(dome, camera, source="dome.toml")
+
+
+def test_overlapping_regions_of_hand_made_rectangles():
+    a = _region("a", (0, 0, 10, 10))
+    right = _region("right", (10, 0, 5, 10))  # shares a's right edge
+    below = _region("below", (0, 10, 10, 3))  # shares a's bottom edge
+    corner = _region("corner", (9, 9, 4, 4))  # one pixel in common with a
+    inside = _region("inside", (2, 3, 2, 2))
+    far = _region("far", (100, 100, 1, 1))
+    assert overlapping_regions([a, right, below, far]) == []
+    assert overlapping_regions([a, corner]) == ["a/corner"]
+    assert overlapping_regions([inside, a, far]) == ["inside/a"]
+    assert overlapping_regions([a, right, corner, below]) == ["a/corner", "right/corner", "corner/below"]
+    assert overlapping_regions([]) == [] and overlapping_regions([a]) == []
+
+
+def test_overlapping_regions_is_symmetric_in_its_rule():
+    a, b = _region("a", (5, 5, 10, 10)), _region("b", (0, 0, 6, 6))
+    assert overlapping_regions([a, b]) == ["a/b"] and overlapping_regions([b, a]) == ["b/a"]
+    shifted = dataclasses.replace(b, roi=(0, 0, 5, 6))  # now touches a's left edge only
+    assert overlapping_regions([a, shifted]) == []
+
+
+def test_draw_layout_writes_a_png(tmp_path):
+    system = make_system(mirrors=[MIRROR], dtype=torch.float32)
+    rows = summarize_views(system)
+    path = tmp_path / "layout.png"
+    draw_layout(system, rows, path)
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", head[16:24]) == (18 * 110, 6 * 110)  # figsize (18, 6) at 110 dpi
+    assert list(tmp_path.iterdir()) == [path]  # written atomically, no temporary left
