@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from optics.errors import ConfigError
+from optics.limits import check_seed
 from optics.rays import dot, normalize
 from optics.system import System
 
@@ -68,6 +69,7 @@ def perturb_system(system: System, *, tilt_deg: float, shift_um: float, seed: in
     Raises:
         ConfigError: negative σ, or a system without mirrors.
     """
+    check_seed(seed, "system perturb")
     if tilt_deg < 0 or shift_um < 0 or not (math.isfinite(tilt_deg) and math.isfinite(shift_um)):
         raise ConfigError(
             f"system perturb: --tilt-deg and --shift-um must be finite and ≥ 0, got {tilt_deg} and {shift_um}"

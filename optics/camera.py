@@ -16,7 +16,7 @@ from optics.lens import Lens
 from optics.mirror import map_tensors
 from optics.rays import normalize
 
-__all__ = ["Camera", "Pose", "Sensor", "look_at_rotation", "roi_pixel_centers"]
+__all__ = ["Camera", "Pose", "Sensor", "look_at_rotation", "roi_pixel_centers", "rois_overlap"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,13 @@ def roi_pixel_centers(roi: tuple[int, int, int, int], dtype: torch.dtype = torch
     x0, y0, w, h = roi
     v, u = torch.meshgrid(torch.arange(h, dtype=dtype) + y0, torch.arange(w, dtype=dtype) + x0, indexing="ij")
     return torch.stack([u, v], -1)
+
+
+def rois_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two sensor crops ``(x0, y0, width, height)`` share a pixel (touching edges do not)."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    return ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah
 
 
 def look_at_rotation(position: torch.Tensor, look_at: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import math
 
 from optics.errors import ConfigError
 
-__all__ = ["FLOAT32_MAX", "FLOAT32_TINY", "LENGTH_MM", "check_number", "check_types"]
+__all__ = ["FLOAT32_MAX", "FLOAT32_TINY", "LENGTH_MM", "check_number", "check_seed", "check_types"]
 
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32
@@ -47,7 +47,12 @@ def check_number(
     Raises:
         ConfigError: naming the file, the key, the value and the range.
     """
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float
+        raise ConfigError(f"{source}: key '{key}' is an integer of {int(value).bit_length()} bits, outside "
+                          "float32's range (1.2e-38 … 3.4e38 in magnitude, or 0); give a physical value") \
+            from None
     if not math.isfinite(value):
         raise ConfigError(f"{source}: key '{key}' must be finite, got {value}")
     if abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY:
@@ -61,6 +66,13 @@ def check_number(
 
 _EXPECTED = {"int": "an integer", "float": "a finite number", "str": "a string", "bool": "true or false",
              "dict": "a table", "int | tuple[int, int, int]": "an integer or a list of 3 integers"}
+
+
+def check_seed(seed: int, source: str) -> int:
+    """``seed`` if a torch generator takes it (an integer in 0 … 2⁶³ − 1); else a one-line ConfigError."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"{source}: --seed must be an integer in 0 … 2⁶³ − 1, got {seed!r}")
+    return seed
 
 
 def _is_int(value) -> bool:
@@ -80,13 +92,15 @@ def check_types(cls, data: dict, source: str, *, fix: str = "") -> None:
         source: where they came from, for the message.
         fix: what to fix, appended to the message ("; fix the fit config").
     """
-    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    kinds = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+             for f in dataclasses.fields(cls)}
     for key, value in data.items():
         kind = kinds.get(key)
         if kind == "int":
             ok = _is_int(value)
         elif kind == "float":
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and not (isinstance(value, float) and not math.isfinite(value))
             if ok:
                 check_number(value, key, source)
         elif kind == "str":

@@ -153,19 +153,19 @@ class _Reader:
         elif kind == "float":
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if ok:
-                value = self._sane(key, float(value))
+                value = self._sane(key, value)
         elif kind.startswith("vec"):
             n = int(kind[3:])
             ok = (isinstance(value, list) and len(value) == n
                   and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
             if ok:
-                value = [self._sane(key, float(v)) for v in value]
+                value = [self._sane(key, v) for v in value]
         elif kind == "mat3":
             ok = (isinstance(value, list) and len(value) == 3
                   and all(isinstance(r, list) and len(r) == 3 for r in value)
                   and all(isinstance(v, (int, float)) and not isinstance(v, bool) for r in value for v in r))
             if ok:
-                value = [[self._sane(key, float(v)) for v in r] for r in value]
+                value = [[self._sane(key, v) for v in r] for r in value]
         elif kind == "table":
             ok = isinstance(value, dict)
         elif kind == "tables":
@@ -182,8 +182,7 @@ class _Reader:
         low, high, unit = _LIMITS.get(key, (None, None, ""))
         if low is not None and low > 0 and value <= 0:
             raise self.error(key, f"must be > 0, got {value}")
-        check_number(value, self._key(key), self.source, low=low, high=high, unit=unit)
-        return value
+        return check_number(value, self._key(key), self.source, low=low, high=high, unit=unit)
 
     def positive(self, key: str, kind: str = "float", **kw):
         value = self.get(key, kind, **kw)
@@ -437,6 +436,9 @@ def load_system(path: str | os.PathLike, *, dtype=torch.float32) -> System:
     if path.is_dir():
         raise ConfigError(f"system file {path} is a directory; pass the path of a system TOML "
                           "(e.g. data/systems/magis_dome.toml)")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"system file {path} is not a regular file (a FIFO, a device or a socket); pass "
+                          "the path of a system TOML")
     if not path.is_file():
         raise ConfigError(f"system file {path} does not exist; pass the path of a system TOML "
                           "(e.g. data/systems/magis_dome.toml)")

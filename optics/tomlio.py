@@ -31,5 +31,11 @@ def read_toml(path: Path, what: str) -> dict:
     except tomllib.TOMLDecodeError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"{path}: not valid TOML ({first}); fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read (arrays or tables inside each other); flatten "
+                          "it") from None
+    except ValueError as err:  # an integer too long for Python to convert (over 4300 digits)
+        raise ConfigError(f"{path}: holds a number too long to read ({str(err).splitlines()[0][:80]}); "
+                          "fix it") from None
     except OSError as err:
         raise ConfigError(f"{what} {path} cannot be read ({err.strerror}); check its permissions") from None

@@ -41,7 +41,7 @@ def _user_errors(fn):
         except ReconError as err:
             if _STATE["debug"]:
                 raise
-            typer.echo(f"error: {err}", err=True)
+            typer.echo("error: " + str(err).replace("\n", "\\n"), err=True)  # one line, even for odd paths
             raise typer.Exit(2) from None
         except KeyboardInterrupt as err:
             typer.echo(f"interrupted: {err}" if str(err) else "interrupted", err=True)

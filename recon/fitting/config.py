@@ -155,6 +155,8 @@ def load_fit_config(path: str | os.PathLike | None, *, base: dict | None = None,
 
 def _read_fit_toml(path: Path) -> dict:
     """The keys of a fit TOML, checked against :class:`FitConfig`'s fields and types."""
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"fit config {path} is not a regular file; pass a TOML file")
     if not path.is_file():
         raise ConfigError(f"fit config {path} does not exist; pass an existing TOML file")
     data = read_toml(path, "fit config")

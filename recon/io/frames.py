@@ -39,6 +39,9 @@ def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{what}: {path} is a directory, not a TIFF file; check the path in run.toml")
+    if path.exists() and not path.is_file():
+        raise DataError(f"{what}: {path} is not a regular file (a FIFO, a device or a socket); point "
+                        "run.toml at a TIFF file")
     if not path.is_file():
         raise DataError(f"{what}: file {path} does not exist; check the path in run.toml")
 

@@ -155,7 +155,7 @@ def _positive(table: Mapping, key: str, source: str) -> float | None:
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _type_error(source, key, "a number", value)
-    if not (math.isfinite(value) and value > 0):
+    if isinstance(value, float) and not math.isfinite(value) or not value > 0:
         raise ConfigError(f"{source}: key '{key}' must be > 0, got {value!r}; fix run.toml")
     return check_number(value, key, source, high=_HIGHEST[key])
 

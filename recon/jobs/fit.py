@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from optics.atomic import atomic_write_json
+from optics.camera import rois_overlap
 from optics.system import System, save_system
 from recon.analysis.inspect import fit_blockers, inspect_run
 from recon.analysis.moments import cloud_metrics
@@ -41,7 +42,7 @@ from recon.fitting.outdir import (
 )
 from recon.fitting.prediction import predict_views, residual_stats
 from recon.fitting.raypool import RayPool
-from recon.io.run import load_run
+from recon.io.run import Run, load_run
 from recon.io.volume import Volume, write_volume
 from recon.jobs.compare import fsc_halves, fsc_truth
 from recon.model.fields.base import sample_field
@@ -97,12 +98,16 @@ def fit(
         raise ConfigError("fit: --refine and --split-halves cannot be combined; refine first, then fit the "
                           "halves with the refined system")
     run = load_run(views)
+    out = Path(out) if out is not None else Path("fits") / run.name
+    _check_out_keeps_the_run(out, run)
+    _check_views_do_not_overlap(run)
     stats = inspect_run(run)  # the checks of `recon inspect`, before any long work
     blockers = fit_blockers(stats)
     if blockers:
         raise DataError(f"fit: {blockers[0]}; check the run with `recon inspect {views}`")
     data, truth = fit_data(run)
-    out = Path(out) if out is not None else Path("fits") / run.name
+    if split_halves:  # refused now, before an output directory exists
+        split_fit_data(data, split, cfg.seed)
     if resume:  # what was not given now is what the interrupted fit ran with
         cfg = load_fit_config(config, base=saved_fit_settings(out), **settings)
     progress = make_progress(cfg) if make_progress else None
@@ -116,6 +121,25 @@ def fit(
     return FitOutcome(metrics, out, cfg)
 
 
+
+
+def _check_out_keeps_the_run(out: Path, run: Run) -> None:
+    """Refuse an output directory that is, or holds, the run it fits (it would be replaced)."""
+    out_abs, inputs = out.resolve(), [run.path.resolve(), run.system_path.resolve()]
+    for path in inputs:
+        if path == out_abs or out_abs in path.parents:
+            raise ConfigError(f"fit: --out {out} holds the run's own files ({path}), which the fit's output "
+                              "would replace; choose an --out outside the run directory")
+
+
+def _check_views_do_not_overlap(run: Run) -> None:
+    """Refuse two views of one camera that share pixels: each pixel would be fitted twice."""
+    for i, a in enumerate(run.views):
+        for b in run.views[i + 1:]:
+            if a.camera == b.camera and rois_overlap(a.roi, b.roi):
+                raise DataError(f"fit: views '{a.name}' and '{b.name}' of {run.path} share pixels of "
+                                f"camera {a.camera} (rois {list(a.roi)} and {list(b.roi)}), which would "
+                                "count twice; make their regions disjoint in run.toml")
 
 
 def _fit_jobs(data: FitData, cfg: FitConfig, work: Path, split_halves: str | None):

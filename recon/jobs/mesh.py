@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recon.analysis.mesh import MeshSummary, extract_mesh
-from recon.analysis.mesh_compare import MeshComparison, compare_meshes
+from recon.analysis.mesh_compare import ALIGN_MODES, MeshComparison, compare_meshes
 from recon.errors import ConfigError
 from recon.io.meshio import read_mesh, write_mesh
 from recon.io.volume import read_volume
@@ -65,6 +65,10 @@ def mesh(
         overwrite: replace an existing ``out``.
     """
     out = Path(out)
+    if align not in ALIGN_MODES:
+        raise ConfigError(f"mesh: --align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
+    if align != "none" and compare is None:
+        raise ConfigError(f"mesh: --align {align} aligns the mesh to a CAD mesh; add --compare CAD.stl")
     if out.exists() and not overwrite:
         raise ConfigError(f"mesh: {out} exists; pass --overwrite to replace it")
     if compare is not None and not Path(compare).is_file():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from optics.atomic import atomic_path
+from optics.camera import rois_overlap
 from optics.design import ViewRegion, collected_fraction, view_regions
 from optics.system import System
 from optics.trace import sample_pixel_samples, trace_pixels
@@ -56,14 +57,8 @@ def summarize_views(system: System, camera: int = 0, *, source: str = "system fi
 
 def overlapping_regions(regions: list[ViewRegion]) -> list[str]:
     """``"a/b"`` for every pair of view regions whose sensor rectangles overlap."""
-    found = []
-    for i, a in enumerate(regions):
-        for b in regions[i + 1:]:
-            ax, ay, aw, ah = a.roi
-            bx, by, bw, bh = b.roi
-            if ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah:
-                found.append(f"{a.name}/{b.name}")
-    return found
+    return [f"{a.name}/{b.name}" for i, a in enumerate(regions) for b in regions[i + 1:]
+            if rois_overlap(a.roi, b.roi)]
 
 
 def draw_layout(system: System, summaries: list[ViewSummary], path: str | os.PathLike,

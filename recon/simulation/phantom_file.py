@@ -17,7 +17,8 @@ import numpy as np
 from optics.limits import LENGTH_MM, check_number
 from optics.tomlio import read_toml
 from recon.errors import ConfigError
-from recon.simulation.phantoms import MODELS, PHANTOMS, Phantom, PrimitivePhantom
+from recon.simulation.named import PHANTOMS
+from recon.simulation.phantoms import MODELS, Phantom, PrimitivePhantom
 from recon.simulation.primitives import Box, Donut, Fringes, Gaussian, Primitive, Sphere
 
 __all__ = ["load_phantom", "phantom_from_definition"]

@@ -96,6 +96,11 @@ class Gaussian:
         half = 4.0 * np.sqrt(np.diag(self.covariance_mm2))
         return self.center_mm - half, self.center_mm + half
 
+    def support(self) -> tuple[np.ndarray, np.ndarray]:
+        """A box outside which the density is below e⁻³² ≈ 1e-14 of the peak (±8σ per axis)."""
+        half = 8.0 * np.sqrt(np.diag(self.covariance_mm2))
+        return self.center_mm - half, self.center_mm + half
+
     def table(self) -> dict:
         """The primitive as a phantom-file table."""
         cov = self.covariance_mm2

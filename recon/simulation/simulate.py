@@ -10,7 +10,7 @@ import torch
 from optics.atomic import check_writable
 from optics.camera import roi_pixel_centers
 from optics.design import ViewRegion, view_regions
-from optics.limits import check_number
+from optics.limits import check_number, check_seed
 from optics.system import System, load_system
 from recon.errors import ConfigError
 from recon.io.runwriter import write_run
@@ -151,6 +151,7 @@ def simulate_run(
             ("--samples", samples, None, 4096), ("truth_voxel_mm", truth_voxel_mm, 1e-3, 10.0))
     for key, value, low, high in sane:
         check_number(value, key, "simulate", low=low, high=high)
+    check_seed(seed, "simulate")
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"simulate: {out} exists; pass --overwrite or choose another --out")

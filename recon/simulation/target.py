@@ -8,6 +8,7 @@ import torch
 
 from calibration.target import TargetSpec, simulate_point_exposure, target_spec_text
 from optics.design import view_regions
+from optics.limits import check_number, check_seed
 from optics.system import load_system
 from recon.errors import ConfigError
 from recon.io.runwriter import write_run
@@ -68,9 +69,13 @@ def simulate_calibration_target(
     from pathlib import Path
 
 
-    if points < 1 or photons <= 0 or bead_sigma_mm < 0 or not 0 < fill <= 1:
+    if points < 1 or not photons > 0 or not bead_sigma_mm >= 0 or not 0 < fill <= 1:
         raise ConfigError("simulate: --calibration-target points:N needs N ≥ 1, photons > 0, bead σ ≥ 0, "
                           "fill in (0, 1]")
+    check_number(photons, "--target-photons", "simulate", high=1e20)
+    check_number(bead_sigma_mm * 1e3, "--bead-um", "simulate", high=1e5)
+    check_number(margin_px, "margin_px", "simulate", low=0, high=1e6)
+    check_seed(seed, "simulate")
     out = Path(out)
     if out.exists() and not overwrite:
         raise ConfigError(f"simulate: {out} exists; pass --overwrite or choose another --out")

@@ -62,3 +62,8 @@ def test_zero_perturbation_is_the_identity_and_bad_sigma_is_an_error():
 
     with pytest.raises(ConfigError, match="no mirrors"):
         perturb_system(replace(nominal, mirrors=()), tilt_deg=0.1, shift_um=1.0, seed=1)
+
+
+def test_a_seed_beyond_64_bits_is_a_config_error():
+    with pytest.raises(ConfigError, match="seed"):
+        perturb_system(design_dome(), tilt_deg=0.5, shift_um=50.0, seed=2**70)

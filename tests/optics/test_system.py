@@ -73,3 +73,8 @@ def test_round_trip_through_file(tmp_path):
 def test_default_instrument_loads():
     s = load_system("data/systems/magis_dome.toml")
     assert len(s.mirrors) >= 12 and s.n_paths == len(s.mirrors) + 1
+
+
+def test_an_integer_beyond_float_is_a_config_error_naming_the_key():
+    with pytest.raises(ConfigError, match="cameras\\[0\\].lens.focal_length_mm"):
+        system_from_dict(_mutate(("cameras", 0, "lens", "focal_length_mm"), 10**400), source="bad.toml")

@@ -30,3 +30,17 @@ def test_read_toml_unreadable_file(tmp_path):
     f.chmod(0)
     with pytest.raises(ConfigError, match="cannot be read .*check its permissions"):
         read_toml(f, "system file")
+
+
+def test_a_deeply_nested_file_is_a_config_error(tmp_path):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("volume = " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep\.toml"):
+        read_toml(deep, "system file")
+
+
+def test_an_integer_longer_than_python_converts_is_a_config_error(tmp_path):
+    long = tmp_path / "fit.toml"
+    long.write_text("steps = " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"fit\.toml"):
+        read_toml(long, "fit config")

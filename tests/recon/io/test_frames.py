@@ -61,3 +61,17 @@ def test_read_frames_errors(tmp_path):
     tifffile.imwrite(path, np.zeros((4, 4), np.uint16))
     tifffile.imwrite(path, np.zeros((5, 5), np.uint16), append=True)
     assert_raises(DataError, "images of different sizes", read_frames, path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_path_that_is_not_a_regular_file_is_named_as_such(tmp_path, kind):
+    import os
+
+    path = tmp_path / "f.tif"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(DataError) as err:
+        read_frames(path, what="view direct")
+    assert "does not exist" not in str(err.value) and "f.tif" in str(err.value)

@@ -54,3 +54,8 @@ def test_validate_against_sensor_sizes():
     assert_raises(ConfigError, "lies outside the 50×40 sensor of camera 0", spec.validate_against, (50, 40))
     assert_raises(ConfigError, "'views[0].camera' is 0, but the system has 1", spec.validate_against,
                   {1: (64, 48)})
+
+
+def test_an_integer_beyond_float_is_a_config_error(run_dir):
+    edit_run(run_dir, lambda s: s.update(photons_per_atom=10**400))
+    assert_raises(ConfigError, "'photons_per_atom'", load_run, run_dir, SENSOR)

@@ -107,3 +107,11 @@ def test_compare_writes_the_comparison_files(sphere_tif, meshed, tmp_path):
     report = json.loads(json_path.read_text())
     assert report["cad"] == str(cad) and report["mesh"] == outcome.summary.to_dict()
     assert report["align"] == "none" and report["symmetric"]["hausdorff_um"] < 1e-3
+
+
+def test_an_unknown_align_is_refused_before_writing(sphere_tif, meshed, tmp_path):
+    cad, _ = meshed
+    out = tmp_path / "m.stl"
+    with pytest.raises(ConfigError, match="align"):
+        mesh(sphere_tif, out, level=0.5, compare=cad, align="rigid")
+    assert list(tmp_path.iterdir()) == []

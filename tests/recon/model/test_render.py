@@ -97,7 +97,7 @@ def test_gaussian_blob_image_equals_analytic_projection(model):
 def test_total_photons_conserved_to_the_collected_fraction():
     s = design_dome().to(F64)
     atoms, y, sigma = 1e6, 200.0, 0.15
-    for reg in view_regions(s)[:2]:
+    for reg in view_regions(s)[:3]:
         x0, y0, w, h = reg.roi
         uv = pixel_grid(torch.tensor([x0 + w // 2, y0 + h // 2], dtype=F64), min(w, h) // 2 - 2)
         sub, ap = sample_pixel_samples(len(uv), 4, generator=torch.Generator().manual_seed(1), dtype=F64)
@@ -107,7 +107,12 @@ def test_total_photons_conserved_to_the_collected_fraction():
         expected = atoms * y * s.cameras[0].sensor.quantum_efficiency * frac
         # Expected fraction ≈ 0.15 % (direct) and 0.11 % (each mirror) of all photons.
         assert 0.0009 < frac < 0.0017
-        assert abs(total.item() / expected - 1) < 0.02, (reg.name, total.item() / expected)
+        # The mirror views are in focus: their light falls inside this grid, and the window's focal
+        # shift is in collected_fraction, so the renderer agrees to its sampling noise. The direct
+        # view is 40 mm out of focus (a blur of ~370 px): 4 aperture samples a pixel over a square
+        # grid inside its region sample its cone more coarsely (±1.5 % between grids and samples).
+        tolerance = 0.02 if reg.path == 0 else 0.003
+        assert abs(total.item() / expected - 1) < tolerance, (reg.name, total.item() / expected)
 
 
 def _grid_density(values, half=1.2):

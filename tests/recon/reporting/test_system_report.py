@@ -41,11 +41,11 @@ def test_dome_has_one_row_per_light_path(dome, dome_rows):
 def test_dome_collected_fractions_match_the_readme(dome_rows):
     fractions = [r.collected_fraction for r in dome_rows]
     assert all(f > 0 for f in fractions)
-    # README: "Total collected: 1.72 % of 4π"; direct 0.1504 %, ring 1 0.1125 %, ring 2 0.1123 % each.
-    assert sum(fractions) == pytest.approx(0.0172, abs=5e-5)
-    assert fractions[0] == pytest.approx(0.001504, abs=5e-7)
-    assert fractions[1:7] == pytest.approx([0.001125] * 6, abs=5e-7)
-    assert fractions[7:] == pytest.approx([0.0011235] * 8, abs=1e-6)
+    # README: "Total collected: 1.74 % of 4π"; direct 0.1524 %, ring 1 0.1138 %, ring 2 0.1136–0.1137 %.
+    assert sum(fractions) == pytest.approx(0.017446, abs=5e-6)
+    assert fractions[0] == pytest.approx(0.001524, abs=5e-7)
+    assert fractions[1:7] == pytest.approx([0.001138] * 6, abs=5e-7)
+    assert fractions[7:] == pytest.approx([0.0011365] * 8, abs=1e-6)
 
 
 def test_dome_chief_rays_hit_the_box_and_regions_do_not_overlap(dome_rows):

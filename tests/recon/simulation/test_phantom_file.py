@@ -8,8 +8,8 @@ import tomli_w
 import torch
 
 from recon.errors import ConfigError
+from recon.simulation.named import fringes
 from recon.simulation.phantom_file import load_phantom
-from recon.simulation.phantoms import fringes
 from tests.recon.simulation.integrals import phantom_integral
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "phantoms"

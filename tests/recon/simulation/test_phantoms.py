@@ -9,8 +9,9 @@ import torch
 
 from recon.errors import ConfigError
 from recon.io.volume import Volume
+from recon.simulation.named import PHANTOMS, fringes, interferometer
 from recon.simulation.phantom_file import load_phantom
-from recon.simulation.phantoms import PHANTOMS, VolumePhantom, fringes
+from recon.simulation.phantoms import VolumePhantom
 from recon.simulation.primitives import Gaussian
 from recon.simulation.truth import truth_volume
 from tests.recon.simulation.integrals import phantom_integral
@@ -140,3 +141,26 @@ def test_doe_phantom_is_opaque_and_relative():
     assert ph.model == "emission-absorption" and ph.total_atoms == pytest.approx(20 * 0.870, rel=0.02)
     v = truth_volume(ph, (-1.2, -1.2, -1.2), (1.2, 1.2, 1.2), 0.05)
     assert v.unit == "relative" and 19.0 < float(v.data.max()) <= 20.0 + 1e-4
+
+
+def test_the_interferometer_cloud_holds_its_atoms_and_its_clumps():
+    ph = interferometer(1e6)
+    total, _ = phantom_integral(ph, voxel=0.02)
+    assert abs(total / 1e6 - 1) < 0.01
+    clumps = ph.params["clumps"]
+    assert len(clumps) == 40 and sum(c["share"] for c in clumps) == pytest.approx(0.25)
+    assert all(0.012 <= c["sigma_mm"] <= 0.035 for c in clumps)
+    assert interferometer(1e6).params == ph.params  # the seed fixes the layout
+    assert interferometer(1e6, seed=7).params["clumps"] != clumps
+
+
+def test_culled_primitives_give_the_density_of_the_whole_sum():
+    """Clumps are evaluated only inside their ±8σ boxes; the density equals the plain weighted sum."""
+    ph = interferometer(1e6, clumps=12)
+    g = torch.Generator().manual_seed(0)
+    points = (torch.rand(20000, 3, generator=g, dtype=torch.float64) - 0.5) * 2.4
+    plain = sum(w * p.density(points) for w, p in zip(ph.weights, ph.primitives, strict=True))
+    plain = ph._scale * plain * ph.fringes.modulation(points)
+    torch.testing.assert_close(ph.density(points), plain, rtol=1e-12, atol=1e-12 * float(plain.max()))
+    grid = points.reshape(100, 200, 3)
+    assert ph.density(grid).shape == (100, 200)

@@ -268,3 +268,10 @@ def test_a_mirror_facing_away_stops_the_simulation_before_writing(tmp_path):
     with pytest.raises(ConfigError, match=r"away.toml: no ray from the box reaches the lens by mirror 'm1'"):
         simulate_run(path, "gaussian", tmp_path / "run", samples=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["away.toml"]
+
+
+@pytest.mark.parametrize("seed", [2**70, 2**64 - 1])
+def test_a_seed_beyond_64_bits_is_refused_before_writing(micro_file, tmp_path, seed):
+    with pytest.raises(ConfigError, match="seed"):
+        _simulate(micro_file, tmp_path / "run", seed=seed)
+    assert not (tmp_path / "run").exists()

@@ -131,3 +131,12 @@ def test_an_existing_out_is_refused_without_overwrite(nominal, tmp_path):
     with pytest.raises(ConfigError, match="exists; pass --overwrite"):
         simulate_calibration_target(nominal, out, points=1)
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs", [{"bead_sigma_mm": float("nan")}, {"photons": float("inf")},
+                                    {"photons": float("nan")}],
+                         ids=["bead-nan", "photons-inf", "photons-nan"])
+def test_non_finite_settings_are_refused(nominal, tmp_path, kwargs):
+    with pytest.raises(ConfigError):
+        simulate_calibration_target(nominal, tmp_path / "x", points=2, **kwargs)
+    assert not (tmp_path / "x").exists()
