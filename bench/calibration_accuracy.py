@@ -205,7 +205,7 @@ def stage_fsc(args, work: Path, true_path: Path, calibrated_path: Path) -> dict:
     }
     rows = []
     for label, system in systems.items():
-        cfg = load_fit_config(None, steps=args.fit_steps, seed=0)
+        cfg = load_fit_config(None, steps=args.fit_steps, seed=0, field="hashgrid")  # as measured
         t0 = time.perf_counter()
         run_fit_job(replace(data, system=system), cfg, work / f"fit_{label}", run_name=name, overwrite=True)
         fit_s = round(time.perf_counter() - t0, 1)
@@ -214,7 +214,8 @@ def stage_fsc(args, work: Path, true_path: Path, calibrated_path: Path) -> dict:
         print(f"  fit with the {label} system: FSC(0.5) {rows[-1]['fsc_0.5_um']} µm, interpolated "
               f"{rows[-1]['fsc_0.5_interpolated_um']} µm ({fit_s} s)", flush=True)
     cfg = load_fit_config(
-        None, steps=args.fit_steps, seed=0, refine="mirrors", refine_warmup=args.fit_steps // 3
+        None, steps=args.fit_steps, seed=0, field="hashgrid", refine="mirrors",
+        refine_warmup=args.fit_steps // 3
     )
     t0 = time.perf_counter()
     run_fit_job(

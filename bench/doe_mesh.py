@@ -49,7 +49,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     run, fit, mesh = work / "doe_run", work / "doe_fit", work / "doe.stl"
     cfg = work / "doe_fit.toml"
-    cfg.write_text('model = "emission-absorption"\n')
+    cfg.write_text('model = "emission-absorption"\nfield = "hashgrid"\n')
     walls = {}
     _, walls["simulate_s"] = _run(["simulate", "--system", "data/systems/magis_dome.toml", "--phantom", "doe",
                                    "--photons-per-atom", f"{args.photons:g}", "--samples", str(args.samples),

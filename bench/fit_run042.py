@@ -4,7 +4,10 @@ Prints a table and saves JSON (machine, versions, time, atom number, centroid, w
 
     python bench/fit_run042.py [--run data/run042] [--out bench/results/fit_run042.json] [-- fit options]
 
-With ``-- --split-halves`` it also prints the split-halves FSC (threshold 0.143).
+With ``-- --split-halves`` it also prints the split-halves FSC (threshold 0.143). With
+``--baseline REV`` the same command of another revision (a git worktree of REV, its own
+data/run042) runs at the same time on the other core, one torch thread each, and the two wall
+times and their ratio are printed and saved: the side-by-side comparison of the main command.
 """
 
 import argparse
@@ -48,15 +51,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", default="data/run042")
     parser.add_argument("--out", default="bench/results/fit_run042.json")
+    parser.add_argument("--baseline", default=None, help="a git revision to time side by side")
     parser.add_argument("fit_args", nargs="*", help="extra options for recon fit")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_fit_"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = ["recon", "fit", "--views", args.run, "--out", str(work / "fit"), "--quiet", *args.fit_args]
+    baseline = None
+    if args.baseline:
+        tree = work / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.baseline], check=True,
+                       capture_output=True)
+        base_cmd = [sys.executable, "-c", "from recon.cli import main; main()", "fit",
+                    "--views", "data/run042", "--out", str(work / "baseline-fit"), "--quiet"]
+        t_base = time.perf_counter()
+        baseline = subprocess.Popen(base_cmd, cwd=tree, env={**env, "PYTHONPATH": str(tree)},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"recon fit failed ({proc.returncode}): {proc.stderr.strip()}")
+    side_by_side = None
+    if baseline is not None:
+        err = baseline.communicate()[1]
+        base_wall = time.perf_counter() - t_base
+        subprocess.run(["git", "worktree", "remove", "--force", str(work / "baseline")], capture_output=True)
+        if baseline.returncode != 0:
+            sys.exit(f"the baseline's recon fit failed ({baseline.returncode}): {err.strip()}")
+        side_by_side = {"baseline": args.baseline, "baseline_wall_s": base_wall, "wall_s": wall,
+                        "ratio": wall / base_wall}
+        print(f"side by side, one thread each: this tree {wall:.1f} s, {args.baseline} {base_wall:.1f} s, "
+              f"ratio {wall / base_wall:.2f}")
     metrics = json.loads((work / "fit" / "metrics.json").read_text())
     truth = cloud_metrics(read_volume(Path(args.run) / "truth.tif"))
     rows = {
@@ -97,6 +123,7 @@ def main() -> None:
               f"(shell {band['shell']}, {band['frequency_per_mm']:.3g}/mm)")
     result = {
         "fringe_band": band,
+        "side_by_side": side_by_side,
         "command": " ".join(cmd),
         "wall_s": wall,
         "machine": {
@@ -113,6 +140,8 @@ def main() -> None:
                 "centroid_mm",
                 "width_mm",
                 "steps",
+                "converged",
+                "convergence",
                 "time_s",
                 "rays_per_s",
                 "peak_memory_mb",

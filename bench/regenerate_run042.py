@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["simulate", "--system", "data/systems/magis_dome.toml", "--phantom", "fringes", "--atoms", "1e6",
-        "--photons-per-atom", "200", "--seed", "42"]
+ARGS = ["simulate", "--system", "data/systems/magis_dome.toml", "--phantom", "interferometer",
+        "--atoms", "1e6", "--photons-per-atom", "200", "--seed", "42"]
 
 
 def _digest(path: Path) -> str:

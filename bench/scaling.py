@@ -50,7 +50,7 @@ def one(views: int, fraction: float, levels: int, steps: int, device: str) -> di
     case = load_case("data/run042", views=views, pixel_fraction=fraction)
     encoding = {"n_levels": levels}
     finest = hashgrid_levels(HashGridConfig(**encoding))[-1].resolution
-    cfg = FitConfig(steps=steps + 2, checkpoint_every=10**9, device=device,
+    cfg = FitConfig(field="hashgrid", steps=steps + 2, checkpoint_every=10**9, device=device,
                     field_options={"encoding": encoding})
     times: list[float] = []
 

@@ -133,15 +133,17 @@ def method_config(method: str, args) -> FitConfig:
     common = {"checkpoint_every": NO_CHECKPOINTS, "device": args.device, "seed": args.seed}
     if args.short and method == "default":
         common["steps"] = 150
-    if method == "default" or method == "mlem":
+    if method == "default":
         return FitConfig(**common)
+    if method == "mlem":
+        return FitConfig(field="hashgrid", **common)  # only its pool settings are used
     if method == "siren-baseline":
         # One of the pooled samples a step (512 rays), the cheapest step the renderer offers the
         # recipe: its speed is not held back by recon's defaults (all 8 samples a step).
         return FitConfig(field="siren", loss="mse", lr=1e-4, lr_final=1e-4, batch_pixels=512,
                          samples_per_step=1, steps=10**9, **common)
     if method == "tv-voxel":
-        return FitConfig(field="voxel", tv_weight=args.tv_weight,
+        return FitConfig(field="voxel", solver="adam", tv_weight=args.tv_weight,
                          field_options={"voxel_resolution": 120}, **common)
     raise ValueError(method)
 

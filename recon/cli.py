@@ -288,10 +288,11 @@ def calibrate(
 def fit(
     views: Annotated[Path, typer.Option("--views", help="Run directory (run.toml + TIFF frames).")],
     out: Annotated[Path | None, typer.Option("--out", help="Output directory [default: fits/<run>].")] = None,
-    field: Annotated[str | None, typer.Option(help="hashgrid | voxel | siren")] = None,
+    field: Annotated[str | None, typer.Option(help="voxel (default: EM) | hashgrid | siren (Adam)")] = None,
     backend: Annotated[str | None, typer.Option(help="Hash-grid backend: auto | torch | tcnn")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimisation steps.")] = None,
+    steps: Annotated[int | None, typer.Option(help="The most steps (default 1500); held-out pixels stop "
+                                              "the fit before.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Fit settings (TOML).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     split_halves: Annotated[bool, typer.Option("--split-halves", help="Fit two independent halves of the "

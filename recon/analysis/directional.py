@@ -58,7 +58,7 @@ class DirectionalFSC:
 
     Attributes:
         directions: (D, 3) unit vectors ``(x, y, z)``; each cone also holds ``−d``.
-        fsc: (D, R) FSC of each cone, shells ``0 … N//2``.
+        fsc: (D, R) FSC of each cone, shells ``0 … r_max`` (``N//2`` on an N³ grid).
         n_voxels: (D, R) Fourier voxels of each cone shell.
         threshold: canonical threshold name used for the crossings.
         cone_half_angle_deg: cone half-angle, degrees.
@@ -68,8 +68,9 @@ class DirectionalFSC:
         reached_nyquist: (D,) the cone never drops below the threshold.
         resolution_um: (D,) first-crossing resolution of each cone, µm.
         interpolated_resolution_um: (D,) interpolated resolution of each cone, µm.
-        grid_size: ``N``.
-        voxel_size_mm: ``Δ``, mm.
+        shape: ``(Z, Y, X)`` of the grid.
+        voxel_size_mm: voxel edges ``(Δx, Δy, Δz)``, mm.
+        box_mm: ``L``, the longest edge of the box (shell ``r`` is the frequency ``r/L``).
     """
 
     directions: np.ndarray
@@ -83,8 +84,9 @@ class DirectionalFSC:
     reached_nyquist: np.ndarray
     resolution_um: np.ndarray
     interpolated_resolution_um: np.ndarray
-    grid_size: int
-    voxel_size_mm: float
+    shape: tuple[int, int, int]
+    voxel_size_mm: tuple[float, float, float]
+    box_mm: float
 
     @property
     def resolution_x_um(self) -> float:
@@ -180,7 +182,8 @@ def _cone_sums(fa: np.ndarray, fb: np.ndarray, geo: fourier.FourierGrid, dirs: n
     return sums
 
 
-def directional_from_spectra(spectra: fourier.Spectra, geo: fourier.FourierGrid, voxel_mm: float, name: str,
+def directional_from_spectra(spectra: fourier.Spectra, geo: fourier.FourierGrid,
+                             voxel: tuple[float, float, float], name: str,
                              n_directions: int, cone_half_angle_deg: float,
                              min_cone_voxels: int) -> DirectionalFSC:
     """The directional FSC of the half-space transforms behind a curve (see :func:`directional_fsc`)."""
@@ -193,7 +196,7 @@ def directional_from_spectra(spectra: fourier.Spectra, geo: fourier.FourierGrid,
         fsc = fourier.mask_corrected(fsc, fourier.correlation(rand[..., 0], rand[..., 1], rand[..., 2]),
                                      spectra.randomize_from_shell)
     n_vox = sums[..., 3]
-    box_mm = geo.n * voxel_mm
+    box_mm = geo.box_mm
     shells, interp, nyq = [], [], []
     for d in range(len(dirs)):
         s, si, q = first_drop(fsc[d], threshold_values(name, n_vox[d]), n_vox[d], min_cone_voxels)
@@ -214,8 +217,9 @@ def directional_from_spectra(spectra: fourier.Spectra, geo: fourier.FourierGrid,
         resolution_um=fourier.readonly(np.array([shell_resolution_um(s, box_mm) for s in shells_a])),
         interpolated_resolution_um=fourier.readonly(
             np.array([shell_resolution_um(s, box_mm) for s in interp_a])),
-        grid_size=geo.n,
-        voxel_size_mm=voxel_mm,
+        shape=geo.shape,
+        voxel_size_mm=tuple(voxel),
+        box_mm=geo.box_mm,
     )
 
 
@@ -248,12 +252,12 @@ def directional_fsc(
     kept shell is interpolated from shell 0.
 
     Args:
-        vol_a: (N, N, N) first map, ``(z, y, x)``.
-        vol_b: (N, N, N) second map on the same grid.
-        voxel_size_mm: cubic voxel edge ``Δ``, mm.
+        vol_a: (Z, Y, X) first map, ``(z, y, x)``.
+        vol_b: (Z, Y, X) second map on the same grid.
+        voxel_size_mm: voxel edges ``(Δx, Δy, Δz)`` or one edge, mm (cones are in physical frequency).
         threshold: threshold for each cone's crossing (a name in :data:`THRESHOLDS` or a
             number); information thresholds use each cone shell's voxel count.
-        mask: (N, N, N) mask applied to both maps, or ``None``.
+        mask: (Z, Y, X) mask applied to both maps, or ``None``.
         n_directions: Fibonacci directions besides the three axes (≥ 0; ~100–500).
         cone_half_angle_deg: cone half-angle, degrees, in (0, 90].
         min_cone_voxels: cone shells with fewer voxels are not used for the crossings.
@@ -264,7 +268,7 @@ def directional_fsc(
         The directional curves and resolutions.
 
     Raises:
-        ShapeError: the maps differ in shape or are not cubic, or the voxels are not cubic.
+        ShapeError: the maps differ in shape or have an edge under 4 voxels.
         DataError: a map holds NaN or inf.
         ConfigError: an unknown threshold, a negative ``n_directions`` or a bad angle.
     """
@@ -273,14 +277,14 @@ def directional_fsc(
     check_directional_options(n_directions, cone_half_angle_deg, where)
     a = fourier.as_map(vol_a, "vol_a", where)
     b = fourier.as_map(vol_b, "vol_b", where)
-    n = fourier.check_pair(a, b, where)
-    voxel_mm = fourier.isotropic_voxel(voxel_size_mm, where)
+    shape = fourier.check_pair(a, b, where)
+    voxel = fourier.voxel_edges(voxel_size_mm, where)
     m = fourier.prepare_mask(mask, a.shape, where)
-    geo = fourier.fourier_grid(n)
-    _, spectra = fsc_with_spectra(a, b, n, voxel_mm, m, correct_mask=correct_mask, randomize_below=0.8,
-                           seed=seed, geo=geo)
-    return directional_from_spectra(spectra, geo, voxel_mm, name, n_directions, cone_half_angle_deg,
-                             min_cone_voxels)
+    geo = fourier.fourier_grid(shape, voxel)
+    _, spectra = fsc_with_spectra(a, b, voxel, m, correct_mask=correct_mask, randomize_below=0.8,
+                                  seed=seed, geo=geo)
+    return directional_from_spectra(spectra, geo, voxel, name, n_directions, cone_half_angle_deg,
+                                    min_cone_voxels)
 
 
 def check_directional_options(n_directions: int, angle_deg: float, where: str) -> None:

@@ -1,6 +1,6 @@
 r"""Fourier shell correlation (FSC): the resolution of one map judged against another.
 
-Two maps of the same object on the same cubic grid — two independent half reconstructions, or
+Two maps of the same object on the same grid — two independent half reconstructions, or
 a reconstruction and the simulation's truth — are compared shell by shell in Fourier space
 (REFERENCE §5):
 
@@ -12,7 +12,11 @@ a reconstruction and the simulation's truth — are compared shell by shell in F
 where shell ``r`` holds the Fourier voxels with ``round(|k|) = r`` (``k`` in Fourier-voxel
 units, shell width 1, ``r = 0 … N/2``; voxels beyond ``N/2 + ½`` are dropped, the EMAN2,
 RELION and 3DFSC convention). Shell ``r`` has spatial frequency ``r/(N·Δ)`` and resolution
-(full period) ``N·Δ/r``; Nyquist (``r = N/2``) is ``2Δ``.
+(full period) ``N·Δ/r``; Nyquist (``r = N/2``) is ``2Δ``. A grid that is not a cube, or has
+voxels that are not cubes, is compared as it is: ``k`` is the physical frequency times the box's
+longest edge ``L`` (so ``N·Δ`` reads ``L``), and the shells stop at the coarsest axis' Nyquist
+(:class:`~recon.analysis.spectra.FourierGrid`) — no padding, which would interpolate the
+spectrum and read 3–5 % optimistic.
 
 * :func:`fsc_curve` / :class:`FSCCurve` — the curve, its frequencies and resolutions, the voxel
   count of every (full) shell and the four standard thresholds; optionally with a soft mask on
@@ -26,8 +30,7 @@ RELION and 3DFSC convention). Shell ``r`` has spatial frequency ``r/(N·Δ)`` an
 * :func:`compare_volumes` / :class:`FSCResult` — all of the above for two
   :class:`~recon.io.volume.Volume` on the same grid; :func:`fsc_report` and
   :func:`write_fsc_outputs` turn it into ``fsc.csv``, ``fsc.json`` and ``fsc.png``.
-* :func:`resample_like` and :func:`pad_to_cube` — bring a volume onto another's grid and onto a
-  cubic grid, as the comparison requires.
+* :func:`resample_like` — brings a volume onto another's grid, as the comparison requires.
 
 Which threshold: ``0.143`` for two independent half maps (each has half the data; Rosenthal &
 Henderson 2003), ``0.5`` against a noise-free ground truth, ``half-bit`` when the number of
@@ -66,13 +69,13 @@ from recon.analysis.spectra import (
     check_pair,
     correlation,
     fourier_grid,
-    isotropic_voxel,
     mask_corrected,
     prepare_mask,
     randomize_phases,
     readonly,
     rfft_flat,
     shell_sums,
+    voxel_edges,
 )
 from recon.errors import ConfigError
 
@@ -186,8 +189,9 @@ class FSCCurve:
         threshold_05: (R,) the 0.5 threshold.
         threshold_half_bit: (R,) the half-bit information curve.
         threshold_one_bit: (R,) the one-bit information curve.
-        grid_size: ``N``, voxels per edge of the cubic grid.
-        voxel_size_mm: ``Δ``, mm.
+        shape: ``(Z, Y, X)`` of the grid.
+        voxel_size_mm: voxel edges ``(Δx, Δy, Δz)``, mm.
+        box_mm: ``L``, the longest edge of the box; shell ``r`` is the frequency ``r/L``.
         fsc_unmasked: (R,) FSC without the mask (only when a mask was applied).
         fsc_masked: (R,) FSC of the masked maps, ``FSC_t`` (only when a mask was applied).
         fsc_randomized: (R,) FSC of the masked phase-randomised maps, ``FSC_n`` (only when the
@@ -205,8 +209,9 @@ class FSCCurve:
     threshold_05: np.ndarray
     threshold_half_bit: np.ndarray
     threshold_one_bit: np.ndarray
-    grid_size: int
-    voxel_size_mm: float
+    shape: tuple[int, int, int]
+    voxel_size_mm: tuple[float, float, float]
+    box_mm: float
     fsc_unmasked: np.ndarray | None = None
     fsc_masked: np.ndarray | None = None
     fsc_randomized: np.ndarray | None = None
@@ -214,7 +219,7 @@ class FSCCurve:
 
     @property
     def nyquist_um(self) -> float:
-        """Resolution of the last shell, µm (``2Δ`` for even ``N``)."""
+        """Resolution of the last shell, µm: ``2Δ`` of the coarsest axis (for an even N³ grid, ``2Δ``)."""
         return float(self.resolution_um[-1])
 
     def threshold_curve(self, threshold: str | float) -> np.ndarray:
@@ -231,11 +236,12 @@ class Crossing:
             ``"one-bit"`` or a number as text).
         shell: last shell before the first drop (RELION's convention, no interpolation);
             the last shell when the curve never drops.
-        resolution_um: ``N·Δ/shell``, µm (``inf`` when the curve drops at shell 1).
-        frequency_per_mm: ``shell/(N·Δ)``, 1/mm.
+        resolution_um: ``L/shell`` (``N·Δ/shell`` on an N³ grid), µm (``inf`` when the curve
+            drops at shell 1).
+        frequency_per_mm: ``shell/L``, 1/mm.
         interpolated_shell: the crossing between ``shell`` and ``shell + 1`` by linear
             interpolation of ``FSC − T``.
-        interpolated_resolution_um: ``N·Δ/interpolated_shell``, µm.
+        interpolated_resolution_um: ``L/interpolated_shell``, µm.
         reached_nyquist: the curve never drops below the threshold; the resolutions are then
             the last shell's (Nyquist, ``2Δ``), a bound rather than a measurement.
     """
@@ -301,7 +307,7 @@ def resolution_at(curve: FSCCurve, threshold: str | float = "0.143") -> Crossing
     name = threshold_name(threshold, where="resolution_at")
     thr = threshold_values(name, curve.n_voxels)
     shell, interp, nyq = first_drop(np.asarray(curve.fsc), thr, np.asarray(curve.n_voxels))
-    box_mm = curve.grid_size * curve.voxel_size_mm
+    box_mm = curve.box_mm
     return Crossing(
         threshold=name,
         shell=shell,
@@ -352,14 +358,14 @@ def soft_sphere_mask(
     return 0.5 * (1.0 + np.cos(np.pi * t))
 
 
-def _curve(fsc: np.ndarray, n_vox: np.ndarray, n: int, voxel_mm: float, **extra) -> FSCCurve:
+def _curve(fsc: np.ndarray, n_vox: np.ndarray, geo: FourierGrid, voxel: tuple[float, float, float],
+           **extra) -> FSCCurve:
     r = np.arange(len(fsc))
-    box_mm = n * voxel_mm
     with np.errstate(divide="ignore"):
-        res_um = np.where(r > 0, 1000.0 * box_mm / np.maximum(r, 1), np.inf)
+        res_um = np.where(r > 0, 1000.0 * geo.box_mm / np.maximum(r, 1), np.inf)
     return FSCCurve(
         shell=readonly(r),
-        frequency_per_mm=readonly(r / box_mm),
+        frequency_per_mm=readonly(r / geo.box_mm),
         resolution_um=readonly(res_um),
         fsc=readonly(fsc),
         n_voxels=readonly(n_vox),
@@ -367,34 +373,35 @@ def _curve(fsc: np.ndarray, n_vox: np.ndarray, n: int, voxel_mm: float, **extra)
         threshold_05=readonly(threshold_values("0.5", n_vox)),
         threshold_half_bit=readonly(threshold_values("half-bit", n_vox)),
         threshold_one_bit=readonly(threshold_values("one-bit", n_vox)),
-        grid_size=n,
-        voxel_size_mm=voxel_mm,
+        shape=geo.shape,
+        voxel_size_mm=tuple(voxel),
+        box_mm=geo.box_mm,
         **{k: (readonly(v) if isinstance(v, np.ndarray) else v) for k, v in extra.items()},
     )
 
 
-def fsc_with_spectra(a: np.ndarray, b: np.ndarray, n: int, voxel_mm: float, mask: np.ndarray | None,
-              *, correct_mask: bool, randomize_below: float, seed: int,
-              geo: FourierGrid) -> tuple[FSCCurve, Spectra]:
+def fsc_with_spectra(a: np.ndarray, b: np.ndarray, voxel: tuple[float, float, float], mask: np.ndarray | None,
+                     *, correct_mask: bool, randomize_below: float, seed: int,
+                     geo: FourierGrid) -> tuple[FSCCurve, Spectra]:
     """The curve and the half-space transforms it was computed from."""
     fa, fb = rfft_flat(a), rfft_flat(b)
     cross, p1, p2, n_vox = shell_sums(fa, fb, geo)
     unmasked = correlation(cross, p1, p2)
     if mask is None:
-        return _curve(unmasked, n_vox, n, voxel_mm), Spectra(fa, fb)
+        return _curve(unmasked, n_vox, geo, voxel), Spectra(fa, fb)
     fma, fmb = rfft_flat(a * mask), rfft_flat(b * mask)
     masked = correlation(*shell_sums(fma, fmb, geo)[:3])
     extra: dict[str, Any] = {"fsc_unmasked": unmasked, "fsc_masked": masked}
     below = np.flatnonzero(unmasked[1:] < randomize_below)
     if not (correct_mask and below.size):
-        return _curve(masked, n_vox, n, voxel_mm, **extra), Spectra(fma, fmb)
+        return _curve(masked, n_vox, geo, voxel, **extra), Spectra(fma, fmb)
     start = int(below[0]) + 1
     rng = np.random.default_rng(seed)
     fra = rfft_flat(randomize_phases(a, geo.shell, start, rng) * mask)
     frb = rfft_flat(randomize_phases(b, geo.shell, start, rng) * mask)
     randomized = correlation(*shell_sums(fra, frb, geo)[:3])
     extra.update(fsc_randomized=randomized, randomize_from_shell=start)
-    curve = _curve(mask_corrected(masked, randomized, start), n_vox, n, voxel_mm, **extra)
+    curve = _curve(mask_corrected(masked, randomized, start), n_vox, geo, voxel, **extra)
     return curve, Spectra(fma, fmb, fra, frb, start)
 
 
@@ -408,13 +415,17 @@ def fsc_curve(
     randomize_below: float = 0.8,
     seed: int = 0,
 ) -> FSCCurve:
-    r"""Fourier shell correlation of two maps on the same cubic grid.
+    r"""Fourier shell correlation of two maps on the same grid (any shape, any voxel edges).
 
     .. math::
 
         \mathrm{FSC}(r) = \frac{\operatorname{Re}\sum_{k \in r} F_1 F_2^*}
                                 {\sqrt{\sum_{k \in r} |F_1|^2 \sum_{k \in r} |F_2|^2}},
-        \qquad r = \operatorname{round}(|k|) = 0 \ldots N/2
+        \qquad r = \operatorname{round}(|f| L) = 0 \ldots r_\mathrm{max}
+
+    with ``f`` the physical frequency (1/mm) and ``L`` the longest edge of the box, so shells are
+    ``1/L`` apart on the grid as it is, without padding; ``r_max = floor(L/(2 Δ_max))``, the
+    Nyquist shell of the coarsest axis. On an N³ grid of edge Δ: ``round(|k|)``, ``r = 0 … N/2``.
 
     With a ``mask``, both maps are multiplied by it. The correlation the mask itself creates
     is removed by phase randomisation (Chen et al. 2013, doi:10.1016/j.ultramic.2013.06.004):
@@ -430,29 +441,29 @@ def fsc_curve(
     FSC never drops below ``randomize_below``, nothing is corrected.
 
     Args:
-        vol_a: (N, N, N) first map, indexed ``(z, y, x)`` (NumPy array or CPU tensor).
-        vol_b: (N, N, N) second map on the same grid.
-        voxel_size_mm: edge ``Δ`` of the cubic voxels, mm (a number or an equal ``(x, y, z)``).
-        mask: (N, N, N) soft mask in [0, 1] applied to both maps (e.g.
+        vol_a: (Z, Y, X) first map, indexed ``(z, y, x)`` (NumPy array or CPU tensor).
+        vol_b: (Z, Y, X) second map on the same grid.
+        voxel_size_mm: voxel edges ``(Δx, Δy, Δz)`` or one edge for cubic voxels, mm.
+        mask: (Z, Y, X) soft mask in [0, 1] applied to both maps (e.g.
             :func:`soft_sphere_mask`); ``None`` for none.
         correct_mask: apply the phase-randomisation correction when a mask is given.
         randomize_below: unmasked FSC below which phases are randomised (RELION: 0.8).
         seed: seed of the random phases.
 
     Returns:
-        The curve for shells ``0 … N//2``.
+        The curve for shells ``0 … r_max``.
 
     Raises:
-        ShapeError: the maps differ in shape, are not 3-D or not cubic, the voxels are not
-            cubic, or the mask has another shape.
+        ShapeError: the maps differ in shape, are not 3-D or have an edge under 4 voxels, the
+            voxel edges are not positive, or the mask has another shape.
         DataError: a map or the mask holds NaN or inf.
     """
     where = "fsc_curve"
     a = as_map(vol_a, "vol_a", where)
     b = as_map(vol_b, "vol_b", where)
-    n = check_pair(a, b, where)
-    voxel_mm = isotropic_voxel(voxel_size_mm, where)
+    shape = check_pair(a, b, where)
+    voxel = voxel_edges(voxel_size_mm, where)
     m = prepare_mask(mask, a.shape, where)
-    curve, _ = fsc_with_spectra(a, b, n, voxel_mm, m, correct_mask=correct_mask,
-                            randomize_below=randomize_below, seed=seed, geo=fourier_grid(n))
+    curve, _ = fsc_with_spectra(a, b, voxel, m, correct_mask=correct_mask, randomize_below=randomize_below,
+                                seed=seed, geo=fourier_grid(shape, voxel))
     return curve

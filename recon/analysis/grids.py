@@ -1,4 +1,4 @@
-"""Bringing volumes onto a common grid for comparison: resampling and padding to a cube."""
+"""Bringing volumes onto a common grid for comparison: resampling."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from recon.io.volume import Volume, grid_points, interpolate
 
-__all__ = ["pad_to_cube", "resample_like"]
+__all__ = ["resample_like"]
 
 
 def resample_like(volume: Volume, like: Volume) -> Volume:
@@ -39,31 +39,4 @@ def resample_like(volume: Volume, like: Volume) -> Volume:
     pts = grid_points(like.shape, like.origin_mm, like.voxel_size_mm, dtype=torch.float64)
     out = interpolate(src, pts).numpy().astype(np.float32)
     return Volume(data=out, origin_mm=tuple(like.origin_mm), voxel_size_mm=tuple(like.voxel_size_mm),
-                  unit=volume.unit, meta=dict(volume.meta))
-
-
-def pad_to_cube(volume: Volume, *, fill: float = 0.0) -> Volume:
-    """``volume`` padded with ``fill`` to an N×N×N grid, ``N`` its largest edge, centred.
-
-    World positions are kept: the origin moves by the padding before the data. Zero padding is
-    harmless for the FSC when the density falls to zero at the box edges; otherwise apply a
-    soft mask.
-
-    Args:
-        volume: the volume, any ``(Z, Y, X)``.
-        fill: value of the added voxels.
-
-    Returns:
-        The padded Volume (the same object if it is already cubic).
-    """
-    shape = volume.shape
-    n = max(shape)
-    if all(s == n for s in shape):
-        return volume
-    before_zyx = [(n - s) // 2 for s in shape]
-    pad = [(lo, n - s - lo) for s, lo in zip(shape, before_zyx, strict=True)]
-    data = np.pad(np.asarray(volume.data, dtype=np.float32), pad, constant_values=fill)
-    origin = tuple(o - lo * v for o, lo, v in
-                   zip(volume.origin_mm, before_zyx[::-1], volume.voxel_size_mm, strict=True))
-    return Volume(data=data, origin_mm=origin, voxel_size_mm=tuple(volume.voxel_size_mm),
                   unit=volume.unit, meta=dict(volume.meta))

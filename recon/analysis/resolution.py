@@ -1,9 +1,9 @@
 """The resolution of a reconstruction: FSC against a known truth, or between two independent half maps.
 
 A truth on another grid is resampled onto the reconstruction's (:func:`recon.analysis.grids.resample_like`,
-voxel-averaged when coarser) after the reconstruction's grid is padded to a cube
-(:func:`recon.analysis.grids.pad_to_cube`), so the comparison is made at the reconstruction's
-voxel size. Two half maps must already share a grid. :func:`compare_volumes` computes the curve,
+voxel-averaged when coarser), so the comparison is made on the reconstruction's grid as it is
+(any box shape, shells in physical frequency: :mod:`recon.analysis.spectra`). Two half maps must
+already share a grid. :func:`compare_volumes` computes the curve,
 every standard threshold's crossing and the directional figures; :func:`fsc_report` is its
 ``fsc.json`` dict.
 """
@@ -28,8 +28,8 @@ from recon.analysis.fsc import (
     soft_sphere_mask,
     threshold_name,
 )
-from recon.analysis.grids import pad_to_cube, resample_like
-from recon.analysis.spectra import as_map, check_pair, fourier_grid, isotropic_voxel, prepare_mask
+from recon.analysis.grids import resample_like
+from recon.analysis.spectra import as_map, check_pair, fourier_grid, prepare_mask, voxel_edges
 from recon.errors import ConfigError, DataError, ShapeError
 from recon.io.volume import Volume, read_volume
 
@@ -55,22 +55,19 @@ def compare_with_truth(volume: Volume, truth: Volume | str | Path, *, mask: str 
     """FSC of a reconstruction against the truth (threshold 0.5).
 
     Args:
-        volume: the reconstruction (any box-shaped grid of cubic voxels).
+        volume: the reconstruction (any box-shaped grid).
         truth: the true density, or the path of its TIFF; resampled onto ``volume``'s grid.
         mask: ``None`` or ``"sphere"`` (see :func:`compare_volumes`).
     """
     if not isinstance(truth, Volume):
         truth = read_volume(volume_file(Path(truth)))
-    recon_cube = pad_to_cube(volume)
-    truth_cube = resample_like(truth, recon_cube)
-    return compare_volumes(recon_cube, truth_cube, threshold="0.5", mask=mask,
+    return compare_volumes(volume, resample_like(truth, volume), threshold="0.5", mask=mask,
                            labels=("reconstruction", "truth"))
 
 
 def compare_halves(half1: Volume, half2: Volume, *, mask: str | None = None) -> FSCResult:
     """FSC of two independent half maps (threshold 0.143); they must share a grid."""
-    return compare_volumes(pad_to_cube(half1), pad_to_cube(half2), threshold="0.143", mask=mask,
-                           labels=("half 1", "half 2"))
+    return compare_volumes(half1, half2, threshold="0.143", mask=mask, labels=("half 1", "half 2"))
 
 
 def volume_file(path: Path) -> Path:
@@ -96,7 +93,7 @@ class FSCResult:
         directional: cone FSC at ``threshold``, or ``None``.
         shape: grid ``(Z, Y, X)``.
         origin_mm: ``(x, y, z)`` centre of voxel ``(0, 0, 0)``, mm.
-        voxel_size_mm: cubic voxel edge, mm.
+        voxel_size_mm: voxel edges ``(Δx, Δy, Δz)``, mm.
         mask: how the maps were masked: ``"none"``, ``"sphere"`` or ``"array"``.
         labels: names of the two maps (e.g. file names), for the report.
     """
@@ -108,7 +105,7 @@ class FSCResult:
     directional: DirectionalFSC | None
     shape: tuple[int, int, int]
     origin_mm: tuple[float, float, float]
-    voxel_size_mm: float
+    voxel_size_mm: tuple[float, float, float]
     mask: str = "none"
     labels: tuple[str, str] = ("a", "b")
 
@@ -142,7 +139,7 @@ def compare_volumes(
     seed: int = 0,
     labels: tuple[str, str] = ("a", "b"),
 ) -> FSCResult:
-    """The FSC of two volumes on the same cubic grid, its crossings and its anisotropy.
+    """The FSC of two volumes on the same grid, its crossings and its anisotropy.
 
     Args:
         a: first volume (e.g. half map 1, or the reconstruction).
@@ -151,8 +148,8 @@ def compare_volumes(
         threshold: the threshold to report: ``"0.143"`` for independent half maps, ``"0.5"``
             against a truth, ``"half-bit"``, ``"one-bit"`` or a number in (0, 1). The
             crossings at all four standard thresholds are computed as well.
-        mask: ``None``; ``"sphere"`` — a soft sphere filling the grid (edge
-            ``max(2, N/16)`` voxels, radius ``N/2 − edge − 1``); or a (N, N, N) array or
+        mask: ``None``; ``"sphere"`` — a soft sphere filling the grid's shortest edge N (edge
+            ``max(2, N/16)`` voxels, radius ``N/2 − edge − 1``); or a (Z, Y, X) array or
             Volume in [0, 1]. Applied to both volumes.
         directional: also compute the cone FSC (:func:`directional_fsc`).
         correct_mask: phase-randomisation correction of a mask (see :func:`fsc_curve`).
@@ -166,8 +163,8 @@ def compare_volumes(
         The result; write it with :func:`write_fsc_outputs`.
 
     Raises:
-        ShapeError: the grids differ (shape, voxel size or origin by more than 1e-6 mm), or the
-            grid or the voxels are not cubic.
+        ShapeError: the grids differ (shape, voxel size or origin by more than 1e-6 mm), or an
+            edge has fewer than 4 voxels.
         DataError: a volume holds NaN or inf.
         ConfigError: an unknown threshold or mask name, or bad directional options.
     """
@@ -178,23 +175,24 @@ def compare_volumes(
     _check_grids(a, b, where)
     data_a = as_map(a.data, "A", where)
     data_b = as_map(b.data, "B", where)
-    n = check_pair(data_a, data_b, where)
-    voxel_mm = isotropic_voxel(a.voxel_size_mm, where)
+    shape = check_pair(data_a, data_b, where)
+    voxel = voxel_edges(a.voxel_size_mm, where)
     if isinstance(mask, str):
         if mask.strip().lower() != "sphere":
             raise ConfigError(f"{where}: mask must be None, 'sphere' or an array, got {mask!r}")
+        n = min(shape)  # a sphere (in voxels) inside the shortest edge
         edge = max(2.0, n / 16.0)
         m = soft_sphere_mask(data_a.shape, max(1.0, n / 2.0 - edge - 1.0), edge)
         mask_kind = "sphere"
     else:
         m = prepare_mask(mask, data_a.shape, where)
         mask_kind = "none" if m is None else "array"
-    geo = fourier_grid(n)
-    curve, spectra = fsc_with_spectra(data_a, data_b, n, voxel_mm, m, correct_mask=correct_mask,
-                              randomize_below=0.8, seed=seed, geo=geo)
+    geo = fourier_grid(shape, voxel)
+    curve, spectra = fsc_with_spectra(data_a, data_b, voxel, m, correct_mask=correct_mask,
+                                      randomize_below=0.8, seed=seed, geo=geo)
     crossings = {t: resolution_at(curve, t) for t in (*THRESHOLDS, name)}
-    cones = (directional_from_spectra(spectra, geo, voxel_mm, name, n_directions, cone_half_angle_deg,
-                               min_cone_voxels) if directional else None)
+    cones = (directional_from_spectra(spectra, geo, voxel, name, n_directions, cone_half_angle_deg,
+                                      min_cone_voxels) if directional else None)
     return FSCResult(
         curve=curve,
         threshold=name,
@@ -203,7 +201,7 @@ def compare_volumes(
         directional=cones,
         shape=tuple(data_a.shape),
         origin_mm=tuple(float(o) for o in a.origin_mm),
-        voxel_size_mm=voxel_mm,
+        voxel_size_mm=voxel,
         mask=mask_kind,
         labels=(str(labels[0]), str(labels[1])),
     )
@@ -269,7 +267,6 @@ def fsc_report(result: FSCResult) -> dict:
                 "cone's interpolated crossing frequency, divided by that of equal radii"),
             "anisotropy_ratio_definition": "finest / coarsest interpolated cone resolution",
         }
-    n = curve.grid_size
     return {
         "format": _FORMAT,
         "maps": {"a": result.labels[0], "b": result.labels[1]},
@@ -282,9 +279,9 @@ def fsc_report(result: FSCResult) -> dict:
         "resolutions": {name: _crossing_dict(x) for name, x in result.crossings.items()},
         "grid": {
             "shape_zyx": list(result.shape),
-            "voxel_size_mm": result.voxel_size_mm,
+            "voxel_size_mm": list(result.voxel_size_mm),
             "origin_mm": list(result.origin_mm),
-            "box_mm": n * result.voxel_size_mm,
+            "box_mm": curve.box_mm,
             "shells": int(len(curve.shell)),
         },
         "mask": mask,

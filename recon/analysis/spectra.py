@@ -1,7 +1,8 @@
 """Fourier-space machinery shared by the FSC curves and the directional FSC.
 
 Maps are checked and converted (:func:`as_map`), transformed to the half-space (rfftn) grid of
-an N³ volume (:class:`FourierGrid`), summed shell by shell (:func:`shell_sums`) and correlated
+the volume as it is — any (Z, Y, X) shape, any voxel edges (:class:`FourierGrid`) — summed shell
+by shell in physical frequency (:func:`shell_sums`) and correlated
 (:func:`correlation`); a soft mask's own correlation is removed by phase randomisation
 (:func:`randomize_phases`, :func:`mask_corrected`; Chen et al. 2013,
 doi:10.1016/j.ultramic.2013.06.004). Everything is float64 NumPy, not differentiable.
@@ -9,6 +10,7 @@ doi:10.1016/j.ultramic.2013.06.004). Everything is float64 NumPy, not differenti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ __all__ = [
     "check_pair",
     "correlation",
     "fourier_grid",
-    "isotropic_voxel",
+    "voxel_edges",
     "mask_corrected",
     "prepare_mask",
     "randomize_phases",
@@ -53,68 +55,76 @@ def as_map(x: Any, name: str, where: str) -> np.ndarray:
     return a
 
 
-def isotropic_voxel(voxel_size_mm: float | tuple[float, ...], where: str) -> float:
-    """The edge of cubic voxels, mm; a ShapeError naming the fix for anisotropic voxels."""
+def voxel_edges(voxel_size_mm: float | tuple[float, ...], where: str) -> tuple[float, float, float]:
+    """The voxel edges ``(Δx, Δy, Δz)`` in mm (a number for cubic voxels); a ShapeError otherwise."""
     sizes = np.atleast_1d(np.asarray(voxel_size_mm, dtype=np.float64))
-    if sizes.size not in (1, 3) or not np.all(sizes > 0):
+    if sizes.size not in (1, 3) or not np.all(np.isfinite(sizes)) or not np.all(sizes > 0):
         raise ShapeError(
             f"{where}: voxel_size_mm must be a positive number or (x, y, z), got {voxel_size_mm!r}"
         )
-    if np.ptp(sizes) > 1e-9 * sizes.max():
-        raise ShapeError(
-            f"{where}: voxels are not cubic ({tuple(sizes.tolist())} mm); FSC shells need an "
-            "isotropic grid; resample onto cubic voxels (e.g. recon.analysis.grids.resample_like)"
-        )
-    return float(sizes[0])
+    sizes = np.broadcast_to(sizes, (3,))
+    return (float(sizes[0]), float(sizes[1]), float(sizes[2]))
 
 
-def check_pair(a: np.ndarray, b: np.ndarray, where: str) -> int:
-    """N of two maps on the same N×N×N grid; a ShapeError naming the fix otherwise."""
+def check_pair(a: np.ndarray, b: np.ndarray, where: str) -> tuple[int, int, int]:
+    """The (Z, Y, X) shape of two maps on the same grid; a ShapeError naming the fix otherwise."""
     if a.shape != b.shape:
         raise ShapeError(
             f"{where}: the maps have different grids, {a.shape} and {b.shape} (z, y, x); "
             "resample one onto the other's grid (e.g. recon.analysis.grids.resample_like)"
         )
-    if len(set(a.shape)) != 1:
-        raise ShapeError(
-            f"{where}: the grid {a.shape} (z, y, x) is not cubic; FSC shells need N×N×N; "
-            "resample or pad onto a cubic grid (e.g. recon.analysis.grids.pad_to_cube)"
-        )
-    if a.shape[0] < 4:
-        raise ShapeError(f"{where}: a grid of {a.shape} is too small for an FSC; use N ≥ 4")
-    return a.shape[0]
+    if min(a.shape) < 4:
+        raise ShapeError(f"{where}: a grid of {a.shape} is too small for an FSC; use ≥ 4 voxels per edge")
+    return tuple(int(n) for n in a.shape)
 
 
 @dataclass(frozen=True)
 class FourierGrid:
-    """Geometry of the half-space (rfftn) Fourier grid of an N³ volume, flattened."""
+    """Geometry of the half-space (rfftn) Fourier grid of a (Z, Y, X) volume, flattened.
 
-    n: int
-    shell: np.ndarray  # (M,) round(|k|); > N//2 means dropped
+    Shells are spaced in physical frequency by ``1/L``, ``L = max_i N_i Δ_i`` the longest edge of
+    the box (the finest frequency step any axis has); shell ``r`` is ``round(|f| L)``, f the
+    frequency in 1/mm. The last full shell ``r_max`` is the Nyquist of the coarsest axis,
+    ``floor(L / (2 max Δ))``; entries beyond it (the corners, and the other axes' higher
+    frequencies) are dropped. On an N³ grid of edge Δ this is the usual ``round(|k|)``, ``N/2``.
+    """
+
+    shape: tuple[int, int, int]  # (Z, Y, X)
+    box_mm: float  # L
+    r_max: int
+    shell: np.ndarray  # (M,) round(|f| L); > r_max means dropped
     weight: np.ndarray  # (M,) 1 or 2: how many voxels of the full grid each entry stands for
-    k_xyz: np.ndarray  # (M, 3) frequency (kx, ky, kz) in Fourier-voxel units
-
-    @property
-    def r_max(self) -> int:
-        """The last full shell, N // 2."""
-        return self.n // 2
+    k_xyz: np.ndarray  # (M, 3) frequency (fx, fy, fz) · L, in shell units
 
 
-def fourier_grid(n: int) -> FourierGrid:
-    """The shells, Hermitian weights and frequencies of the rfftn grid of an N³ volume."""
-    k_zy = np.fft.fftfreq(n, 1.0 / n)  # integer frequencies along z and y
-    k_x = np.fft.rfftfreq(n, 1.0 / n)  # the last array axis is x; rfftn keeps kx ≥ 0
-    kz, ky, kx = np.meshgrid(k_zy, k_zy, k_x, indexing="ij")
+def fourier_grid(shape: int | tuple[int, int, int], voxel_size_mm: float | tuple[float, ...] = 1.0
+                 ) -> FourierGrid:
+    """The shells, Hermitian weights and frequencies of the rfftn grid of a (Z, Y, X) volume.
+
+    Args:
+        shape: ``N`` for an N³ grid, or ``(Z, Y, X)``.
+        voxel_size_mm: voxel edges ``(Δx, Δy, Δz)`` or one edge, mm.
+    """
+    nz, ny, nx = (shape,) * 3 if isinstance(shape, int | np.integer) else tuple(shape)
+    dx, dy, dz = voxel_edges(voxel_size_mm, "fourier_grid")
+    box = max(nx * dx, ny * dy, nz * dz)
+    fz = np.fft.fftfreq(nz, dz) * box  # frequency × L: integers on the longest axis
+    fy = np.fft.fftfreq(ny, dy) * box
+    fx = np.fft.rfftfreq(nx, dx) * box  # the last array axis is x; rfftn keeps fx ≥ 0
+    kz, ky, kx = np.meshgrid(fz, fy, fx, indexing="ij")
     radius = np.sqrt(kx**2 + ky**2 + kz**2)
-    # The half-space stands for the full grid by Hermitian symmetry: entries with 0 < kx < N/2
-    # have a mirror twin at −k; kx = 0 and (even N) kx = N/2 planes are their own mirror.
-    weight_x = np.full(k_x.shape, 2.0)
+    # The half-space stands for the full grid by Hermitian symmetry: entries with 0 < kx < Nx/2
+    # have a mirror twin at −k; kx = 0 and (even Nx) kx = Nx/2 planes are their own mirror.
+    weight_x = np.full(fx.shape, 2.0)
     weight_x[0] = 1.0
-    if n % 2 == 0:
+    if nx % 2 == 0:
         weight_x[-1] = 1.0
     weight = np.broadcast_to(weight_x, radius.shape)
+    r_max = int(math.floor(box / (2 * max(dx, dy, dz)) + 1e-9))
     return FourierGrid(
-        n=n,
+        shape=(int(nz), int(ny), int(nx)),
+        box_mm=float(box),
+        r_max=r_max,
         shell=np.rint(radius).astype(np.int64).ravel(),
         weight=weight.ravel().astype(np.float64),
         k_xyz=np.stack([kx.ravel(), ky.ravel(), kz.ravel()], axis=-1),

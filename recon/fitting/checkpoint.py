@@ -46,13 +46,16 @@ class FitState:
     elapsed_s: float = 0.0
     rays_rendered: int = 0
     batch_pixels: int = 0  # pixels per step now (0: the config's; smaller after running out of memory)
+    heldout: list = dc_field(default_factory=list)  # [step, held-out deviance] of every check
+    stop_rule: dict = dc_field(default_factory=dict)  # StopRule.state_dict()
+    stopped: str = ""  # why the loop ended: "held-out" (converged), "steps", "passes"; "" while running
 
 
 _FORMAT = "recon.checkpoint/1"
 
 
 # Settings that change what the parameters mean; a checkpoint only resumes under the same ones.
-_MUST_MATCH = ("field", "model", "field_options", "seed")
+_MUST_MATCH = ("field", "solver", "model", "field_options", "seed", "subsets", "holdout")
 
 
 def _finite(module) -> bool:
@@ -92,7 +95,8 @@ def check_resumable(path: str | os.PathLike, cfg, data=None) -> dict:
 
 
 def save_checkpoint(
-    path: str | os.PathLike, field_module, optimizer, generator, cfg, state, *, data_key: str | None = None
+    path: str | os.PathLike, field_module, optimizer, generator, cfg, state, *, data_key: str | None = None,
+    best_field: dict | None = None,
 ) -> None:
     """Write the field, optimiser, random states, config and progress to ``path`` atomically.
 
@@ -104,6 +108,8 @@ def save_checkpoint(
         cfg: the :class:`~recon.fitting.config.FitConfig`.
         state: the :class:`~recon.fitting.checkpoint.FitState`.
         data_key: :func:`data_fingerprint` of the data; a resume against other data is refused.
+        best_field: the field's ``state_dict`` at the best held-out check so far (restored by
+            :func:`load_checkpoint`'s caller from ``read_checkpoint(path)["best_field"]``).
 
     Raises:
         FitError: the field holds NaN or inf; nothing is written, the previous checkpoint stays.
@@ -123,6 +129,7 @@ def save_checkpoint(
         "config": asdict(cfg),
         "state": asdict(state),
         "data_key": data_key,
+        "best_field": best_field,
     }
     buffer = io.BytesIO()  # serialised in memory, so that a full disk is an OSError of the write
     torch.save(payload, buffer)
@@ -163,8 +170,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return payload
 
 
-def load_checkpoint(path, field_module, optimizer, generator, cfg, *, data=None):
+def load_checkpoint(path, field_module, optimizer, generator, cfg, *, data=None,
+                    best_field: dict | None = None):
     """Restore a fit from ``path`` into the given objects and return its FitState.
+
+    ``best_field``, when given, is filled with the field's parameters at the best held-out check
+    (empty when the checkpoint holds none), checked to load into ``field_module``.
 
     Also restores the global torch (and CUDA) random states when the checkpoint holds them.
 
@@ -173,6 +184,9 @@ def load_checkpoint(path, field_module, optimizer, generator, cfg, *, data=None)
     """
     payload = check_resumable(path, cfg, data)
     try:
+        if best_field is not None and payload.get("best_field"):
+            field_module.load_state_dict(payload["best_field"])
+            best_field.update(payload["best_field"])
         field_module.load_state_dict(payload["field"])
         optimizer.load_state_dict(payload["optimizer"])
         generator.set_state(payload["generator"])

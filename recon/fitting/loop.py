@@ -1,10 +1,14 @@
-"""The fit loop: Adam on the data term (Poisson by default) plus regularisers, over batches of pooled pixels.
+"""The fit loop: EM or Adam steps on the training pixels, stopped by the held-out pixels.
 
-Each step draws a batch of pixels across all views, renders their expected photoelectrons with
-every pooled sample of :mod:`recon.fitting.raypool`, and takes an Adam step. The loop
-checkpoints (:mod:`recon.fitting.checkpoint`), stops cleanly on SIGINT/SIGTERM, refuses a
-non-finite loss, and halves the batch when a step runs out of memory
-(:mod:`recon.fitting.memory`).
+A fraction of each view's pixels is held out (:mod:`recon.fitting.holdout`). Each step is an
+ordered-subsets EM update of a voxel density (:mod:`recon.fitting.em`, the default) or an Adam
+step on the data term (Poisson by default) plus regularisers over a batch of training pixels,
+rendered with every pooled sample of :mod:`recon.fitting.raypool`. Every ``check_every`` steps
+the held-out deviance is measured; the fit stops when it has not improved for ``patience``
+checks (it *converged*), or after ``max_passes`` passes or ``steps`` steps (it did not), and
+returns the field of the best check. The loop checkpoints (:mod:`recon.fitting.checkpoint`),
+stops cleanly on SIGINT/SIGTERM, refuses a non-finite loss, and halves an Adam batch that runs
+out of memory (:mod:`recon.fitting.memory`).
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from recon.errors import BackendUnavailableError, FitError
 from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint, save_checkpoint
 from recon.fitting.config import FitConfig
 from recon.fitting.data import FitData
+from recon.fitting.em import OSEM
+from recon.fitting.holdout import StopRule, heldout_deviance, split_held_out
 from recon.fitting.memory import free_cached_memory, smaller_batch
 from recon.fitting.raypool import RayPool, build_ray_pool, check_views_reach_the_box, check_views_see_the_box
 from recon.fitting.refine import Refinement
 from recon.model.loss import data_loss, tv_regulariser
 from recon.model.render import render_pixels
 
-__all__ = ["FitInterrupted", "StopOnSignals", "estimate_atoms", "resolve_device", "run_fit"]
+__all__ = ["FitInterrupted", "StopOnSignals", "estimate_atoms", "resolve_device", "run_fit", "step_limit"]
 
 
 class FitInterrupted(KeyboardInterrupt):
@@ -96,6 +102,12 @@ def estimate_atoms(data: FitData, pool: RayPool) -> float:
     return mean_density
 
 
+def step_limit(cfg: FitConfig, n_train: int) -> int:
+    """The most steps a fit makes: ``steps``, or ``max_passes`` passes over ``n_train`` pixels if fewer."""
+    per_pass = cfg.subsets if cfg.em else n_train / max(cfg.batch_pixels, 1)
+    return max(1, min(cfg.steps, math.ceil(cfg.max_passes * per_pass)))
+
+
 def run_fit(
     data: FitData,
     cfg: FitConfig,
@@ -104,6 +116,7 @@ def run_fit(
     make_field: Callable,
     resume: bool = False,
     progress=None,
+    on_check: Callable | None = None,
 ) -> dict:
     """Fit, checkpoint, and return the final state; writing outputs is :mod:`recon.jobs.fit`'s job.
 
@@ -115,6 +128,8 @@ def run_fit(
         resume: continue from ``out_dir/checkpoint.pt``.
         progress: object with ``start(total)``, ``update(step, loss, rays_per_s)``,
             ``log(text)`` and ``stop()`` methods.
+        on_check: called as ``on_check(step, field, deviance)`` after every held-out check
+            (benchmarks use it to follow the fit against a known truth).
 
     Returns:
         Dict with the field, the pool, the state and the device.
@@ -144,7 +159,8 @@ def run_fit(
     log(f"pool: {len(pool.rays)} segments for {pool.n_pixels} pixels ({time.perf_counter() - t0:.1f} s)")
     mean_density = estimate_atoms(data, pool)
     box = data.system.volume
-    field_module = make_field(cfg, box.min_mm.tolist(), box.max_mm.tolist(), mean_density, device)
+    start = mean_density * (cfg.em_init if cfg.em else 1.0)
+    field_module = make_field(cfg, box.min_mm.tolist(), box.max_mm.tolist(), start, device)
     pool_dev = RayPool(
         pool.rays.to(device),
         pool.offsets.to(device),
@@ -154,9 +170,20 @@ def run_fit(
         pool.read_noise_e,
         pool.samples,
     )
-    usable = usable.to(device)
-    optim = torch.optim.Adam(field_module.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
-    refine = Refinement.start(data, cfg, len(usable), device) if cfg.refine else None
+    # A --refine fit moves the optics, so held-out pixels traced through the static ones say
+    # nothing about it: it runs its steps with every pixel.
+    train, held = split_held_out(pool, usable, 0.0 if cfg.refine else cfg.holdout, cfg.seed)
+    train, held = train.to(device), held.to(device)
+    if cfg.em:
+        optim = OSEM(field_module, pool_dev, train, subsets=cfg.subsets, seed=cfg.seed,
+                     photons_per_atom=data.photons_per_atom or 4 * math.pi, step_mm=cfg.step_mm)
+    else:
+        optim = torch.optim.Adam(field_module.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    max_steps = step_limit(cfg, len(train))
+    check_every = cfg.check_every or (max(1, cfg.subsets // 8) if cfg.em else 100)
+    rule = StopRule(patience=cfg.patience)
+    best: dict = {}
+    refine = Refinement.start(data, cfg, len(train), device) if cfg.refine else None
     if refine is not None and resume:
         raise FitError("fit: --resume cannot continue a --refine fit (the optical parameters are not in "
                        "the checkpoint); start the fit again without --resume")
@@ -166,7 +193,11 @@ def run_fit(
     data_key = data_fingerprint(data)
     saved_step = None
     if resume:
-        state = load_checkpoint(ckpt_path, field_module, optim, gen, cfg, data=data)
+        state = load_checkpoint(ckpt_path, field_module, optim, gen, cfg, data=data, best_field=best)
+        if state.stop_rule:
+            rule.load_state_dict(state.stop_rule)
+        if state.stopped in ("steps", "passes") and state.step < max_steps:
+            state.stopped = ""  # resumed with a higher limit: go on
         saved_step = state.step
         log(f"resumed from step {state.step}")
     if not state.batch_pixels:
@@ -174,13 +205,15 @@ def run_fit(
 
     def checkpoint() -> None:
         nonlocal saved_step
-        save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state, data_key=data_key)
+        state.stop_rule = rule.state_dict()
+        save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state, data_key=data_key,
+                        best_field=best or None)
         saved_step = state.step
 
     y = data.photons_per_atom or 4 * math.pi
 
     def lr_at(step: int) -> float:
-        frac = min(step / max(cfg.steps - 1, 1), 1.0)
+        frac = min(step / max(max_steps - 1, 1), 1.0)
         return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
 
     def forward_backward(batch_pixels: int, refining: bool) -> tuple[float, int]:
@@ -189,8 +222,8 @@ def run_fit(
         ``refining``: trace the batch through the learnable optics (self-calibration) instead of
         gathering it from the static pool, and add the optics' prior.
         """
-        pick = torch.randint(len(usable), (min(batch_pixels, len(usable)),), generator=gen)
-        pixels = usable[pick.to(device)]
+        pick = torch.randint(len(train), (min(batch_pixels, len(train)),), generator=gen)
+        pixels = train[pick.to(device)]
         if refining:
             pixels, batch = refine.batch(pixels, cfg.samples_per_step or cfg.pool_samples, gen)
         elif 0 < cfg.samples_per_step < cfg.pool_samples:
@@ -255,48 +288,81 @@ def run_fit(
             old_handlers[sig] = signal.signal(sig, on_signal)
         except ValueError:  # not in the main thread
             pass
+
+    def check() -> None:
+        """Measure the held-out deviance; keep the field if it is the best; stop when the rule says."""
+        deviance = heldout_deviance(field_module, pool_dev, held, photons_per_atom=y, step_mm=cfg.step_mm,
+                                    model=cfg.model, attenuation=cfg.attenuation)
+        state.heldout.append([state.step, deviance])
+        if rule.update(state.step, deviance):
+            best.clear()
+            best.update({k: v.detach().clone() for k, v in field_module.state_dict().items()})
+        if on_check is not None:
+            on_check(state.step, field_module, deviance)
+        if rule.done:
+            state.stopped = "held-out"
+        if progress:
+            progress.log(f"step {state.step}: held-out deviance {deviance:.5f} (best {rule.best:.5f} at step "
+                         f"{rule.best_step})")
+
+    def em_step() -> tuple[float, int]:
+        loss, n_rays = optim.update(state.step)
+        if not math.isfinite(loss) or not torch.isfinite(field_module.grid).all():
+            raise FitError(f"fit: the EM update became non-finite at step {state.step + 1}; check the data "
+                           "(`recon inspect`) and the run's photons_per_atom")
+        return loss, n_rays
+
     if progress:
-        progress.start(cfg.steps, state.step)
+        progress.start(max_steps, state.step)
     t_start = time.perf_counter() - state.elapsed_s
     try:
-        while state.step < cfg.steps:
+        while state.step < max_steps and not state.stopped:
             if interrupted["flag"]:
                 checkpoint()
                 raise FitInterrupted(
-                    f"fit stopped at step {state.step}/{cfg.steps}; checkpoint saved to {ckpt_path}; "
+                    f"fit stopped at step {state.step}/{max_steps}; checkpoint saved to {ckpt_path}; "
                     "run the same command with --resume to continue",
                     interrupted["signum"],
                 )
-            for group in optim.param_groups:
-                group["lr"] = lr_at(state.step)
             refining = refine is not None and state.step >= cfg.refine_warmup
-            try:
-                loss, n_rays = forward_backward(state.batch_pixels, refining)
-            except RuntimeError as err:  # out of memory: halve the batch and go on (else re-raised)
-                state.batch_pixels = smaller_batch(err, state.batch_pixels, device=device, warn=log)
-                loss = None
-            if loss is None:  # outside the except block, so the failed step's tensors are freed
-                optim.zero_grad(set_to_none=True)
-                free_cached_memory(device)
-                continue
-            optim.step()
-            if refining:
-                refine.optim.step()
+            if cfg.em:
+                loss, n_rays = em_step()
+            else:
+                for group in optim.param_groups:
+                    group["lr"] = lr_at(state.step)
+                try:
+                    loss, n_rays = forward_backward(state.batch_pixels, refining)
+                except RuntimeError as err:  # out of memory: halve the batch and go on (else re-raised)
+                    state.batch_pixels = smaller_batch(err, state.batch_pixels, device=device, warn=log)
+                    loss = None
+                if loss is None:  # outside the except block, so the failed step's tensors are freed
+                    optim.zero_grad(set_to_none=True)
+                    free_cached_memory(device)
+                    continue
+                optim.step()
+                if refining:
+                    refine.optim.step()
             state.step += 1
             state.rays_rendered += n_rays
             state.losses.append(loss)
+            if len(held) and (state.step % check_every == 0 or state.step == max_steps):
+                check()
             state.elapsed_s = time.perf_counter() - t_start
             if progress:
                 progress.update(
                     state.step, state.losses[-1], state.rays_rendered / max(state.elapsed_s, 1e-9)
                 )
-            if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+            if state.step >= max_steps and not state.stopped:
+                state.stopped = "steps" if max_steps == cfg.steps else "passes"
+            if state.step % cfg.checkpoint_every == 0 or state.stopped:
                 checkpoint()
     finally:
         if progress:
             progress.stop()
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
+    if best:
+        field_module.load_state_dict(best)  # the field of the best held-out check
     refined = record = None
     if refine is not None:
         refined, record, pool = refine.finish(data, cfg, log)
@@ -309,4 +375,7 @@ def run_fit(
         "device": device,
         "mean_density": mean_density,
         "photons_per_atom": y,
+        "stop_rule": rule,
+        "held_out_pixels": int(len(held)),
+        "max_steps": max_steps,
     }

@@ -279,7 +279,8 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     backend = getattr(results[0]["field"], "backend", "torch")
     if progress:
         progress.log("writing outputs: density.tif, renders/, metrics.json, report.html")
-    meta = {"run": run_name, "field": cfg.field, "backend": backend, "steps": states[0].step}
+    meta = {"run": run_name, "field": cfg.field, "solver": "em" if cfg.em else "adam", "backend": backend,
+            "steps": states[0].step}
     grids = [sample_field(r["field"], shape, origin, voxel, device) for r in results]
     extra: dict = {}
     if how is not None:
@@ -294,7 +295,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         data.photons_per_atom or 4 * math.pi,
         model=cfg.model,
         attenuation=cfg.attenuation,
-        step_mm=min(cfg.step_mm, 0.02),
+        step_mm=cfg.step_mm if cfg.em else min(cfg.step_mm, 0.02),  # EM: the operator it inverted
     )
     views = residual_stats(data, pool, predicted)
     losses = [sum(v) / len(v) for v in zip(*(s.losses for s in states), strict=True)]
@@ -311,6 +312,8 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         **cloud_metrics(volume),
         "final_loss": float(sum(losses[-50:]) / max(len(losses[-50:]), 1)),
         "steps": states[0].step,
+        "solver": meta["solver"],
+        **_convergence(results),
         "time_s": round(fit_time, 2),
         "fit_loop_s": round(loop_s, 2),
         "rays_per_s": round(sum(s.rays_rendered for s in states) / max(loop_s, 1e-9), 1),
@@ -343,6 +346,19 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     write_report(work, metrics, images)
     finish_out_dir(work, out)
     return metrics
+
+
+def _convergence(results: list[dict]) -> dict:
+    """Whether each fit converged (its held-out deviance stopped falling) and its checks, for metrics.json."""
+    fits = []
+    for r in results:
+        state, rule = r["state"], r["stop_rule"]
+        fits.append({"converged": state.stopped == "held-out", "stopped_by": state.stopped or "signal",
+                     "best_step": rule.best_step if state.heldout else state.step,
+                     "heldout_deviance": rule.best if state.heldout else None,
+                     "held_out_pixels": r["held_out_pixels"], "max_steps": r["max_steps"],
+                     "checks": [[int(k), round(float(d), 6)] for k, d in state.heldout]})
+    return {"converged": all(f["converged"] for f in fits), "convergence": fits}
 
 
 def _chi2(metrics: dict) -> tuple[int, float, float]:

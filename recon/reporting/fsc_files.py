@@ -68,8 +68,7 @@ def _plot(result: FSCResult, path: Path, dpi: int = 120) -> None:
         colour, ls = styles[name]
         ax.plot(f, curve.threshold_curve(name), color=colour, lw=0.9, ls=ls, label=f"{name}")
     c = result.crossing
-    box_mm = curve.grid_size * curve.voxel_size_mm
-    fx = c.interpolated_shell / box_mm
+    fx = c.interpolated_shell / curve.box_mm
     fy = float(np.interp(c.interpolated_shell, curve.shell, curve.threshold_curve(c.threshold)))
     word = "≥ Nyquist" if c.reached_nyquist else ""
     ax.plot([fx], [fy], "o", color="crimson", ms=7, mfc="none", mew=1.8,
@@ -82,7 +81,9 @@ def _plot(result: FSCResult, path: Path, dpi: int = 120) -> None:
     ax.set_xlabel("spatial frequency (1/mm)")
     ax.set_ylabel("Fourier shell correlation")
     ax.set_title(f"FSC {result.labels[0]} vs {result.labels[1]} "
-                 f"({curve.grid_size}³, {curve.voxel_size_mm * 1000:.4g} µm voxels, mask {result.mask})",
+                 f"({'×'.join(map(str, curve.shape))}, "
+                 f"{'×'.join(f'{v * 1000:.4g}' for v in dict.fromkeys(curve.voxel_size_mm))} µm voxels, "
+                 f"mask {result.mask})",
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     top = ax.twiny()

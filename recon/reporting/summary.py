@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["format_um", "summary_line", "summary_lines"]
+__all__ = ["convergence_line", "format_um", "summary_line", "summary_lines"]
 
 
 def summary_lines(metrics: dict) -> list[str]:
@@ -18,6 +18,8 @@ def summary_lines(metrics: dict) -> list[str]:
         f"{metrics['steps']} steps in {metrics['time_s']:.1f} s, {metrics['rays_per_s']:,.0f} rays/s, "
         f"backend {metrics['backend']} on {metrics['device']}, final loss {metrics['final_loss']:.4f}",
     ]
+    if "convergence" in metrics:
+        lines.append(convergence_line(metrics))
     for key, what in (("fsc_truth", "against the truth"), ("split_halves", "between the split halves")):
         if key in metrics:
             f = metrics[key].get("fsc", metrics[key])
@@ -29,6 +31,25 @@ def summary_lines(metrics: dict) -> list[str]:
                 line += f"; x/y/z {' / '.join(format_um(v) for v in f['resolution_xyz_um'])}"
             lines.append(line)
     return lines
+
+
+def convergence_line(metrics: dict) -> str:
+    """Whether the fit converged: where the held-out deviance was best, or why it stopped before."""
+    parts = []
+    for c in metrics["convergence"]:
+        if c["converged"]:
+            parts.append(f"converged: held-out deviance {c['heldout_deviance']:.5f} best at step "
+                         f"{c['best_step']}, no better in the checks after it")
+        elif c["stopped_by"] in ("steps", "passes"):
+            limit = "--steps" if c["stopped_by"] == "steps" else "max_passes"
+            best = (f"; held-out deviance best at step {c['best_step']}" if c["heldout_deviance"] is not None
+                    else "; no pixels held out (holdout = 0)")
+            parts.append(f"NOT converged: stopped at the step limit ({c['max_steps']}, {limit}){best}")
+        else:
+            parts.append(f"NOT converged: stopped by {c['stopped_by']}")
+    if len(parts) == 1:
+        return parts[0]
+    return " | ".join(f"half {i}: {p}" for i, p in enumerate(parts, 1))
 
 
 def format_um(value: float | None) -> str:

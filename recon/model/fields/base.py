@@ -19,9 +19,11 @@ Density activation: ``density = density_scale * act(raw)``. ``act`` is ``softplu
 it never overflows, keeps a gradient everywhere, and approaches 0 smoothly so empty space is
 representable; ``"exp"`` (truncated exponential, as in instant-ngp: ``exp(min(raw, 15))`` with
 that same derivative) gives multiplicative updates over a large dynamic range at the risk of
-sharper steps. ``density_scale`` is ``FieldConfig.init_density``, and every field starts at
-``act(raw) ≈ 1``, i.e. a density ≈ ``init_density`` everywhere in the box: the fit can start at
-the data's mean density (total atoms / box volume) and the optimiser works on O(1) numbers.
+sharper steps; ``"linear"`` (``max(raw, 0)``) makes the density linear in the parameters, as the
+EM solver needs (:mod:`recon.fitting.em`; its updates keep ``raw ≥ 0``). ``density_scale`` is
+``FieldConfig.init_density``, and every field starts at ``act(raw) ≈ 1``, i.e. a density ≈
+``init_density`` everywhere in the box: the fit can start at the data's mean density (total
+atoms / box volume) and the optimiser works on O(1) numbers.
 
 Voxel grids follow the project convention: arrays ``(Z, Y, X)``; voxel ``(k, j, i)`` has its
 centre at ``origin_mm + (i, j, k) * voxel_size_mm``; a grid of ``n`` voxels along an axis tiles
@@ -126,19 +128,21 @@ class _TruncExp(torch.autograd.Function):
 
 
 def _activate(raw: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "linear":
+        return raw.clamp_min(0.0)
     return F.softplus(raw) if activation == "softplus" else _TruncExp.apply(raw)
 
 
 def raw_for_unit_density(activation: str) -> float:
     """``act⁻¹(1)``: the raw output at which ``act(raw) = 1``."""
-    return math.log(math.e - 1.0) if activation == "softplus" else 0.0
+    return {"softplus": math.log(math.e - 1.0), "exp": 0.0}.get(activation, 1.0)
 
 
 def inverse_activation(values: torch.Tensor, activation: str) -> torch.Tensor:
     """``act⁻¹``, for values > 0 (callers floor them)."""
     if activation == "softplus":  # log(expm1(v)), stable for large v
         return torch.where(values > 20, values, torch.log(torch.expm1(values.clamp(max=20))))
-    return torch.log(values)
+    return values if activation == "linear" else torch.log(values)
 
 
 def field_generator(seed: int, stream: int) -> torch.Generator:

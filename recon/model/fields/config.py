@@ -18,7 +18,7 @@ __all__ = ["ACTIVATIONS", "FIELD_KINDS", "FieldConfig", "voxel_shape"]
 FIELD_KINDS = ("hashgrid", "voxel", "siren")
 
 
-ACTIVATIONS = ("softplus", "exp")
+ACTIVATIONS = ("softplus", "exp", "linear")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,8 @@ class FieldConfig:
         siren_hidden_layers: sine layers of a ``"siren"`` field (all ``siren_width`` wide).
         siren_width: their width.
         siren_omega0: ω₀, the frequency factor of every sine layer.
-        activation: ``"softplus"`` or ``"exp"`` (truncated exponential).
+        activation: ``"softplus"``, ``"exp"`` (truncated exponential) or ``"linear"`` (``max(raw, 0)``:
+            the density linear in the parameters, for the EM solver).
         init_density: ``density_scale``, the density every field starts at (same unit as the
             density, e.g. atoms/mm³; > 0).
     """

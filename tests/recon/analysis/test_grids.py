@@ -1,23 +1,9 @@
-"""Padding to a cube and resampling onto another grid keep world positions and totals."""
+"""Resampling onto another grid keeps world positions and totals."""
 
 import numpy as np
-import pytest
 
-from recon.analysis.grids import pad_to_cube, resample_like
-from recon.io.volume import Volume
+from recon.analysis.grids import resample_like
 from tests.recon.analysis.fsc_maps import as_volume
-
-
-def test_pad_to_cube_keeps_world_positions():
-    data = np.random.default_rng(12).standard_normal((4, 6, 10)).astype(np.float32)
-    vol = Volume(data=data, origin_mm=(1.0, 2.0, 3.0), voxel_size_mm=(0.5, 0.5, 0.5))
-    cube = pad_to_cube(vol)
-    assert cube.shape == (10, 10, 10)
-    k, j = (10 - 4) // 2, (10 - 6) // 2
-    np.testing.assert_array_equal(cube.data[k : k + 4, j : j + 6, :], data)
-    assert cube.data.sum() == pytest.approx(data.sum(), rel=1e-5)
-    np.testing.assert_allclose(cube.points()[k, j, 0].numpy(), vol.points()[0, 0, 0].numpy())
-    assert pad_to_cube(cube) is cube
 
 
 def test_resample_like_is_the_identity_on_the_same_grid_and_averages_onto_coarser_voxels():

@@ -9,13 +9,13 @@ from recon.analysis.spectra import (
     check_pair,
     correlation,
     fourier_grid,
-    isotropic_voxel,
     mask_corrected,
     prepare_mask,
     randomize_phases,
     readonly,
     rfft_flat,
     shell_sums,
+    voxel_edges,
 )
 from recon.errors import DataError, ShapeError
 from recon.io.volume import Volume
@@ -122,26 +122,21 @@ def test_as_map_errors_name_the_map_and_the_caller():
         as_map(bad, "half2", "fsc")
 
 
-def test_check_pair_returns_n_or_names_the_fix():
-    assert check_pair(np.zeros((6, 6, 6)), np.ones((6, 6, 6)), "fsc") == 6
+def test_check_pair_returns_the_shape_or_names_the_fix():
+    assert check_pair(np.zeros((6, 6, 6)), np.ones((6, 6, 6)), "fsc") == (6, 6, 6)
     with pytest.raises(ShapeError, match=r"different grids, \(6, 6, 6\) and \(6, 6, 5\).*resample_like"):
         check_pair(np.zeros((6, 6, 6)), np.zeros((6, 6, 5)), "fsc")
-    with pytest.raises(ShapeError, match=r"not cubic; FSC shells need N×N×N.*pad_to_cube"):
-        check_pair(np.zeros((6, 6, 5)), np.zeros((6, 6, 5)), "fsc")
-    with pytest.raises(ShapeError, match="too small for an FSC; use N ≥ 4"):
-        check_pair(np.zeros((3, 3, 3)), np.zeros((3, 3, 3)), "fsc")
-    assert check_pair(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), "fsc") == 4
+    assert check_pair(np.zeros((6, 8, 5)), np.zeros((6, 8, 5)), "fsc") == (6, 8, 5)  # any box shape
+    with pytest.raises(ShapeError, match="too small for an FSC; use ≥ 4 voxels per edge"):
+        check_pair(np.zeros((3, 8, 8)), np.zeros((3, 8, 8)), "fsc")
 
 
-def test_isotropic_voxel_takes_a_number_or_three_equal_edges():
-    assert isotropic_voxel(0.02, "fsc") == 0.02
-    assert isotropic_voxel((0.1, 0.1, 0.1), "fsc") == 0.1
-    assert isotropic_voxel([0.1, 0.1 * (1 + 1e-12), 0.1], "fsc") == pytest.approx(0.1)  # rounding is fine
-    with pytest.raises(ShapeError, match=r"voxels are not cubic \(\(0\.1, 0\.2, 0\.1\) mm\).*resample_like"):
-        isotropic_voxel((0.1, 0.2, 0.1), "fsc")
-    for bad in (0.0, -0.1, (0.1, 0.1), (0.1, -0.1, 0.1)):
+def test_voxel_edges_take_a_number_or_three_positive_edges():
+    assert voxel_edges(0.02, "fsc") == (0.02, 0.02, 0.02)
+    assert voxel_edges((0.1, 0.2, 0.3), "fsc") == (0.1, 0.2, 0.3)
+    for bad in (0.0, -0.1, (0.1, 0.1), (0.1, -0.1, 0.1), float("nan")):
         with pytest.raises(ShapeError, match="voxel_size_mm must be a positive number or \\(x, y, z\\)"):
-            isotropic_voxel(bad, "fsc")
+            voxel_edges(bad, "fsc")
 
 
 def test_randomize_phases_keeps_the_amplitudes_and_the_low_shells():

@@ -30,8 +30,11 @@ def _toml(tmp_path, text, name="fit.toml"):
 def test_defaults_validate_and_are_what_the_docs_say():
     cfg = FitConfig()
     cfg.validate()
-    assert (cfg.field, cfg.backend, cfg.device, cfg.loss, cfg.model) == (
-        "hashgrid", "auto", "auto", "poisson", "emission")
+    assert (cfg.field, cfg.solver, cfg.backend, cfg.device, cfg.loss, cfg.model) == (
+        "voxel", "auto", "auto", "auto", "poisson", "emission")
+    assert cfg.em and (cfg.subsets, cfg.holdout, cfg.patience) == (32, 0.05, 3)
+    assert not FitConfig(field="hashgrid").em and not FitConfig(refine="mirrors").em
+    assert not FitConfig(model="emission-absorption").em and not FitConfig(tv_weight=0.1).em
     assert cfg.pool_samples == 8 and cfg.samples_per_step == 0 and cfg.refine == ""
     assert load_fit_config(None) == cfg
     assert FitConfig().field_options is not FitConfig().field_options  # no shared mutable default
@@ -42,6 +45,11 @@ def test_defaults_validate_and_are_what_the_docs_say():
     ("backend", "cuda", "auto, torch or tcnn"),
     ("device", "gpu", "auto, cpu or cuda"),
     ("steps", 0, "≥ 1"),
+    ("solver", "lbfgs", "auto, em or adam"),
+    ("subsets", 0, "≥ 1"),
+    ("holdout", 0.6, "in 0 … 0.5"),
+    ("max_passes", 0, "> 0"),
+    ("patience", 0, "≥ 1"),
     ("steps", 10**9, "≤ 10⁸"),
     ("batch_pixels", 0, "≥ 1"),
     ("pool_samples", 0, "≥ 1"),
@@ -251,3 +259,16 @@ def test_field_factory_errors_are_config_errors():
     with pytest.raises(ConfigError, match="init_density must be > 0"):
         field_factory(FitConfig(field="voxel", field_options=SMALL_FIELDS["voxel"]), BOX_MIN, BOX_MAX, 0.0,
                       "cpu")
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"solver": "em", "field": "hashgrid"}, "solver 'em' fits a voxel field"),
+    ({"solver": "em", "model": "emission-absorption"}, "solver 'em' fits a voxel field"),
+    ({"solver": "em", "tv_weight": 0.1}, "by the Poisson likelihood alone"),
+    ({"solver": "em", "loss": "mse"}, "by the Poisson likelihood alone"),
+    ({"field_options": {"activation": "softplus"}}, "needs the linear activation"),
+])
+def test_em_refuses_what_it_cannot_fit(settings, expected):
+    with pytest.raises(ConfigError, match=expected):
+        FitConfig(**settings).validate()
+    FitConfig(**{**settings, "solver": "adam"}).validate()  # the gradient solver takes it

@@ -39,7 +39,8 @@ def test_compare_volumes_and_outputs(halves, tmp_path):
     assert report["threshold"] == "half-bit"
     assert report["resolution_um"] == pytest.approx(result.crossing.resolution_um)
     assert set(report["resolutions"]) == set(THRESHOLDS)
-    assert report["grid"]["shape_zyx"] == [N, N, N] and report["grid"]["voxel_size_mm"] == VOXEL_MM
+    assert report["grid"]["shape_zyx"] == [N, N, N] and report["grid"]["voxel_size_mm"] == [VOXEL_MM] * 3
+    assert report["grid"]["box_mm"] == pytest.approx(N * VOXEL_MM)
     assert report["nyquist_um"] == pytest.approx(20.0)
     directional = report["directional"]
     assert {"resolution_x_um", "resolution_y_um", "resolution_z_um", "best_resolution_um",

@@ -102,3 +102,25 @@ def test_summary_lines_with_fsc_truth_and_split_halves():
 def test_summary_lines_only_the_comparisons_present():
     lines = summary_lines(_metrics(split_halves={"split": "frames", "fsc": _fsc(threshold="0.143")}))
     assert len(lines) == 3 and lines[2].startswith("resolution between the split halves (FSC 0.143)")
+
+
+def _check(**changes):
+    fit = {"converged": True, "stopped_by": "held-out", "best_step": 40, "heldout_deviance": 1.321754,
+           "held_out_pixels": 45487, "max_steps": 256, "checks": [[4, 1.7], [40, 1.321754]]}
+    fit.update(changes)
+    return fit
+
+
+def test_the_convergence_line_says_where_the_held_out_pixels_stopped_the_fit():
+    converged = {**_metrics(), "converged": True, "convergence": [_check()]}
+    assert summary_lines(converged)[-1] == ("converged: held-out deviance 1.32175 best at step 40, no better "
+                                           "in the checks after it")
+    at_limit = {**_metrics(), "convergence": [_check(converged=False, stopped_by="steps")]}
+    assert summary_lines(at_limit)[-1] == ("NOT converged: stopped at the step limit (256, --steps); "
+                                          "held-out deviance best at step 40")
+    no_holdout = {**_metrics(), "convergence": [_check(converged=False, stopped_by="passes",
+                                                       heldout_deviance=None)]}
+    assert summary_lines(no_holdout)[-1].endswith("(256, max_passes); no pixels held out (holdout = 0)")
+    halves = {**_metrics(), "convergence": [_check(), _check(converged=False, stopped_by="steps")]}
+    line = summary_lines(halves)[-1]
+    assert line.startswith("half 1: converged") and " | half 2: NOT converged" in line

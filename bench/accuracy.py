@@ -1,0 +1,237 @@
+"""Where the accuracy limit is: the default fit against oracle-stopped EM, over phantoms, budgets and seeds.
+
+For every phantom the expected views are rendered once through the instrument of data/run042
+(its own ray samples and step, not the fit's pool: no inverse crime) and scaled to each photon
+budget (0.1×, 1×, 10× the 200 photons per atom of run042). For every noise seed the measured
+electrons are drawn as Poisson(λ) plus Gaussian read noise of the run's σ (dark subtracted);
+for every fit seed the pool is traced anew. Methods:
+
+- ``default``: :func:`recon.fitting.loop.run_fit` with the default settings (what ``recon fit``
+  runs): EM stopped by the held-out pixels;
+- ``oracle-em``: the same EM run, at the held-out check whose FSC against the truth is best —
+  the stopping rule an oracle would choose (same iterates, so the gap is the stopping rule's);
+- ``noiseless``: the default on the expected views without noise (the limit of the projector
+  and the voxel grid; it runs to ``max_passes`` at most).
+
+It prints a table and saves JSON: per phantom, budget and method the mean ± sd over all seeds of
+FSC-0.5 against the truth (interpolated, µm), atoms (%), centroid (µm), widths (%), and the
+spread of atoms over fit seeds.
+
+    python bench/accuracy.py [--phantoms run042,gaussian] [--budgets 1] [--fit-seeds 0,1,2]
+                             [--noise-seeds 10,11] [--methods default,oracle-em,noiseless]
+                             [--out bench/results/accuracy.json]
+
+Seeds used for choosing the defaults (tuning): fit seed 0, noise seed 42 (data/run042 itself).
+Report on other seeds (the defaults here: fit seeds 1, 2, 3; noise seeds 10, 11).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from benchlib import machine_info, save_json, using_pool
+
+from recon.analysis.moments import cloud_metrics
+from recon.analysis.resolution import compare_volumes
+from recon.fitting.config import FitConfig, field_factory
+from recon.fitting.data import FitData, load_fit_data
+from recon.fitting.loop import run_fit
+from recon.fitting.raypool import build_ray_pool
+from recon.io.volume import Volume
+from recon.model.fields.base import sample_field
+from recon.simulation.phantom_file import load_phantom
+from recon.simulation.simulate import expected_views, simulation_regions
+from recon.simulation.truth import truth_volume
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "data" / "run042"
+PHOTONS = 200.0
+
+# name: (phantom name or file, atoms, options)
+PHANTOMS = {
+    "run042": ("interferometer", 1e6, {}),
+    "gaussian": ("gaussian", 1e6, {}),
+    "fringes": ("fringes", 1e6, {}),
+    "donut": ("donut", 1e6, {}),
+    "spike": ("spike", 1e6, {}),
+    "two_clouds": (str(ROOT / "data" / "phantoms" / "two_clouds.toml"), 1e6, {}),
+    "faint": ("gaussian", 1e5, {}),
+    "edge": ("gaussian", 1e6, {"sigma_mm": 0.25, "center_mm": (0.6, -0.4, 0.5)}),
+    "clumps": ("clouds", 1e6, {}),
+}
+
+
+def _stats(values: list[float]) -> dict:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def _errors(volume: Volume, truth: Volume, truth_moments: dict) -> dict:
+    """FSC-0.5 (interpolated, µm, with x/y/z), atoms (%), centroid (µm), widths (%) against the truth."""
+    result = compare_volumes(volume, truth, threshold="0.5", directional=False)
+    m = cloud_metrics(volume)
+    return {
+        "fsc05_um": float(result.crossing.interpolated_resolution_um),
+        "atoms_pct": 100 * (m["atoms"] / truth_moments["atoms"] - 1),
+        "centroid_um": [1000 * (a - b) for a, b in zip(m["centroid_mm"], truth_moments["centroid_mm"],
+                                                        strict=True)],
+        "widths_pct": [100 * (a / b - 1) for a, b in zip(m["width_mm"], truth_moments["width_mm"],
+                                                         strict=True)],
+    }
+
+
+def _on(truth: Volume, field) -> Volume:
+    """The field sampled on the truth's grid."""
+    grid = sample_field(field, truth.shape, truth.origin_mm, truth.voxel_size_mm, "cpu")
+    return Volume(grid, truth.origin_mm, truth.voxel_size_mm, truth.unit)
+
+
+def _with_electrons(data: FitData, images: dict[str, torch.Tensor]) -> FitData:
+    views = tuple(dataclasses.replace(v, electrons=images[v.name][None].to(v.electrons.dtype),
+                                      mask=torch.ones_like(v.mask)) for v in data.views)
+    return dataclasses.replace(data, views=views)
+
+
+def _noisy(expected: dict[str, torch.Tensor], scale: float, sigma: float, seed: int | None) -> dict:
+    if seed is None:
+        return {k: v * scale for k, v in expected.items()}
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, lam in expected.items():
+        counts = torch.poisson((lam * scale).double(), generator=gen)
+        out[name] = (counts + sigma * torch.randn(lam.shape, generator=gen, dtype=torch.float64)).float()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phantoms", default=",".join(PHANTOMS))
+    parser.add_argument("--budgets", default="0.1,1,10", help="photon budgets, × run042's 200 photons/atom")
+    parser.add_argument("--fit-seeds", default="1,2,3")
+    parser.add_argument("--noise-seeds", default="10,11")
+    parser.add_argument("--methods", default="default,oracle-em,noiseless")
+    parser.add_argument("--sim-samples", type=int, default=8, help="ray samples per pixel of the simulation")
+    parser.add_argument("--sim-step", type=float, default=0.02, help="step of the simulation, mm")
+    parser.add_argument("--out", default="bench/results/accuracy.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    budgets = [float(b) for b in args.budgets.split(",")]
+    fit_seeds = [int(s) for s in args.fit_seeds.split(",")]
+    noise_seeds = [int(s) for s in args.noise_seeds.split(",")]
+    methods = args.methods.split(",")
+    base, _, _ = load_fit_data(RUN)
+    system = base.system
+    box = system.volume
+    regions = [r for r in simulation_regions(system) if r.name in {v.name for v in base.views}]
+    sigma = float(base.read_noise_e)
+    pools = {}
+    rows, raw = [], []
+    work = Path(tempfile.mkdtemp(prefix="bench_accuracy_"))
+    t_all = time.perf_counter()
+    for pname in args.phantoms.split(","):
+        source, atoms, options = PHANTOMS[pname]
+        phantom = load_phantom(source, atoms=atoms, options=options or None)
+        t0 = time.perf_counter()
+        expected = expected_views(system, phantom.density, regions, photons_per_atom=PHOTONS,
+                                  samples=args.sim_samples, step_mm=args.sim_step, seed=1000)
+        print(f"{pname}: expected views rendered in {time.perf_counter() - t0:.0f} s "
+              f"({sum(float(v.sum()) for v in expected.values()):.4g} e⁻ at 1×)", flush=True)
+        truth = truth_volume(phantom, box.min_mm.tolist(), box.max_mm.tolist(), 0.02)
+        truth_m = cloud_metrics(truth)
+        for budget in budgets:
+            per_method: dict[str, list[dict]] = {m: [] for m in methods}
+            cases = [(f, n) for f in fit_seeds for n in noise_seeds]
+            if "noiseless" in methods:
+                cases += [(f, None) for f in fit_seeds[:1]]
+            for fit_seed, noise_seed in cases:
+                data = _with_electrons(base, _noisy(expected, budget, sigma, noise_seed))
+                data = dataclasses.replace(data, photons_per_atom=PHOTONS * budget)
+                if fit_seed not in pools:
+                    pools[fit_seed] = build_ray_pool(base, samples=FitConfig().pool_samples, seed=fit_seed)
+                pool = pools[fit_seed]
+                pool = dataclasses.replace(pool, summed_electrons=torch.cat(
+                    [data.views[i].electrons[0].reshape(-1) for i in range(len(data.views))]).float(),
+                    n_frames=torch.ones(pool.n_pixels))
+                cfg = FitConfig(seed=fit_seed, device="cpu", voxel_size_mm=0.02)
+                checks = []
+
+                def on_check(step, field, deviance, checks=checks, truth=truth, truth_m=truth_m):
+                    errors = _errors(_on(truth, field), truth, truth_m)
+                    checks.append({"step": step, "deviance": deviance, **errors})
+
+                t1 = time.perf_counter()
+                with using_pool(pool):
+                    result = run_fit(data, cfg, work / f"{pname}-{budget}-{fit_seed}-{noise_seed}",
+                                     make_field=field_factory, on_check=on_check)
+                fit_s = time.perf_counter() - t1
+                final = _errors(_on(truth, result["field"]), truth, truth_m)
+                state = result["state"]
+                record = {"phantom": pname, "budget": budget, "fit_seed": fit_seed, "noise_seed": noise_seed,
+                          "steps": state.step, "stopped_by": state.stopped, "fit_s": round(fit_s, 1),
+                          "best_step": result["stop_rule"].best_step, "checks": checks}
+                if noise_seed is None:
+                    if "noiseless" in methods:
+                        per_method["noiseless"].append(final)
+                    record["noiseless"] = final
+                else:
+                    if "default" in methods:
+                        per_method["default"].append({**final, "fit_seed": fit_seed})
+                    if "oracle-em" in methods and checks:
+                        per_method["oracle-em"].append(min(checks, key=lambda c: c["fsc05_um"]))
+                    record["default"] = final
+                raw.append(record)
+                print(f"  {pname} ×{budget:g} fit seed {fit_seed} noise seed {noise_seed}: FSC-0.5 "
+                      f"{final['fsc05_um']:.1f} µm, atoms {final['atoms_pct']:+.2f} %, steps {state.step} "
+                      f"({state.stopped}), {fit_s:.0f} s", flush=True)
+            for method, results in per_method.items():
+                if not results:
+                    continue
+                row = {"phantom": pname, "budget": budget, "method": method, "runs": len(results),
+                       "fsc05_um": _stats([r["fsc05_um"] for r in results]),
+                       "atoms_pct": _stats([r["atoms_pct"] for r in results]),
+                       "centroid_um": [_stats([r["centroid_um"][i] for r in results]) for i in range(3)],
+                       "widths_pct": [_stats([r["widths_pct"][i] for r in results]) for i in range(3)]}
+                if method == "default":  # the spread of the atom number over fit seeds, per noise draw
+                    by_noise = {}
+                    for r, case in zip(results, [c for c in cases if c[1] is not None], strict=True):
+                        by_noise.setdefault(case[1], []).append(r["atoms_pct"])
+                    sds = [statistics.stdev(v) for v in by_noise.values() if len(v) > 1]
+                    row["atoms_sd_over_fit_seeds_pct"] = statistics.fmean(sds) if sds else None
+                rows.append(row)
+
+    def ms(s, fmt=".1f"):
+        return "—" if s["mean"] is None else f"{s['mean']:{fmt}} ± {s['sd']:{fmt}}"
+
+    print(f"\n{'phantom':<11}{'budget':>7} {'method':<10}{'runs':>5} {'FSC-0.5 µm':>15} {'atoms %':>15} "
+          f"{'centroid x/y/z µm':>30} {'widths x/y/z %':>30}")
+    for r in rows:
+        print(f"{r['phantom']:<11}{r['budget']:>7g} {r['method']:<10}{r['runs']:>5} {ms(r['fsc05_um']):>15} "
+              f"{ms(r['atoms_pct'], '.2f'):>15} {' / '.join(ms(c) for c in r['centroid_um']):>30} "
+              f"{' / '.join(ms(c) for c in r['widths_pct']):>30}")
+    save_json(args.out, {
+        "command": "python bench/accuracy.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
+        "tuned_on": {"fit_seeds": [0], "noise_seeds": [42], "phantoms": ["run042"]},
+        "reported_on": {"fit_seeds": fit_seeds, "noise_seeds": noise_seeds},
+        "settings": dataclasses.asdict(FitConfig()),
+        "simulation": {"samples": args.sim_samples, "step_mm": args.sim_step, "seed": 1000,
+                       "noise": "Poisson(λ) + N(0, σ²), σ = run042's read noise after dark subtraction",
+                       "photons_per_atom_1x": PHOTONS},
+        "rows": rows, "runs": raw, "wall_s": round(time.perf_counter() - t_all, 1),
+        "machine": machine_info(torch.device("cpu")),
+    })
+
+
+if __name__ == "__main__":
+    main()

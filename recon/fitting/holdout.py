@@ -1,0 +1,116 @@
+"""Held-out pixels: the data a fit never trains on, and the rule that stops it at the noise.
+
+A fit of photon-limited data first learns the cloud and then, if it goes on, the photon noise of
+the pixels it is fitted to. Pixels it never sees cannot be fitted that way: their deviance
+(:func:`recon.model.loss.data_loss`, the shifted-Poisson deviance per pixel and frame) falls
+while the fit learns structure the data hold and rises once it learns noise. So a fraction of
+each view's usable pixels is held out (:func:`split_held_out`, stratified per view so every view
+keeps its share), their deviance is measured every few steps (:func:`heldout_deviance`), and
+:class:`StopRule` ends the fit once it has not improved for ``patience`` checks; the fit returns
+the field of the best check. A fit stopped that way *converged*; one that reached its step limit
+first did not, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from recon.fitting.raypool import RayPool
+from recon.model.loss import data_loss
+from recon.model.render import render_pixels
+
+__all__ = ["StopRule", "heldout_deviance", "split_held_out"]
+
+
+def split_held_out(pool: RayPool, usable: torch.Tensor, fraction: float, seed: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split usable pixels into (train, held), holding out ``fraction`` of each view's pixels.
+
+    The choice depends only on ``seed`` and the pool's views, so a resumed fit holds out the same
+    pixels. A view with fewer than two usable pixels keeps them all for training.
+
+    Args:
+        pool: the ray pool (for each pixel's view).
+        usable: (P,) indices of usable pixels (CPU).
+        fraction: in [0, 0.5]; 0 holds out nothing.
+        seed: seed of the choice.
+
+    Returns:
+        (train, held): sorted pixel indices (CPU), disjoint, together ``usable``.
+    """
+    if fraction <= 0:
+        return usable.sort().values, usable.new_zeros(0)
+    gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+    views = pool.view_of_pixel[usable]
+    held = []
+    for v in torch.unique(views).tolist():
+        mine = usable[views == v]
+        n_held = int(round(fraction * len(mine))) if len(mine) >= 2 else 0
+        held.append(mine[torch.randperm(len(mine), generator=gen)[:n_held]])
+    held_px = torch.cat(held).sort().values
+    keep = torch.ones(pool.n_pixels, dtype=torch.bool)
+    keep[held_px] = False
+    train = usable[keep[usable]].sort().values
+    return train, held_px
+
+
+@torch.no_grad()
+def heldout_deviance(field, pool: RayPool, held: torch.Tensor, *, photons_per_atom: float, step_mm: float,
+                     model: str = "emission", attenuation: float = 1.0, chunk_pixels: int = 16384) -> float:
+    """Shifted-Poisson deviance per pixel and frame of the ``held`` pixels (stratum midpoints).
+
+    Deterministic (no jitter), so that successive checks differ only by the field.
+    """
+    total = frames = 0.0
+    for part in held.split(chunk_pixels):
+        pred = render_pixels(field, pool.gather(part), len(part), photons_per_atom=photons_per_atom,
+                             step_mm=step_mm, model=model, attenuation=attenuation, jitter=False)
+        k = pool.n_frames[part]
+        dev = data_loss(pred, pool.summed_electrons[part], k, pool.read_noise_e)
+        total += float(dev) * float(k.sum())
+        frames += float(k.sum())
+    return total / max(frames, 1e-30)
+
+
+@dataclass
+class StopRule:
+    """Stop once the held-out deviance has not improved by ``tolerance`` (relative) for ``patience`` checks.
+
+    Attributes:
+        patience: checks without an improvement before the fit stops.
+        tolerance: relative improvement that counts (deviance noise is ≈ 1/√pixels).
+        best: the lowest deviance so far (inf before the first check).
+        best_step: the step at which it was measured.
+        waited: checks since then.
+    """
+
+    patience: int = 3
+    tolerance: float = 1e-4
+    best: float = math.inf
+    best_step: int = 0
+    waited: int = 0
+
+    def update(self, step: int, deviance: float) -> bool:
+        """Record a check; True when it is a new best (the caller keeps that field)."""
+        if deviance < self.best * (1 - self.tolerance) or not math.isfinite(self.best):
+            self.best, self.best_step, self.waited = deviance, step, 0
+            return True
+        self.waited += 1
+        return False
+
+    @property
+    def done(self) -> bool:
+        """True once ``patience`` checks in a row brought no improvement."""
+        return self.waited >= self.patience
+
+    def state_dict(self) -> dict:
+        """Plain data for a checkpoint."""
+        return {"best": self.best, "best_step": self.best_step, "waited": self.waited}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self.best, self.best_step = float(state["best"]), int(state["best_step"])
+        self.waited = int(state["waited"])

@@ -1,0 +1,169 @@
+"""OSEM against an explicit system matrix, its likelihood ascent, and the fit it drives."""
+
+import math
+
+import pytest
+import torch
+
+from recon.fitting.checkpoint import read_checkpoint
+from recon.fitting.config import field_factory, load_fit_config
+from recon.fitting.data import load_fit_data
+from recon.fitting.em import OSEM, best_gain
+from recon.fitting.holdout import heldout_deviance, split_held_out
+from recon.fitting.loop import run_fit
+from recon.fitting.raypool import build_ray_pool
+from recon.model.fields.voxel import VoxelField
+from recon.model.loss import data_loss
+from recon.model.render import render_pixels
+from tests.conftest import slow
+from tests.micro import make_micro_case
+
+STEP = 0.05
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    case = make_micro_case(tmp_path_factory.mktemp("em"))
+    data, _, _ = load_fit_data(case["run"])
+    pool = build_ray_pool(data, samples=2, seed=0)
+    return {**case, "data": data, "pool": pool}
+
+
+def _field(micro, n=6, value=1.0, margin=1.0):
+    """A voxel field on the system's box, or on a box ``margin`` times larger (voxels no ray reaches)."""
+    box = micro["data"].system.volume
+    centre, half = (box.min_mm + box.max_mm) / 2, (box.max_mm - box.min_mm) / 2 * margin
+    return VoxelField((centre - half).tolist(), (centre + half).tolist(), resolution=n, activation="linear",
+                      init_density=value)
+
+
+def _matrix(field, pool, pixels):
+    """A[i, j]: photoelectrons of pixel i per unit value of voxel j, one pixel at a time (dense)."""
+    rows = []
+    for p in pixels.tolist():
+        batch = pool.gather(torch.tensor([p]))
+        if len(batch) == 0:  # a pixel whose rays miss the box
+            rows.append(torch.zeros(field.grid.numel(), dtype=torch.float64))
+            continue
+        pred = render_pixels(field, batch, 1, photons_per_atom=200.0, step_mm=STEP, jitter=False)
+        (g,) = torch.autograd.grad(pred.sum(), field.grid)
+        rows.append(g.flatten().double())
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("step", [0, 1])
+def test_one_update_is_the_em_formula_with_an_explicit_matrix(micro, step):
+    """One subset: update 0 is plain EM; update 1 (after the first pass) scales by the best gain first."""
+    pool = micro["pool"]
+    field = _field(micro, n=8, margin=1.6)
+    with torch.no_grad():
+        field.grid.uniform_(0.2, 1.5, generator=torch.Generator().manual_seed(1))
+    pixels = torch.arange(0, pool.n_pixels, 7)
+    a = _matrix(field, pool, pixels)  # the render is linear in the grid: A x is the prediction
+    x = field.grid.detach().flatten().double()
+    var = pool.read_noise_e ** 2 + 1e-3
+    s, k = pool.summed_electrons[pixels].double(), pool.n_frames[pixels].double()
+    lam = a @ x
+    shifted = (s + k * var).clamp_min(0)
+    g = 1.0  # the subset's best gain first (EM on the one parameter g, to convergence)
+    for _ in range(20000 if step else 0):
+        g = g * float((lam * shifted / (g * lam + var)).sum() / (k * lam).sum())
+    expected = torch.where(a.T @ k > 0, g * x * (a.T @ (shifted / (g * lam + var))) / (a.T @ k), g * x)
+    em = OSEM(field, pool, pixels, subsets=1, seed=0, photons_per_atom=200.0, step_mm=STEP, chunk_pixels=5)
+    if step:  # as after the first pass, without running it
+        em._sensitivity[0] = em._backproject(pixels, True, fit_gain=False)[1]
+    em.update(step)
+    got = field.grid.detach().flatten().double()
+    seen = a.sum(0) > 0
+    assert torch.allclose(got[seen], expected[seen], rtol=2e-4, atol=1e-6)
+    assert (~seen).sum() > 0 and torch.all(got >= 0)
+    if step == 0:  # no pixel sees them: set to 0 once every subset (here the only one) was visited
+        assert torch.all(got[~seen] == 0)
+    else:
+        assert torch.allclose(got[~seen], g * x[~seen], rtol=2e-4)
+
+
+def test_mlem_raises_the_likelihood_at_every_iteration(micro):
+    pool = micro["pool"]
+    field = _field(micro, n=8, value=1e3)
+    pixels = torch.arange(pool.n_pixels)
+    em = OSEM(field, pool, pixels, subsets=1, seed=0, photons_per_atom=200.0, step_mm=STEP)
+
+    def nll():
+        with torch.no_grad():
+            pred = render_pixels(field, pool.gather(pixels), len(pixels), photons_per_atom=200.0,
+                                 step_mm=STEP, jitter=False)
+        return float(data_loss(pred, pool.summed_electrons, pool.n_frames, pool.read_noise_e))
+
+    values = [nll()]
+    for step in range(6):
+        em.update(step)
+        values.append(nll())
+    assert all(b <= a + 1e-6 * abs(a) for a, b in zip(values, values[1:], strict=False)), values
+    assert values[-1] < 0.5 * values[0]
+
+
+def test_subsets_partition_the_pixels_the_same_way_for_a_seed(micro):
+    pool = micro["pool"]
+    pixels = torch.arange(pool.n_pixels)
+    a = OSEM(_field(micro), pool, pixels, subsets=5, seed=3, photons_per_atom=200.0, step_mm=STEP)
+    b = OSEM(_field(micro), pool, pixels, subsets=5, seed=3, photons_per_atom=200.0, step_mm=STEP)
+    assert len(a.subsets) == 5 and sorted(torch.cat(a.subsets).tolist()) == pixels.tolist()
+    assert all(torch.equal(x, y) for x, y in zip(a.subsets, b.subsets, strict=True))
+    with pytest.raises(ValueError, match="not osem with 5"):
+        a.load_state_dict({"kind": "osem", "subsets": 4})
+    a.load_state_dict(b.state_dict())
+
+
+def _em_cfg(micro, **kw):
+    return load_fit_config(micro["cfg"], field="voxel", solver="em", device="cpu",
+                           field_options={"voxel_resolution": 12}, subsets=4, check_every=2, **kw)
+
+
+@slow
+def test_an_em_fit_stops_at_the_held_out_minimum_and_returns_that_field(micro, tmp_path):
+    cfg = _em_cfg(micro, steps=200, patience=2)
+    result = run_fit(micro["data"], cfg, tmp_path, make_field=field_factory)
+    state, rule = result["state"], result["stop_rule"]
+    assert state.stopped == "held-out" and state.step < 200  # converged before the limit
+    checks = dict((int(k), d) for k, d in state.heldout)
+    best_step = min(checks, key=checks.get)
+    assert rule.best_step == best_step and state.step == best_step + 2 * cfg.check_every
+    assert result["held_out_pixels"] == round(0.05 * 27 * 27)
+    pool = result["pool"]
+    usable = (pool.n_frames > 0).nonzero(as_tuple=True)[0]
+    _, held = split_held_out(pool, usable, cfg.holdout, cfg.seed)
+    again = heldout_deviance(result["field"], pool, held, photons_per_atom=200.0, step_mm=cfg.step_mm)
+    assert again == pytest.approx(checks[best_step], rel=1e-5)  # the field returned is the best check's
+    saved = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert saved["state"]["stopped"] == "held-out" and saved["best_field"] is not None
+
+
+@slow
+def test_an_interrupted_em_fit_resumes_to_the_same_result(micro, tmp_path):
+    whole = run_fit(micro["data"], _em_cfg(micro, steps=12, holdout=0.0), tmp_path / "a",
+                    make_field=field_factory)
+    assert whole["state"].stopped == "steps" and whole["stop_rule"].best == math.inf
+    (tmp_path / "b").mkdir()
+    run_fit(micro["data"], _em_cfg(micro, steps=5, holdout=0.0), tmp_path / "b", make_field=field_factory)
+    resumed = run_fit(micro["data"], _em_cfg(micro, steps=12, holdout=0.0), tmp_path / "b",
+                      make_field=field_factory, resume=True)
+    assert resumed["state"].step == 12
+    assert torch.allclose(resumed["field"].grid, whole["field"].grid, rtol=1e-5, atol=1e-3)
+
+
+
+def test_the_best_gain_maximises_the_likelihood_of_a_scaled_prediction():
+    gen = torch.Generator().manual_seed(0)
+    lam = torch.rand(5000, generator=gen) * 20
+    frames = torch.ones(5000)
+    counts = torch.poisson(3.0 * lam, generator=gen) + 2.0 * torch.randn(5000, generator=gen)
+    var = 4.0
+    g = best_gain(lam, (counts + var).clamp_min(0), frames, var)
+    assert g == pytest.approx(3.0, rel=0.02)
+
+    def nll(x):
+        return float(data_loss(x * lam, counts, frames, 2.0))
+
+    assert nll(g) <= min(nll(g * 0.99), nll(g * 1.01))
+    assert best_gain(torch.zeros(3), torch.ones(3), torch.ones(3), var) == 1.0
