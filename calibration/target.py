@@ -72,7 +72,7 @@ def parse_target_spec(data: dict, *, source: str = "target.toml") -> TargetSpec:
     allowed = {"schema", "description", "bead_sigma_mm", "photons", "positions"}
     for key in data:
         if key not in allowed:
-            raise ConfigError(f"{source}: key '{key}' is not known; allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(f"{source}: key {key!r} is not known; allowed: {', '.join(sorted(allowed))}")
     if data.get("schema") != TARGET_SCHEMA:
         raise ConfigError(f"{source}: key 'schema' must be '{TARGET_SCHEMA}', got {data.get('schema')!r}")
     rows = data.get("positions")
@@ -83,7 +83,7 @@ def parse_target_spec(data: dict, *, source: str = "target.toml") -> TargetSpec:
         for key in r:
             if key not in ("exposure", "position_mm"):
                 raise ConfigError(
-                    f"{source}: key 'positions[{i}].{key}' is not known; allowed: exposure, position_mm"
+                    f"{source}: key {f'positions[{i}].{key}'!r} is not known; allowed: exposure, position_mm"
                 )
         e = r.get("exposure")
         if not isinstance(e, int) or isinstance(e, bool) or e < 0:

@@ -132,7 +132,7 @@ class _Reader:
         return f"{self.where}.{key}" if self.where else key
 
     def error(self, key: str, msg: str) -> ConfigError:
-        return ConfigError(f"{self.source}: key '{self._key(key)}' {msg}")
+        return ConfigError(f"{self.source}: key {self._key(key)!r} {msg}")  # repr: one line, any key
 
     def has(self, key: str) -> bool:
         return key in self.table
