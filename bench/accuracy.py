@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import machine_info, save_json, using_pool
+from benchlib import machine_info, sample_on_grid, save_json, using_pool
 
 from recon.analysis.moments import cloud_metrics
 from recon.analysis.resolution import compare_volumes
@@ -45,7 +45,6 @@ from recon.fitting.data import FitData, load_fit_data
 from recon.fitting.loop import run_fit
 from recon.fitting.raypool import build_ray_pool
 from recon.io.volume import Volume
-from recon.model.fields.base import sample_field
 from recon.simulation.phantom_file import load_phantom
 from recon.simulation.simulate import expected_views, simulation_regions
 from recon.simulation.truth import truth_volume
@@ -92,8 +91,8 @@ def _errors(volume: Volume, truth: Volume, truth_moments: dict) -> dict:
 
 def _on(truth: Volume, field) -> Volume:
     """The field sampled on the truth's grid."""
-    grid = sample_field(field, truth.shape, truth.origin_mm, truth.voxel_size_mm, "cpu")
-    return Volume(grid, truth.origin_mm, truth.voxel_size_mm, truth.unit)
+    return Volume(sample_on_grid(field, truth, torch.device("cpu")), truth.origin_mm, truth.voxel_size_mm,
+                  truth.unit)
 
 
 def _with_electrons(data: FitData, images: dict[str, torch.Tensor]) -> FitData:
@@ -180,9 +179,8 @@ def main() -> None:
                 record = {"phantom": pname, "budget": budget, "fit_seed": fit_seed, "noise_seed": noise_seed,
                           "steps": state.step, "stopped_by": state.stopped, "fit_s": round(fit_s, 1),
                           "best_step": result["stop_rule"].best_step, "checks": checks}
-                if noise_seed is None:
-                    if "noiseless" in methods:
-                        per_method["noiseless"].append(final)
+                if noise_seed is None:  # only there when "noiseless" is a method
+                    per_method["noiseless"].append(final)
                     record["noiseless"] = final
                 else:
                     if "default" in methods:

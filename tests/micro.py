@@ -60,3 +60,22 @@ def make_micro_case(root: Path) -> dict:
     cfg = root / "fit.toml"
     cfg.write_text(FIT_TOML)
     return {"run": make_micro_run(root), "cfg": cfg, "root": root}
+
+
+class LogLines:
+    """A progress display that keeps the lines it is given and ignores the rest (for assertions)."""
+
+    def __init__(self, cfg=None):
+        self.cfg, self.lines = cfg, []
+
+    def log(self, text):
+        self.lines.append(text)
+
+    def start(self, *args):
+        pass
+
+    def update(self, *args):
+        pass
+
+    def stop(self):
+        pass

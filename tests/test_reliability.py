@@ -38,7 +38,7 @@ from recon.fitting.memory import is_out_of_memory, smaller_batch
 from recon.io.volume import read_volume
 from recon.jobs.fit import unconverged_warning, worthless_result
 from tests.conftest import slow
-from tests.micro import FIT_TOML, make_micro_case
+from tests.micro import FIT_TOML, LogLines, make_micro_case
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,23 +302,6 @@ class _SmallMemoryField(torch.nn.Module):
         return self.inner(pts)
 
 
-class _Log:
-    def __init__(self):
-        self.lines = []
-
-    def log(self, text):
-        self.lines.append(text)
-
-    def start(self, *args):
-        pass
-
-    def update(self, *args):
-        pass
-
-    def stop(self):
-        pass
-
-
 def test_fit_halves_the_batch_on_out_of_memory_and_goes_on(micro, tmp_path):
     data, _, _ = load_fit_data(micro["run"])
     cfg = load_fit_config(micro["cfg"], steps=6, device="cpu")
@@ -329,7 +312,7 @@ def test_fit_halves_the_batch_on_out_of_memory_and_goes_on(micro, tmp_path):
         made.append(_SmallMemoryField(field_factory(cfg, lo, hi, mean, device)))
         return made[-1]
 
-    log = _Log()
+    log = LogLines()
     result = run_fit(data, cfg, tmp_path, make_field=make_field, progress=log)
     state = result["state"]
     assert state.step == 6 and len(state.losses) == 6 and all(math.isfinite(x) for x in state.losses)

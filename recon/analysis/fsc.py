@@ -16,7 +16,7 @@ RELION and 3DFSC convention). Shell ``r`` has spatial frequency ``r/(N·Δ)`` an
 voxels that are not cubes, is compared as it is: ``k`` is the physical frequency times the box's
 longest edge ``L`` (so ``N·Δ`` reads ``L``), and the shells stop at the coarsest axis' Nyquist
 (:class:`~recon.analysis.spectra.FourierGrid`) — no padding, which would interpolate the
-spectrum and read 3–5 % optimistic.
+spectrum and read optimistic.
 
 * :func:`fsc_curve` / :class:`FSCCurve` — the curve, its frequencies and resolutions, the voxel
   count of every (full) shell and the four standard thresholds; optionally with a soft mask on

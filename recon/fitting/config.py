@@ -42,9 +42,9 @@ class FitConfig:
         em_init: EM's starting density, as a fraction of the data's mean density over the box.
             EM changes a voxel by the ratio of measured to predicted light along its rays, and
             where pixels hold less than the read-noise variance that ratio stays near 1: a start
-            at the mean leaves a haze there that early stopping keeps (widths +5 to +20 % on
-            data/run042), a start at 1 % does not (tuned on fit seed 0 of data/run042: held-out
-            deviance after 28 updates 1.3245 at 0.01, 1.3255 at 0.1, 1.3272 at 1).
+            at the mean leaves a haze there that early stopping keeps, a start at 1 % much less
+            (chosen by trial fits on fit seed 0 of data/run042; bench/accuracy.py measures the
+            result on other seeds).
         holdout: fraction of each view's usable pixels held out of the fit; their deviance stops it
             (:mod:`recon.fitting.holdout`). 0: no stop rule, the fit runs ``steps``.
         check_every: steps between held-out checks; 0 chooses ``max(1, subsets // 8)`` for EM and

@@ -14,29 +14,12 @@ from recon.errors import ConfigError
 from recon.fitting.checkpoint import read_checkpoint
 from recon.jobs.fit import FitOutcome, fit, unconverged_warning, worthless_result
 from tests.conftest import slow
-from tests.micro import FIT_TOML, make_micro_case
+from tests.micro import FIT_TOML, LogLines, make_micro_case
 
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
     return make_micro_case(tmp_path_factory.mktemp("jobfit"))
-
-
-class _Progress:
-    def __init__(self, cfg):
-        self.cfg, self.lines = cfg, []
-
-    def log(self, text):
-        self.lines.append(text)
-
-    def start(self, *args):
-        pass
-
-    def update(self, *args):
-        pass
-
-    def stop(self):
-        pass
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -52,7 +35,7 @@ def test_settings_come_from_options_then_toml_then_the_resumed_fit_then_defaults
     made = []
 
     def progress(cfg):
-        made.append(_Progress(cfg))
+        made.append(LogLines(cfg))
         return made[-1]
 
     first = fit(micro["run"], config=toml, steps=4, device="cpu", make_progress=progress)
