@@ -43,7 +43,7 @@ from recon.analysis.resolution import compare_volumes
 from recon.fitting.config import FitConfig, field_factory
 from recon.fitting.data import FitData, load_fit_data
 from recon.fitting.loop import run_fit
-from recon.fitting.raypool import build_ray_pool
+from recon.fitting.raypool import build_ray_pool, rays_per_sample
 from recon.io.volume import Volume
 from recon.simulation.phantom_file import load_phantom
 from recon.simulation.simulate import expected_views, simulation_regions
@@ -157,7 +157,9 @@ def main() -> None:
                 data = _with_electrons(base, _noisy(expected, budget, sigma, noise_seed))
                 data = dataclasses.replace(data, photons_per_atom=PHOTONS * budget)
                 if fit_seed not in pools:
-                    pools[fit_seed] = build_ray_pool(base, samples=FitConfig().pool_samples, seed=fit_seed)
+                    per_sample = rays_per_sample(base, FitConfig().defocused_rays)
+                    pools[fit_seed] = build_ray_pool(base, samples=FitConfig().pool_samples, seed=fit_seed,
+                                                     rays_per_sample=per_sample)
                 pool = pools[fit_seed]
                 pool = dataclasses.replace(pool, summed_electrons=torch.cat(
                     [data.views[i].electrons[0].reshape(-1) for i in range(len(data.views))]).float(),

@@ -30,7 +30,7 @@ from recon.environment import versions
 from recon.fitting.config import FitConfig, field_factory
 from recon.fitting.data import FitData, load_fit_data
 from recon.fitting.loop import run_fit
-from recon.fitting.raypool import RayPool, build_ray_pool
+from recon.fitting.raypool import RayPool, build_ray_pool, rays_per_sample
 from recon.io.volume import Volume, grid_points, read_volume
 
 __all__ = [
@@ -138,7 +138,8 @@ def load_case(run_dir: str | os.PathLike = "data/run042", *, samples: int | None
         data = subset_views(data, views, pixel_fraction)
     truth = read_volume(Path(run_dir) / "truth.tif")
     t0 = time.perf_counter()
-    pool = build_ray_pool(data, samples=samples or FitConfig().pool_samples, seed=seed)
+    pool = build_ray_pool(data, samples=samples or FitConfig().pool_samples, seed=seed,
+                          rays_per_sample=rays_per_sample(data, FitConfig().defocused_rays))
     period = None
     phantom = Path(run_dir) / "phantom.json"
     if phantom.is_file():

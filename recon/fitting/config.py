@@ -61,6 +61,11 @@ class FitConfig:
             view most: where counts are below the read-noise variance the Poisson fit acts
             like least squares with errors in the regressor and shrinks the total (−5 % with
             all of four samples, −0.4 % with all of eight), hence ``pool_samples = 8``.
+        defocused_rays: rays traced per pooled sample in a view whose defocus blur at the box
+            centre is wider than the box's image (:func:`recon.fitting.raypool.defocused_views`;
+            the direct view of the dome, 371 px of blur): each of its pixels integrates over a
+            cone several mm wide that ``pool_samples`` rays sample coarsely, and EM fits the
+            pattern of those few rays.
         step_mm: stratum length along rays, mm.
         lr: initial learning rate of Adam.
         lr_final: learning rate at the last step (cosine decay).
@@ -94,6 +99,7 @@ class FitConfig:
     batch_pixels: int = 256
     pool_samples: int = 8
     samples_per_step: int = 0
+    defocused_rays: int = 4
     step_mm: float = 0.03
     lr: float = 1e-2
     lr_final: float = 1e-3
@@ -140,6 +146,7 @@ class FitConfig:
             (1 <= self.pool_samples <= 256, "pool_samples", "≥ 1 and ≤ 256"),
             (0 <= self.samples_per_step <= self.pool_samples, "samples_per_step",
              "in 0 … pool_samples (0: all)"),
+            (1 <= self.defocused_rays <= 64, "defocused_rays", "≥ 1 and ≤ 64"),
             (1e-4 <= self.step_mm <= 10, "step_mm", "> 0: in 1e-4 … 10 (mm)"),
             (self.lr > 0 and self.lr_final > 0, "lr", "> 0 (lr and lr_final)"),
             (self.loss in LOSSES, "loss", ", ".join(LOSSES)),

@@ -26,7 +26,9 @@ while the shape converges (not in the first pass: a gain there would lift the fa
 data's mean at once).
 
 Iterating to convergence fits the photon noise; the fit loop stops it with the held-out pixels
-(:mod:`recon.fitting.holdout`).
+(:mod:`recon.fitting.holdout`) and scales the field it keeps by :func:`data_gain`, the best gain
+over all the training pixels: the subset gains leave the total wandering from one update to the
+next (by about ±1 % on run042), the gain over every pixel does not.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from recon.fitting.raypool import RayPool
 from recon.model.loss import data_loss
 from recon.model.render import render_pixels
 
-__all__ = ["OSEM", "best_gain"]
+__all__ = ["OSEM", "best_gain", "data_gain"]
 
 
 def best_gain(lam: torch.Tensor, shifted: torch.Tensor, frames: torch.Tensor, var: float,
@@ -63,6 +65,23 @@ def best_gain(lam: torch.Tensor, shifted: torch.Tensor, frames: torch.Tensor, va
         if abs(step) < 1e-9 * g:
             break
     return g
+
+
+@torch.no_grad()
+def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: float, step_mm: float,
+              chunk_pixels: int = 32768) -> float:
+    """The best global gain (:func:`best_gain`) of the field over ``pixels``, every pooled sample.
+
+    OSEM's total moves with the subset of the last update; the gain over all the given pixels is
+    the likelihood's total for the field's shape. Every pooled sample is rendered: the gain of a
+    noisier prediction (one sample per pixel) is biased low.
+    """
+    lam = torch.cat([render_pixels(field, pool.gather(p), len(p), photons_per_atom=photons_per_atom,
+                                   step_mm=step_mm, jitter=False) for p in pixels.split(chunk_pixels)])
+    var = pool.read_noise_e ** 2 + 1e-3
+    k = pool.n_frames[pixels].to(lam.dtype)
+    shifted = (pool.summed_electrons[pixels] + k * var).clamp_min(0.0)
+    return best_gain(lam.clamp_min(0.0), shifted, k, var)
 
 
 class OSEM:

@@ -6,9 +6,10 @@ step on the data term (Poisson by default) plus regularisers over a batch of tra
 rendered with every pooled sample of :mod:`recon.fitting.raypool`. Every ``check_every`` steps
 the held-out deviance is measured; the fit stops when it has not improved for ``patience``
 checks (it *converged*), or after ``max_passes`` passes or ``steps`` steps (it did not), and
-returns the field of the best check. The loop checkpoints (:mod:`recon.fitting.checkpoint`),
-stops cleanly on SIGINT/SIGTERM, refuses a non-finite loss, and halves an Adam batch that runs
-out of memory (:mod:`recon.fitting.memory`).
+returns the field of the best check; an EM fit's is then scaled by its best global gain over all
+the training pixels (:func:`recon.fitting.em.data_gain`). The loop checkpoints
+(:mod:`recon.fitting.checkpoint`), stops cleanly on SIGINT/SIGTERM, refuses a non-finite loss,
+and halves an Adam batch that runs out of memory (:mod:`recon.fitting.memory`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,16 @@ from recon.errors import BackendUnavailableError, FitError
 from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint, save_checkpoint
 from recon.fitting.config import FitConfig
 from recon.fitting.data import FitData
-from recon.fitting.em import OSEM
+from recon.fitting.em import OSEM, data_gain
 from recon.fitting.holdout import StopRule, heldout_deviance, split_held_out
 from recon.fitting.memory import free_cached_memory, smaller_batch
-from recon.fitting.raypool import RayPool, build_ray_pool, check_views_reach_the_box, check_views_see_the_box
+from recon.fitting.raypool import (
+    RayPool,
+    build_ray_pool,
+    check_views_reach_the_box,
+    check_views_see_the_box,
+    rays_per_sample,
+)
 from recon.fitting.refine import Refinement
 from recon.model.loss import data_loss, tv_regulariser
 from recon.model.render import render_pixels
@@ -147,7 +154,8 @@ def run_fit(
     log = progress.log if progress else (lambda text: None)
     t0 = time.perf_counter()
     check_views_reach_the_box(data)
-    pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed, progress=log)
+    pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed,
+                          rays_per_sample=rays_per_sample(data, cfg.defocused_rays), progress=log)
     usable = (pool.n_frames > 0).nonzero(as_tuple=True)[0]
     if len(usable) == 0:
         raise FitError(
@@ -363,6 +371,12 @@ def run_fit(
             signal.signal(sig, handler)
     if best:
         field_module.load_state_dict(best)  # the field of the best held-out check
+    gain = None
+    if cfg.em:  # the total of the last subset's update → the total all training pixels give
+        gain = data_gain(field_module, pool_dev, train, photons_per_atom=y, step_mm=cfg.step_mm)
+        with torch.no_grad():
+            field_module.grid.mul_(gain)
+        log(f"final gain over the {len(train)} training pixels: {gain:.5f}")
     refined = record = None
     if refine is not None:
         refined, record, pool = refine.finish(data, cfg, log)
@@ -378,4 +392,5 @@ def run_fit(
         "stop_rule": rule,
         "held_out_pixels": int(len(held)),
         "max_steps": max_steps,
+        "final_gain": gain,
     }

@@ -7,17 +7,19 @@ fit step gathers the segments of a batch of pixels from it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from optics.design import view_regions
 from recon.errors import ConfigError
 from recon.fitting.data import FitData
 from recon.model.forward import sees_the_box, trace_in_chunks
 from recon.model.render import RayBatch, compact_rays
 
-__all__ = ["RayPool", "build_ray_pool", "check_views_reach_the_box", "check_views_see_the_box"]
+__all__ = ["RayPool", "build_ray_pool", "check_views_reach_the_box", "check_views_see_the_box",
+           "defocused_views", "rays_per_sample"]
 
 
 @dataclass(frozen=True)
@@ -79,15 +81,50 @@ class RayPool:
         )
 
 
+def defocused_views(data: FitData, margin_px: int = 4) -> list[bool]:
+    """For each view: is the defocus blur of the box centre wider than the box's image?
+
+    Such a view (the direct view of the dome: a blur of 371 px against a box of about 170 px)
+    resolves nothing inside the box, and each of its pixels integrates over a wide cone, which a
+    few rays sample poorly. The blur and the box's image are those of the instrument's paths
+    (:func:`optics.design.view_regions`) whose regions overlap the view's.
+    """
+    regions = {cam: view_regions(data.system, cam, margin_px) for cam in {v.camera for v in data.views}}
+    out = []
+    for view in data.views:
+        x0, y0, w, h = view.roi
+        wide = False
+        for r in regions[view.camera]:
+            rx, ry, rw, rh = r.roi
+            if rx < x0 + w and x0 < rx + rw and ry < y0 + h and y0 < ry + rh:
+                box_px = max(rw, rh) - r.blur_px - 2 * margin_px
+                wide = wide or r.blur_px > box_px
+        out.append(wide)
+    return out
+
+
+def rays_per_sample(data: FitData, defocused: int) -> list[int]:
+    """Rays per pooled sample of each view: ``defocused`` for :func:`defocused_views`, else 1."""
+    return [defocused if wide else 1 for wide in defocused_views(data)]
+
+
 def build_ray_pool(
     data: FitData,
     *,
     samples: int,
     seed: int,
+    rays_per_sample: Sequence[int] | None = None,
     chunk_pixels: int = 65536,
     progress: Callable[[str], None] | None = None,
 ) -> RayPool:
-    """Trace every pixel of every view once (static optics) and sort the segments by pixel."""
+    """Trace every pixel of every view once (static optics) and sort the segments by pixel.
+
+    ``rays_per_sample[v]`` = m (default 1) rays are traced for each of the ``samples`` pooled
+    samples of view v's pixels (S·m samples, each weighing 1/(S·m)), and ray s is filed as pooled
+    sample s // m: the pooled samples of a pixel still sum to its prediction, and one of them
+    scaled by S (a random-sample step) is still unbiased, while a wide defocus cone is sampled m
+    times more densely.
+    """
     gen = torch.Generator().manual_seed(seed)
     system = data.system
     parts: list[RayBatch] = []
@@ -100,10 +137,16 @@ def build_ray_pool(
         sums.append((electrons * mask).sum(0))
         frames.append(mask.sum(0))
         view_ids.append(torch.full((len(uv),), vi, dtype=torch.long))
-        for where, traced in trace_in_chunks(system, uv, camera=view.camera, samples=samples, generator=gen,
-                                             chunk_pixels=chunk_pixels):
+        m = int(rays_per_sample[vi]) if rays_per_sample is not None else 1
+        for where, traced in trace_in_chunks(system, uv, camera=view.camera, samples=samples * m,
+                                             generator=gen, chunk_pixels=chunk_pixels):
             index = torch.arange(where.start, where.stop) + base
-            parts.append(compact_rays(traced, index, per_sample=True))
+            rays = compact_rays(traced, index, per_sample=True)
+            if m > 1:  # key pixel·S·m + s → pixel·S + s // m (the weights already hold 1/(S·m))
+                pixel, sample = rays.pixel // (samples * m), rays.pixel % (samples * m)
+                rays = RayBatch(rays.origins, rays.directions, rays.weights, rays.t_near, rays.t_far,
+                                pixel * samples + sample // m, rays.path)
+            parts.append(rays)
         base += len(uv)
         if progress:
             progress(f"traced view {view.name}: {len(uv)} pixels")

@@ -18,7 +18,7 @@ from calibration.selfcal import SelfCalibration
 from optics.system import System
 from recon.fitting.config import FitConfig
 from recon.fitting.data import FitData
-from recon.fitting.raypool import RayPool, build_ray_pool
+from recon.fitting.raypool import RayPool, build_ray_pool, rays_per_sample
 from recon.model.render import RayBatch, compact_rays
 
 __all__ = ["Refinement"]
@@ -56,6 +56,7 @@ class Refinement:
             refined = self.module.optics()
         record = {"refine": cfg.refine, "warmup_steps": cfg.refine_warmup, "lr": cfg.refine_lr,
                   "prior": dict(self.module.optics.prior.__dict__), "changes": self.module.optics.changes()}
-        pool = build_ray_pool(replace(data, system=refined.to(data.system.dtype)), samples=cfg.pool_samples,
-                              seed=cfg.seed, progress=log)
+        data = replace(data, system=refined.to(data.system.dtype))
+        pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed,
+                              rays_per_sample=rays_per_sample(data, cfg.defocused_rays), progress=log)
         return refined, record, pool

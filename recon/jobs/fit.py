@@ -357,6 +357,7 @@ def _convergence(results: list[dict]) -> dict:
                      "best_step": rule.best_step if state.heldout else state.step,
                      "heldout_deviance": rule.best if state.heldout else None,
                      "held_out_pixels": r["held_out_pixels"], "max_steps": r["max_steps"],
+                     "final_gain": r.get("final_gain"),
                      "checks": [[int(k), round(float(d), 6)] for k, d in state.heldout]})
     return {"converged": all(f["converged"] for f in fits), "convergence": fits}
 

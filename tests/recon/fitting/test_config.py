@@ -56,6 +56,8 @@ def test_defaults_validate_and_are_what_the_docs_say():
     ("pool_samples", 257, "≤ 256"),
     ("samples_per_step", 9, "in 0 … pool_samples"),
     ("samples_per_step", -1, "in 0 … pool_samples"),
+    ("defocused_rays", 0, "≥ 1 and ≤ 64"),
+    ("defocused_rays", 65, "≥ 1 and ≤ 64"),
     ("step_mm", 0.0, "> 0"),
     ("step_mm", 20.0, "1e-4 … 10"),
     ("lr", -1e-3, "> 0"),

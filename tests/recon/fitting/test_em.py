@@ -1,5 +1,6 @@
 """OSEM against an explicit system matrix, its likelihood ascent, and the fit it drives."""
 
+import copy
 import math
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 from recon.fitting.checkpoint import read_checkpoint
 from recon.fitting.config import field_factory, load_fit_config
 from recon.fitting.data import load_fit_data
-from recon.fitting.em import OSEM, best_gain
+from recon.fitting.em import OSEM, best_gain, data_gain
 from recon.fitting.holdout import heldout_deviance, split_held_out
 from recon.fitting.loop import run_fit
 from recon.fitting.raypool import build_ray_pool
@@ -133,10 +134,18 @@ def test_an_em_fit_stops_at_the_held_out_minimum_and_returns_that_field(micro, t
     pool = result["pool"]
     usable = (pool.n_frames > 0).nonzero(as_tuple=True)[0]
     _, held = split_held_out(pool, usable, cfg.holdout, cfg.seed)
-    again = heldout_deviance(result["field"], pool, held, photons_per_atom=200.0, step_mm=cfg.step_mm)
-    assert again == pytest.approx(checks[best_step], rel=1e-5)  # the field returned is the best check's
     saved = read_checkpoint(tmp_path / "checkpoint.pt")
     assert saved["state"]["stopped"] == "held-out" and saved["best_field"] is not None
+    best = copy.deepcopy(result["field"])
+    best.load_state_dict(saved["best_field"])
+    again = heldout_deviance(best, pool, held, photons_per_atom=200.0, step_mm=cfg.step_mm)
+    assert again == pytest.approx(checks[best_step], rel=1e-5)  # the best check's field is kept
+    # ... and returned scaled by the best gain over the training pixels, which fits them better
+    gain = result["final_gain"]
+    assert gain != 1.0 and torch.allclose(result["field"].grid, gain * best.grid)
+    train = usable[~torch.isin(usable, held)]
+    assert data_gain(result["field"], pool, train, photons_per_atom=200.0, step_mm=cfg.step_mm) == \
+        pytest.approx(1.0, abs=1e-6)
 
 
 @slow
@@ -167,3 +176,21 @@ def test_the_best_gain_maximises_the_likelihood_of_a_scaled_prediction():
 
     assert nll(g) <= min(nll(g * 0.99), nll(g * 1.01))
     assert best_gain(torch.zeros(3), torch.ones(3), torch.ones(3), var) == 1.0
+
+
+def test_the_data_gain_is_exact_on_a_field_s_own_prediction_and_inverts_a_scale(micro):
+    import dataclasses
+
+    pool, field = micro["pool"], _field(micro, value=1e5)  # λ of tens of e⁻, well above σ² (float32 data)
+    pixels = torch.arange(pool.n_pixels)
+    with torch.no_grad():
+        field.grid.mul_(1 + torch.rand(field.grid.shape, generator=torch.Generator().manual_seed(1)))
+        lam = render_pixels(field, pool.gather(pixels), len(pixels), photons_per_atom=200.0, step_mm=STEP,
+                            jitter=False)
+    exact = dataclasses.replace(pool, summed_electrons=lam, n_frames=torch.ones(pool.n_pixels))
+    gain = data_gain(field, exact, pixels, photons_per_atom=200.0, step_mm=STEP)
+    assert gain == pytest.approx(1.0, abs=1e-6)
+    with torch.no_grad():
+        field.grid.mul_(0.4)
+    assert data_gain(field, exact, pixels, photons_per_atom=200.0, step_mm=STEP,
+                     chunk_pixels=7) == pytest.approx(2.5, rel=1e-5)

@@ -196,7 +196,8 @@ def test_a_short_fit_returns_its_state_and_lowers_the_loss(micro, tmp_path):
 
     result = run_fit(micro["data"], cfg, tmp_path, make_field=make_field, progress=log)
     assert set(result) == {"field", "pool", "refined_system", "refinement", "state", "device", "mean_density",
-                           "photons_per_atom", "stop_rule", "held_out_pixels", "max_steps"}
+                           "photons_per_atom", "stop_rule", "held_out_pixels", "max_steps", "final_gain"}
+    assert result["final_gain"] is None  # Adam fits its gain with the field (log_gain)
     state = result["state"]
     assert state.step == 40 and len(state.losses) == 40 and all(math.isfinite(x) for x in state.losses)
     pool = result["pool"]

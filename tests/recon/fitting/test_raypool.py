@@ -40,3 +40,37 @@ def test_pool_csr_gathers_exactly_the_segments_of_each_pixel_sample():
     assert torch.allclose(singles.mean(0), full, rtol=1e-5)
     # masked pixel 0 of frame 0 is excluded from the sum
     assert pool.n_frames[0] == 1 and pool.n_frames[1] == 2
+
+
+def test_m_rays_per_sample_are_the_rays_of_a_pool_m_times_larger_filed_m_to_a_sample():
+    data = _tiny_data()
+    big = build_ray_pool(data, samples=8, seed=3)
+    grouped = build_ray_pool(data, samples=2, seed=3, rays_per_sample=[4])
+    assert grouped.samples == 2 and len(grouped.rays) == len(big.rays)
+    # the same rays in the same order, sample s filed as sample s // 4
+    assert torch.equal(grouped.rays.weights, big.rays.weights)
+    assert torch.equal(grouped.rays.origins, big.rays.origins)
+    assert torch.equal(grouped.rays.pixel, (big.rays.pixel // 8) * 2 + (big.rays.pixel % 8) // 4)
+    assert grouped.offsets[-1] == len(grouped.rays)
+    pixels = torch.arange(grouped.n_pixels)
+    density = lambda pts: torch.exp(-(pts**2).sum(-1) / 0.5)  # noqa: E731
+    full = render_pixels(density, grouped.gather(pixels), len(pixels), jitter=False)
+    same = render_pixels(density, big.gather(pixels), len(pixels), jitter=False)
+    assert torch.allclose(full, same, rtol=1e-5)
+    # one pooled sample (scaled by 2) is the mean of its four rays, scaled by 8 / 4
+    one = render_pixels(density, grouped.gather(pixels, torch.ones_like(pixels)), len(pixels), jitter=False)
+    four = sum(render_pixels(density, big.gather(pixels, torch.full_like(pixels, k)), len(pixels),
+                             jitter=False) for k in range(4, 8)) / 4
+    assert torch.allclose(one, four, rtol=1e-5)
+
+
+def test_only_a_view_blurred_beyond_the_box_s_image_is_defocused():
+    from pathlib import Path
+
+    from recon.fitting.data import load_fit_data
+    from recon.fitting.raypool import defocused_views, rays_per_sample
+
+    data, _, _ = load_fit_data(Path(__file__).resolve().parents[3] / "data" / "run042")
+    assert [v.name for v in data.views][0] == "direct"
+    assert defocused_views(data) == [True] + [False] * 14  # 371 px of blur against 155 px of box
+    assert rays_per_sample(data, 4) == [4] + [1] * 14

@@ -10,7 +10,7 @@ from optics.trace import sample_pixel_samples, trace_pixels
 from recon.errors import ConfigError
 from recon.fitting.config import FitConfig
 from recon.fitting.data import FitData, ViewData
-from recon.fitting.raypool import build_ray_pool
+from recon.fitting.raypool import build_ray_pool, rays_per_sample
 from recon.fitting.refine import Refinement
 from recon.model.render import compact_rays
 from tests.calibration.conftest import small_dome
@@ -110,7 +110,8 @@ def test_finish_without_a_step_returns_the_start_system_and_its_pool(data, cfg, 
     assert changes["fit"] == ["mirrors"] and len(changes["mirrors"]) == len(start.mirrors)
     assert all(m["tilt_deg"] == 0.0 and m["normal_shift_um"] == 0.0 for m in changes["mirrors"])
     # The pool is the one the static optics give, with the fit's samples and seed.
-    static = build_ray_pool(data, samples=SAMPLES, seed=cfg.seed)
+    static = build_ray_pool(data, samples=SAMPLES, seed=cfg.seed,
+                            rays_per_sample=rays_per_sample(data, cfg.defocused_rays))
     assert pool.samples == SAMPLES and torch.equal(pool.offsets, static.offsets)
     assert torch.allclose(pool.rays.origins, static.rays.origins, atol=1e-5)
     assert torch.allclose(pool.rays.weights, static.rays.weights, rtol=1e-5)
@@ -131,7 +132,8 @@ def test_finish_reports_what_the_optimiser_changed(data, cfg, refinement):
     assert angle == pytest.approx(1.0, abs=1e-3)
     assert torch.allclose(refined.mirrors[1].normal.float(), data.system.mirrors[1].normal, atol=1e-7)
     # The returned pool is traced through the refined mirror: its view's segments moved.
-    static = build_ray_pool(data, samples=SAMPLES, seed=cfg.seed)
+    static = build_ray_pool(data, samples=SAMPLES, seed=cfg.seed,
+                            rays_per_sample=rays_per_sample(data, cfg.defocused_rays))
     mirror_view = slice(int(static.offsets[W * H * SAMPLES]), len(static.rays))
     direct = slice(0, int(static.offsets[W * H * SAMPLES]))
     assert torch.allclose(pool.rays.origins[direct], static.rays.origins[direct], atol=1e-5)
