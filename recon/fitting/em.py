@@ -67,6 +67,13 @@ def best_gain(lam: torch.Tensor, shifted: torch.Tensor, frames: torch.Tensor, va
     return g
 
 
+def _shifted_counts(pool: RayPool, pixels: torch.Tensor, dtype: torch.dtype):
+    """``(S + K σ²)_+``, K and σ² of ``pixels``, as :func:`recon.model.loss.data_loss` shifts them."""
+    var = pool.read_noise_e ** 2 + 1e-3  # as data_loss: finite where λ = 0 and σ = 0
+    k = pool.n_frames[pixels].to(dtype)
+    return (pool.summed_electrons[pixels] + k * var).clamp_min(0.0), k, var
+
+
 @torch.no_grad()
 def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: float, step_mm: float,
               chunk_pixels: int = 32768) -> float:
@@ -78,9 +85,7 @@ def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: f
     """
     lam = torch.cat([render_pixels(field, pool.gather(p), len(p), photons_per_atom=photons_per_atom,
                                    step_mm=step_mm, jitter=False) for p in pixels.split(chunk_pixels)])
-    var = pool.read_noise_e ** 2 + 1e-3
-    k = pool.n_frames[pixels].to(lam.dtype)
-    shifted = (pool.summed_electrons[pixels] + k * var).clamp_min(0.0)
+    shifted, k, var = _shifted_counts(pool, pixels, lam.dtype)
     return best_gain(lam.clamp_min(0.0), shifted, k, var)
 
 
@@ -121,7 +126,6 @@ class OSEM:
         """
         grid = self.field.grid
         pool = self.pool
-        var = pool.read_noise_e ** 2 + 1e-3  # as data_loss: finite where λ = 0 and σ = 0
         parts = []
         segments = 0
         with torch.enable_grad():
@@ -131,8 +135,7 @@ class OSEM:
                 pred = render_pixels(self.field, batch, len(part), photons_per_atom=self.photons_per_atom,
                                      step_mm=self.step_mm, jitter=False)
                 parts.append((part, pred))
-        k = pool.n_frames[pixels].to(grid.dtype)
-        shifted = (pool.summed_electrons[pixels] + k * var).clamp_min(0.0)
+        shifted, k, var = _shifted_counts(pool, pixels, grid.dtype)
         lam = torch.cat([pred.detach() for _, pred in parts]).clamp_min(0.0)
         gain = best_gain(lam, shifted, k, var) if fit_gain else 1.0
         dev = float(data_loss(gain * lam, pool.summed_electrons[pixels], k, pool.read_noise_e))
