@@ -11,14 +11,19 @@ for every fit seed the pool is traced anew. Methods:
 - ``oracle-em``: the same EM run, at the held-out check whose FSC against the truth is best —
   the stopping rule an oracle would choose (same iterates, so the gap is the stopping rule's);
 - ``noiseless``: the default on the expected views without noise (the limit of the projector
-  and the voxel grid; it runs to ``max_passes`` at most).
+  and the voxel grid; it runs to ``max_passes`` at most);
+- ``split-halves``: what a user without the truth sees: the data of the first (fit seed, noise
+  seed) split by binomial thinning, each half fitted as ``recon fit --split-halves`` fits it
+  (its own pool seed, half the photons per atom, read noise σ/√2), the halves' FSC-0.143
+  against the default fit's FSC-0.5 against the truth (their ratio; 1 is a split-half figure
+  that tells the truth).
 
 It prints a table and saves JSON: per phantom, budget and method the mean ± sd over all seeds of
 FSC-0.5 against the truth (interpolated, µm), atoms (%), centroid (µm), widths (%), and the
 spread of atoms over fit seeds.
 
     python bench/accuracy.py [--phantoms run042,gaussian] [--budgets 1] [--fit-seeds 0,1,2]
-                             [--noise-seeds 10,11] [--methods default,oracle-em,noiseless]
+                             [--noise-seeds 10,11] [--methods default,oracle-em,noiseless,split-halves]
                              [--out bench/results/accuracy.json]
 
 Seeds used for choosing the defaults (tuning): fit seed 0, noise seed 42 (data/run042 itself).
@@ -39,9 +44,9 @@ import torch
 from benchlib import machine_info, sample_on_grid, save_json, using_pool
 
 from recon.analysis.moments import cloud_metrics
-from recon.analysis.resolution import compare_volumes
+from recon.analysis.resolution import compare_halves, compare_volumes
 from recon.fitting.config import FitConfig, field_factory
-from recon.fitting.data import FitData, load_fit_data
+from recon.fitting.data import HALF_SEED_OFFSET, FitData, load_fit_data, split_fit_data
 from recon.fitting.loop import run_fit
 from recon.fitting.raypool import build_ray_pool, rays_per_sample
 from recon.io.volume import Volume
@@ -112,6 +117,35 @@ def _noisy(expected: dict[str, torch.Tensor], scale: float, sigma: float, seed: 
     return out
 
 
+def _pool_for(pools: dict, base: FitData, data: FitData, seed: int):
+    """The pool of fit seed ``seed`` (traced once per seed) holding ``data``'s electrons and read noise."""
+    if seed not in pools:
+        per_sample = rays_per_sample(base, FitConfig().defocused_rays)
+        pools[seed] = build_ray_pool(base, samples=FitConfig().pool_samples, seed=seed,
+                                     rays_per_sample=per_sample)
+    pool = pools[seed]
+    return dataclasses.replace(pool, summed_electrons=torch.cat(
+        [v.electrons.sum(0).reshape(-1) for v in data.views]).float(),
+        n_frames=torch.ones(pool.n_pixels), read_noise_e=float(data.read_noise_e))
+
+
+def _split_halves(pools: dict, base: FitData, data: FitData, fit_seed: int, truth: Volume, work: Path,
+                  full: dict) -> dict:
+    """Fit the thinned halves as ``recon fit --split-halves`` does: their FSC-0.143, the truth's FSC-0.5."""
+    halves, _ = split_fit_data(data, "thinning", fit_seed)
+    maps = []
+    for i, half in enumerate(halves, 1):
+        seed = fit_seed + HALF_SEED_OFFSET * i
+        with using_pool(_pool_for(pools, base, half, seed)):
+            result = run_fit(half, FitConfig(seed=seed, device="cpu", voxel_size_mm=0.02), work / f"half{i}",
+                             make_field=field_factory)
+        maps.append(_on(truth, result["field"]))
+        pools.pop(seed)  # a half's pool is not used again
+    halves_um = float(compare_halves(*maps).crossing.interpolated_resolution_um)
+    return {"fsc0143_um": halves_um, "truth_fsc05_um": full["fsc05_um"],
+            "ratio": halves_um / full["fsc05_um"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,7 +153,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="0.1,1,10", help="photon budgets, × run042's 200 photons/atom")
     parser.add_argument("--fit-seeds", default="1,2,3")
     parser.add_argument("--noise-seeds", default="10,11")
-    parser.add_argument("--methods", default="default,oracle-em,noiseless")
+    parser.add_argument("--methods", default="default,oracle-em,noiseless,split-halves")
     parser.add_argument("--sim-samples", type=int, default=8, help="ray samples per pixel of the simulation")
     parser.add_argument("--sim-step", type=float, default=0.02, help="step of the simulation, mm")
     parser.add_argument("--out", default="bench/results/accuracy.json")
@@ -151,19 +185,14 @@ def main() -> None:
         for budget in budgets:
             per_method: dict[str, list[dict]] = {m: [] for m in methods}
             cases = [(f, n) for f in fit_seeds for n in noise_seeds]
+            if not {"default", "oracle-em"} & set(methods):
+                cases = cases[:1]  # split-halves alone: its one case
             if "noiseless" in methods:
                 cases += [(f, None) for f in fit_seeds[:1]]
             for fit_seed, noise_seed in cases:
                 data = _with_electrons(base, _noisy(expected, budget, sigma, noise_seed))
                 data = dataclasses.replace(data, photons_per_atom=PHOTONS * budget)
-                if fit_seed not in pools:
-                    per_sample = rays_per_sample(base, FitConfig().defocused_rays)
-                    pools[fit_seed] = build_ray_pool(base, samples=FitConfig().pool_samples, seed=fit_seed,
-                                                     rays_per_sample=per_sample)
-                pool = pools[fit_seed]
-                pool = dataclasses.replace(pool, summed_electrons=torch.cat(
-                    [data.views[i].electrons[0].reshape(-1) for i in range(len(data.views))]).float(),
-                    n_frames=torch.ones(pool.n_pixels))
+                pool = _pool_for(pools, base, data, fit_seed)
                 cfg = FitConfig(seed=fit_seed, device="cpu", voxel_size_mm=0.02)
                 checks = []
 
@@ -190,12 +219,22 @@ def main() -> None:
                     if "oracle-em" in methods and checks:
                         per_method["oracle-em"].append(min(checks, key=lambda c: c["fsc05_um"]))
                     record["default"] = final
+                if "split-halves" in methods and (fit_seed, noise_seed) == cases[0]:
+                    record["split_halves"] = _split_halves(pools, base, data, fit_seed, truth,
+                                                           work / f"{pname}-{budget}-halves", final)
+                    per_method["split-halves"].append(record["split_halves"])
                 raw.append(record)
                 print(f"  {pname} ×{budget:g} fit seed {fit_seed} noise seed {noise_seed}: FSC-0.5 "
                       f"{final['fsc05_um']:.1f} µm, atoms {final['atoms_pct']:+.2f} %, steps {state.step} "
                       f"({state.stopped}), {fit_s:.0f} s", flush=True)
             for method, results in per_method.items():
                 if not results:
+                    continue
+                if method == "split-halves":
+                    rows.append({"phantom": pname, "budget": budget, "method": method, "runs": len(results),
+                                 "fsc0143_um": _stats([r["fsc0143_um"] for r in results]),
+                                 "truth_fsc05_um": _stats([r["truth_fsc05_um"] for r in results]),
+                                 "ratio": _stats([r["ratio"] for r in results])})
                     continue
                 row = {"phantom": pname, "budget": budget, "method": method, "runs": len(results),
                        "fsc05_um": _stats([r["fsc05_um"] for r in results]),
@@ -216,6 +255,11 @@ def main() -> None:
     print(f"\n{'phantom':<11}{'budget':>7} {'method':<10}{'runs':>5} {'FSC-0.5 µm':>15} {'atoms %':>15} "
           f"{'centroid x/y/z µm':>30} {'widths x/y/z %':>30}")
     for r in rows:
+        if r["method"] == "split-halves":
+            print(f"{r['phantom']:<11}{r['budget']:>7g} {'halves':<10}{r['runs']:>5} "
+                  f"FSC-0.143 of the halves {ms(r['fsc0143_um'])} µm = {ms(r['ratio'], '.2f')} × the "
+                  "truth's FSC-0.5")
+            continue
         print(f"{r['phantom']:<11}{r['budget']:>7g} {r['method']:<10}{r['runs']:>5} {ms(r['fsc05_um']):>15} "
               f"{ms(r['atoms_pct'], '.2f'):>15} {' / '.join(ms(c) for c in r['centroid_um']):>30} "
               f"{' / '.join(ms(c) for c in r['widths_pct']):>30}")

@@ -26,7 +26,7 @@ from recon.errors import BackendUnavailableError, FitError
 from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint, save_checkpoint
 from recon.fitting.config import FitConfig
 from recon.fitting.data import FitData
-from recon.fitting.em import OSEM, data_gain
+from recon.fitting.em import EDGE_ON_DEG, OSEM, data_gain, pool_view_directions, start_window, taper_axes
 from recon.fitting.holdout import StopRule, heldout_deviance, split_held_out
 from recon.fitting.memory import free_cached_memory, smaller_batch
 from recon.fitting.raypool import (
@@ -169,6 +169,14 @@ def run_fit(
     box = data.system.volume
     start = mean_density * (cfg.em_init if cfg.em else 1.0)
     field_module = make_field(cfg, box.min_mm.tolist(), box.max_mm.tolist(), start, device)
+    if cfg.em:  # a start without a step at the faces that no view sees edge-on (recon.fitting.em)
+        axes = taper_axes(pool_view_directions(pool))
+        if axes:
+            window = start_window(field_module.shape, axes).to(field_module.grid)
+            with torch.no_grad():
+                field_module.grid.mul_(window[None, None])
+            log(f"EM start tapered to 0 at the {'/'.join('xyz'[a] for a in axes)} faces of the box "
+                f"(no view sees them within {EDGE_ON_DEG:g}° of edge-on)")
     pool_dev = RayPool(
         pool.rays.to(device),
         pool.offsets.to(device),

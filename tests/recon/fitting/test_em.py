@@ -1,6 +1,7 @@
 """OSEM against an explicit system matrix, its likelihood ascent, and the fit it drives."""
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -9,7 +10,15 @@ import torch
 from recon.fitting.checkpoint import read_checkpoint
 from recon.fitting.config import field_factory, load_fit_config
 from recon.fitting.data import load_fit_data
-from recon.fitting.em import OSEM, best_gain, data_gain
+from recon.fitting.em import (
+    OSEM,
+    best_gain,
+    data_gain,
+    pool_view_directions,
+    start_window,
+    taper_axes,
+    view_weights,
+)
 from recon.fitting.holdout import heldout_deviance, split_held_out
 from recon.fitting.loop import run_fit
 from recon.fitting.raypool import build_ray_pool
@@ -17,7 +26,7 @@ from recon.model.fields.voxel import VoxelField
 from recon.model.loss import data_loss
 from recon.model.render import render_pixels
 from tests.conftest import slow
-from tests.micro import make_micro_case
+from tests.micro import LogLines, make_micro_case
 
 STEP = 0.05
 
@@ -52,10 +61,32 @@ def _matrix(field, pool, pixels):
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("step", [0, 1])
-def test_one_update_is_the_em_formula_with_an_explicit_matrix(micro, step):
-    """One subset: update 0 is plain EM; update 1 (after the first pass) scales by the best gain first."""
-    pool = micro["pool"]
+def _two_views(pool):
+    """The micro pool with its pixels dealt alternately to two views, the second at 30 % of the light."""
+    odd = torch.arange(pool.n_pixels) % 2
+    return dataclasses.replace(pool, view_of_pixel=odd,
+                               summed_electrons=pool.summed_electrons * torch.where(odd == 1, 0.3, 1.0))
+
+
+def _signal_fractions(pool):
+    """Independently: Σ S / (Σ S + Σ K (σ² + 1e-3)) of each view, relative to the largest."""
+    var = pool.read_noise_e ** 2 + 1e-3
+    f = []
+    for v in range(int(pool.view_of_pixel.max()) + 1):
+        sel = pool.view_of_pixel == v
+        s = max(float(pool.summed_electrons[sel].double().sum()), 0.0)
+        f.append(s / (s + float(pool.n_frames[sel].double().sum()) * var))
+    f = torch.tensor(f, dtype=torch.float64)
+    return f / f.max()
+
+
+@pytest.mark.parametrize(("step", "views"), [(0, 1), (1, 1), (0, 2), (1, 2)])
+def test_one_update_is_the_em_formula_with_an_explicit_matrix(micro, step, views):
+    """One subset: update 0 is plain EM; update 1 (after the first pass) scales by the best gain first.
+
+    With two views each view's terms carry its weight (its signal fraction relative to the largest).
+    """
+    pool = micro["pool"] if views == 1 else _two_views(micro["pool"])
     field = _field(micro, n=8, margin=1.6)
     with torch.no_grad():
         field.grid.uniform_(0.2, 1.5, generator=torch.Generator().manual_seed(1))
@@ -69,7 +100,11 @@ def test_one_update_is_the_em_formula_with_an_explicit_matrix(micro, step):
     g = 1.0  # the subset's best gain first (EM on the one parameter g, to convergence)
     for _ in range(20000 if step else 0):
         g = g * float((lam * shifted / (g * lam + var)).sum() / (k * lam).sum())
-    expected = torch.where(a.T @ k > 0, g * x * (a.T @ (shifted / (g * lam + var))) / (a.T @ k), g * x)
+    w = _signal_fractions(pool)[pool.view_of_pixel[pixels]]
+    if views == 2:
+        assert 0.1 < float(w.min()) < 0.9 and float(w.max()) == 1.0
+    back, sens = a.T @ (w * shifted / (g * lam + var)), a.T @ (w * k)
+    expected = torch.where(a.T @ k > 0, g * x * back / sens, g * x)
     em = OSEM(field, pool, pixels, subsets=1, seed=0, photons_per_atom=200.0, step_mm=STEP, chunk_pixels=5)
     if step:  # as after the first pass, without running it
         em._sensitivity[0] = em._backproject(pixels, True, fit_gain=False)[1]
@@ -194,3 +229,51 @@ def test_the_data_gain_is_exact_on_a_field_s_own_prediction_and_inverts_a_scale(
         field.grid.mul_(0.4)
     assert data_gain(field, exact, pixels, photons_per_atom=200.0, step_mm=STEP,
                      chunk_pixels=7) == pytest.approx(2.5, rel=1e-5)
+
+
+def test_view_weights_are_signal_fractions_and_a_view_without_signal_keeps_one_percent(micro):
+    pool = _two_views(micro["pool"])
+    assert torch.allclose(view_weights(pool), _signal_fractions(pool), rtol=1e-9)
+    dark = dataclasses.replace(pool, summed_electrons=torch.where(pool.view_of_pixel == 1, -1.0,
+                                                                  pool.summed_electrons))
+    assert view_weights(dark).tolist() == [1.0, 0.01]
+    nothing = dataclasses.replace(pool, summed_electrons=-torch.ones(pool.n_pixels))
+    assert view_weights(nothing).tolist() == [1.0, 1.0]
+
+
+def _view(polar_deg, azimuth_deg):
+    p, a = math.radians(polar_deg), math.radians(azimuth_deg)
+    return [math.sin(p) * math.cos(a), math.sin(p) * math.sin(a), math.cos(p)]
+
+
+def test_the_start_is_tapered_along_the_axes_whose_faces_no_view_sees_edge_on():
+    dome = [_view(30, 60 * k) for k in range(6)] + [_view(55, 22.5 + 45 * k) for k in range(8)]
+    assert taper_axes(torch.tensor(dome)) == (2,)  # all within 55° of z: the z faces are never edge-on
+    assert taper_axes(torch.tensor(dome + [[0.0, 0.0, -1.0]])) == (2,)
+    assert taper_axes(torch.tensor(dome + [_view(80, 10)])) == ()  # a view 10° from edge-on to z
+    ring = [_view(90, 45 * k) for k in range(4)]  # side cameras: every face seen edge-on by one
+    assert taper_axes(torch.tensor(ring)) == ()
+    assert taper_axes(torch.tensor([[3.0, 0.0, 0.0]])) == (0,)  # one view along x: y, z faces edge-on
+    assert taper_axes(torch.tensor([_view(30, 0), _view(30, 90)]), edge_on_deg=65) == ()
+
+
+def test_the_start_window_is_a_hann_window_along_its_axes_only():
+    w = start_window((10, 7, 4), (2, 0))  # z and x
+    z, x = w[:, 0, 0] / w[:, 0, 0].max(), w[0, 0, :] / w[0, 0, :].max()
+    assert torch.allclose(w, w[:, :1, :].expand_as(w))  # uniform along y
+    t = (torch.arange(10, dtype=torch.float64) + 0.5) / 10 * 2 - 1
+    hann = torch.cos(math.pi * t / 2) ** 2
+    assert torch.allclose(w[:, 3, 1], hann * w[0, 3, 1] / hann[0])
+    assert torch.allclose(z, z.flip(0)) and torch.allclose(x, x.flip(0))
+    assert float(start_window((10, 1, 1), (2,)).mean()) == pytest.approx(0.5)  # Hann's mean, at midpoints
+    assert float(w.min()) > 0 and float(w.max()) < 1
+    assert torch.equal(start_window((3, 4, 5), ()), torch.ones(3, 4, 5, dtype=torch.float64))
+
+
+def test_the_micro_run_s_one_view_looks_along_z_and_its_em_fit_starts_tapered_in_z(micro, tmp_path):
+    d = pool_view_directions(micro["pool"])
+    assert d.shape == (1, 3) and abs(float(d[0, 2])) > 0.999
+    progress = LogLines()
+    run_fit(micro["data"], _em_cfg(micro, steps=1, holdout=0.0), tmp_path, make_field=field_factory,
+            progress=progress)
+    assert any("tapered to 0 at the z faces" in line for line in progress.lines), progress.lines
