@@ -19,8 +19,9 @@ for every fit seed the pool is traced anew. Methods:
   that tells the truth).
 
 It prints a table and saves JSON: per phantom, budget and method the mean ± sd over all seeds of
-FSC-0.5 against the truth (interpolated, µm), atoms (%), centroid (µm), widths (%), and the
-spread of atoms over fit seeds.
+FSC-0.5 against the truth (interpolated, µm), atoms (%), centroid (µm), widths (%), the largest
+ratio of the map's shell power to the truth's beyond the FSC-0.5 crossing (how much noise the fit
+kept), and the spread of atoms over fit seeds.
 
     python bench/accuracy.py [--phantoms run042,gaussian] [--budgets 1] [--fit-seeds 0,1,2]
                              [--noise-seeds 10,11] [--methods default,oracle-em,noiseless,split-halves]
@@ -45,6 +46,7 @@ from benchlib import machine_info, sample_on_grid, save_json, using_pool
 
 from recon.analysis.moments import cloud_metrics
 from recon.analysis.resolution import compare_halves, compare_volumes
+from recon.analysis.spectra import fourier_grid, rfft_flat, shell_sums
 from recon.fitting.config import FitConfig, field_factory
 from recon.fitting.data import HALF_SEED_OFFSET, FitData, load_fit_data, split_fit_data
 from recon.fitting.loop import run_fit
@@ -80,12 +82,26 @@ def _stats(values: list[float]) -> dict:
             "n": len(values)}
 
 
+def _power_beyond(volume: Volume, truth: Volume, crossing_shell: int) -> float | None:
+    """The largest ratio of the map's shell power to the truth's beyond the FSC-0.5 crossing, or None."""
+    geo = fourier_grid(volume.data.shape, volume.voxel_size_mm)
+    _, p_map, p_truth, _ = shell_sums(rfft_flat(np.asarray(volume.data, np.float64)),
+                                      rfft_flat(np.asarray(truth.data, np.float64)), geo)
+    beyond = slice(crossing_shell + 1, None)
+    ratio = p_map[beyond] / np.maximum(p_truth[beyond], 1e-300)
+    return float(ratio.max()) if ratio.size else None
+
+
 def _errors(volume: Volume, truth: Volume, truth_moments: dict) -> dict:
-    """FSC-0.5 (interpolated, µm, with x/y/z), atoms (%), centroid (µm), widths (%) against the truth."""
+    """FSC-0.5 (interpolated, µm), atoms (%), centroid (µm), widths (%) against the truth.
+
+    Also ``power_beyond``: the map's shell power over the truth's, at most, beyond the crossing.
+    """
     result = compare_volumes(volume, truth, threshold="0.5", directional=False)
     m = cloud_metrics(volume)
     return {
         "fsc05_um": float(result.crossing.interpolated_resolution_um),
+        "power_beyond": _power_beyond(volume, truth, result.crossing.shell),
         "atoms_pct": 100 * (m["atoms"] / truth_moments["atoms"] - 1),
         "centroid_um": [1000 * (a - b) for a, b in zip(m["centroid_mm"], truth_moments["centroid_mm"],
                                                         strict=True)],
@@ -240,7 +256,8 @@ def main() -> None:
                        "fsc05_um": _stats([r["fsc05_um"] for r in results]),
                        "atoms_pct": _stats([r["atoms_pct"] for r in results]),
                        "centroid_um": [_stats([r["centroid_um"][i] for r in results]) for i in range(3)],
-                       "widths_pct": [_stats([r["widths_pct"][i] for r in results]) for i in range(3)]}
+                       "widths_pct": [_stats([r["widths_pct"][i] for r in results]) for i in range(3)],
+                       "power_beyond": _stats([r.get("power_beyond") for r in results])}
                 if method == "default":  # the spread of the atom number over fit seeds, per noise draw
                     by_noise = {}
                     for r, case in zip(results, [c for c in cases if c[1] is not None], strict=True):
@@ -253,7 +270,7 @@ def main() -> None:
         return "—" if s["mean"] is None else f"{s['mean']:{fmt}} ± {s['sd']:{fmt}}"
 
     print(f"\n{'phantom':<11}{'budget':>7} {'method':<10}{'runs':>5} {'FSC-0.5 µm':>15} {'atoms %':>15} "
-          f"{'centroid x/y/z µm':>30} {'widths x/y/z %':>30}")
+          f"{'centroid x/y/z µm':>30} {'widths x/y/z %':>30} {'power beyond':>14}")
     for r in rows:
         if r["method"] == "split-halves":
             print(f"{r['phantom']:<11}{r['budget']:>7g} {'halves':<10}{r['runs']:>5} "
@@ -262,7 +279,7 @@ def main() -> None:
             continue
         print(f"{r['phantom']:<11}{r['budget']:>7g} {r['method']:<10}{r['runs']:>5} {ms(r['fsc05_um']):>15} "
               f"{ms(r['atoms_pct'], '.2f'):>15} {' / '.join(ms(c) for c in r['centroid_um']):>30} "
-              f"{' / '.join(ms(c) for c in r['widths_pct']):>30}")
+              f"{' / '.join(ms(c) for c in r['widths_pct']):>30} {ms(r['power_beyond'], '.2f'):>14}")
     save_json(args.out, {
         "command": "python bench/accuracy.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),

@@ -6,8 +6,8 @@ step on the data term (Poisson by default) plus regularisers over a batch of tra
 rendered with every pooled sample of :mod:`recon.fitting.raypool`. Every ``check_every`` steps
 the held-out deviance is measured; the fit stops when it has not improved for ``patience``
 checks (it *converged*), or after ``max_passes`` passes or ``steps`` steps (it did not), and
-returns the field of the best check; an EM fit's is then scaled by its best global gain over all
-the training pixels (:func:`recon.fitting.em.data_gain`). The loop checkpoints
+returns the field of the best check; an EM fit's is then scaled so that its light over all the
+training pixels is the measured light (:func:`recon.fitting.em.data_gain`). The loop checkpoints
 (:mod:`recon.fitting.checkpoint`), stops cleanly on SIGINT/SIGTERM, refuses a non-finite loss,
 and halves an Adam batch that runs out of memory (:mod:`recon.fitting.memory`).
 """
@@ -380,11 +380,12 @@ def run_fit(
     if best:
         field_module.load_state_dict(best)  # the field of the best held-out check
     gain = None
-    if cfg.em:  # the total of the last subset's update → the total all training pixels give
+    if cfg.em:  # the total of the last subset's update → the light all training pixels hold
         gain = data_gain(field_module, pool_dev, train, photons_per_atom=y, step_mm=cfg.step_mm)
         with torch.no_grad():
             field_module.grid.mul_(gain)
-        log(f"final gain over the {len(train)} training pixels: {gain:.5f}")
+        log(f"final gain (the measured over the predicted light of the {len(train)} training pixels): "
+            f"{gain:.5f}")
     refined = record = None
     if refine is not None:
         refined, record, pool = refine.finish(data, cfg, log)

@@ -175,7 +175,7 @@ def test_an_em_fit_stops_at_the_held_out_minimum_and_returns_that_field(micro, t
     best.load_state_dict(saved["best_field"])
     again = heldout_deviance(best, pool, held, photons_per_atom=200.0, step_mm=cfg.step_mm)
     assert again == pytest.approx(checks[best_step], rel=1e-5)  # the best check's field is kept
-    # ... and returned scaled by the best gain over the training pixels, which fits them better
+    # ... and returned scaled so that its light over the training pixels is the measured light
     gain = result["final_gain"]
     assert gain != 1.0 and torch.allclose(result["field"].grid, gain * best.grid)
     train = usable[~torch.isin(usable, held)]
@@ -277,3 +277,22 @@ def test_the_micro_run_s_one_view_looks_along_z_and_its_em_fit_starts_tapered_in
     run_fit(micro["data"], _em_cfg(micro, steps=1, holdout=0.0), tmp_path, make_field=field_factory,
             progress=progress)
     assert any("tapered to 0 at the z faces" in line for line in progress.lines), progress.lines
+
+
+def test_the_data_gain_counts_photons_whatever_the_shape(micro):
+    """Σ S / Σ λ: a prediction with the light in the wrong place still gets the measured total."""
+    pool, field = micro["pool"], _field(micro, value=1e5)
+    pixels = torch.arange(pool.n_pixels)
+    with torch.no_grad():
+        lam = render_pixels(field, pool.gather(pixels), len(pixels), photons_per_atom=200.0, step_mm=STEP,
+                            jitter=False)
+    counts = torch.zeros_like(lam)
+    counts[: len(counts) // 3] = 7.0  # all the light in a third of the pixels, none in the rest
+    moved = dataclasses.replace(pool, summed_electrons=counts, n_frames=torch.full((pool.n_pixels,), 2.0))
+    gain = data_gain(field, moved, pixels, photons_per_atom=200.0, step_mm=STEP)
+    assert gain == pytest.approx(float(counts.double().sum() / (2 * lam.double().sum())), rel=1e-6)
+    dark = dataclasses.replace(moved, summed_electrons=-counts)
+    assert data_gain(field, dark, pixels, photons_per_atom=200.0, step_mm=STEP) == 0.0
+    with torch.no_grad():
+        field.grid.zero_()
+    assert data_gain(field, moved, pixels, photons_per_atom=200.0, step_mm=STEP) == 1.0
