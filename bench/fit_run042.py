@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +68,14 @@ def main() -> None:
         t_base = time.perf_counter()
         baseline = subprocess.Popen(base_cmd, cwd=tree, env={**env, "PYTHONPATH": str(tree)},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        base_done: dict = {}
+
+        def wait_for_baseline() -> None:  # its own end time, not the later of the two
+            base_done["stderr"] = baseline.communicate()[1]
+            base_done["wall_s"] = time.perf_counter() - t_base
+
+        waiter = threading.Thread(target=wait_for_baseline, daemon=True)
+        waiter.start()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -74,8 +83,8 @@ def main() -> None:
         sys.exit(f"recon fit failed ({proc.returncode}): {proc.stderr.strip()}")
     side_by_side = None
     if baseline is not None:
-        err = baseline.communicate()[1]
-        base_wall = time.perf_counter() - t_base
+        waiter.join()
+        err, base_wall = base_done["stderr"], base_done["wall_s"]
         subprocess.run(["git", "worktree", "remove", "--force", str(work / "baseline")], capture_output=True)
         if baseline.returncode != 0:
             sys.exit(f"the baseline's recon fit failed ({baseline.returncode}): {err.strip()}")
