@@ -48,10 +48,11 @@ from recon.analysis.moments import cloud_metrics
 from recon.analysis.resolution import compare_halves, compare_volumes
 from recon.analysis.spectra import fourier_grid, rfft_flat, shell_sums
 from recon.fitting.config import FitConfig, field_factory
-from recon.fitting.data import HALF_SEED_OFFSET, FitData, load_fit_data, split_fit_data
+from recon.fitting.data import FitData, load_fit_data
 from recon.fitting.loop import run_fit
 from recon.fitting.raypool import build_ray_pool, rays_per_sample
 from recon.io.volume import Volume
+from recon.jobs.fit import _fit_jobs
 from recon.simulation.phantom_file import load_phantom
 from recon.simulation.simulate import expected_views, simulation_regions
 from recon.simulation.truth import truth_volume
@@ -148,15 +149,14 @@ def _pool_for(pools: dict, base: FitData, data: FitData, seed: int):
 def _split_halves(pools: dict, base: FitData, data: FitData, fit_seed: int, truth: Volume, work: Path,
                   full: dict) -> dict:
     """Fit the thinned halves as ``recon fit --split-halves`` does: their FSC-0.143, the truth's FSC-0.5."""
-    halves, _ = split_fit_data(data, "thinning", fit_seed)
+    cfg = FitConfig(seed=fit_seed, device="cpu", voxel_size_mm=0.02)
+    jobs, _ = _fit_jobs(data, cfg, work, "thinning")  # the halves and seeds of `recon fit --split-halves`
     maps = []
-    for i, half in enumerate(halves, 1):
-        seed = fit_seed + HALF_SEED_OFFSET * i
-        with using_pool(_pool_for(pools, base, half, seed)):
-            result = run_fit(half, FitConfig(seed=seed, device="cpu", voxel_size_mm=0.02), work / f"half{i}",
-                             make_field=field_factory)
+    for half, half_cfg, half_dir in jobs:
+        with using_pool(_pool_for(pools, base, half, half_cfg.seed)):
+            result = run_fit(half, half_cfg, half_dir, make_field=field_factory)
         maps.append(_on(truth, result["field"]))
-        pools.pop(seed)  # a half's pool is not used again
+        pools.pop(half_cfg.seed)  # a half's pool is not used again
     halves_um = float(compare_halves(*maps).crossing.interpolated_resolution_um)
     return {"fsc0143_um": halves_um, "truth_fsc05_um": full["fsc05_um"],
             "ratio": halves_um / full["fsc05_um"]}

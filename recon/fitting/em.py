@@ -30,10 +30,10 @@ weighted update is the EM of the likelihood with each view's log-likelihood weig
 view sees a pair of box faces nearly edge-on (all the dome's views lie within 55° of its axis,
 so nothing measures the spatial frequencies within 35° of z), the part of the start that lies in
 that missing cone is never corrected, and a start that is uniform up to the faces (a step at
-each face) leaves a haze along them: on run042 1.5–3 % of the atoms 0.9–1.2 mm from the centre
-in z, widths +14 % in z. The start is therefore tapered (Hann, to 0 at the faces) along every
-box axis whose faces no view sees within :data:`EDGE_ON_DEG` of edge-on (:func:`taper_axes`,
-from the pool's ray directions), and uniform along the others.
+each face) leaves a haze along them (run042's widths came out +14 % in z). The start is
+therefore tapered (Hann, to 0 at the faces) along every box axis whose faces no view sees
+within :data:`EDGE_ON_DEG` of edge-on (:func:`taper_axes`, from the pool's ray directions), and
+uniform along the others.
 
 After the first pass each update first scales x by the subset's best global gain
 (:func:`best_gain`, Newton's method on the one parameter), which holds the total at the data's
@@ -104,9 +104,8 @@ def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: f
     Photon counting, every pooled sample rendered. OSEM's total moves with the subset of the last
     update; the likelihood's best gain (:func:`best_gain`) over all pixels would weight the bright
     pixels most, so a shape that puts too little light in the faint tails (as an early stop
-    leaves it) gets too low a total from it (−1.6 % atoms on a σ 0.5 mm Gaussian in trial fits);
-    the sum of the counts holds every photon at equal weight, whatever the shape. 1 where
-    nothing is predicted; 0 where the counts sum to less than 0.
+    leaves it) gets too low a total from it; the sum of the counts holds every photon at equal
+    weight, whatever the shape. 1 where nothing is predicted; 0 where the counts sum to less than 0.
     """
     lam = torch.cat([render_pixels(field, pool.gather(p), len(p), photons_per_atom=photons_per_atom,
                                    step_mm=step_mm, jitter=False) for p in pixels.split(chunk_pixels)])
@@ -127,7 +126,8 @@ def view_weights(pool: RayPool) -> torch.Tensor:
     var = pool.read_noise_e ** 2 + 1e-3
     signal = torch.zeros(views, dtype=torch.float64).index_add_(0, view, pool.summed_electrons.double().cpu())
     noise = torch.zeros(views, dtype=torch.float64).index_add_(0, view, pool.n_frames.double().cpu() * var)
-    fraction = signal.clamp_min(0) / (signal.clamp_min(0) + noise)
+    signal = signal.clamp_min(0)
+    fraction = signal / (signal + noise)
     if not float(fraction.max()) > 0:
         return torch.ones(views, dtype=torch.float64)
     return (fraction / fraction.max()).clamp_min(0.01)
