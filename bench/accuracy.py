@@ -21,7 +21,8 @@ for every fit seed the pool is traced anew. Methods:
 It prints a table and saves JSON: per phantom, budget and method the mean ± sd over all seeds of
 FSC-0.5 against the truth (interpolated, µm), atoms (%), centroid (µm), widths (%), the largest
 ratio of the map's shell power to the truth's beyond the FSC-0.5 crossing (how much noise the fit
-kept), and the spread of atoms over fit seeds.
+kept), the spread of atoms over fit seeds, and for the default fits the number of components of
+the default-level mesh (``recon mesh``'s Otsu level) and whether it is watertight.
 
     python bench/accuracy.py [--phantoms run042,gaussian] [--budgets 1] [--fit-seeds 0,1,2]
                              [--noise-seeds 10,11] [--methods default,oracle-em,noiseless,split-halves]
@@ -44,6 +45,7 @@ import numpy as np
 import torch
 from benchlib import machine_info, sample_on_grid, save_json, using_pool
 
+from recon.analysis.mesh import extract_mesh
 from recon.analysis.moments import cloud_metrics
 from recon.analysis.resolution import compare_halves, compare_volumes
 from recon.analysis.spectra import fourier_grid, rfft_flat, shell_sums
@@ -115,6 +117,13 @@ def _on(truth: Volume, field) -> Volume:
     """The field sampled on the truth's grid."""
     return Volume(sample_on_grid(field, truth, torch.device("cpu")), truth.origin_mm, truth.voxel_size_mm,
                   truth.unit)
+
+
+def _mesh(volume: Volume) -> dict:
+    """The default-level mesh of ``volume`` (what ``recon mesh`` makes of it): components, closure."""
+    _, summary = extract_mesh(volume)
+    return {"components": summary.n_components, "watertight": summary.watertight,
+            "triangles": summary.n_triangles, "level": summary.level}
 
 
 def _with_electrons(data: FitData, images: dict[str, torch.Tensor]) -> FitData:
@@ -221,7 +230,8 @@ def main() -> None:
                     result = run_fit(data, cfg, work / f"{pname}-{budget}-{fit_seed}-{noise_seed}",
                                      make_field=field_factory, on_check=on_check)
                 fit_s = time.perf_counter() - t1
-                final = _errors(_on(truth, result["field"]), truth, truth_m)
+                fitted = _on(truth, result["field"])
+                final = {**_errors(fitted, truth, truth_m), "mesh": _mesh(fitted)}
                 state = result["state"]
                 record = {"phantom": pname, "budget": budget, "fit_seed": fit_seed, "noise_seed": noise_seed,
                           "steps": state.step, "stopped_by": state.stopped, "fit_s": round(fit_s, 1),
@@ -241,7 +251,8 @@ def main() -> None:
                     per_method["split-halves"].append(record["split_halves"])
                 raw.append(record)
                 print(f"  {pname} ×{budget:g} fit seed {fit_seed} noise seed {noise_seed}: FSC-0.5 "
-                      f"{final['fsc05_um']:.1f} µm, atoms {final['atoms_pct']:+.2f} %, steps {state.step} "
+                      f"{final['fsc05_um']:.1f} µm, atoms {final['atoms_pct']:+.2f} %, mesh "
+                      f"{final['mesh']['components']} component(s), steps {state.step} "
                       f"({state.stopped}), {fit_s:.0f} s", flush=True)
             for method, results in per_method.items():
                 if not results:
@@ -264,6 +275,8 @@ def main() -> None:
                         by_noise.setdefault(case[1], []).append(r["atoms_pct"])
                     sds = [statistics.stdev(v) for v in by_noise.values() if len(v) > 1]
                     row["atoms_sd_over_fit_seeds_pct"] = statistics.fmean(sds) if sds else None
+                    row["mesh_components"] = [r["mesh"]["components"] for r in results]
+                    row["mesh_watertight"] = [r["mesh"]["watertight"] for r in results]
                 rows.append(row)
 
     def ms(s, fmt=".1f"):

@@ -39,7 +39,8 @@ class FitConfig:
         max_passes: the most passes over the training pixels (a pass is ``subsets`` EM updates, or
             training pixels / ``batch_pixels`` Adam steps).
         subsets: ordered subsets of EM (updates per pass over the data).
-        em_init: EM's starting density, as a fraction of the data's mean density over the box.
+        em_init: scale of EM's start (the data's Gaussian plus a floor, :func:`recon.fitting.em.start_grid`);
+            1 starts at the data's light.
             EM changes a voxel by the ratio of measured to predicted light along its rays, and
             where pixels hold less than the read-noise variance that ratio stays near 1: a start
             at the mean leaves a haze there that early stopping keeps, a start at 1 % much less
@@ -92,7 +93,7 @@ class FitConfig:
     steps: int = 1500
     max_passes: float = 8.0
     subsets: int = 32
-    em_init: float = 0.01
+    em_init: float = 1.0
     holdout: float = 0.05
     check_every: int = 0
     patience: int = 3
@@ -138,7 +139,7 @@ class FitConfig:
             (1 <= self.steps <= 10**8, "steps", "≥ 1 and ≤ 10⁸"),
             (0 < self.max_passes <= 1e6, "max_passes", "> 0 and ≤ 10⁶"),
             (1 <= self.subsets <= 4096, "subsets", "≥ 1 and ≤ 4096"),
-            (1e-6 <= self.em_init <= 1e3, "em_init", "in 1e-6 … 1e3 (a fraction of the mean density)"),
+            (1e-6 <= self.em_init <= 1e3, "em_init", "in 1e-6 … 1e3 (the start's scale, 1: the data's)"),
             (0 <= self.holdout <= 0.5, "holdout", "in 0 … 0.5 (a fraction of the pixels)"),
             (0 <= self.check_every <= 10**8, "check_every", "≥ 0 (0 = automatic) and ≤ 10⁸"),
             (1 <= self.patience <= 10**6, "patience", "≥ 1 and ≤ 10⁶"),

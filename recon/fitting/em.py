@@ -26,19 +26,23 @@ per pixel, yet with :math:`w_i = 1` its ratios of about 1 ± noise hold every vo
 weighted update is the EM of the likelihood with each view's log-likelihood weighted by
 :math:`w_v`; consistent data are still its fixed point.
 
-**The start.** EM starts from a faint density (``FitConfig.em_init`` × the data's mean). Where no
-view sees a pair of box faces nearly edge-on (all the dome's views lie within 55° of its axis,
-so nothing measures the spatial frequencies within 35° of z), the part of the start that lies in
-that missing cone is never corrected, and a start that is uniform up to the faces (a step at
-each face) leaves a haze along them (run042's widths came out +14 % in z). The start is
-therefore tapered (Hann, to 0 at the faces) along every box axis whose faces no view sees
-within :data:`EDGE_ON_DEG` of edge-on (:func:`taper_axes`, from the pool's ray directions), and
-uniform along the others.
+**The start.** All the dome's views lie within 55° of its axis, so nothing measures the spatial
+frequencies within 35° of z (the missing cone), and EM never corrects the part of its start that
+lies there: a start that is uniform up to the faces (a step at each face) left a haze along them
+(run042's widths came out +14 % in z); a start tapered to 0 at the faces still gave each cloud
+the z profile of the taper (in ``bench/accuracy.py``: a donut's σz +39 %, a cloud near a face
+pulled 12 µm toward the centre). EM therefore starts from the data's own Gaussian: the 3D Gaussian of greatest
+likelihood (:func:`fit_gaussian`; its z shape is fixed by the tilted views' projections), plus a
+small uniform floor (:data:`START_FLOOR`) tapered (Hann, to 0 at the faces) along every box axis
+whose faces no view sees within :data:`EDGE_ON_DEG` of edge-on (:func:`taper_axes`, from the
+pool's ray directions; :func:`start_grid`), at the data's light (``FitConfig.em_init`` = 1: from
+a much fainter start the first updates raise the bright core faster than the faint wings, and
+the early stop keeps the widths small).
 
 After the first pass each update first scales x by the subset's best global gain
 (:func:`best_gain`, Newton's method on the one parameter), which holds the total at the data's
-while the shape converges (not in the first pass: a gain there would lift the faint start to the
-data's mean at once).
+while the shape converges (not in the first pass, so that a faint start, ``em_init`` < 1, is
+lifted by the updates rather than at once).
 
 Iterating to convergence fits the photon noise; the fit loop stops it with the held-out pixels
 (:mod:`recon.fitting.holdout`) and scales the field it keeps by :func:`data_gain`, which makes its
@@ -49,19 +53,24 @@ wandering from one update to the next (by about ±1 % on run042), the sum over e
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from recon.fitting.raypool import RayPool
+from recon.io.volume import grid_points
+from recon.model.fields.base import box_grid
 from recon.model.loss import data_loss
 from recon.model.render import render_pixels
 
-__all__ = ["EDGE_ON_DEG", "OSEM", "best_gain", "data_gain", "pool_view_directions", "start_window",
-           "taper_axes", "view_weights"]
+__all__ = ["EDGE_ON_DEG", "OSEM", "START_FLOOR", "Gaussian", "best_gain", "data_gain", "fit_gaussian",
+           "pool_view_directions", "start_grid", "start_window", "taper_axes", "view_weights"]
 
 # A pair of box faces seen by some view within this angle of edge-on is resolved by it: the start
 # stays uniform along that axis (see the module docstring).
 EDGE_ON_DEG = 20.0
+# The share of EM's start that is uniform (tapered) rather than the data's Gaussian (:func:`start_grid`).
+START_FLOOR = 0.005
 
 
 def best_gain(lam: torch.Tensor, shifted: torch.Tensor, frames: torch.Tensor, var: float,
@@ -169,6 +178,125 @@ def start_window(shape_zyx: tuple[int, int, int], axes: tuple[int, ...]) -> torc
         shape[dim] = n
         window = window * (torch.cos(0.5 * math.pi * t) ** 2).reshape(shape)
     return window
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """A 3D Gaussian cloud: ``atoms`` in total, centre ``mean_mm`` (x, y, z), covariance ``cov_mm2``."""
+
+    mean_mm: torch.Tensor  # (3,)
+    cov_mm2: torch.Tensor  # (3, 3)
+    atoms: float
+
+    def __call__(self, points_mm: torch.Tensor) -> torch.Tensor:
+        """(..., 3) points, mm -> (...) density, atoms/mm³."""
+        d = points_mm.double() - self.mean_mm.to(points_mm.device)
+        inv = torch.linalg.inv(self.cov_mm2).to(points_mm.device)
+        norm = self.atoms / math.sqrt((2 * math.pi) ** 3 * float(torch.linalg.det(self.cov_mm2)))
+        return (norm * torch.exp(-0.5 * ((d @ inv) * d).sum(-1))).to(points_mm.dtype)
+
+
+def _gaussian_line_integrals(mean, chol, atoms, origins, directions, t_near, t_far):
+    """``∫ atoms · N(o + t d; mean, chol cholᵀ) dt`` over each segment ``[t_near, t_far]``, exactly.
+
+    With ``P = Σ⁻¹``, ``a = dᵀPd``, ``b = dᵀP(o − μ)``, ``c = (o − μ)ᵀP(o − μ)`` the exponent is
+    ``−a (t + b/a)²/2 − (c − b²/a)/2``: a 1D Gaussian in t, whose integral is a difference of erfs.
+    """
+    inv_chol = torch.linalg.inv(chol)
+    u = directions @ inv_chol.T  # L⁻¹ d
+    v = (origins - mean) @ inv_chol.T  # L⁻¹ (o − μ)
+    a = (u * u).sum(-1)
+    b = (u * v).sum(-1)
+    c = (v * v).sum(-1)
+    s = torch.sqrt(a / 2)
+    norm = atoms / ((2 * math.pi) ** 1.5 * torch.diagonal(chol).prod())
+    span = torch.erf(s * (t_far + b / a)) - torch.erf(s * (t_near + b / a))
+    return norm * torch.exp(-0.5 * (c - b * b / a)) * math.sqrt(math.pi) / (2 * s) * span
+
+
+def fit_gaussian(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_max_mm, *, atoms: float,
+                 photons_per_atom: float, max_pixels: int = 65536, iterations: int = 40,
+                 seed: int = 0) -> Gaussian:
+    """The 3D Gaussian of greatest likelihood for the data of ``pixels`` (the EM start).
+
+    Ten parameters (centre, Cholesky factor of the covariance, total) fitted by L-BFGS to the
+    shifted-Poisson likelihood of :func:`recon.model.loss.data_loss`, its line integrals along
+    the pooled segments computed exactly (:func:`_gaussian_line_integrals`). A Gaussian's shape along
+    the axis no view looks across (the dome's z) is fixed by the tilted views' projections,
+    whereas the voxel EM never corrects the start within the missing cone (module docstring).
+
+    At most ``max_pixels`` pixels are used, drawn with probabilities in proportion to their
+    signal plus the read-noise variance (every pixel where that would exceed 1), each weighted
+    by the inverse of its probability so that the sum estimates the likelihood of all of them.
+
+    Args:
+        pool: the ray pool.
+        pixels: (P,) the pixels to fit (the training pixels).
+        box_min_mm: (3,) the box's lower corner, mm; L-BFGS starts at the box's centre, with σ a
+            sixth of its extent along each axis.
+        box_max_mm: (3,) its upper corner, mm.
+        atoms: the starting total.
+        photons_per_atom: Y.
+        max_pixels: the expected number of pixels used.
+        iterations: L-BFGS iterations.
+        seed: seed of the pixel draw.
+    """
+    lo = torch.as_tensor(box_min_mm, dtype=torch.float64)
+    hi = torch.as_tensor(box_max_mm, dtype=torch.float64)
+    centre, half = (lo + hi) / 2, (hi - lo) / 2
+    _, frames, var = _shifted_counts(pool, pixels, torch.float64)
+    rate = (pool.summed_electrons[pixels].double() / frames.clamp_min(1)).clamp_min(0) + var
+    prob = (max_pixels * rate / rate.sum()).clamp(max=1.0).cpu()
+    gen = torch.Generator().manual_seed(seed)
+    keep = (torch.rand(len(prob), generator=gen, dtype=torch.float64) < prob).nonzero(as_tuple=True)[0]
+    chosen = pixels[keep.to(pixels.device)]
+    weight = (1 / prob[keep]).to(pool.summed_electrons.device)
+    shifted, k, _ = _shifted_counts(pool, chosen, torch.float64)
+    rays = pool.gather(chosen)
+    segments = (rays.origins.double(), rays.directions.double(), rays.t_near.double(), rays.t_far.double())
+    emission = rays.weights.double() * photons_per_atom / (4 * math.pi)
+
+    shift = torch.zeros(3, dtype=torch.float64, requires_grad=True)  # centre + half · tanh(shift)
+    log_sd = torch.log(half / 3).clone().requires_grad_(True)
+    off = torch.zeros(3, dtype=torch.float64, requires_grad=True)  # below-diagonal of the Cholesky factor
+    log_atoms = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    rows, cols = torch.tril_indices(3, 3, -1)
+
+    def unpack():
+        chol = torch.diag(torch.exp(log_sd)).index_put((rows, cols), off * torch.exp(log_sd)[cols])
+        return centre + half * torch.tanh(shift), chol, atoms * torch.exp(log_atoms)
+
+    optim = torch.optim.LBFGS([shift, log_sd, off, log_atoms], lr=1.0, max_iter=iterations,
+                              line_search_fn="strong_wolfe")
+
+    def closure():
+        optim.zero_grad()
+        light = emission * _gaussian_line_integrals(*unpack(), *segments)
+        lam = torch.zeros(len(chosen), dtype=torch.float64, device=light.device).index_add(
+            0, rays.pixel, light) + var
+        nll = (weight * (k * lam - shifted * torch.log(lam))).sum() / weight.sum()
+        nll.backward()
+        return nll
+
+    optim.step(closure)
+    with torch.no_grad():
+        mean, chol, total = unpack()
+    return Gaussian(mean.detach(), (chol @ chol.T).detach(), float(total))
+
+
+def start_grid(gaussian: Gaussian, mean_density: float, shape_zyx: tuple[int, int, int], box_min_mm,
+               box_max_mm, axes: tuple[int, ...], floor: float = START_FLOOR) -> torch.Tensor:
+    """(Z, Y, X) EM's start, relative to ``mean_density``: the Gaussian plus a tapered floor.
+
+    ``(1 − floor) · G(x) / mean_density + floor · w(x)``, G at the voxel centres and w the
+    :func:`start_window` along ``axes``. The floor lets EM put density where the Gaussian has
+    almost none (a second cloud, a clump in the wings), whose growth from G's tails alone would
+    take many updates; it is small because its missing-cone part is never corrected (a larger
+    floor leaves a haze that widens a small cloud and pulls one near a face toward the centre).
+    """
+    shape, origin, size = box_grid(box_min_mm, box_max_mm, shape_zyx)
+    g = gaussian(grid_points(shape, origin, size, dtype=torch.float64))
+    return (1 - floor) * g / mean_density + floor * start_window(shape, axes)
 
 
 class OSEM:

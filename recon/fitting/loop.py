@@ -26,7 +26,15 @@ from recon.errors import BackendUnavailableError, FitError
 from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint, save_checkpoint
 from recon.fitting.config import FitConfig
 from recon.fitting.data import FitData
-from recon.fitting.em import EDGE_ON_DEG, OSEM, data_gain, pool_view_directions, start_window, taper_axes
+from recon.fitting.em import (
+    OSEM,
+    START_FLOOR,
+    data_gain,
+    fit_gaussian,
+    pool_view_directions,
+    start_grid,
+    taper_axes,
+)
 from recon.fitting.holdout import StopRule, heldout_deviance, split_held_out
 from recon.fitting.memory import free_cached_memory, smaller_batch
 from recon.fitting.raypool import (
@@ -166,17 +174,26 @@ def run_fit(
     check_views_see_the_box(data, pool)
     log(f"pool: {len(pool.rays)} segments for {pool.n_pixels} pixels ({time.perf_counter() - t0:.1f} s)")
     mean_density = estimate_atoms(data, pool)
+    y = data.photons_per_atom or 4 * math.pi
     box = data.system.volume
     start = mean_density * (cfg.em_init if cfg.em else 1.0)
     field_module = make_field(cfg, box.min_mm.tolist(), box.max_mm.tolist(), start, device)
-    if cfg.em:  # a start without a step at the faces that no view sees edge-on (recon.fitting.em)
+    # A --refine fit moves the optics, so held-out pixels traced through the static ones say
+    # nothing about it: it runs its steps with every pixel.
+    train, held = split_held_out(pool, usable, 0.0 if cfg.refine else cfg.holdout, cfg.seed)
+    if cfg.em and not resume:  # EM starts from the data's Gaussian (recon.fitting.em, "The start")
         axes = taper_axes(pool_view_directions(pool))
-        if axes:
-            window = start_window(field_module.shape, axes).to(field_module.grid)
-            with torch.no_grad():
-                field_module.grid.mul_(window[None, None])
-            log(f"EM start tapered to 0 at the {'/'.join('xyz'[a] for a in axes)} faces of the box "
-                f"(no view sees them within {EDGE_ON_DEG:g}° of edge-on)")
+        volume_mm3 = float((box.max_mm - box.min_mm).prod())
+        gaussian = fit_gaussian(pool, train, box.min_mm.tolist(), box.max_mm.tolist(),
+                                atoms=mean_density * volume_mm3, photons_per_atom=y, seed=cfg.seed)
+        grid = start_grid(gaussian, mean_density, field_module.shape, box.min_mm.tolist(),
+                          box.max_mm.tolist(), axes)
+        with torch.no_grad():
+            field_module.grid.copy_(grid[None, None])
+        sd = ", ".join(f"{1e3 * float(v):.0f}" for v in torch.diagonal(gaussian.cov_mm2).sqrt())
+        log(f"EM start: the data's Gaussian ({gaussian.atoms:.3g} atoms, σ {sd} µm) + "
+            f"{START_FLOOR:.1%} uniform" + (f", tapered to 0 at the {'/'.join('xyz'[a] for a in axes)} "
+                                             "faces" if axes else ""))
     pool_dev = RayPool(
         pool.rays.to(device),
         pool.offsets.to(device),
@@ -186,13 +203,10 @@ def run_fit(
         pool.read_noise_e,
         pool.samples,
     )
-    # A --refine fit moves the optics, so held-out pixels traced through the static ones say
-    # nothing about it: it runs its steps with every pixel.
-    train, held = split_held_out(pool, usable, 0.0 if cfg.refine else cfg.holdout, cfg.seed)
     train, held = train.to(device), held.to(device)
     if cfg.em:
         optim = OSEM(field_module, pool_dev, train, subsets=cfg.subsets, seed=cfg.seed,
-                     photons_per_atom=data.photons_per_atom or 4 * math.pi, step_mm=cfg.step_mm)
+                     photons_per_atom=y, step_mm=cfg.step_mm)
     else:
         optim = torch.optim.Adam(field_module.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
     max_steps = step_limit(cfg, len(train))
@@ -225,8 +239,6 @@ def run_fit(
         save_checkpoint(ckpt_path, field_module, optim, gen, cfg, state, data_key=data_key,
                         best_field=best or None)
         saved_step = state.step
-
-    y = data.photons_per_atom or 4 * math.pi
 
     def lr_at(step: int) -> float:
         frac = min(step / max(max_steps - 1, 1), 1.0)
