@@ -13,8 +13,8 @@ with the ``linear`` activation). For the shifted-Poisson model of :mod:`recon.mo
 
 with :math:`w_i = 1` the EM of the likelihood itself. It keeps x ≥ 0 and needs no step size.
 Ordered subsets (Hudson & Larkin 1994) apply it with a fraction of the pixels at a time, so that
-one pass over the data makes ``n`` updates. Both sums are backprojections :math:`A^T v`, computed
-by autograd from the forward render (the gradient of :math:`v · A x` with respect to x). The
+one pass over the data makes ``n`` updates. Both sums are backprojections :math:`A^T v` by the
+projector's adjoint (:class:`recon.fitting.projector.Projector`, compiled kernels on the CPU). The
 denominator of each subset is computed once and kept; voxels that no training pixel sees are set
 to 0 once every subset has been visited (nothing supports a density there).
 
@@ -57,11 +57,11 @@ from dataclasses import dataclass
 
 import torch
 
+from recon.fitting.projector import Projector, predict_pixels, voxel_values
 from recon.fitting.raypool import RayPool
 from recon.io.volume import grid_points
 from recon.model.fields.base import box_grid
 from recon.model.loss import data_loss
-from recon.model.render import render_pixels
 
 __all__ = ["EDGE_ON_DEG", "OSEM", "START_FLOOR", "Gaussian", "best_gain", "data_gain", "fit_gaussian",
            "pool_view_directions", "start_grid", "start_window", "taper_axes", "view_weights"]
@@ -106,8 +106,8 @@ def _shifted_counts(pool: RayPool, pixels: torch.Tensor, dtype: torch.dtype):
 
 
 @torch.no_grad()
-def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: float, step_mm: float,
-              chunk_pixels: int = 32768) -> float:
+def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: float,
+              step_mm: float) -> float:
     """The gain that makes the field's light over ``pixels`` the measured light: ``Σ S / Σ K λ``.
 
     Photon counting, every pooled sample rendered. OSEM's total moves with the subset of the last
@@ -116,8 +116,7 @@ def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: f
     leaves it) gets too low a total from it; the sum of the counts holds every photon at equal
     weight, whatever the shape. 1 where nothing is predicted; 0 where the counts sum to less than 0.
     """
-    lam = torch.cat([render_pixels(field, pool.gather(p), len(p), photons_per_atom=photons_per_atom,
-                                   step_mm=step_mm, jitter=False) for p in pixels.split(chunk_pixels)])
+    lam = predict_pixels(field, pool, pixels, photons_per_atom=photons_per_atom, step_mm=step_mm)
     predicted = float((pool.n_frames[pixels].double() * lam.double().clamp_min(0.0)).sum())
     if not predicted > 0:
         return 1.0
@@ -310,62 +309,39 @@ class OSEM:
         seed: seed of the random partition into subsets.
         photons_per_atom: Y.
         step_mm: stratum length along segments, mm.
-        chunk_pixels: pixels rendered per graph; a subset's graphs are all kept until its gain is
-            known, so memory grows with the subset (one chunk for run042's 28 000-pixel subsets).
+        backend: the :class:`~recon.fitting.projector.Projector`'s backend.
 
-    The object has ``state_dict``/``load_state_dict`` like an optimiser (the partition depends only
-    on the seed, so a resumed fit makes the same updates; the kept denominators are recomputed).
+    Both sums of the update are back-projections by the projector's adjoint; the prediction is
+    its forward map. The object has ``state_dict``/``load_state_dict`` like an optimiser (the
+    partition depends only on the seed, so a resumed fit makes the same updates; the kept
+    denominators are recomputed).
     """
 
     def __init__(self, field, pool: RayPool, train: torch.Tensor, *, subsets: int, seed: int,
-                 photons_per_atom: float, step_mm: float, chunk_pixels: int = 32768) -> None:
+                 photons_per_atom: float, step_mm: float, backend: str = "auto") -> None:
         self.field, self.pool = field, pool
         gen = torch.Generator().manual_seed(int(seed) * 104729 + 3)
         order = torch.randperm(len(train), generator=gen).to(train.device)
         n = max(1, min(int(subsets), len(train)))
         self.subsets = [part.sort().values for part in train[order].tensor_split(n)]
-        self.photons_per_atom, self.step_mm, self.chunk_pixels = photons_per_atom, step_mm, chunk_pixels
+        self.projector = Projector(pool, *field.box_mm, field.shape, photons_per_atom=photons_per_atom,
+                                   step_mm=step_mm, backend=backend)
         self._sensitivity: dict[int, torch.Tensor] = {}
         weights = view_weights(pool).to(pool.summed_electrons.device, field.grid.dtype)
         self.weights = weights[pool.view_of_pixel]
 
     def _backproject(self, pixels: torch.Tensor, need_sensitivity: bool, fit_gain: bool
                      ) -> tuple[torch.Tensor, torch.Tensor | None, float, float, int]:
-        """A^T (w r), A^T (w K) over ``pixels`` at the subset's best gain; also gain, deviance, segments.
-
-        The chunks' render graphs are kept until the gain is known (one chunk for subsets of up
-        to ``chunk_pixels`` pixels).
-        """
-        grid = self.field.grid
-        pool = self.pool
-        parts = []
-        segments = 0
-        with torch.enable_grad():
-            for part in pixels.split(self.chunk_pixels):
-                batch = pool.gather(part)
-                segments += len(batch)
-                pred = render_pixels(self.field, batch, len(part), photons_per_atom=self.photons_per_atom,
-                                     step_mm=self.step_mm, jitter=False)
-                parts.append((part, pred))
-        shifted, k, var = _shifted_counts(pool, pixels, grid.dtype)
-        lam = torch.cat([pred.detach() for _, pred in parts]).clamp_min(0.0)
+        """A^T (w r), A^T (w K) over ``pixels`` at the subset's best gain; also gain, deviance, segments."""
+        pool, op = self.pool, self.projector
+        lam = op.forward(voxel_values(self.field), pixels).clamp_min(0.0)
+        shifted, k, var = _shifted_counts(pool, pixels, lam.dtype)
         gain = best_gain(lam, shifted, k, var) if fit_gain else 1.0
         dev = float(data_loss(gain * lam, pool.summed_electrons[pixels], k, pool.read_noise_e))
         w = self.weights[pixels]
-        ratio = w * shifted / (gain * lam + var)
-        back = torch.zeros_like(grid)
-        sens = torch.zeros_like(grid) if need_sensitivity else None
-        start = 0
-        for part, pred in parts:
-            here = slice(start, start + len(part))
-            start += len(part)
-            if pred.requires_grad:  # else no ray of these pixels crosses the box
-                (g,) = torch.autograd.grad(pred, grid, ratio[here], retain_graph=need_sensitivity)
-                back += g
-                if need_sensitivity:
-                    (g,) = torch.autograd.grad(pred, grid, (w * k)[here])
-                    sens += g
-        return back, sens, gain, dev, segments
+        back = op.adjoint(w * shifted / (gain * lam + var), pixels)
+        sens = op.adjoint(w * k, pixels) if need_sensitivity else None
+        return back, sens, gain, dev, op.segments(pixels)
 
     @torch.no_grad()
     def update(self, step: int) -> tuple[float, int]:
@@ -374,7 +350,7 @@ class OSEM:
         first = s not in self._sensitivity
         back, sens, gain, dev, segments = self._backproject(self.subsets[s], first,
                                                             fit_gain=step >= len(self.subsets))
-        grid = self.field.grid
+        grid = self.field.grid[0, 0]
         if first:
             self._sensitivity[s] = sens
             if len(self._sensitivity) == len(self.subsets):  # voxels no pixel sees: no evidence, 0

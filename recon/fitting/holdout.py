@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+from recon.fitting.projector import predict_pixels
 from recon.fitting.raypool import RayPool
 from recon.model.loss import data_loss
-from recon.model.render import render_pixels
 
 __all__ = ["StopRule", "heldout_deviance", "split_held_out"]
 
@@ -59,20 +59,17 @@ def split_held_out(pool: RayPool, usable: torch.Tensor, fraction: float, seed: i
 
 @torch.no_grad()
 def heldout_deviance(field, pool: RayPool, held: torch.Tensor, *, photons_per_atom: float, step_mm: float,
-                     model: str = "emission", attenuation: float = 1.0, chunk_pixels: int = 16384) -> float:
+                     model: str = "emission", attenuation: float = 1.0) -> float:
     """Shifted-Poisson deviance per pixel and frame of the ``held`` pixels (stratum midpoints).
 
     Deterministic (no jitter), so that successive checks differ only by the field.
     """
-    total = frames = 0.0
-    for part in held.split(chunk_pixels):
-        pred = render_pixels(field, pool.gather(part), len(part), photons_per_atom=photons_per_atom,
-                             step_mm=step_mm, model=model, attenuation=attenuation, jitter=False)
-        k = pool.n_frames[part]
-        dev = data_loss(pred, pool.summed_electrons[part], k, pool.read_noise_e)
-        total += float(dev) * float(k.sum())
-        frames += float(k.sum())
-    return total / max(frames, 1e-30)
+    pred = predict_pixels(field, pool, held, photons_per_atom=photons_per_atom, step_mm=step_mm, model=model,
+                          attenuation=attenuation)
+    k = pool.n_frames[held]
+    if not float(k.sum()) > 0:
+        return 0.0
+    return float(data_loss(pred, pool.summed_electrons[held], k, pool.read_noise_e))
 
 
 @dataclass

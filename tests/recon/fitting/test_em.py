@@ -109,7 +109,7 @@ def test_one_update_is_the_em_formula_with_an_explicit_matrix(micro, step, views
         assert 0.1 < float(w.min()) < 0.9 and float(w.max()) == 1.0
     back, sens = a.T @ (w * shifted / (g * lam + var)), a.T @ (w * k)
     expected = torch.where(a.T @ k > 0, g * x * back / sens, g * x)
-    em = OSEM(field, pool, pixels, subsets=1, seed=0, photons_per_atom=200.0, step_mm=STEP, chunk_pixels=5)
+    em = OSEM(field, pool, pixels, subsets=1, seed=0, photons_per_atom=200.0, step_mm=STEP)
     if step:  # as after the first pass, without running it
         em._sensitivity[0] = em._backproject(pixels, True, fit_gain=False)[1]
     em.update(step)
@@ -231,8 +231,8 @@ def test_the_data_gain_is_exact_on_a_field_s_own_prediction_and_inverts_a_scale(
     assert gain == pytest.approx(1.0, abs=1e-6)
     with torch.no_grad():
         field.grid.mul_(0.4)
-    assert data_gain(field, exact, pixels, photons_per_atom=200.0, step_mm=STEP,
-                     chunk_pixels=7) == pytest.approx(2.5, rel=1e-5)
+    gain = data_gain(field, exact, pixels, photons_per_atom=200.0, step_mm=STEP)
+    assert gain == pytest.approx(2.5, rel=1e-5)
 
 
 def test_view_weights_are_signal_fractions_and_a_view_without_signal_keeps_one_percent(micro):

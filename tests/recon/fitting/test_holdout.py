@@ -39,7 +39,7 @@ def test_the_held_out_deviance_is_the_data_loss_of_those_pixels():
     def field(points):
         return 3.0 + points[..., 0]
 
-    got = heldout_deviance(field, pool, held, photons_per_atom=4 * math.pi, step_mm=0.1, chunk_pixels=3)
+    got = heldout_deviance(field, pool, held, photons_per_atom=4 * math.pi, step_mm=0.1)
     pred = render_pixels(field, pool.gather(held), len(held), photons_per_atom=4 * math.pi, step_mm=0.1,
                          jitter=False)
     expected = float(data_loss(pred, pool.summed_electrons[held], pool.n_frames[held], pool.read_noise_e))

@@ -1,0 +1,95 @@
+"""One full pass of EM's operator over run042: forward (A x) and adjoint (Aᵀ y) over every pixel.
+
+Side by side in one process, one thread: the projector's compiled kernels (numba) and the torch
+path the fit used before (``render_pixels`` of a linear VoxelField and autograd for the adjoint,
+as ``OSEM`` did at c755b32), the latter timed on every ``--torch-stride``-th pixel and scaled to
+all pixels (its cost is linear in the pixels). Also checks that both give the same A x on the
+pixels they share.
+
+    python bench/projector_pass.py [--torch-stride 8] [--out bench/results/projector_pass.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from benchlib import load_case, machine_info, save_json
+
+from recon.fitting.config import FitConfig, field_factory
+from recon.fitting.projector import Projector
+from recon.model.render import render_pixels
+
+
+def _torch_pass(field, pool, pixels, y, photons_per_atom, step_mm, chunk=32768):
+    """A x and Aᵀ y as OSEM computed them before the projector: a render graph and autograd."""
+    lam, back = [], torch.zeros_like(field.grid)
+    for part, values in zip(pixels.split(chunk), y.split(chunk), strict=True):
+        pred = render_pixels(field, pool.gather(part), len(part), photons_per_atom=photons_per_atom,
+                             step_mm=step_mm, jitter=False)
+        lam.append(pred.detach())
+        back += torch.autograd.grad(pred, field.grid, values)[0]
+    return torch.cat(lam), back
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--torch-stride", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="bench/results/projector_pass.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cfg = FitConfig()
+    case = load_case()
+    pool, data = case.pool, case.data
+    box = data.system.volume
+    y_photons = data.photons_per_atom
+    field = field_factory(cfg, box.min_mm.tolist(), box.max_mm.tolist(), 1.0, "cpu")  # recon fit's EM grid
+    with torch.no_grad():  # a cloud-like positive grid
+        field.grid.uniform_(0.0, 2.0, generator=torch.Generator().manual_seed(0))
+    x = field.grid.detach()[0, 0]
+    op = Projector(pool, box.min_mm.tolist(), box.max_mm.tolist(), x.shape, photons_per_atom=y_photons,
+                   step_mm=cfg.step_mm, backend="numba")
+    pixels = torch.arange(pool.n_pixels)
+    y = torch.rand(pool.n_pixels, generator=torch.Generator().manual_seed(1))
+    op.forward(x, pixels[:100])  # compile (or load) the kernels before timing
+    op.adjoint(y[:100], pixels[:100])
+    fwd, adj = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        lam = op.forward(x, pixels)
+        t1 = time.perf_counter()
+        op.adjoint(y, pixels)
+        t2 = time.perf_counter()
+        fwd.append(t1 - t0)
+        adj.append(t2 - t1)
+    some = pixels[:: args.torch_stride]
+    t0 = time.perf_counter()
+    lam_torch, _ = _torch_pass(field, pool, some, y[some], y_photons, cfg.step_mm)
+    torch_s = (time.perf_counter() - t0) * len(pixels) / len(some)
+    agree = float((lam[some] - lam_torch).abs().max() / lam_torch.abs().max())
+    numba_s = min(fwd) + min(adj)
+    report = {
+        "pixels": pool.n_pixels,
+        "segments": len(pool.rays),
+        "grid": list(x.shape),
+        "step_mm": cfg.step_mm,
+        "numba_forward_s": min(fwd),
+        "numba_adjoint_s": min(adj),
+        "numba_pass_s": numba_s,
+        "torch_pass_s_scaled": torch_s,
+        "torch_pixels_timed": len(some),
+        "speedup": torch_s / numba_s,
+        "max_rel_difference_of_forward": agree,
+        "machine": machine_info(torch.device("cpu")),
+    }
+    print(f"pass over {pool.n_pixels} pixels, {len(pool.rays)} segments: numba forward {min(fwd):.2f} s + "
+          f"adjoint "
+          f"{min(adj):.2f} s = {numba_s:.2f} s; torch (render + autograd) {torch_s:.1f} s (from {len(some)} "
+          f"pixels); speed-up {torch_s / numba_s:.1f}×; forward agrees to {agree:.1e}")
+    save_json(args.out, report)
+
+
+if __name__ == "__main__":
+    main()

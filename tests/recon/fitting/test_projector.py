@@ -1,0 +1,154 @@
+"""The projector: the numba kernels against the torch specification, the adjoint identity, autograd."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from recon.errors import ShapeError
+from recon.fitting.data import load_fit_data
+from recon.fitting.projector import Projector, grid_density, predict_pixels, project, voxel_values
+from recon.fitting.raypool import build_ray_pool
+from recon.model.fields.voxel import VoxelField
+from recon.model.render import render_pixels
+from tests.micro import make_micro_case
+
+STEP = 0.05
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    case = make_micro_case(tmp_path_factory.mktemp("projector"))
+    data, _, _ = load_fit_data(case["run"])
+    pool = build_ray_pool(data, samples=2, seed=0)
+    box = data.system.volume
+    pool64 = dataclasses.replace(pool, rays=pool.rays.to(dtype=torch.float64))
+    return {"data": data, "pool": pool, "pool64": pool64, "lo": box.min_mm.tolist(),
+            "hi": box.max_mm.tolist()}
+
+
+def _projector(micro, backend, shape=(7, 6, 5), step=STEP, pool="pool"):
+    return Projector(micro[pool], micro["lo"], micro["hi"], shape, photons_per_atom=200.0, step_mm=step,
+                     backend=backend)
+
+
+def _grid(shape, seed):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("shape", [(7, 6, 5), (1, 4, 9), (12, 12, 12)])
+def test_numba_forward_matches_the_torch_specification(micro, shape):
+    """In float64 the two agree to rounding; on the float32 pool the fits use, numba stays within 1e-5.
+
+    (torch's own float32 positions, far from the segments' origins, are off by up to 5e-5 here.)
+    """
+    pixels = torch.arange(micro["pool"].n_pixels)
+    x = _grid(shape, 1)
+    spec = _projector(micro, "torch", shape, pool="pool64").forward(x, pixels)
+    assert spec.abs().max() > 0
+    fast64 = _projector(micro, "numba", shape, pool="pool64").forward(x, pixels)
+    assert torch.allclose(fast64, spec, rtol=1e-9, atol=1e-9 * float(spec.abs().max()))
+    fast32 = _projector(micro, "numba", shape).forward(x.float(), pixels).double()
+    assert torch.allclose(fast32, spec, rtol=1e-5, atol=1e-6 * float(spec.abs().max()))
+
+
+def test_forward_is_the_voxel_fields_render(micro):
+    """A VoxelField with the linear activation renders what the projector gives for its voxel values."""
+    field = VoxelField(micro["lo"], micro["hi"], resolution=(5, 6, 7), activation="linear", init_density=3.0)
+    field = field.double()
+    with torch.no_grad():
+        field.grid.copy_(_grid((7, 6, 5), 2)[None, None])
+        field.log_gain.fill_(0.5)
+    pixels = torch.arange(0, micro["pool"].n_pixels, 3)
+    reference = render_pixels(field, micro["pool64"].gather(pixels), len(pixels), photons_per_atom=200.0,
+                              step_mm=STEP, jitter=False).detach()
+    values = voxel_values(field)
+    assert torch.allclose(values, 3.0 * math.exp(0.5) * field.grid.detach()[0, 0])
+    fast = _projector(micro, "numba", pool="pool64").forward(values, pixels)
+    assert torch.allclose(fast, reference, rtol=1e-9, atol=1e-9 * float(reference.abs().max()))
+    predicted = predict_pixels(field, micro["pool64"], pixels, photons_per_atom=200.0, step_mm=STEP)
+    assert torch.allclose(predicted, reference, rtol=1e-9, atol=1e-9 * float(reference.abs().max()))
+    assert voxel_values(VoxelField(micro["lo"], micro["hi"], resolution=4)) is None  # softplus: not linear
+
+
+@pytest.mark.parametrize("backend,tolerance", [("numba", 1e-12), ("torch", 1e-6)])
+def test_adjoint_identity(micro, backend, tolerance):
+    """⟨A x, y⟩ = ⟨x, Aᵀ y⟩ on random x and y, for a random subset of pixels (repeats included).
+
+    Relative to Σ |(A x)_i y_i|. The torch renderer sums each segment's samples in float32 (its
+    autograd adjoint does not round), hence its looser tolerance.
+    """
+    gen = torch.Generator().manual_seed(3)
+    op = _projector(micro, backend)
+    pixels = torch.randint(micro["pool"].n_pixels, (300,), generator=gen)
+    x = _grid(op.shape, 4)
+    y = torch.randn(300, generator=gen, dtype=torch.float64)
+    terms = op.forward(x, pixels) * y
+    lhs, scale = float(terms.sum()), float(terms.abs().sum())
+    rhs = float((x * op.adjoint(y, pixels)).sum())
+    assert scale > 0
+    assert abs(lhs - rhs) <= tolerance * scale
+
+
+def test_numba_adjoint_matches_the_torch_specification(micro):
+    pixels = torch.arange(micro["pool"].n_pixels)
+    y = torch.rand(len(pixels), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    spec = _projector(micro, "torch", pool="pool64").adjoint(y, pixels)
+    fast = _projector(micro, "numba", pool="pool64").adjoint(y, pixels)
+    assert torch.allclose(fast, spec, rtol=1e-9, atol=1e-9 * float(spec.abs().max()))
+    fast32 = _projector(micro, "numba").adjoint(y, pixels)
+    assert torch.allclose(fast32, spec, rtol=1e-5, atol=1e-6 * float(spec.abs().max()))
+
+
+def test_adjoint_does_not_depend_on_threads(micro):
+    pixels = torch.arange(micro["pool"].n_pixels)
+    y = torch.rand(len(pixels), generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    op = _projector(micro, "numba")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = op.adjoint(y, pixels)
+        torch.set_num_threads(2)
+        two = op.adjoint(y, pixels)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(one, two, rtol=1e-12, atol=0)
+
+
+def test_uniform_density_gives_the_weighted_chord_lengths(micro):
+    """A uniform density c: every pixel gets Y/4π · c · Σ w · (t_far − t_near) (analytic)."""
+    pool = micro["pool"]
+    rays = pool.rays
+    pixels = torch.arange(pool.n_pixels)
+    expected = torch.zeros(pool.n_pixels, dtype=torch.float64).index_add_(
+        0, rays.pixel // pool.samples, (rays.weights * (rays.t_far - rays.t_near)).double()) * 2.5 * 200 / (
+            4 * torch.pi)
+    got = _projector(micro, "numba").forward(torch.full((7, 6, 5), 2.5, dtype=torch.float64), pixels)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6 * float(expected.max()))
+
+
+def test_project_is_differentiable_with_the_adjoint_as_its_gradient(micro):
+    op = _projector(micro, "numba")
+    pixels = torch.arange(0, micro["pool"].n_pixels, 2)
+    x = _grid(op.shape, 7).requires_grad_(True)
+    y = torch.randn(len(pixels), generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    (project(op, x, pixels) * y).sum().backward()
+    assert torch.allclose(x.grad, op.adjoint(y, pixels))
+    spec = _grid(op.shape, 7).requires_grad_(True)
+    density = grid_density(spec, micro["lo"], micro["hi"])
+    render = render_pixels(density, micro["pool64"].gather(pixels), len(pixels), photons_per_atom=200.0,
+                           step_mm=STEP, jitter=False)
+    (render * y).sum().backward()
+    assert torch.allclose(x.grad, spec.grad, rtol=1e-5, atol=1e-6 * float(spec.grad.abs().max()))
+
+
+def test_bad_shapes_and_backends_are_refused(micro):
+    op = _projector(micro, "numba")
+    with pytest.raises(ShapeError, match=r"\(7, 6, 5\)"):
+        op.forward(torch.zeros(5, 6, 7), torch.arange(3))
+    with pytest.raises(ShapeError, match="shape of pixels"):
+        op.adjoint(torch.zeros(4), torch.arange(3))
+    with pytest.raises(ValueError, match="backend"):
+        _projector(micro, "cuda-magic")
+    assert len(op.forward(torch.zeros(7, 6, 5), torch.zeros(0, dtype=torch.long))) == 0
