@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -305,6 +306,9 @@ def fit(
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the summary.")] = False,
     refine: Annotated[str | None, typer.Option(
         "--refine", help="Self-calibrate: refine mirrors[,pose,focus] jointly with the density.")] = None,
+    pool_cache: Annotated[str | None, typer.Option(
+        "--pool-cache", help="Directory of traced ray pools reused by later shots through the same "
+        "instrument, or 'off' (default: $RECON_POOL_CACHE, else ~/.cache/recon/pools).")] = None,
 ) -> None:
     """Fit a density field to a run and write density.tif, renders, metrics and a report.
 
@@ -317,13 +321,23 @@ def fit(
     outcome = run_fit(views, out=out, config=config, split_halves=split_halves, split=split, resume=resume,
                       overwrite=overwrite, make_progress=lambda cfg: Progress("fit", log_every=cfg.log_every,
                                                                              quiet=quiet),
-                      field=field, backend=backend, device=device, steps=steps, seed=seed, refine=refine)
+                      field=field, backend=backend, device=device, steps=steps, seed=seed, refine=refine,
+                      pool_cache=_pool_cache_dir(pool_cache))
     metrics, out, cfg = outcome.metrics, outcome.out, outcome.config
     for line in summary_lines(metrics):
         typer.echo(line)
     typer.echo(f"wrote {out}/ (density.tif, metrics.json, report.html, renders/)")
     if cfg.refine:
         typer.echo(f"refined system: {out}/refined_system.toml (changes in {out}/refinement.json)")
+
+
+def _pool_cache_dir(option: str | None) -> Path | None:
+    """The ray-pool cache: the option, else $RECON_POOL_CACHE, else the user's cache; None for 'off'."""
+    choice = option if option is not None else os.environ.get("RECON_POOL_CACHE")
+    if choice is not None:
+        return None if choice.strip().lower() == "off" else Path(choice).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "recon" / "pools"
 
 
 @app.command()

@@ -13,10 +13,10 @@ from recon.model.hashgrid_tcnn import available_backends
 __all__ = ["DEPENDENCIES", "RECORDED", "doctor_lines", "versions"]
 
 #: The packages ``recon doctor`` lists.
-DEPENDENCIES = ("torch", "numpy", "scipy", "tifffile", "typer", "rich", "matplotlib", "pyvista", "vtk",
-                "tinycudann")
+DEPENDENCIES = ("torch", "numba", "numpy", "scipy", "tifffile", "typer", "rich", "matplotlib", "pyvista",
+                "vtk", "tinycudann")
 #: The packages whose versions every output records.
-RECORDED = ("torch", "numpy", "tifffile", "pyvista", "tinycudann")
+RECORDED = ("torch", "numba", "numpy", "tifffile", "pyvista", "tinycudann")
 
 
 def versions(packages: tuple[str, ...] = RECORDED) -> dict:

@@ -26,6 +26,12 @@ slow = pytest.mark.slow
 TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-10, 1e-12)}
 
 
+@pytest.fixture(autouse=True)
+def _own_pool_cache(tmp_path, monkeypatch):
+    """Every test's `recon fit` uses a pool cache of its own, never the user's."""
+    monkeypatch.setenv("RECON_POOL_CACHE", str(tmp_path / "pool-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_system_file(tmp_path_factory):
     """A one-camera, one-mirror instrument with a small box: fast to simulate and fit."""

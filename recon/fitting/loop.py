@@ -15,6 +15,7 @@ and halves an Adam batch that runs out of memory (:mod:`recon.fitting.memory`).
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -132,6 +133,7 @@ def run_fit(
     resume: bool = False,
     progress=None,
     on_check: Callable | None = None,
+    pool_cache: str | os.PathLike | None = None,
 ) -> dict:
     """Fit, checkpoint, and return the final state; writing outputs is :mod:`recon.jobs.fit`'s job.
 
@@ -145,6 +147,7 @@ def run_fit(
             ``log(text)`` and ``stop()`` methods.
         on_check: called as ``on_check(step, field, deviance)`` after every held-out check
             (benchmarks use it to follow the fit against a known truth).
+        pool_cache: directory of the ray-pool cache (:mod:`recon.fitting.poolcache`); None traces.
 
     Returns:
         Dict with the field, the pool, the state and the device.
@@ -163,7 +166,8 @@ def run_fit(
     t0 = time.perf_counter()
     check_views_reach_the_box(data)
     pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed,
-                          rays_per_sample=rays_per_sample(data, cfg.defocused_rays), progress=log)
+                          rays_per_sample=rays_per_sample(data, cfg.defocused_rays), cache_dir=pool_cache,
+                          progress=log)
     usable = (pool.n_frames > 0).nonzero(as_tuple=True)[0]
     if len(usable) == 0:
         raise FitError(

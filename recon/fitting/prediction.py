@@ -7,11 +7,12 @@ import math
 import torch
 
 from recon.fitting.data import FitData
+from recon.fitting.projector import predict_pixels, voxel_values
 from recon.fitting.raypool import RayPool
 from recon.io.volume import Volume, interpolate
 from recon.model.forward import render_batches
 
-__all__ = ["predict_views", "residual_stats"]
+__all__ = ["predict_fit", "predict_views", "residual_stats"]
 
 
 @torch.no_grad()
@@ -33,6 +34,25 @@ def predict_views(
     return render_batches(lambda p: interpolate(volume, p), batches, n, photons_per_atom=photons_per_atom,
                           step_mm=step_mm, model=model, attenuation=attenuation,
                           generator=torch.Generator().manual_seed(1234))
+
+
+@torch.no_grad()
+def predict_fit(fields, volume: Volume, pool: RayPool, photons_per_atom: float, *, model: str = "emission",
+                attenuation: float = 1.0, step_mm: float = 0.02) -> torch.Tensor:
+    """Expected photoelectrons of every pooled pixel from a fit (the mean of its ``fields``; float32, CPU).
+
+    Where every field is a linear voxel grid in the emission model (EM), through the operator the
+    fit inverted: the projector at the stratum midpoints
+    (:func:`recon.fitting.projector.predict_pixels`).
+    Otherwise by rendering the fit's density ``volume`` with jittered samples (:func:`predict_views`).
+    """
+    if model == "emission" and all(voxel_values(f) is not None for f in fields):
+        pixels = torch.arange(pool.n_pixels)
+        parts = [predict_pixels(f, pool, pixels, photons_per_atom=photons_per_atom, step_mm=step_mm).cpu()
+                 for f in fields]
+        return (sum(parts) / len(parts)).float()
+    return predict_views(volume, pool, photons_per_atom, model=model, attenuation=attenuation,
+                         step_mm=step_mm)
 
 
 def residual_stats(data: FitData, pool: RayPool, predicted: torch.Tensor) -> list[dict]:

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from recon.errors import BackendUnavailableError, ShapeError
+from recon.fitting.projector_kernels import adjoint_kernel, forward_kernel
 from recon.fitting.raypool import RayPool
 from recon.model.render import render_pixels
 
@@ -56,14 +58,6 @@ def grid_density(grid: torch.Tensor, box_min_mm, box_max_mm):
     return density
 
 
-def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class Projector:
     """A (and Aᵀ) over the pooled segments of a :class:`~recon.fitting.raypool.RayPool`.
 
@@ -74,12 +68,11 @@ class Projector:
         shape_zyx: the grid's shape (Z, Y, X).
         photons_per_atom: Y (λ carries ``Y / 4π``).
         step_mm: the largest stratum length along a segment, mm.
-        backend: ``numba``, ``torch``, or ``auto`` (numba for a CPU pool when numba imports,
-            else torch).
+        backend: ``numba``, ``torch``, or ``auto`` (numba for a CPU pool, torch for CUDA).
         chunk_pixels: pixels per call of the torch backend (bounds its memory).
 
     Raises:
-        BackendUnavailableError: ``numba`` asked for but not installed, or for a CUDA pool.
+        BackendUnavailableError: ``numba`` asked for a CUDA pool.
     """
 
     def __init__(self, pool: RayPool, box_min_mm, box_max_mm, shape_zyx, *, photons_per_atom: float,
@@ -88,11 +81,10 @@ class Projector:
             raise ValueError(f"Projector: backend must be one of {PROJECTOR_BACKENDS}, got {backend!r}")
         on_cpu = pool.rays.weights.device.type == "cpu"
         if backend == "auto":
-            backend = "numba" if on_cpu and _numba_available() else "torch"
-        if backend == "numba" and not (on_cpu and _numba_available()):
-            raise BackendUnavailableError(
-                "Projector: the numba backend needs numba installed (pip install numba) and a pool on the "
-                "CPU; pass backend='torch'")
+            backend = "numba" if on_cpu else "torch"
+        if backend == "numba" and not on_cpu:
+            raise BackendUnavailableError("Projector: the numba backend runs on the CPU, and this pool is on "
+                                          f"{pool.rays.weights.device}; pass backend='torch' (or 'auto')")
         self.pool, self.backend, self.chunk_pixels = pool, backend, chunk_pixels
         self.shape = tuple(int(n) for n in shape_zyx)
         if len(self.shape) != 3 or min(self.shape) < 1:
@@ -129,8 +121,6 @@ class Projector:
 
     @staticmethod
     def _threads() -> int:
-        import numba
-
         threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         numba.set_num_threads(threads)
         return threads
@@ -153,8 +143,6 @@ class Projector:
                                             photons_per_atom=4 * math.pi * self.emission,
                                             step_mm=self.step_mm, jitter=False)
                               for part in pixels.split(self.chunk_pixels)]) if len(pixels) else x.new_zeros(0)
-        from recon.fitting.projector_kernels import forward_kernel
-
         first, last = self._segments(pixels)
         out = np.zeros(len(first), dtype=np.float64)
         self._threads()
@@ -181,8 +169,6 @@ class Projector:
                     if pred.requires_grad:  # else no segment of these pixels crosses the box
                         out += torch.autograd.grad(pred, x, values)[0]
             return out
-        from recon.fitting.projector_kernels import adjoint_kernel
-
         first, last = self._segments(pixels)
         partial = np.zeros((self._threads(), *self.shape), dtype=np.float64)
         adjoint_kernel(y.detach().cpu().numpy().astype(np.float64), self._lo, self._extent, *self._rays,

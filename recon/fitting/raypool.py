@@ -7,14 +7,17 @@ fit step gathers the segments of a batch of pixels from it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from optics.design import view_regions
 from recon.errors import ConfigError
 from recon.fitting.data import FitData
+from recon.fitting.poolcache import PoolCacheError, load_pool_segments, pool_key, save_pool_segments
 from recon.model.forward import sees_the_box, trace_in_chunks
 from recon.model.render import RayBatch, compact_rays
 
@@ -115,6 +118,7 @@ def build_ray_pool(
     seed: int,
     rays_per_sample: Sequence[int] | None = None,
     chunk_pixels: int = 65536,
+    cache_dir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> RayPool:
     """Trace every pixel of every view once (static optics) and sort the segments by pixel.
@@ -124,21 +128,58 @@ def build_ray_pool(
     sample s // m: the pooled samples of a pixel still sum to its prediction, and one of them
     scaled by S (a random-sample step) is still unbiased, while a wide defocus cone is sampled m
     times more densely.
+
+    With ``cache_dir`` the segments are read from the pool cache when this instrument, these
+    views and settings were traced before (:mod:`recon.fitting.poolcache`), and written there
+    after tracing otherwise; a cache that cannot be read or written is said and ignored.
     """
-    gen = torch.Generator().manual_seed(seed)
-    system = data.system
-    parts: list[RayBatch] = []
     sums, frames, view_ids = [], [], []
-    base = 0
     for vi, view in enumerate(data.views):
-        uv = view.pixel_coords()
         electrons = view.electrons.reshape(view.electrons.shape[0], -1)
         mask = view.mask.reshape(view.mask.shape[0], -1)
         sums.append((electrons * mask).sum(0))
         frames.append(mask.sum(0))
-        view_ids.append(torch.full((len(uv),), vi, dtype=torch.long))
+        view_ids.append(torch.full((electrons.shape[1],), vi, dtype=torch.long))
+    n_pixels = sum(len(v) for v in view_ids)
+    say = progress or (lambda text: None)
+    segments = None
+    if cache_dir is not None:
+        key = pool_key(data, samples=samples, seed=seed, rays_per_sample=rays_per_sample,
+                       chunk_pixels=chunk_pixels)
+        where = Path(cache_dir) / f"pool-{key}.npz"
+        try:
+            segments = load_pool_segments(where, key, keys=n_pixels * samples, dtype=data.system.dtype,
+                                          n_paths=data.system.n_paths)
+            say(f"pool: read from the cache {where}")
+        except PoolCacheError as err:
+            if where.exists():
+                say(f"pool cache: {err}; tracing anew")
+    if segments is None:
+        segments = _trace_segments(data, samples, seed, rays_per_sample, chunk_pixels, say)
+        if cache_dir is not None:
+            try:
+                save_pool_segments(where, key, *segments)
+                say(f"pool: saved to the cache {where}")
+            except OSError as err:
+                say(f"pool cache: cannot write {where} ({err.strerror or err}); going on without it")
+    rays, offsets = segments
+    read_noise = data.read_noise_e
+    if read_noise is None:
+        read_noise = data.system.cameras[0].sensor.read_noise_e
+    return RayPool(rays, offsets, torch.cat(sums), torch.cat(frames), torch.cat(view_ids), float(read_noise),
+                   samples)
+
+
+def _trace_segments(data: FitData, samples: int, seed: int, rays_per_sample: Sequence[int] | None,
+                    chunk_pixels: int, say: Callable[[str], None]) -> tuple[RayBatch, torch.Tensor]:
+    """The pool's segments sorted by pixel sample and their offsets (:func:`build_ray_pool`)."""
+    gen = torch.Generator().manual_seed(seed)
+    parts: list[RayBatch] = []
+    base = 0
+    for vi, view in enumerate(data.views):
+        uv = view.pixel_coords()
         m = int(rays_per_sample[vi]) if rays_per_sample is not None else 1
-        for where, traced in trace_in_chunks(system, uv, camera=view.camera, samples=samples * m,
+        for where, traced in trace_in_chunks(data.system, uv, camera=view.camera, samples=samples * m,
                                              generator=gen, chunk_pixels=chunk_pixels):
             index = torch.arange(where.start, where.stop) + base
             rays = compact_rays(traced, index, per_sample=True)
@@ -148,23 +189,14 @@ def build_ray_pool(
                                 pixel * samples + sample // m, rays.path)
             parts.append(rays)
         base += len(uv)
-        if progress:
-            progress(f"traced view {view.name}: {len(uv)} pixels")
+        say(f"traced view {view.name}: {len(uv)} pixels")
     rays = RayBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in RayBatch.__dataclass_fields__))
     order = torch.argsort(rays.pixel, stable=True)
     rays = rays.select(order)
     counts = torch.bincount(rays.pixel, minlength=base * samples)
     offsets = torch.zeros(base * samples + 1, dtype=torch.long)
     offsets[1:] = torch.cumsum(counts, 0)
-    return RayPool(
-        rays,
-        offsets,
-        torch.cat(sums),
-        torch.cat(frames),
-        torch.cat(view_ids),
-        float(data.read_noise_e if data.read_noise_e is not None else system.cameras[0].sensor.read_noise_e),
-        samples,
-    )
+    return rays, offsets
 
 
 def check_views_reach_the_box(data: FitData) -> None:

@@ -40,7 +40,7 @@ from recon.fitting.outdir import (
     resume_dir,
     saved_fit_settings,
 )
-from recon.fitting.prediction import predict_views, residual_stats
+from recon.fitting.prediction import predict_fit, residual_stats
 from recon.fitting.raypool import RayPool
 from recon.io.run import Run, load_run
 from recon.io.volume import Volume, write_volume
@@ -71,6 +71,7 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     make_progress: Callable[[FitConfig], object] | None = None,
+    pool_cache: str | os.PathLike | None = None,
     **settings,
 ) -> FitOutcome:
     """Fit a run and write its output directory (``recon fit``).
@@ -85,6 +86,8 @@ def fit(
             written with, unless given again here.
         overwrite: replace an existing ``out``.
         make_progress: builds the progress display from the resolved settings (None: silent).
+        pool_cache: directory of the ray-pool cache (:mod:`recon.fitting.poolcache`); None traces
+            every pool.
         **settings: :class:`~recon.fitting.config.FitConfig` fields given explicitly (None
             values are ignored); they win over the TOML and the resumed fit's settings.
 
@@ -117,7 +120,7 @@ def fit(
             progress.log(f"warning: {line}")
     metrics = run_fit_job(data, cfg, out, run_name=run.name, overwrite=overwrite, resume=resume,
                           progress=progress, truth_path=truth, split_halves=split if split_halves else None,
-                          warnings=warnings)
+                          warnings=warnings, pool_cache=pool_cache)
     return FitOutcome(metrics, out, cfg)
 
 
@@ -199,6 +202,7 @@ def run_fit_job(
     truth_path: Path | None = None,
     split_halves: str | None = None,
     warnings: list[str] = (),
+    pool_cache: str | os.PathLike | None = None,
 ) -> dict:
     """Fit ``data`` and write the whole output directory; returns the metrics.
 
@@ -220,6 +224,7 @@ def run_fit_job(
             fit two independent halves (:func:`split_fit_data`), write ``half1.tif``,
             ``half2.tif`` and their average as ``density.tif``, and their FSC (``fsc-halves/``).
         warnings: remarks on the data (from ``recon inspect``'s checks) recorded in metrics.json.
+        pool_cache: directory of the ray-pool cache; None traces every pool.
 
     Raises:
         FitError: the fit failed or its result is worthless (nothing is written then).
@@ -231,7 +236,7 @@ def run_fit_job(
         try:
             return _fit_and_write(data, cfg, out, stop, run_name=run_name, overwrite=overwrite, resume=resume,
                                   progress=progress, truth_path=truth_path, split_halves=split_halves,
-                                  warnings=warnings)
+                                  warnings=warnings, pool_cache=pool_cache)
         except OutputError as err:  # a full disk: say what is kept and how to go on
             kept = resume_dir(out)
             if kept is None:
@@ -242,7 +247,7 @@ def run_fit_job(
 
 def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals, *, run_name: str,
                    overwrite: bool, resume: bool, progress, truth_path: Path | None, split_halves: str | None,
-                   warnings: list[str]) -> dict:
+                   warnings: list[str], pool_cache: str | os.PathLike | None) -> dict:
     """:func:`run_fit_job` holding the output lock; ``stop`` says what a signal leaves behind."""
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     if resume:
@@ -263,7 +268,8 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
             if progress and how is not None:
                 progress.log(f"half {i}/2 ({how} split)")
             results.append(run_fit(job_data, job_cfg, where, make_field=field_factory,
-                                   resume=resume and (where / "checkpoint.pt").is_file(), progress=progress))
+                                   resume=resume and (where / "checkpoint.pt").is_file(), progress=progress,
+                                   pool_cache=pool_cache))
     except BaseException:
         discard_unless_resumable(work, out)
         raise
@@ -289,7 +295,8 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         report = fsc_halves(*halves, work)
         extra["split_halves"] = {"split": how, "fsc": _fsc_metrics(report)}
     volume = save_density(work, sum(grids) / len(grids), origin, voxel, data.density_unit, meta)
-    predicted = predict_views(
+    predicted = predict_fit(
+        [r["field"] for r in results],
         volume,
         pool,
         data.photons_per_atom or 4 * math.pi,

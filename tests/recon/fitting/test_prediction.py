@@ -161,3 +161,28 @@ def test_pixels_without_usable_frames_are_left_out(pool):
     assert right_row["pixels"] == 0 and right_row["predicted_e"] == 0.0 and right_row["measured_e"] == 0.0
     assert all(math.isnan(right_row[k]) for k in ("residual_mean", "residual_rms", "flat_residual_rms"))
     assert math.isfinite(left_row["flat_residual_rms"])
+
+
+def test_a_fit_of_linear_voxels_is_predicted_through_its_own_operator(pool):
+    """EM fields: the mean of their projections at the stratum midpoints; other fields: their volume."""
+    from recon.fitting.prediction import predict_fit
+    from recon.fitting.projector import Projector
+    from recon.model.fields.voxel import VoxelField
+
+    box = SYSTEM.volume
+    lo, hi = box.min_mm.tolist(), box.max_mm.tolist()
+    fields = []
+    for seed in (1, 2):
+        field = VoxelField(lo, hi, resolution=6, activation="linear", init_density=1e5)
+        with torch.no_grad():
+            field.grid.uniform_(0.0, 2.0, generator=torch.Generator().manual_seed(seed))
+        fields.append(field)
+    op = Projector(pool, lo, hi, (6, 6, 6), photons_per_atom=Y, step_mm=0.05)
+    pixels = torch.arange(pool.n_pixels)
+    expected = sum(op.forward(1e5 * f.grid.detach()[0, 0], pixels) for f in fields) / 2
+    got = predict_fit(fields, _volume(_blob()), pool, Y, step_mm=0.05)
+    assert got.dtype == torch.float32 and (got > 0).all()
+    assert torch.allclose(got, expected.float(), rtol=1e-6)
+    softplus = VoxelField(lo, hi, resolution=6, init_density=1e5)
+    volume = _volume(_blob())
+    assert torch.equal(predict_fit([softplus], volume, pool, Y), predict_views(volume, pool, Y))

@@ -1,0 +1,154 @@
+"""A disk cache of traced ray pools: the next shot through the same instrument skips the tracing.
+
+The segments of a :class:`~recon.fitting.raypool.RayPool` depend only on the instrument, the
+views' regions, the pool's samples and seed, and the tracing code — not on the frames. They are
+saved as one uncompressed ``.npz`` of plain arrays, named by a key that hashes all of these
+(:func:`pool_key`): the system's full description, each view's camera and region, samples, seed,
+rays per sample, the pixel chunking, the source of every module the tracing runs, and the torch
+version. A changed instrument or code gets another key, so a stale file is never read.
+
+A file is never trusted: it is read without pickles (``allow_pickle=False``), and its key,
+format, array shapes and dtypes, a BLAKE2b checksum of every array's bytes, and the pool's
+invariants (offsets from 0 to the segment count, segments sorted by pixel sample and counted by
+the offsets, finite geometry) are checked (:func:`load_pool_segments`). One that fails says why
+and is traced anew and replaced. Files are written to a temporary name and renamed, so a reader
+never sees half a file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from optics.system import system_to_dict
+from recon.model.render import RayBatch
+
+__all__ = ["POOL_CACHE_FORMAT", "PoolCacheError", "load_pool_segments", "pool_key", "save_pool_segments",
+           "tracing_code_version"]
+
+POOL_CACHE_FORMAT = 1
+
+# Every module whose code decides the traced segments.
+_TRACING_CODE = ("optics", "recon/model/forward.py", "recon/model/render.py", "recon/fitting/raypool.py")
+_FLOATS = ("origins", "directions", "weights", "t_near", "t_far")
+_INTS = ("pixel", "path")
+
+
+class PoolCacheError(Exception):
+    """A cached pool that cannot be used (the message says why); the caller traces anew."""
+
+
+@functools.cache
+def tracing_code_version() -> str:
+    """A hash of the source of every module the tracing runs (:data:`_TRACING_CODE`)."""
+    root = Path(__file__).resolve().parents[2]
+    digest = hashlib.blake2b(digest_size=16)
+    for entry in _TRACING_CODE:
+        path = root / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(str(file.relative_to(root)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def pool_key(data, *, samples: int, seed: int, rays_per_sample: Sequence[int] | None,
+             chunk_pixels: int) -> str:
+    """The cache key of the pool :func:`~recon.fitting.raypool.build_ray_pool` traces for these arguments."""
+    description = {
+        "format": POOL_CACHE_FORMAT,
+        "code": tracing_code_version(),
+        "torch": torch.__version__,
+        "dtype": str(data.system.dtype),
+        "system": system_to_dict(data.system),
+        "views": [[int(v.camera), [int(c) for c in v.roi]] for v in data.views],
+        "samples": int(samples),
+        "seed": int(seed),
+        "rays_per_sample": None if rays_per_sample is None else [int(m) for m in rays_per_sample],
+        "chunk_pixels": int(chunk_pixels),
+    }
+    text = json.dumps(description, sort_keys=True, default=repr)
+    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        digest.update(memoryview(a).cast("B"))
+    return digest.hexdigest()
+
+
+def save_pool_segments(path: str | os.PathLike, key: str, rays: RayBatch, offsets: torch.Tensor) -> None:
+    """Write a pool's segments (``rays``, ``offsets``) under ``key``, atomically."""
+    path = Path(path)
+    arrays = {name: getattr(rays, name).detach().cpu().numpy() for name in _FLOATS + _INTS}
+    arrays["offsets"] = offsets.cpu().numpy()
+    meta = {"format": POOL_CACHE_FORMAT, "key": key, "segments": len(rays), "checksum": _checksum(arrays)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_pool_segments(path: str | os.PathLike, key: str, *, keys: int, dtype: torch.dtype,
+                       n_paths: int) -> tuple[RayBatch, torch.Tensor]:
+    """Read and check the segments saved under ``key``: ``(rays, offsets)``.
+
+    Args:
+        path: the cache file.
+        key: the key it must hold (:func:`pool_key`).
+        keys: the pool's pixel samples (``pixels · samples``); ``offsets`` has ``keys + 1`` entries.
+        dtype: the floating dtype of the segments (the system's).
+        n_paths: the instrument's light paths (direct + mirrors).
+
+    Raises:
+        PoolCacheError: missing, unreadable, written for another key, or failing a check.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PoolCacheError(f"no cached pool {path.name}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            arrays = {name: npz[name] for name in (*_FLOATS, *_INTS, "offsets")}
+    except Exception as err:  # a damaged or foreign file of any kind: trace anew
+        raise PoolCacheError(f"cannot read {path} ({type(err).__name__}: {err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != POOL_CACHE_FORMAT or meta.get("key") != key:
+        raise PoolCacheError(f"{path} holds another pool (format or key differ)")
+    segments = meta.get("segments")
+    real = np.dtype(str(dtype).removeprefix("torch."))
+    expect = {"origins": ((segments, 3), real), "directions": ((segments, 3), real),
+              **{name: ((segments,), real) for name in ("weights", "t_near", "t_far")},
+              "pixel": ((segments,), np.int64), "path": ((segments,), np.int64),
+              "offsets": ((keys + 1,), np.int64)}
+    for name, (shape, kind) in expect.items():
+        if arrays[name].shape != shape or arrays[name].dtype != kind:
+            raise PoolCacheError(f"{path}: {name} is {arrays[name].dtype}{list(arrays[name].shape)}, not "
+                                 f"{np.dtype(kind)}{list(shape)}")
+    if meta.get("checksum") != _checksum(arrays):
+        raise PoolCacheError(f"{path}: its arrays do not match their checksum (altered or damaged)")
+    pixel, offsets = arrays["pixel"], arrays["offsets"]
+    if offsets[0] != 0 or offsets[-1] != segments or (np.diff(offsets) < 0).any():
+        raise PoolCacheError(f"{path}: offsets do not run from 0 to the {segments} segments")
+    if segments and (pixel[0] < 0 or pixel[-1] >= keys or (np.diff(pixel) < 0).any()
+                     or not np.array_equal(np.bincount(pixel, minlength=keys), np.diff(offsets))):
+        raise PoolCacheError(f"{path}: segments are not sorted by pixel sample as the offsets count them")
+    if segments and ((arrays["path"] < 0).any() or (arrays["path"] >= n_paths).any()):
+        raise PoolCacheError(f"{path}: a segment's light path is not one of the instrument's {n_paths}")
+    if not all(np.isfinite(arrays[name]).all() for name in _FLOATS):
+        raise PoolCacheError(f"{path}: segments hold non-finite values")
+    rays = RayBatch(*(torch.from_numpy(arrays[name]) for name in _FLOATS + _INTS))
+    return rays, torch.from_numpy(offsets)
