@@ -182,12 +182,14 @@ def trace_object_rays(
     add_segment(origins, directions, weights, t_first, torch.ones_like(weights, dtype=torch.bool))
     for k, mirror in enumerate(system.mirrors):
         first_is_k = hits[..., k] & (k_first == k) & fronts[..., k]
-        o_k = origins + ts[..., k].unsqueeze(-1) * directions
-        d_k = reflect_directions(directions, mirror.normal)
-        # The next mirror along the reflected ray ends the segment; only the rays that reflect
-        # off mirror k are tested (the others are invalid for this path anyway).
-        t_end = torch.full_like(weights, math.inf)
+        # Only the rays that reflect off mirror k have a segment on its path: the hit point and
+        # the reflected direction are computed for them alone (the other slots hold 0, invalid).
         sel = first_is_k.nonzero(as_tuple=True)
+        o_k = torch.zeros_like(origins).index_put(
+            sel, origins[sel] + ts[..., k][sel].unsqueeze(-1) * directions[sel])
+        d_k = torch.zeros_like(directions).index_put(sel, reflect_directions(directions[sel], mirror.normal))
+        # The next mirror along the reflected ray ends the segment.
+        t_end = torch.full_like(weights, math.inf)
         if sel[0].numel():
             ts2, hits2, _ = _mirror_hits(system, o_k[sel], d_k[sel], skip=k)
             t_end = t_end.index_put(sel, _first(ts2, hits2)[0])
