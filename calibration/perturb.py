@@ -19,7 +19,8 @@ from optics.limits import check_seed
 from optics.rays import dot, normalize
 from optics.system import System
 
-__all__ = ["MirrorErrors", "in_plane_axes", "mirror_errors", "perturb_system", "tilt_normal"]
+__all__ = ["MAX_SHIFT_UM", "MAX_TILT_DEG", "MirrorErrors", "in_plane_axes", "mirror_errors", "perturb_system",
+           "tilt_normal"]
 
 
 def in_plane_axes(normal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +54,11 @@ def tilt_normal(normal: torch.Tensor, tilt_rad: torch.Tensor) -> torch.Tensor:
     return torch.where(angle > 1e-12, rotated, n + torch.cross(omega, n.expand_as(omega), dim=-1))
 
 
+#: The largest σ of a perturbation: beyond them the mirrors no longer make the instrument.
+MAX_TILT_DEG = 30.0
+MAX_SHIFT_UM = 1e5
+
+
 def perturb_system(system: System, *, tilt_deg: float, shift_um: float, seed: int) -> System:
     """A copy of ``system`` with every mirror randomly tilted and shifted.
 
@@ -74,6 +80,10 @@ def perturb_system(system: System, *, tilt_deg: float, shift_um: float, seed: in
         raise ConfigError(
             f"system perturb: --tilt-deg and --shift-um must be finite and ≥ 0, got {tilt_deg} and {shift_um}"
         )
+    if tilt_deg > MAX_TILT_DEG or shift_um > MAX_SHIFT_UM:
+        raise ConfigError(
+            f"system perturb: --tilt-deg {tilt_deg:g} and --shift-um {shift_um:g} must be at most "
+            f"{MAX_TILT_DEG:g}° and {MAX_SHIFT_UM:g} µm (an instrument, not a new one); pass smaller errors")
     if not system.mirrors:
         raise ConfigError(f"system perturb: system '{system.name}' has no mirrors to perturb")
     gen = torch.Generator().manual_seed(seed)

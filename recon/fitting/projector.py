@@ -95,7 +95,7 @@ class Projector:
         self.step_mm = float(step_mm)
         if backend == "numba":  # the kernels compute in the rays' dtype where torch does (float32 or 64)
             rays = pool.rays
-            real = rays.weights.detach().numpy().dtype.type
+            real = self._real = rays.weights.detach().numpy().dtype.type
             self._lo = np.asarray(self.box_min_mm, dtype=real)
             self._extent = np.asarray(self.box_max_mm, dtype=real) - self._lo
             self._step = real(self.step_mm)
@@ -170,10 +170,10 @@ class Projector:
                         out += torch.autograd.grad(pred, x, values)[0]
             return out
         first, last = self._segments(pixels)
-        partial = np.zeros((self._threads(), *self.shape), dtype=np.float64)
+        partial = np.zeros((self._threads(), *self.shape), dtype=self._real)
         adjoint_kernel(y.detach().cpu().numpy().astype(np.float64), self._lo, self._extent, *self._rays,
                        first, last, self._step, partial)
-        return torch.from_numpy(partial.sum(0) * self.emission).to(y.dtype)
+        return torch.from_numpy(partial.sum(0, dtype=np.float64) * self.emission).to(y.dtype)
 
 
 def voxel_values(field) -> torch.Tensor | None:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,8 @@ _TOP_KEYS = (
 
 
 _VIEW_KEYS = ("name", "camera", "roi", "frames", "dark")
+# A view's name becomes part of output file names (renders/view_<name>.png): no separators, no "..".
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 
 _TRUTH_KEYS = ("volume", "phantom")
@@ -157,10 +160,12 @@ def _positive(table: Mapping, key: str, source: str) -> float | None:
         raise _type_error(source, key, "a number", value)
     if isinstance(value, float) and not math.isfinite(value) or not value > 0:
         raise ConfigError(f"{source}: key '{key}' must be > 0, got {value!r}; fix run.toml")
-    return check_number(value, key, source, high=_HIGHEST[key])
+    return check_number(value, key, source, low=_LOWEST[key], high=_HIGHEST[key])
 
 
-#: The largest sane value of run.toml's numbers: photons scattered per atom in one exposure, seconds.
+#: The sane range of run.toml's numbers: photons scattered per atom in one exposure (an atom
+#: scattering fewer than 1e-3 photons leaves no image; 1e-30 would make every density 1e30×), seconds.
+_LOWEST = {"photons_per_atom": 1e-3, "exposure_s": 1e-9}
 _HIGHEST = {"photons_per_atom": 1e12, "exposure_s": 1e6}
 
 
@@ -310,6 +315,10 @@ class RunSpec:
         seen: set[str] = set()
         for i, v in enumerate(self.views):
             where = f"views[{i}]"
+            if not _SAFE_NAME.fullmatch(v.name):
+                raise ConfigError(
+                    f"{source}: view name {v.name!r} ({where}.name) cannot name an output file; use letters, "
+                    "digits, '.', '_', '+' and '-' (1–64 of them, starting with a letter or digit)")
             if v.name in seen:
                 raise ConfigError(
                     f"{source}: view name '{v.name}' appears twice ({where}.name); names must be unique"

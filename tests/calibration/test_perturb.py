@@ -58,6 +58,9 @@ def test_zero_perturbation_is_the_identity_and_bad_sigma_is_an_error():
         assert torch.allclose(a.normal, b.normal, atol=1e-15) and torch.equal(a.center_mm, b.center_mm)
     with pytest.raises(ConfigError, match="tilt-deg"):
         perturb_system(nominal, tilt_deg=-1.0, shift_um=0.0, seed=1)
+    for tilt, shift in ((0.5, 1e308), (0.5, 1.01e5), (31.0, 50.0)):
+        with pytest.raises(ConfigError, match="must be at most 30° and 100000 µm"):
+            perturb_system(nominal, tilt_deg=tilt, shift_um=shift, seed=1)
     from dataclasses import replace
 
     with pytest.raises(ConfigError, match="no mirrors"):

@@ -135,7 +135,38 @@ def test_a_checkpoint_for_another_field_shape_is_one_line(saved):
 
 def test_the_fingerprint_is_stable_and_says_what_it_counts():
     assert data_fingerprint(_data()) == data_fingerprint(_data())
-    assert data_fingerprint(_data(views=2, shots=3)) == "2 views, 60 px, 6 shots, 9.000000000e+03 e"
+    key = data_fingerprint(_data(views=2, shots=3))
+    assert key.startswith("2 views, 60 px, 6 shots, 9.000000000e+03 e, content ")
+    assert len(key.rsplit(" ", 1)[1]) == 16
+
+
+def _flipped(data):
+    """Each view's frames flipped left–right (the same pixels and total signal)."""
+    views = []
+    for v in data.views:
+        ramp = v.electrons + torch.arange(v.electrons.shape[-1], dtype=v.electrons.dtype)
+        views.append(dataclasses.replace(v, electrons=ramp))
+    ramped = dataclasses.replace(data, views=tuple(views))
+    flipped = tuple(dataclasses.replace(v, electrons=v.electrons.flip(-1)) for v in ramped.views)
+    return ramped, dataclasses.replace(ramped, views=flipped)
+
+
+def _moved_mirror_or_camera(data):
+    system = data.system
+    camera = system.cameras[0]
+    lens = dataclasses.replace(camera.lens, focal_length_mm=camera.lens.focal_length_mm + 0.2)
+    return dataclasses.replace(data, system=dataclasses.replace(system, cameras=(
+        dataclasses.replace(camera, lens=lens), *system.cameras[1:])))
+
+
+def test_the_fingerprint_covers_the_content_not_only_its_sums():
+    ramped, flipped = _flipped(_data())
+    assert data_fingerprint(ramped) != data_fingerprint(flipped)  # same pixels, shots and signal
+    assert data_fingerprint(_moved_mirror_or_camera(_data())) != data_fingerprint(_data())
+    assert data_fingerprint(dataclasses.replace(_data(), photons_per_atom=20.0)) != data_fingerprint(_data())
+    assert data_fingerprint(dataclasses.replace(_data(), read_noise_e=3.0)) != data_fingerprint(_data())
+    renamed = dataclasses.replace(_data(), views=(dataclasses.replace(_data().views[0], name="w"),))
+    assert data_fingerprint(renamed) != data_fingerprint(_data())
 
 
 @pytest.mark.parametrize("other", [

@@ -21,6 +21,13 @@ from tests.recon.io.runs import SENSOR, assert_raises, edit_run, make_spec
         (lambda s: s.update(photons_per_atom="many"), ConfigError, "key 'photons_per_atom' must be a number"),
         (lambda s: s.update(photons_per_atom=-3.0), ConfigError, "key 'photons_per_atom' must be > 0"),
         (lambda s: s.update(exposure_s=0), ConfigError, "key 'exposure_s' must be > 0"),
+        (lambda s: s.update(photons_per_atom=1e-30), ConfigError, "= 1e-30 is not a physical"),
+        (lambda s: s["views"][0].update(name="x/../../escape"), ConfigError, "cannot name an output file"),
+        (lambda s: s["views"][0].update(name=".."), ConfigError, "cannot name an output file"),
+        (lambda s: s["views"][0].update(name=".hidden"), ConfigError, "cannot name an output file"),
+        (lambda s: s["views"][0].update(name="a b"), ConfigError, "cannot name an output file"),
+        (lambda s: s["views"][0].update(name="c:\\x"), ConfigError, "cannot name an output file"),
+        (lambda s: s["views"][0].update(name="v" * 65), ConfigError, "cannot name an output file"),
         (lambda s: s.update(description=3), ConfigError, "key 'description' must be a string"),
         (lambda s: s.update(system=7), ConfigError, "key 'system' must be a non-empty string"),
         (lambda s: s.update(views={"name": "x"}), ConfigError, "'views' must be an array of tables"),
@@ -59,3 +66,9 @@ def test_validate_against_sensor_sizes():
 def test_an_integer_beyond_float_is_a_config_error(run_dir):
     edit_run(run_dir, lambda s: s.update(photons_per_atom=10**400))
     assert_raises(ConfigError, "'photons_per_atom'", load_run, run_dir, SENSOR)
+
+
+@pytest.mark.parametrize("name", ["direct", "r1m01", "cam-2.b", "A+B_3", "v" * 64])
+def test_view_names_that_can_name_files_are_accepted(run_dir, name):
+    edit_run(run_dir, lambda s: s["views"][0].update(name=name))
+    assert load_run(run_dir, SENSOR).views[0].name == name
