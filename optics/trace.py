@@ -43,7 +43,10 @@ __all__ = [
     "blur_diameter_mm",
     "project_points",
     "sample_pixel_samples",
+    "ObjectSegments",
     "trace_object_rays",
+    "trace_object_segments",
+    "trace_pixel_segments",
     "trace_pixels",
     "virtual_points",
 ]
@@ -138,10 +141,100 @@ def _first(ts: torch.Tensor, hits: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return t_first, k_first, hits.any(dim=-1)
 
 
+@dataclass(frozen=True)
+class ObjectSegments:
+    """The segments of a batch of rays that cross the box, compact (M of them).
+
+    Ordered by ray, then path (as ``TracedRays.valid.nonzero()`` lists them).
+
+    Attributes:
+        ray: (M,) index of the ray in the flattened batch ``(...)``.
+        path: (M,) path index (0 direct, k mirror k − 1).
+        origins: (M, 3) segment origins, world frame, mm.
+        directions: (M, 3) unit directions.
+        weights: (M,) photoelectrons per unit line integral of emission.
+        t_near: (M,) entry into the box, mm.
+        t_far: (M,) exit from the box (or the end of the segment), mm.
+    """
+
+    ray: torch.Tensor
+    path: torch.Tensor
+    origins: torch.Tensor
+    directions: torch.Tensor
+    weights: torch.Tensor
+    t_near: torch.Tensor
+    t_far: torch.Tensor
+
+
+def trace_object_segments(
+    system: System, origins: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor
+) -> ObjectSegments:
+    """Trace rays leaving the lens (world frame) through windows and mirrors; keep what crosses the box.
+
+    Each path's hit points, reflected directions and box intersections are computed only for
+    the rays that take it (most rays take one path of the 1 + number of mirrors), so the cost
+    follows the segments, not rays × paths.
+
+    Args:
+        system: the instrument.
+        origins: (..., 3) points on the lens, world frame, mm.
+        directions: (..., 3) unit directions into object space.
+        weights: (...) weight of each ray before windows and mirrors.
+    """
+    return _segments_beyond_windows(system, *_through_windows(system, origins, directions, weights))
+
+
+def _through_windows(system: System, origins, directions, weights):
+    """Flattened rays (n, 3), (n, 3), (n,) after every window (refracted; weights × transmission)."""
+    origins, directions, weights = origins.reshape(-1, 3), directions.reshape(-1, 3), weights.reshape(-1)
+    for window in system.windows:
+        origins, directions, trans, unblocked = trace_window(window, origins, directions)
+        weights = weights * trans * unblocked
+    return origins, directions, weights
+
+
+def _segments_beyond_windows(system: System, origins, directions, weights) -> ObjectSegments:
+    """:func:`trace_object_segments` of flattened rays already through the windows."""
+    box = system.volume
+    parts = []
+
+    def add_segment(path, rays, o, d, w, t_end):
+        """The segments of ``rays`` (indices) along (o, d) up to t_end that cross the box."""
+        t_near, t_far, hit = intersect_box(o, d, box.min_mm, box.max_mm)
+        t_far = torch.minimum(t_far, t_end)
+        keep = (hit & (t_far > t_near)).nonzero(as_tuple=True)[0]
+        parts.append((rays[keep], torch.full_like(keep, path), o[keep], d[keep], w[keep], t_near[keep],
+                      t_far[keep]))
+
+    if system.mirrors:
+        ts, hits, fronts = _mirror_hits(system, origins, directions)
+        t_first, k_first, _ = _first(ts, hits)
+    else:
+        t_first = torch.full_like(weights, math.inf)
+    lit = (weights > 0).nonzero(as_tuple=True)[0]
+    add_segment(0, lit, origins[lit], directions[lit], weights[lit], t_first[lit])
+    for k, mirror in enumerate(system.mirrors):
+        w_k = weights * mirror.reflectivity
+        sel = (hits[:, k] & (k_first == k) & fronts[:, k] & (w_k > 0)).nonzero(as_tuple=True)[0]
+        d_sel = directions[sel]
+        o_k = origins[sel] + ts[sel, k].unsqueeze(-1) * d_sel
+        d_k = reflect_directions(d_sel, mirror.normal)
+        # The next mirror along the reflected ray ends the segment.
+        t_end = _first(*_mirror_hits(system, o_k, d_k, skip=k)[:2])[0] if len(sel) else weights.new_zeros(0)
+        add_segment(k + 1, sel, o_k, d_k, w_k[sel], t_end)
+    ray, path, o, d, w, t_near, t_far = (torch.cat(column) for column in zip(*parts, strict=True))
+    order = torch.argsort(ray * system.n_paths + path)  # by ray, then path (the keys are distinct)
+    return ObjectSegments(ray[order], path[order], o[order], d[order], w[order], t_near[order], t_far[order])
+
+
 def trace_object_rays(
     system: System, origins: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor
 ) -> TracedRays:
-    """Trace rays leaving the lens (world frame) through windows and mirrors into the box.
+    """Trace rays leaving the lens (world frame) through windows and mirrors into the box, dense.
+
+    :func:`trace_object_segments` laid out per ray and path: slot 0 holds every ray's direct
+    segment origin and direction after the windows (the lens point, even where it misses the
+    box); the other slots and all weights and ``t`` hold 0 where ``valid`` is False.
 
     Args:
         system: the instrument.
@@ -152,56 +245,24 @@ def trace_object_rays(
     Returns:
         Segments of shape (..., P) with P = 1 + number of mirrors.
     """
-    for window in system.windows:
-        origins, directions, trans, unblocked = trace_window(window, origins, directions)
-        weights = weights * trans * unblocked
-    box = system.volume
-    seg_o, seg_d, seg_w, seg_near, seg_far, seg_valid = [], [], [], [], [], []
-
-    def add_segment(o, d, w, t_end, ok):
-        # Only candidate segments are intersected with the box (most path slots are empty).
-        ok = ok & (w > 0)
-        sel = ok.nonzero(as_tuple=True)
-        zero = torch.zeros_like(w)
-        t_near_s, t_far_s, hit_s = intersect_box(o[sel], d[sel], box.min_mm, box.max_mm)
-        t_far_s = torch.minimum(t_far_s, t_end[sel])
-        hit_s = hit_s & (t_far_s > t_near_s)
-        ok = ok.index_put(sel, hit_s)
-        seg_o.append(o)
-        seg_d.append(d)
-        seg_w.append(torch.where(ok, w, zero))
-        seg_near.append(zero.index_put(sel, torch.where(hit_s, t_near_s, 0.0)))
-        seg_far.append(zero.index_put(sel, torch.where(hit_s, t_far_s, 0.0)))
-        seg_valid.append(ok)
-
-    if system.mirrors:
-        ts, hits, fronts = _mirror_hits(system, origins, directions)
-        t_first, k_first, _ = _first(ts, hits)
-    else:
-        t_first = torch.full_like(weights, math.inf)
-    add_segment(origins, directions, weights, t_first, torch.ones_like(weights, dtype=torch.bool))
-    for k, mirror in enumerate(system.mirrors):
-        first_is_k = hits[..., k] & (k_first == k) & fronts[..., k]
-        # Only the rays that reflect off mirror k have a segment on its path: the hit point and
-        # the reflected direction are computed for them alone (the other slots hold 0, invalid).
-        sel = first_is_k.nonzero(as_tuple=True)
-        o_k = torch.zeros_like(origins).index_put(
-            sel, origins[sel] + ts[..., k][sel].unsqueeze(-1) * directions[sel])
-        d_k = torch.zeros_like(directions).index_put(sel, reflect_directions(directions[sel], mirror.normal))
-        # The next mirror along the reflected ray ends the segment.
-        t_end = torch.full_like(weights, math.inf)
-        if sel[0].numel():
-            ts2, hits2, _ = _mirror_hits(system, o_k[sel], d_k[sel], skip=k)
-            t_end = t_end.index_put(sel, _first(ts2, hits2)[0])
-        add_segment(o_k, d_k, weights * mirror.reflectivity, t_end, first_is_k)
+    shape, paths = weights.shape, system.n_paths
+    o0, d0, w0 = _through_windows(system, origins, directions, weights)
+    seg = _segments_beyond_windows(system, o0, d0, w0)
+    n = o0.shape[0]
+    where = (seg.ray, seg.path)
+    vectors = o0.new_zeros(n, paths, 3)
+    o = torch.cat([o0.unsqueeze(1), vectors[:, 1:]], 1).index_put(where, seg.origins)
+    d = torch.cat([d0.unsqueeze(1), vectors[:, 1:]], 1).index_put(where, seg.directions)
+    scalars = seg.weights.new_zeros(n, paths)
     return TracedRays(
-        origins=torch.stack(seg_o, -2),
-        directions=torch.stack(seg_d, -2),
-        weights=torch.stack(seg_w, -1),
-        t_near=torch.stack(seg_near, -1),
-        t_far=torch.stack(seg_far, -1),
-        valid=torch.stack(seg_valid, -1),
-        paths=torch.arange(system.n_paths, device=origins.device),
+        origins=o.reshape(*shape, paths, 3),
+        directions=d.reshape(*shape, paths, 3),
+        weights=scalars.index_put(where, seg.weights).reshape(*shape, paths),
+        t_near=scalars.index_put(where, seg.t_near).reshape(*shape, paths),
+        t_far=scalars.index_put(where, seg.t_far).reshape(*shape, paths),
+        valid=torch.zeros(n, paths, dtype=torch.bool, device=o0.device).index_put(
+            where, torch.ones_like(seg.ray, dtype=torch.bool)).reshape(*shape, paths),
+        paths=torch.arange(paths, device=o0.device),
     )
 
 
@@ -238,14 +299,33 @@ def trace_pixels(
     if subpixel.shape != aperture.shape or subpixel.shape[0] != n:
         raise ShapeError("trace_pixels: subpixel and aperture must both have shape (N, S, 2), got "
                          f"{tuple(subpixel.shape)} and {tuple(aperture.shape)}")
+    return trace_object_rays(system, *_pixel_rays(cam, pixels_uv, subpixel, aperture))
+
+
+def trace_pixel_segments(
+    system: System, pixels_uv: torch.Tensor, *, camera: int, subpixel: torch.Tensor, aperture: torch.Tensor
+) -> ObjectSegments:
+    """:func:`trace_pixels`, compact: only the segments that cross the box.
+
+    ``ray`` numbers the pixel samples ``n · S + s`` of the (N, S) samples; the weights, origins,
+    directions and ``t`` are bit for bit those of :func:`trace_pixels`' valid slots, in the order
+    of ``trace_pixels(...).valid.nonzero()``.
+    """
+    if subpixel.shape != aperture.shape or subpixel.ndim != 3 or subpixel.shape[0] != pixels_uv.shape[0]:
+        raise ShapeError("trace_pixel_segments: subpixel and aperture must both have shape (N, S, 2), got "
+                         f"{tuple(subpixel.shape)} and {tuple(aperture.shape)}")
+    return trace_object_segments(system, *_pixel_rays(system.cameras[camera], pixels_uv, subpixel, aperture))
+
+
+def _pixel_rays(cam: Camera, pixels_uv, subpixel, aperture):
+    """The (N, S) rays leaving the lens for pixel samples: origins, directions (world), weights."""
     n_samples = subpixel.shape[1]
     sensor_xy = cam.sensor.to_sensor_mm(pixels_uv.unsqueeze(1) + subpixel)  # (N, S, 2)
-
     o_cam, d_cam, etendue = camera_rays(cam.lens, sensor_xy, aperture)
     origins = cam.pose.to_world(o_cam)
     directions = cam.pose.directions_to_world(d_cam)
     weights = etendue * (cam.sensor.quantum_efficiency * cam.sensor.pixel_area_mm2 / n_samples)
-    return trace_object_rays(system, origins, directions, weights)
+    return origins, directions, weights
 
 
 def virtual_points(system: System, points: torch.Tensor, path: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ fit step gathers the segments of a batch of pixels from it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from recon.errors import ConfigError
 from recon.fitting.data import FitData
 from recon.fitting.poolcache import PoolCacheError, load_pool_segments, pool_key, save_pool_segments
 from recon.model.forward import sees_the_box, trace_in_chunks
-from recon.model.render import RayBatch, compact_rays
+from recon.model.render import RayBatch
 
 __all__ = ["RayPool", "build_ray_pool", "check_views_reach_the_box", "check_views_see_the_box",
            "defocused_views", "rays_per_sample"]
@@ -179,10 +180,9 @@ def _trace_segments(data: FitData, samples: int, seed: int, rays_per_sample: Seq
     for vi, view in enumerate(data.views):
         uv = view.pixel_coords()
         m = int(rays_per_sample[vi]) if rays_per_sample is not None else 1
-        for where, traced in trace_in_chunks(data.system, uv, camera=view.camera, samples=samples * m,
-                                             generator=gen, chunk_pixels=chunk_pixels):
-            index = torch.arange(where.start, where.stop) + base
-            rays = compact_rays(traced, index, per_sample=True)
+        for where, rays in trace_in_chunks(data.system, uv, camera=view.camera, samples=samples * m,
+                                           generator=gen, chunk_pixels=chunk_pixels, per_sample=True):
+            rays = dataclasses.replace(rays, pixel=rays.pixel + (base + where.start) * samples * m)
             if m > 1:  # key pixel·S·m + s → pixel·S + s // m (the weights already hold 1/(S·m))
                 pixel, sample = rays.pixel // (samples * m), rays.pixel % (samples * m)
                 rays = RayBatch(rays.origins, rays.directions, rays.weights, rays.t_near, rays.t_far,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 
 from optics.system import System
-from optics.trace import TracedRays, sample_pixel_samples, trace_pixels
+from optics.trace import sample_pixel_samples, trace_pixel_segments, trace_pixels
 from recon.model.render import RayBatch, render_pixels
 
 __all__ = ["render_batches", "sees_the_box", "trace_in_chunks"]
@@ -30,8 +30,9 @@ def trace_in_chunks(
     samples: int,
     generator: torch.Generator,
     chunk_pixels: int,
-) -> Iterator[tuple[slice, TracedRays]]:
-    """Trace pixels into the box, ``chunk_pixels`` at a time.
+    per_sample: bool = False,
+) -> Iterator[tuple[slice, RayBatch]]:
+    """Trace pixels into the box, ``chunk_pixels`` at a time; yield the segments that cross it.
 
     Args:
         system: the instrument.
@@ -41,15 +42,21 @@ def trace_in_chunks(
             :func:`optics.trace.sample_pixel_samples`).
         generator: the random generator of the samples (consumed chunk by chunk).
         chunk_pixels: pixels traced at once (bounds memory).
+        per_sample: number the segments' ``pixel`` by pixel sample ``n · samples + s`` instead
+            of by pixel n (n counts from the chunk's first pixel).
 
     Yields:
-        ``(where, traced)``: the slice of ``pixels_uv`` and its traced rays.
+        ``(where, rays)``: the slice of ``pixels_uv`` and the segments of its pixels (those of
+        :func:`optics.trace.trace_pixels`' valid slots, in its order, through
+        :func:`optics.trace.trace_pixel_segments`).
     """
     for start in range(0, len(pixels_uv), chunk_pixels):
         chunk = pixels_uv[start : start + chunk_pixels]
         sub, ap = sample_pixel_samples(len(chunk), samples, generator=generator, dtype=pixels_uv.dtype)
-        yield slice(start, start + len(chunk)), trace_pixels(system, chunk, camera=camera, subpixel=sub,
-                                                             aperture=ap)
+        seg = trace_pixel_segments(system, chunk, camera=camera, subpixel=sub, aperture=ap)
+        pixel = seg.ray if per_sample else torch.div(seg.ray, samples, rounding_mode="floor")
+        yield slice(start, start + len(chunk)), RayBatch(seg.origins, seg.directions, seg.weights, seg.t_near,
+                                                         seg.t_far, pixel, seg.path)
 
 
 def render_batches(

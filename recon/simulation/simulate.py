@@ -16,7 +16,6 @@ from recon.errors import ConfigError
 from recon.io.runwriter import write_run
 from recon.io.sensor import NOISE_MODELS, simulate_adu
 from recon.model.forward import render_batches, sees_the_box, trace_in_chunks
-from recon.model.render import compact_rays
 from recon.simulation.phantom_file import load_phantom
 from recon.simulation.truth import truth_volume
 
@@ -106,7 +105,7 @@ def expected_views(
         uv = roi_pixel_centers(reg.roi, system.dtype).reshape(-1, 2)
         traced = trace_in_chunks(system, uv, camera=camera, samples=samples, generator=gen,
                                  chunk_pixels=chunk_pixels)
-        image = render_batches(density, ((where, compact_rays(rays)) for where, rays in traced), len(uv),
+        image = render_batches(density, traced, len(uv),
                                photons_per_atom=photons_per_atom, step_mm=step_mm, model=model,
                                attenuation=attenuation, generator=gen,
                                progress=(lambda n, start=done: progress(start + n, total)) if progress

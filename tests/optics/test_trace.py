@@ -106,3 +106,42 @@ def test_gradcheck_wrt_mirror_lens_pose_window():
     out = fn(*inputs)
     grads = torch.autograd.grad(out, inputs)
     assert all(g.abs().sum() > 0 for g in grads)
+
+
+def test_the_compact_segments_are_the_dense_traces_valid_slots_bit_for_bit():
+    """Every view of the dome (windows, 14 mirrors): same values, same order as valid.nonzero()."""
+    from optics.trace import trace_pixel_segments
+
+    s = load_system("data/systems/magis_dome.toml", dtype=torch.float32)
+    gen = torch.Generator().manual_seed(3)
+    for region in view_regions(s)[::3]:
+        x0, y0, w, h = region.roi
+        uv = torch.stack(torch.meshgrid(torch.arange(x0, x0 + w, 7.0), torch.arange(y0, y0 + h, 7.0),
+                                        indexing="xy"), -1).reshape(-1, 2)
+        sub, ap = sample_pixel_samples(len(uv), 4, generator=gen)
+        dense = trace_pixels(s, uv, subpixel=sub, aperture=ap)
+        seg = trace_pixel_segments(s, uv, camera=0, subpixel=sub, aperture=ap)
+        n, k, p = dense.valid.nonzero(as_tuple=True)
+        assert len(n) > 0, region.name
+        assert torch.equal(seg.ray, n * 4 + k) and torch.equal(seg.path, p)
+        for name in ("origins", "directions", "weights", "t_near", "t_far"):
+            assert torch.equal(getattr(seg, name), getattr(dense, name)[n, k, p]), (region.name, name)
+        assert (dense.weights[~dense.valid] == 0).all() and (dense.t_far[~dense.valid] == 0).all()
+
+
+def test_the_dense_trace_is_differentiable_through_the_compact_one():
+    """The weights of the mirror path depend on the mirror's reflectivity and the hit on its centre."""
+    system = make_system(mirrors=[{"name": "m1", "center_mm": [0.0, 12.0, 12.0], "normal": [0.0, -0.3, -0.95],
+                                   "shape": "circle", "radius_mm": 4.0, "reflectivity": 0.95}])
+    view = view_regions(system)[1]
+    x0, y0, w, h = view.roi
+    uv = torch.tensor([[x0 + w / 2, y0 + h / 2]], dtype=torch.float64)
+    centre = system.mirrors[0].center_mm.clone().requires_grad_(True)
+    import dataclasses
+
+    mirror = dataclasses.replace(system.mirrors[0], center_mm=centre)
+    moved = dataclasses.replace(system, mirrors=(mirror,))
+    tr = trace_pixels(moved, uv)
+    assert tr.valid[0, 0, 1]
+    (tr.origins[0, 0, 1].sum() + tr.t_far[0, 0, 1]).backward()
+    assert centre.grad is not None and torch.isfinite(centre.grad).all() and centre.grad.abs().sum() > 0

@@ -71,8 +71,8 @@ def test_chunks_tile_the_pixels_in_order(direct):
     wheres = [where for where, _ in chunks]
     assert wheres == [slice(a, min(a + 7, 80)) for a in range(0, 80, 7)]
     assert wheres[-1] == slice(77, 80)
-    for where, traced in chunks:
-        assert traced.valid.shape == (where.stop - where.start, SAMPLES, system.n_paths)
+    for where, rays in chunks:
+        assert len(rays) and 0 <= int(rays.pixel.min()) and int(rays.pixel.max()) < where.stop - where.start
     assert [where for where, _ in _trace(system, uv, chunk_pixels=80)] == [slice(0, 80)]
     assert [where for where, _ in _trace(system, uv, chunk_pixels=1000)] == [slice(0, 80)]
 
@@ -80,14 +80,16 @@ def test_chunks_tile_the_pixels_in_order(direct):
 def test_a_seed_fixes_every_sample_of_every_chunk(direct):
     system, uv = direct
     a, b = _trace(system, uv, chunk_pixels=7, seed=4), _trace(system, uv, chunk_pixels=7, seed=4)
-    for name in ("origins", "directions", "weights", "t_near", "t_far", "valid"):
+    for name in ("origins", "directions", "weights", "t_near", "t_far", "pixel", "path"):
         assert torch.equal(_cat(a, name), _cat(b, name)), name
-    # The same as drawing each chunk's samples in turn from one reseeded generator.
+    # The same as drawing each chunk's samples in turn from one reseeded generator: the valid
+    # slots of the dense trace, in its order, bit for bit.
     gen = torch.Generator().manual_seed(4)
-    for where, traced in a:
+    for where, rays in a:
         sub, ap = sample_pixel_samples(where.stop - where.start, SAMPLES, generator=gen, dtype=uv.dtype)
-        expected = trace_pixels(system, uv[where], camera=0, subpixel=sub, aperture=ap)
-        assert torch.equal(traced.origins, expected.origins) and torch.equal(traced.weights, expected.weights)
+        expected = compact_rays(trace_pixels(system, uv[where], camera=0, subpixel=sub, aperture=ap))
+        for name in RayBatch.__dataclass_fields__:
+            assert torch.equal(getattr(rays, name), getattr(expected, name)), name
     assert not torch.equal(_cat(a, "origins"), _cat(_trace(system, uv, chunk_pixels=7, seed=5), "origins"))
 
 
@@ -106,8 +108,7 @@ def test_chunking_changes_the_draws_but_not_the_expected_image(direct):
 
     # Invariant in expectation: the image of a uniform density barely depends on the samples.
     def image(chunks):
-        batches = [(where, compact_rays(traced)) for where, traced in chunks]
-        return render_batches(_uniform(1.0), batches, len(uv), photons_per_atom=4 * math.pi, step_mm=0.05)
+        return render_batches(_uniform(1.0), chunks, len(uv), photons_per_atom=4 * math.pi, step_mm=0.05)
 
     a, b = image(chunked), image(whole)
     assert (a > 0).all()
@@ -120,7 +121,7 @@ def test_chunking_changes_the_draws_but_not_the_expected_image(direct):
 def test_uniform_density_gives_weight_times_chord_length(direct):
     system, uv = direct
     chunks = _trace(system, uv, chunk_pixels=16)
-    batches = [(where, compact_rays(traced)) for where, traced in chunks]
+    batches = chunks
     rho, y = 3.0, 200.0
     got = render_batches(_uniform(rho), batches, len(uv), photons_per_atom=y, step_mm=0.07)
     lo, hi = system.volume.min_mm, system.volume.max_mm
@@ -137,8 +138,7 @@ def test_uniform_density_gives_weight_times_chord_length(direct):
 
 def test_batches_render_like_the_whole_batch_with_cumulative_progress(direct):
     system, uv = direct
-    ((_, traced),) = _trace(system, uv, chunk_pixels=80)
-    rays = compact_rays(traced)
+    ((_, rays),) = _trace(system, uv, chunk_pixels=80)
     done = []
     got = render_batches(_gaussian, _split(rays, 80, 30), 80, photons_per_atom=50.0, step_mm=0.05,
                          generator=torch.Generator().manual_seed(7), progress=done.append)
@@ -155,8 +155,7 @@ def test_batches_render_like_the_whole_batch_with_cumulative_progress(direct):
 
 def test_pixels_of_no_batch_stay_zero_and_batches_are_consumed_lazily(direct):
     system, uv = direct
-    ((_, traced),) = _trace(system, uv, chunk_pixels=80)
-    rays = compact_rays(traced)
+    ((_, rays),) = _trace(system, uv, chunk_pixels=80)
     seen = []
 
     def lazy():
