@@ -365,8 +365,8 @@ def inspect(
                       f"truth: {truth if truth is not None else 'none (real run)'}")
         warned = sum(1 for s in stats if s.warnings)
         console.print(f"{warned} of {len(stats)} views have warnings" if warned else "no warnings")
-    if sheet is not None:
-        typer.echo(f"contact sheet written to {sheet}")
+    if sheet is not None:  # with --json on stderr, so that stdout stays one JSON document
+        typer.echo(f"contact sheet written to {sheet}", err=as_json)
 
 
 @app.command()

@@ -12,7 +12,9 @@ class Progress:
     """Shows step, loss, rays/s and ETA.
 
     On a terminal a rich live bar is drawn; otherwise (a pipe, a log file, CI) one plain line is
-    printed every ``log_every`` steps. ``quiet`` prints nothing but :meth:`log` lines.
+    printed every ``log_every`` steps. ``quiet`` (``recon fit --quiet``: only the summary) prints
+    no bar, no step lines and no :meth:`log` lines but warnings (those that start with
+    ``warning:``).
     """
 
     def __init__(self, label: str, *, log_every: int = 100, quiet: bool = False, stream=None):
@@ -28,7 +30,9 @@ class Progress:
         self.total = 0
 
     def log(self, text: str) -> None:
-        """Print one line of information."""
+        """Print one line of information (only a warning when quiet)."""
+        if self.quiet and not text.startswith("warning:"):
+            return
         if self._bar is not None:
             self._bar.console.print(text)
         else:

@@ -161,6 +161,9 @@ def test_inspect_prints_views_json_and_contact_sheet(tmp_path, tiny_run):
     res = runner.invoke(app, ["inspect", str(tiny_run), "--json"])
     views = json.loads(res.output)["views"]
     assert [v["name"] for v in views] == ["direct", "m1"] and all(v["signal_e"] > 0 for v in views)
+    res = runner.invoke(app, ["inspect", str(tiny_run), "--json", "--sheet", str(tmp_path / "again.png")])
+    assert res.exit_code == 0 and json.loads(res.stdout)["views"] == views  # the sheet's line is on stderr
+    assert "contact sheet written" in res.stderr
     res = runner.invoke(app, ["inspect", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "does not exist" in res.output
 

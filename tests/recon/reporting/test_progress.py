@@ -54,7 +54,7 @@ def test_log_every_below_one_logs_every_step():
     assert len(stream.getvalue().splitlines()) == 3
 
 
-def test_quiet_prints_no_steps_but_log_lines(capsys):
+def test_quiet_prints_no_steps_and_no_log_lines_but_warnings(capsys):
     stream = io.StringIO()
     bar = Progress("fit", log_every=1, quiet=True, stream=stream)
     bar.start(5)
@@ -62,8 +62,11 @@ def test_quiet_prints_no_steps_but_log_lines(capsys):
         bar.update(step, loss=0.1, rays_per_s=10.0)
     bar.stop()
     assert stream.getvalue() == ""
-    bar.log("writing outputs")
-    assert stream.getvalue() == "writing outputs\n"
+    for line in ("traced view direct: 300304 pixels", "step 4: held-out deviance 1.4", "writing outputs"):
+        bar.log(line)
+    assert stream.getvalue() == ""
+    bar.log("warning: view r1m01: 3 saturated pixels")
+    assert stream.getvalue() == "warning: view r1m01: 3 saturated pixels\n"
     assert capsys.readouterr() == ("", "")
 
 
