@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from dataclasses import field as dc_field
@@ -12,14 +13,15 @@ from calibration.model import parse_fit_groups
 from optics.limits import check_types
 from optics.tomlio import read_toml
 from recon.errors import ConfigError
-from recon.fitting.data import HALF_SEED_OFFSET
-from recon.model.fields.config import FieldConfig
+from recon.fitting.data import HALF_SEED_OFFSET, density_grid
+from recon.model.fields.config import FieldConfig, voxel_shape
 from recon.model.fields.registry import make_field
 from recon.model.hashgrid import HashGridConfig
 from recon.model.loss import LOSSES
 from recon.model.render import RENDER_MODELS
 
-__all__ = ["FitConfig", "config_dict", "field_config", "field_factory", "load_fit_config"]
+__all__ = ["MAX_GRID_VOXELS", "FitConfig", "check_grid_sizes", "config_dict", "field_config", "field_factory",
+           "load_fit_config"]
 
 
 @dataclass
@@ -252,3 +254,30 @@ def field_factory(cfg: FitConfig, box_min, box_max, mean_density: float, device)
     """Build the field of a fit config (density starts at the data's mean density)."""
     return make_field(field_config(cfg, mean_density), box_min, box_max, backend=cfg.backend, device=device,
                       seed=cfg.seed)
+
+
+#: The most voxels a grid of a fit may hold (one float32 copy: 4 GiB); beyond it a fit is refused
+#: before any work, saying what the grid would cost.
+MAX_GRID_VOXELS = 2**30
+
+
+def check_grid_sizes(data, cfg: FitConfig) -> None:
+    """Refuse, before tracing, an output grid or voxel field too large to hold.
+
+    Args:
+        data: the run's :class:`~recon.fitting.data.FitData` (its box).
+        cfg: fit settings (``voxel_size_mm`` and, for a voxel field, ``field_options.voxel_resolution``).
+
+    Raises:
+        ConfigError: naming the grid, its size in voxels and bytes, and the setting to change.
+    """
+    grids = [("the output grid (voxel_size_mm)", density_grid(data, cfg.voxel_size_mm)[0])]
+    if cfg.field == "voxel":
+        grids.append(("the voxel field (field_options.voxel_resolution)",
+                      voxel_shape(field_config(cfg).voxel_resolution)))
+    for what, shape in grids:
+        voxels = math.prod(shape)
+        if voxels > MAX_GRID_VOXELS:
+            size = f"{shape[2]}×{shape[1]}×{shape[0]} voxels ({4 * voxels / 2**30:.3g} GiB as float32"
+            raise ConfigError(f"fit: {what} would be {size}, more than the {MAX_GRID_VOXELS:.3g}-voxel "
+                              "limit); choose a coarser voxel in --config")

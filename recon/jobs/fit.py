@@ -29,7 +29,7 @@ from recon.analysis.moments import cloud_metrics
 from recon.environment import versions
 from recon.errors import ConfigError, DataError, FitError, OutputError
 from recon.fitting.checkpoint import check_resumable
-from recon.fitting.config import FitConfig, config_dict, field_factory, load_fit_config
+from recon.fitting.config import FitConfig, check_grid_sizes, config_dict, field_factory, load_fit_config
 from recon.fitting.data import HALF_SEED_OFFSET, FitData, density_grid, fit_data, split_fit_data
 from recon.fitting.loop import StopOnSignals, run_fit
 from recon.fitting.outdir import (
@@ -113,6 +113,7 @@ def fit(
         split_fit_data(data, split, cfg.seed)
     if resume:  # what was not given now is what the interrupted fit ran with
         cfg = load_fit_config(config, base=saved_fit_settings(out), **settings)
+    check_grid_sizes(data, cfg)  # before tracing: a grid too large to hold is refused now
     progress = make_progress(cfg) if make_progress else None
     warnings = [f"view {s.name}: {w}" for s in stats for w in s.warnings]
     for line in warnings:

@@ -265,3 +265,12 @@ def test_each_field_fits_a_tiny_run_with_a_falling_loss(tmp_path, bright_run, fi
     assert metrics["convergence"][0]["checks"] == [[k, round(d, 6)] for k, d in state["heldout"]]
     volume = read_volume(out / "density.tif")
     assert volume.data.max() > 0 and volume.meta.get("field") == field
+
+
+def test_a_fit_whose_grid_cannot_be_held_is_refused_before_any_work(tmp_path, tiny_run):
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text("voxel_size_mm = 0.0001\n")
+    res = _fit(tiny_run, tmp_path / "out", "--config", str(cfg))
+    assert res.exit_code == 2, res.output
+    assert "output grid (voxel_size_mm) would be" in res.output and "coarser voxel" in res.output
+    assert "traced view" not in res.output and not (tmp_path / "out").exists()

@@ -274,3 +274,18 @@ def test_em_refuses_what_it_cannot_fit(settings, expected):
     with pytest.raises(ConfigError, match=expected):
         FitConfig(**settings).validate()
     FitConfig(**{**settings, "solver": "adam"}).validate()  # the gradient solver takes it
+
+
+def test_a_grid_too_large_to_hold_is_refused_before_any_work(tmp_path):
+    from recon.fitting.config import check_grid_sizes
+    from recon.fitting.data import load_fit_data
+    from tests.micro import make_micro_case
+
+    data = load_fit_data(make_micro_case(tmp_path)["run"])[0]
+    check_grid_sizes(data, FitConfig())  # the defaults hold
+    with pytest.raises(ConfigError, match=r"output grid \(voxel_size_mm\) would be 12000×12000×12000 voxels "
+                                          r"\(6\.44e\+03 GiB"):
+        check_grid_sizes(data, FitConfig(voxel_size_mm=0.0001))
+    with pytest.raises(ConfigError, match=r"voxel field .* 100000×100000×100000 voxels"):
+        check_grid_sizes(data, FitConfig(field_options={"voxel_resolution": 100000}))
+    check_grid_sizes(data, FitConfig(field="hashgrid", field_options={}))
