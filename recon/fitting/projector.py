@@ -121,8 +121,16 @@ class Projector:
 
     @staticmethod
     def _threads() -> int:
-        threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        """Give numba torch's thread count (as many as it has) and return it.
+
+        numba's OpenMP layer, starting up, resets the OpenMP thread count it shares with torch to
+        all cores: torch's own count is put back, so that a fit told to use one thread does.
+        """
+        before = torch.get_num_threads()
+        threads = max(1, min(before, numba.config.NUMBA_NUM_THREADS))
         numba.set_num_threads(threads)
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
         return threads
 
     def _check(self, x: torch.Tensor) -> None:
