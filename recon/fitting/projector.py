@@ -98,9 +98,11 @@ class Projector:
             real = self._real = rays.weights.detach().numpy().dtype.type
             self._lo = np.asarray(self.box_min_mm, dtype=real)
             self._extent = np.asarray(self.box_max_mm, dtype=real) - self._lo
-            self._step = real(self.step_mm)
-            self._rays = tuple(np.ascontiguousarray(t.detach().numpy(), dtype=real) for t in (
-                rays.origins, rays.directions, rays.weights, rays.t_near, rays.t_far))
+            length = (rays.t_far - rays.t_near).detach().clamp_min(0.0)  # as recon.model.render samples
+            strata = torch.ceil(length / self.step_mm).clamp_min(1)
+            self._rays = (*(np.ascontiguousarray(t.detach().numpy(), dtype=real) for t in (
+                rays.origins, rays.directions, rays.weights, rays.t_near)),
+                strata.to(torch.int32).numpy(), (length / strata).numpy())
             self._offsets = pool.offsets.numpy()
 
     def __repr__(self) -> str:
@@ -155,7 +157,7 @@ class Projector:
         out = np.zeros(len(first), dtype=np.float64)
         self._threads()
         forward_kernel(np.ascontiguousarray(x.detach().cpu().numpy()), self._lo, self._extent, *self._rays,
-                       first, last, self._step, out)
+                       first, last, out)
         return torch.from_numpy(out * self.emission).to(x.dtype)
 
     @torch.no_grad()
@@ -180,7 +182,7 @@ class Projector:
         first, last = self._segments(pixels)
         partial = np.zeros((self._threads(), *self.shape), dtype=self._real)
         adjoint_kernel(y.detach().cpu().numpy().astype(np.float64), self._lo, self._extent, *self._rays,
-                       first, last, self._step, partial)
+                       first, last, partial)
         return torch.from_numpy(partial.sum(0, dtype=np.float64) * self.emission).to(y.dtype)
 
 

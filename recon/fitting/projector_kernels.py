@@ -2,8 +2,10 @@
 
 The interpolation weights are computed on the fly, segment by segment, as
 :func:`recon.model.render.render_pixels` samples a :class:`~recon.model.fields.voxel.VoxelField`
-with ``jitter=False``: ``n = ceil(length / step)`` equal strata per segment (``length`` and ``n``
-in the rays' dtype, as torch computes them), one sample at each stratum's midpoint, samples outside the
+with ``jitter=False``: ``n = ceil(length / step)`` equal strata per segment (computed once, by
+torch, in the rays' dtype: numba divides float32 by float32 in float64, and a segment 3.0 mm long
+then gets 101 strata of 0.03 mm where torch's float32 gives it 100), one sample at each stratum's
+midpoint, samples outside the
 box skipped, ``grid_sample``'s trilinear weights with ``align_corners=False`` and
 ``padding_mode="border"``. The samples of a segment are stepped in grid index space (one
 multiply-add per axis and sample) in float64: torch's float32 positions ``o + t d``, hundreds of
@@ -22,30 +24,28 @@ directory is writable).
 
 from __future__ import annotations
 
-import math
-
 import numba as nb
 
 __all__ = ["adjoint_kernel", "forward_kernel"]
 
 
 @nb.njit(inline="always", cache=True)
-def _segment(r, lo, extent, nx, ny, nz, origins, directions, t_near, t_far, step):
+def _segment(r, lo, extent, nx, ny, nz, origins, directions, t_near, strata, deltas):
     """A segment's strata in grid index space: (n, δ, c0 (x, y, z), dc (x, y, z)).
 
-    ``n = ceil(length / step)`` strata of length δ (in the rays' dtype, as torch computes them); sample k
-    lies at index-space position ``c0 + k · dc``, where index ``i`` is the centre of voxel i
-    (``grid_sample`` with ``align_corners=False``: ``c = u · n − 0.5`` for the box position u).
+    ``n`` strata of length δ (given: :class:`~recon.fitting.projector.Projector` computes them as
+    the torch renderer does); sample k lies at index-space position ``c0 + k · dc``, where index
+    ``i`` is the centre of voxel i (``grid_sample`` with ``align_corners=False``: ``c = u · n − 0.5``
+    for the box position u).
     """
-    length = max(t_far[r] - t_near[r], 0 * step)  # in the rays' dtype, as torch
-    n = max(1, int(math.ceil(length / step)))
-    delta = length / (n + 0 * step)
-    t0 = float(t_near[r]) + 0.5 * float(delta)
+    n = strata[r]
+    delta = deltas[r]
+    d = float(delta)
+    t0 = float(t_near[r]) + 0.5 * d
     sx, sy, sz = nx / float(extent[0]), ny / float(extent[1]), nz / float(extent[2])
     cx = (origins[r, 0] + t0 * directions[r, 0] - lo[0]) * sx - 0.5
     cy = (origins[r, 1] + t0 * directions[r, 1] - lo[1]) * sy - 0.5
     cz = (origins[r, 2] + t0 * directions[r, 2] - lo[2]) * sz - 0.5
-    d = float(delta)
     dx, dy, dz = d * directions[r, 0] * sx, d * directions[r, 1] * sy, d * directions[r, 2] * sz
     return n, delta, cx, cy, cz, dx, dy, dz
 
@@ -63,7 +63,7 @@ def _axis(c, n):
 
 
 @nb.njit(parallel=True, fastmath=True, cache=True)
-def forward_kernel(grid, lo, extent, origins, directions, weights, t_near, t_far, first, last, step, out):
+def forward_kernel(grid, lo, extent, origins, directions, weights, t_near, strata, deltas, first, last, out):
     """``out[p] = Σ_{r ∈ [first[p], last[p])} weights[r] · Σ_k δ_r · trilinear(grid, o_r + t_k d_r)``.
 
     Args:
@@ -74,10 +74,10 @@ def forward_kernel(grid, lo, extent, origins, directions, weights, t_near, t_far
         directions: (R, 3) unit directions.
         weights: (R,) segment weights.
         t_near: (R,) entry, mm.
-        t_far: (R,) exit, mm.
+        strata: (R,) strata of each segment, ``ceil(length / step)`` (at least 1).
+        deltas: (R,) their length ``length / strata``, mm (in the rays' dtype, as every array above).
         first: (P,) first segment of each output pixel.
         last: (P,) one past its last segment.
-        step: the largest stratum length, mm (in the rays' dtype, as every array above).
         out: (P,) float64 output.
     """
     nz, ny, nx = grid.shape
@@ -87,7 +87,7 @@ def forward_kernel(grid, lo, extent, origins, directions, weights, t_near, t_far
         acc = 0.0
         for r in range(first[p], last[p]):
             n, delta, cx, cy, cz, dx, dy, dz = _segment(r, lo, extent, nx, ny, nz, origins, directions,
-                                                         t_near, t_far, step)
+                                                         t_near, strata, deltas)
             seg = 0.0
             for k in range(n):
                 x, y, z = cx + k * dx, cy + k * dy, cz + k * dz
@@ -109,7 +109,7 @@ def forward_kernel(grid, lo, extent, origins, directions, weights, t_near, t_far
 
 
 @nb.njit(parallel=True, fastmath=True, cache=True)
-def adjoint_kernel(values, lo, extent, origins, directions, weights, t_near, t_far, first, last, step,
+def adjoint_kernel(values, lo, extent, origins, directions, weights, t_near, strata, deltas, first, last,
                    partial):
     """The transpose of :func:`forward_kernel`: ``partial[b] += Aᵀ values`` over block b's pixels.
 
@@ -127,7 +127,7 @@ def adjoint_kernel(values, lo, extent, origins, directions, weights, t_near, t_f
                 continue
             for r in range(first[p], last[p]):
                 n, delta, cx, cy, cz, dx, dy, dz = _segment(r, lo, extent, nx, ny, nz, origins, directions,
-                                                             t_near, t_far, step)
+                                                             t_near, strata, deltas)
                 c = v * (weights[r] * delta)
                 for k in range(n):
                     x, y, z = cx + k * dx, cy + k * dy, cz + k * dz

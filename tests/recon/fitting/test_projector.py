@@ -173,3 +173,27 @@ def test_the_kernels_leave_torchs_thread_count_as_it_was():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1"]
+
+
+def test_a_segment_whose_length_is_a_whole_number_of_steps_gets_torchs_strata():
+    """3.0 mm / 0.03 mm: 100 strata in float32 (torch); dividing the float32 values in float64 gives 101."""
+    from recon.fitting.raypool import RayPool
+    from recon.model.render import RayBatch
+
+    def f32(values):
+        return torch.tensor(values, dtype=torch.float32)
+
+    t_near = f32([24.495338439941406])
+    origin = f32([[20.796281814575195, -7.331817626953125, 13.452003479003906]])
+    direction = f32([[-0.8000004291534424, 0.2941758930683136, -0.5229341387748718]])
+    zero = torch.zeros(1, dtype=torch.long)
+    rays = RayBatch(origin, direction, f32([1.0]), t_near, t_near + 3.0, zero, zero)
+    assert float(rays.t_far - rays.t_near) == 3.0
+    pool = RayPool(rays, torch.tensor([0, 1]), torch.zeros(1), torch.ones(1), zero, 1.0, 1)
+    x = _grid((16, 16, 16), 9).float()
+    lo, hi = [-1.2] * 3, [1.2] * 3
+    op = Projector(pool, lo, hi, x.shape, photons_per_atom=4 * math.pi, step_mm=0.03)
+    fast = op.forward(x, torch.tensor([0]))
+    spec = render_pixels(grid_density(x, lo, hi), rays, 1, photons_per_atom=4 * math.pi, step_mm=0.03,
+                         jitter=False)
+    assert float(fast) == pytest.approx(float(spec), rel=1e-6)
