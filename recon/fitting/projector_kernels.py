@@ -62,6 +62,17 @@ def _axis(c, n):
     return i0, c - i0
 
 
+@nb.njit(inline="always", cache=True)
+def _cell(x, y, z, nx, ny, nz):
+    """The sample at index-space (x, y, z): (inside the box, flat index of its lower corner, fx, fy, fz)."""
+    if not (-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5 and -0.5 <= z <= nz - 0.5):
+        return False, 0, 0.0, 0.0, 0.0
+    x0, fx = _axis(x, nx)
+    y0, fy = _axis(y, ny)
+    z0, fz = _axis(z, nz)
+    return True, (z0 * ny + y0) * nx + x0, fx, fy, fz
+
+
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def forward_kernel(grid, lo, extent, origins, directions, weights, t_near, strata, deltas, first, last, out):
     """``out[p] = Σ_{r ∈ [first[p], last[p])} weights[r] · Σ_k δ_r · trilinear(grid, o_r + t_k d_r)``.
@@ -90,13 +101,9 @@ def forward_kernel(grid, lo, extent, origins, directions, weights, t_near, strat
                                                          t_near, strata, deltas)
             seg = 0.0
             for k in range(n):
-                x, y, z = cx + k * dx, cy + k * dy, cz + k * dz
-                if not (-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5 and -0.5 <= z <= nz - 0.5):
+                inside, i, fx, fy, fz = _cell(cx + k * dx, cy + k * dy, cz + k * dz, nx, ny, nz)
+                if not inside:
                     continue
-                x0, fx = _axis(x, nx)
-                y0, fy = _axis(y, ny)
-                z0, fz = _axis(z, nz)
-                i = (z0 * ny + y0) * nx + x0
                 gx = 1.0 - fx
                 lower = ((1.0 - fy) * (gx * flat[i] + fx * flat[i + sx])
                          + fy * (gx * flat[i + sy] + fx * flat[i + sy + sx]))
@@ -130,13 +137,9 @@ def adjoint_kernel(values, lo, extent, origins, directions, weights, t_near, str
                                                              t_near, strata, deltas)
                 c = v * (weights[r] * delta)
                 for k in range(n):
-                    x, y, z = cx + k * dx, cy + k * dy, cz + k * dz
-                    if not (-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5 and -0.5 <= z <= nz - 0.5):
+                    inside, i, fx, fy, fz = _cell(cx + k * dx, cy + k * dy, cz + k * dz, nx, ny, nz)
+                    if not inside:
                         continue
-                    x0, fx = _axis(x, nx)
-                    y0, fy = _axis(y, ny)
-                    z0, fz = _axis(z, nz)
-                    i = (z0 * ny + y0) * nx + x0
                     gx = 1.0 - fx
                     for upper in range(2):
                         cz_ = c * (fz if upper else 1.0 - fz)
