@@ -20,15 +20,17 @@ import json
 import os
 import pickle
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from dataclasses import field as dc_field
 from pathlib import Path
 
 import torch
 
 from optics.atomic import atomic_write_bytes
+from optics.limits import check_types
 from optics.system import system_to_dict
-from recon.errors import DataError, FitError
+from recon.errors import ConfigError, DataError, FitError
+from recon.fitting.config import FitConfig
 
 __all__ = [
     "FitState",
@@ -188,7 +190,35 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if missing or not isinstance(payload["config"], dict) or not isinstance(payload["state"], dict):
         raise DataError(f"checkpoint {path} is incomplete (no {', '.join(missing) or 'config/state'}); "
                         "delete it and fit again without --resume")
+    _check_settings_and_state(path, payload["config"], payload["state"])
     return payload
+
+
+def _check_settings_and_state(path: Path, config: dict, state: dict) -> None:
+    """Every setting and progress record of a checkpoint has its type (a one-line DataError if not)."""
+    fix = "; delete it and fit again without --resume"
+    try:
+        for cls, values, what in ((FitConfig, config, "settings"), (FitState, state, "progress")):
+            known = {f.name for f in fields(cls)}
+            check_types(cls, {k: v for k, v in values.items() if k in known}, f"checkpoint {path} ({what})",
+                        fix=fix)
+    except ConfigError as err:
+        raise DataError(str(err)) from None
+
+    def number(v) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    lists = {"losses": lambda v: number(v),
+             "heldout": lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(number(x) for x in v)}
+    for key, ok in lists.items():
+        value = state.get(key, [])
+        if not isinstance(value, list) or not all(ok(v) for v in value):
+            raise DataError(f"checkpoint {path} (progress): key '{key}' is not a list of "
+                            f"{'numbers' if key == 'losses' else '[step, deviance] pairs'}{fix}")
+    rule = state.get("stop_rule", {})
+    if not all(number(rule.get(k, 0)) for k in ("best", "best_step", "waited")):
+        raise DataError(f"checkpoint {path} (progress): key 'stop_rule' holds a value that is not a "
+                        f"number{fix}")
 
 
 def load_checkpoint(path, field_module, optimizer, generator, cfg, *, data=None,

@@ -160,7 +160,9 @@ def read_volume(path: str | os.PathLike) -> Volume:
     if "Info" in ij:
         try:
             info = json.loads(ij["Info"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
+            info = {}
+        if not isinstance(info, dict):  # ImageJ's free-text Info of another program: not ours
             info = {}
     data = np.asarray(data)
     shape = info.get("shape")
@@ -177,8 +179,8 @@ def read_volume(path: str | os.PathLike) -> Volume:
         raise DataError(f"read_volume: {path} carries no voxel size (it is neither a recon volume nor an "
                         "ImageJ stack); set the voxel size in Fiji (Image › Properties) and save it as TIFF")
     if "voxel_size_mm" in info:
-        voxel = tuple(float(v) for v in info["voxel_size_mm"])
-        origin = tuple(float(v) for v in info.get("origin_mm", (0.0, 0.0, 0.0)))
+        voxel = _triple(info["voxel_size_mm"], "voxel_size_mm", path, low=1e-6, high=1e4)
+        origin = _triple(info.get("origin_mm", [0.0, 0.0, 0.0]), "origin_mm", path, low=-1e6, high=1e6)
     else:  # plain ImageJ stack: voxel size from resolution tags, origin at 0
         def _size(tag):
             if tag is None:
@@ -186,15 +188,31 @@ def read_volume(path: str | os.PathLike) -> Volume:
             num, den = tag.value
             return den / num if num else 1.0
 
-        voxel = (_size(xres), _size(yres), float(ij.get("spacing", 1.0)))
+        voxel = _triple([_size(xres), _size(yres), ij.get("spacing", 1.0)], "the ImageJ voxel size", path,
+                        low=1e-6, high=1e4)
         origin = (0.0, 0.0, 0.0)
+    unit, meta = info.get("unit", "relative"), info.get("meta", {})
+    if not isinstance(unit, str) or not isinstance(meta, dict):
+        raise DataError(f"read_volume: {path}'s metadata holds a unit that is not text or a meta that is not "
+                        "a table; rewrite the file with recon (or drop its ImageJ Info)")
     return Volume(
         data=data.astype(np.float32, copy=False),
         origin_mm=origin,
         voxel_size_mm=voxel,
-        unit=str(info.get("unit", "relative")),
-        meta=dict(info.get("meta", {})),
+        unit=unit,
+        meta=dict(meta),
     )
+
+
+def _triple(value, key: str, path: Path, *, low: float, high: float) -> tuple[float, float, float]:
+    """Three finite numbers in [low, high] (mm) from a volume's metadata; else a one-line DataError."""
+    ok = isinstance(value, list | tuple) and len(value) == 3 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    numbers = tuple(float(v) for v in value) if ok else ()
+    if not ok or not all(math.isfinite(v) and low <= v <= high for v in numbers):
+        raise DataError(f"read_volume: {path}'s {key} is {value!r}, not three numbers in {low:g} … {high:g} "
+                        "mm; rewrite the file with recon or set the voxel size in Fiji (Image › Properties)")
+    return numbers
 
 
 def interpolate(volume: Volume, points_mm: torch.Tensor) -> torch.Tensor:

@@ -261,3 +261,27 @@ def test_read_refuses_a_missing_file_or_a_directory(tmp_path):
     for path in (tmp_path / "none.pt", tmp_path):
         with pytest.raises(DataError, match="does not exist; run the fit without --resume first"):
             read_checkpoint(path)
+
+
+@pytest.mark.parametrize("part, key, value", [
+    ("state", "step", "ten"),
+    ("state", "elapsed_s", [1.0]),
+    ("state", "stopped", 3),
+    ("state", "losses", ["x"]),
+    ("state", "losses", 4.0),
+    ("state", "heldout", [[4]]),
+    ("state", "stop_rule", {"best": "low"}),
+    ("config", "steps", "many"),
+    ("config", "lr", "fast"),
+    ("config", "field_options", [1, 2]),
+])
+def test_a_checkpoint_whose_fields_have_the_wrong_type_is_a_one_line_error(saved, tmp_path, part, key, value):
+    payload = torch.load(saved["path"], weights_only=True)
+    payload[part][key] = value
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(DataError) as info:
+        read_checkpoint(bad)
+    message = str(info.value)
+    assert f"'{key}'" in message and str(bad) in message and "\n" not in message
+    assert "delete it and fit again without --resume" in message

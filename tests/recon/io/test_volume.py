@@ -207,3 +207,40 @@ def test_a_tiff_without_any_voxel_size_is_a_data_error(tmp_path):
     path = tmp_path / "bare.tif"
     tifffile.imwrite(path, np.ones((2, 3, 5), np.float32), photometric="minisblack")
     _one_line_data_error(path, "voxel size")
+
+
+def _with_info(tmp_path, info_text: str):
+    """A volume TIFF whose ImageJ Info is ``info_text`` (voxel tags of 0.1 mm)."""
+    path = tmp_path / "mutated.tif"
+    tifffile.imwrite(path, np.ones((2, 3, 4), np.float32), imagej=True, resolution=(10.0, 10.0),
+                     metadata={"spacing": 0.1, "unit": "mm", "axes": "ZYX", "Info": info_text})
+    return path
+
+
+@pytest.mark.parametrize("info, key", [
+    ({"voxel_size_mm": "big"}, "voxel_size_mm"),
+    ({"voxel_size_mm": 0.1}, "voxel_size_mm"),
+    ({"voxel_size_mm": [0.1, 0.1]}, "voxel_size_mm"),
+    ({"voxel_size_mm": [0.1, "a", 0.1]}, "voxel_size_mm"),
+    ({"voxel_size_mm": [0.1, float("nan"), 0.1]}, "voxel_size_mm"),
+    ({"voxel_size_mm": [1e300, 0.1, 0.1]}, "voxel_size_mm"),
+    ({"voxel_size_mm": [0.0, 0.1, 0.1]}, "voxel_size_mm"),
+    ({"voxel_size_mm": [0.1, 0.1, 0.1], "origin_mm": None}, "origin_mm"),
+    ({"voxel_size_mm": [0.1, 0.1, 0.1], "origin_mm": [0, 0, float("inf")]}, "origin_mm"),
+    ({"voxel_size_mm": [0.1, 0.1, 0.1], "meta": [1, 2]}, "meta"),
+    ({"voxel_size_mm": [0.1, 0.1, 0.1], "unit": 3}, "unit"),
+])
+def test_metadata_of_the_wrong_type_or_range_is_a_one_line_data_error(tmp_path, info, key):
+    import json
+
+    path = _with_info(tmp_path, json.dumps(info))
+    with pytest.raises(DataError) as err:
+        read_volume(path)
+    message = str(err.value)
+    assert key in message and str(path) in message and "\n" not in message
+
+
+@pytest.mark.parametrize("info_text", ["[1, 2, 3]", '"a string"', "not json at all", "null", "[" * 5000])
+def test_an_info_that_is_not_a_table_is_another_programs_text(tmp_path, info_text):
+    vol = read_volume(_with_info(tmp_path, info_text))  # the ImageJ tags' voxel size, origin 0
+    assert vol.voxel_size_mm == pytest.approx((0.1, 0.1, 0.1)) and vol.origin_mm == (0.0, 0.0, 0.0)
