@@ -27,9 +27,9 @@ TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-10, 1e-12)}
 
 
 @pytest.fixture(autouse=True)
-def _own_pool_cache(tmp_path, monkeypatch):
-    """Every test's `recon fit` uses a pool cache of its own, never the user's."""
-    monkeypatch.setenv("RECON_POOL_CACHE", str(tmp_path / "pool-cache"))
+def _own_pool_cache(tmp_path_factory, monkeypatch):
+    """Every test's `recon fit` uses a pool cache of its own (beside its tmp_path), never the user's."""
+    monkeypatch.setenv("RECON_POOL_CACHE", str(tmp_path_factory.mktemp("pool-cache")))
 
 
 @pytest.fixture(scope="session")

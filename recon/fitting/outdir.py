@@ -29,6 +29,7 @@ __all__ = [
     "finish_out_dir",
     "interrupted_step",
     "prepare_out_dir",
+    "resolve_out",
     "resume_dir",
     "saved_fit_settings",
 ]
@@ -99,6 +100,30 @@ def interrupted_step(work: Path) -> int | None:
             except (ReconError, KeyError, TypeError, ValueError):
                 return -1  # unreadable: still an interrupted fit, not to be replaced silently
     return None
+
+
+def resolve_out(out: Path) -> Path:
+    """The directory a fit given ``--out out`` owns: a link's target, never the working directory.
+
+    A fit replaces its output directory as a whole (:func:`finish_out_dir`), so ``--out`` that is
+    a link stands for the directory it points to (the link stays), and the current directory or
+    one above it (``--out .``) would replace what the user stands in: both are settled here,
+    before any work.
+
+    Raises:
+        ReconError: a link to nothing; the current directory or one of its parents.
+    """
+    if out.is_symlink():
+        target = out.resolve()
+        if not target.is_dir():
+            raise ReconError(f"fit: --out {out} is a link to {target}, which is not a directory; create it "
+                             "or choose another --out")
+        out = target
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise ReconError(f"fit: --out {out} is the current directory or one above it, and a fit replaces its "
+                         "output directory as a whole; pass a directory of its own (e.g. --out fits/run042)")
+    return out
 
 
 def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:

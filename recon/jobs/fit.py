@@ -37,6 +37,7 @@ from recon.fitting.outdir import (
     discard_unless_resumable,
     finish_out_dir,
     prepare_out_dir,
+    resolve_out,
     resume_dir,
     saved_fit_settings,
 )
@@ -101,7 +102,7 @@ def fit(
         raise ConfigError("fit: --refine and --split-halves cannot be combined; refine first, then fit the "
                           "halves with the refined system")
     run = load_run(views)
-    out = Path(out) if out is not None else Path("fits") / run.name
+    out = resolve_out(Path(out) if out is not None else Path("fits") / run.name)
     _check_out_keeps_the_run(out, run)
     _check_views_do_not_overlap(run)
     stats = inspect_run(run)  # the checks of `recon inspect`, before any long work

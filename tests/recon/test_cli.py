@@ -274,3 +274,28 @@ def test_a_fit_whose_grid_cannot_be_held_is_refused_before_any_work(tmp_path, ti
     assert res.exit_code == 2, res.output
     assert "output grid (voxel_size_mm) would be" in res.output and "coarser voxel" in res.output
     assert "traced view" not in res.output and not (tmp_path / "out").exists()
+
+
+def test_an_out_link_stands_for_its_directory_and_out_dot_is_refused(tmp_path, tiny_run, monkeypatch):
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text("pool_samples = 2\nvoxel_size_mm = 0.1\nsteps = 4\n")
+    target = tmp_path / "real"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    res = _fit(tiny_run, link, "--config", str(cfg))
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink() and (link / "density.tif").is_file() and (target / "metrics.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.toml", "link", "real"]
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    res = _fit(tiny_run, dangling, "--config", str(cfg))
+    assert res.exit_code == 2 and "is a link to" in res.output and "not a directory" in res.output
+    assert not (tmp_path / "nowhere").exists() and not list(tmp_path.glob(".dangling*"))
+    work = tmp_path / "here"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for extra in ((), ("--overwrite",)):
+        res = _fit(tiny_run, ".", "--config", str(cfg), *extra)
+        assert res.exit_code == 2 and "current directory" in res.output, res.output
+    assert list(work.iterdir()) == [] and not list(tmp_path.glob(".here*"))
