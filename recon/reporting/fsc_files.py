@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optics.atomic import atomic_path, atomic_write_text, output_error
+from optics.atomic import atomic_path, output_error
 from recon.analysis.fsc import THRESHOLDS, FSCCurve
 from recon.analysis.resolution import FSCResult, fsc_report
 
@@ -93,12 +93,14 @@ def _plot(result: FSCResult, path: Path, dpi: int = 120) -> None:
     top.set_xticklabels([f"{1000.0 / t:.3g}" for t in ticks])
     top.set_xlabel("resolution (µm, full period)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    fig.savefig(path, format="png")
 
 
 def write_fsc_outputs(result: FSCResult, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``fsc.csv``, ``fsc.json`` and ``fsc.png`` into ``out_dir``, each atomically.
+    """Write ``fsc.csv``, ``fsc.json`` and ``fsc.png`` into ``out_dir``, together or not at all.
+
+    All three are written under temporary names first and renamed into place only once every one
+    of them is complete, so a full disk leaves the earlier set (or nothing) as it was.
 
     ``fsc.csv`` has the columns :data:`CSV_COLUMNS` (``resolution_um`` is ``inf`` at shell 0);
     ``fsc.json`` is :func:`fsc_report`; ``fsc.png`` plots the curve against spatial frequency
@@ -118,7 +120,10 @@ def write_fsc_outputs(result: FSCResult, out_dir: str | os.PathLike) -> dict[str
 
         raise output_error(out, err) from None
     paths = {"csv": out / "fsc.csv", "json": out / "fsc.json", "png": out / "fsc.png"}
-    atomic_write_text(paths["csv"], _csv_text(result.curve))
-    atomic_write_text(paths["json"], json.dumps(fsc_report(result), indent=2, allow_nan=False) + "\n")
-    _plot(result, paths["png"])
+    report = json.dumps(fsc_report(result), indent=2, allow_nan=False) + "\n"
+    with atomic_path(paths["csv"]) as csv_tmp, atomic_path(paths["json"]) as json_tmp, \
+            atomic_path(paths["png"]) as png_tmp:
+        csv_tmp.write_text(_csv_text(result.curve), encoding="utf-8")
+        json_tmp.write_text(report, encoding="utf-8")
+        _plot(result, png_tmp)
     return paths

@@ -58,3 +58,32 @@ def test_outputs_without_directional_or_mask(tmp_path):
     assert report["mask"] == {"kind": "none"}
     with pytest.raises(ConfigError):
         compare_volumes(as_volume(v), as_volume(v), threshold="0.143", mask="cube")
+
+
+def test_the_three_files_are_written_together_or_not_at_all(halves, tmp_path, monkeypatch):
+    """A disk that fills while the plot is written leaves the earlier set, or nothing, as it was."""
+    import errno
+
+    import recon.reporting.fsc_files as fsc_files
+    from recon.errors import OutputError
+
+    a, b, _ = halves
+    first = compare_volumes(as_volume(a), as_volume(b), threshold="0.143")
+    second = compare_volumes(as_volume(a), as_volume(a + 0.3 * b), threshold="0.143")
+
+    def full(result, path):
+        path.write_bytes(b"\x89PNG partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fsc_files, "_plot", full)
+    with pytest.raises(OutputError):
+        write_fsc_outputs(first, tmp_path / "fresh")
+    assert list((tmp_path / "fresh").iterdir()) == []  # nothing, not csv and json without the png
+    monkeypatch.undo()
+    paths = write_fsc_outputs(first, tmp_path / "old")
+    before = {k: p.read_bytes() for k, p in paths.items()}
+    monkeypatch.setattr(fsc_files, "_plot", full)
+    with pytest.raises(OutputError):
+        write_fsc_outputs(second, tmp_path / "old")
+    assert {k: p.read_bytes() for k, p in paths.items()} == before  # not a mixed set
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["fsc.csv", "fsc.json", "fsc.png"]
