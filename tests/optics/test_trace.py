@@ -65,8 +65,9 @@ def test_mirror_path_segment_is_the_reflection():
     assert torch.allclose(tr.origins[0, 0, 1, 2], torch.tensor(10.0, dtype=torch.float64))
     assert tr.directions[0, 0, 1, 2] < 0
     assert torch.allclose(tr.weights[0, 0, 1], 0.9 * tr.weights[0, 0, 0])
-    # the direct segment stops at the mirror: t_far not beyond the box anyway
-    assert tr.t_far[0, 0, 0] <= tr.t_near[0, 0, 1] + 400
+    # the direct segment ends where the ray meets the mirror (the origin of the mirror path)
+    t_mirror = float(((tr.origins[0, 0, 1] - tr.origins[0, 0, 0]) * tr.directions[0, 0, 0]).sum())
+    assert tr.t_near[0, 0, 0] < tr.t_far[0, 0, 0] <= t_mirror + 1e-9
 
 
 def _traced_sum(system, uv, sub, ap):
