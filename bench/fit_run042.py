@@ -172,6 +172,7 @@ def main() -> None:
                 "converged",
                 "convergence",
                 "time_s",
+                "fit_loop_s",
                 "rays_per_s",
                 "peak_memory_mb",
                 "backend",
