@@ -159,7 +159,8 @@ def main() -> None:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
+            "threads": int(env["OMP_NUM_THREADS"]),  # of the fits (this driver only waits)
+            "load_average": list(os.getloadavg()),
             "device": metrics["device"],
         },
         "metrics": {
