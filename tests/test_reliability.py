@@ -625,3 +625,29 @@ def test_concurrent_fits_fsc_and_mesh_leave_shared_inputs_untouched(micro, tmp_p
     for i in range(3):
         assert read_checkpoint(tmp_path / f"fit{i}" / "checkpoint.pt")["state"]["step"] == 30
     assert (tmp_path / "fsc" / "fsc-truth" / "fsc.json").is_file() and (tmp_path / "cloud.stl").is_file()
+
+
+def test_sigterm_between_the_halves_says_the_first_is_kept(tmp_path, tiny_run):
+    out = tmp_path / "out"
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text("pool_samples = 2\nvoxel_size_mm = 0.1\nsteps = 6\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "recon.cli", "fit", "--views", str(tiny_run), "--out", str(out),
+           "--config", str(cfg), "--split-halves"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the second half begins: the first one is complete
+        if line.startswith("half 2/2"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert "--resume" in last and "nothing was kept" not in last
+    kept = tmp_path / ".out.partial" / "half1" / "checkpoint.pt"
+    assert kept.is_file()
+    if "at step" not in last:  # the signal came before the second half's first step (as a rule)
+        assert last.startswith("interrupted: fit stopped after half 1 of 2, which is complete in its")
+        assert str(kept) in last
+    res = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert (out / "half1.tif").is_file() and (out / "half2.tif").is_file()

@@ -272,6 +272,10 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
             results.append(run_fit(job_data, job_cfg, where, make_field=field_factory,
                                    resume=resume and (where / "checkpoint.pt").is_file(), progress=progress,
                                    pool_cache=pool_cache))
+            if i < len(jobs):  # a signal before the next half's first step keeps this one
+                stop.message = (f"fit stopped after half {i} of {len(jobs)}, which is complete in its "
+                                f"checkpoint ({where / 'checkpoint.pt'}): run the same command with --resume "
+                                "to continue")
     except BaseException:
         discard_unless_resumable(work, out)
         raise
