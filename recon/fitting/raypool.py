@@ -162,7 +162,7 @@ def build_ray_pool(
                 save_pool_segments(where, key, *segments)
                 say(f"pool: saved to the cache {where}")
             except OSError as err:
-                say(f"pool cache: cannot write {where} ({err.strerror or err}); going on without it")
+                say(f"warning: pool cache: cannot write {where} ({err.strerror or err}); going on without it")
     rays, offsets = segments
     read_noise = data.read_noise_e
     if read_noise is None:
