@@ -174,7 +174,8 @@ def _unknown_key(source: str, key: str, allowed: Sequence[str]) -> ConfigError:
 
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"{source}: key '{key}' is not known{hint}; allowed: {', '.join(allowed)}")
+    # repr: a key holding a newline still gives one line
+    return ConfigError(f"{source}: key {key!r} is not known{hint}; allowed: {', '.join(allowed)}")
 
 
 def _sizes(sensor_sizes: object) -> Mapping[int, tuple[int, int]] | tuple[int, int]:

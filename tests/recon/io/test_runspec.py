@@ -72,3 +72,9 @@ def test_an_integer_beyond_float_is_a_config_error(run_dir):
 def test_view_names_that_can_name_files_are_accepted(run_dir, name):
     edit_run(run_dir, lambda s: s["views"][0].update(name=name))
     assert load_run(run_dir, SENSOR).views[0].name == name
+
+
+def test_an_unknown_key_with_a_newline_is_still_one_line(run_dir):
+    edit_run(run_dir, lambda s: s["views"][0].update({"\n": 1}))
+    msg = assert_raises(ConfigError, "is not known", load_run, run_dir, SENSOR)
+    assert "\n" not in msg and "'views[0].\\n'" in msg
