@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 
 from optics.system import save_system, system_from_dict
+from recon.fitting.data import load_fit_data
+from recon.fitting.raypool import build_ray_pool
 from tests.optics.helpers import system_dict
 
 # Small hash grid: 2 levels, 1024-entry tables, 16-wide MLP (the fit's whole state in ~20 kB),
@@ -60,6 +62,13 @@ def make_micro_case(root: Path) -> dict:
     cfg = root / "fit.toml"
     cfg.write_text(FIT_TOML)
     return {"run": make_micro_run(root), "cfg": cfg, "root": root}
+
+
+def make_micro_pool_case(root: Path) -> dict:
+    """:func:`make_micro_case` and its data with a pool of 2 samples (seed 0): adds "data", "pool"."""
+    case = make_micro_case(root)
+    data, _, _ = load_fit_data(case["run"])
+    return {**case, "data": data, "pool": build_ray_pool(data, samples=2, seed=0)}
 
 
 class LogLines:

@@ -9,7 +9,6 @@ import torch
 
 from recon.fitting.checkpoint import read_checkpoint
 from recon.fitting.config import field_factory, load_fit_config
-from recon.fitting.data import load_fit_data
 from recon.fitting.em import (
     OSEM,
     Gaussian,
@@ -25,22 +24,19 @@ from recon.fitting.em import (
 )
 from recon.fitting.holdout import heldout_deviance, split_held_out
 from recon.fitting.loop import run_fit
-from recon.fitting.raypool import RayPool, build_ray_pool
+from recon.fitting.raypool import RayPool
 from recon.model.fields.voxel import VoxelField
 from recon.model.loss import data_loss
 from recon.model.render import RayBatch, render_pixels
 from tests.conftest import slow
-from tests.micro import LogLines, make_micro_case
+from tests.micro import LogLines, make_micro_pool_case
 
 STEP = 0.05
 
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    case = make_micro_case(tmp_path_factory.mktemp("em"))
-    data, _, _ = load_fit_data(case["run"])
-    pool = build_ray_pool(data, samples=2, seed=0)
-    return {**case, "data": data, "pool": pool}
+    return make_micro_pool_case(tmp_path_factory.mktemp("em"))
 
 
 def _field(micro, n=6, value=1.0, margin=1.0):

@@ -7,21 +7,18 @@ import pytest
 import torch
 
 from recon.errors import ShapeError
-from recon.fitting.data import load_fit_data
 from recon.fitting.projector import Projector, grid_density, predict_pixels, project, voxel_values
-from recon.fitting.raypool import build_ray_pool
 from recon.model.fields.voxel import VoxelField
 from recon.model.render import render_pixels
-from tests.micro import make_micro_case
+from tests.micro import make_micro_pool_case
 
 STEP = 0.05
 
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    case = make_micro_case(tmp_path_factory.mktemp("projector"))
-    data, _, _ = load_fit_data(case["run"])
-    pool = build_ray_pool(data, samples=2, seed=0)
+    case = make_micro_pool_case(tmp_path_factory.mktemp("projector"))
+    data, pool = case["data"], case["pool"]
     box = data.system.volume
     pool64 = dataclasses.replace(pool, rays=pool.rays.to(dtype=torch.float64))
     return {"data": data, "pool": pool, "pool64": pool64, "lo": box.min_mm.tolist(),
