@@ -107,7 +107,7 @@ def _shifted_counts(pool: RayPool, pixels: torch.Tensor, dtype: torch.dtype):
 
 @torch.no_grad()
 def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: float,
-              step_mm: float) -> float:
+              step_mm: float, projector: Projector | None = None) -> float:
     """The gain that makes the field's light over ``pixels`` the measured light: ``Σ S / Σ K λ``.
 
     Photon counting, every pooled sample rendered. OSEM's total moves with the subset of the last
@@ -115,8 +115,10 @@ def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: f
     pixels most, so a shape that puts too little light in the faint tails (as an early stop
     leaves it) gets too low a total from it; the sum of the counts holds every photon at equal
     weight, whatever the shape. 1 where nothing is predicted; 0 where the counts sum to less than 0.
+    ``projector``: EM's, reused (:func:`recon.fitting.projector.predict_pixels`).
     """
-    lam = predict_pixels(field, pool, pixels, photons_per_atom=photons_per_atom, step_mm=step_mm)
+    lam = predict_pixels(field, pool, pixels, photons_per_atom=photons_per_atom, step_mm=step_mm,
+                         projector=projector)
     predicted = float((pool.n_frames[pixels].double() * lam.double().clamp_min(0.0)).sum())
     if not predicted > 0:
         return 1.0

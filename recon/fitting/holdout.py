@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from recon.fitting.projector import predict_pixels
+from recon.fitting.projector import Projector, predict_pixels
 from recon.fitting.raypool import RayPool
 from recon.model.loss import data_loss
 
@@ -59,13 +59,15 @@ def split_held_out(pool: RayPool, usable: torch.Tensor, fraction: float, seed: i
 
 @torch.no_grad()
 def heldout_deviance(field, pool: RayPool, held: torch.Tensor, *, photons_per_atom: float, step_mm: float,
-                     model: str = "emission", attenuation: float = 1.0) -> float:
+                     model: str = "emission", attenuation: float = 1.0,
+                     projector: Projector | None = None) -> float:
     """Shifted-Poisson deviance per pixel and frame of the ``held`` pixels (stratum midpoints).
 
-    Deterministic (no jitter), so that successive checks differ only by the field.
+    Deterministic (no jitter), so that successive checks differ only by the field. ``projector``:
+    EM's, reused (:func:`recon.fitting.projector.predict_pixels`).
     """
     pred = predict_pixels(field, pool, held, photons_per_atom=photons_per_atom, step_mm=step_mm, model=model,
-                          attenuation=attenuation)
+                          attenuation=attenuation, projector=projector)
     k = pool.n_frames[held]
     if not float(k.sum()) > 0:
         return 0.0

@@ -324,6 +324,7 @@ def run_fit(
     def check() -> None:
         """Measure the held-out deviance; keep the field if it is the best; stop when the rule says."""
         deviance = heldout_deviance(field_module, pool_dev, held, photons_per_atom=y, step_mm=cfg.step_mm,
+                                    projector=optim.projector if cfg.em else None,
                                     model=cfg.model, attenuation=cfg.attenuation)
         state.heldout.append([state.step, deviance])
         if rule.update(state.step, deviance):
@@ -397,7 +398,8 @@ def run_fit(
         field_module.load_state_dict(best)  # the field of the best held-out check
     gain = None
     if cfg.em:  # the total of the last subset's update → the light all training pixels hold
-        gain = data_gain(field_module, pool_dev, train, photons_per_atom=y, step_mm=cfg.step_mm)
+        gain = data_gain(field_module, pool_dev, train, photons_per_atom=y, step_mm=cfg.step_mm,
+                         projector=optim.projector)
         with torch.no_grad():
             field_module.grid.mul_(gain)
         log(f"final gain (the measured over the predicted light of the {len(train)} training pixels): "

@@ -200,16 +200,19 @@ def voxel_values(field) -> torch.Tensor | None:
 
 @torch.no_grad()
 def predict_pixels(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: float, step_mm: float,
-                   model: str = "emission", attenuation: float = 1.0,
-                   chunk_pixels: int = 16384) -> torch.Tensor:
+                   model: str = "emission", attenuation: float = 1.0, chunk_pixels: int = 16384,
+                   projector: Projector | None = None) -> torch.Tensor:
     """(P,) expected photoelectrons of ``pixels`` at the stratum midpoints, not differentiable.
 
-    By the projector for a linear voxel field in the emission model (:func:`voxel_values`), else by
-    :func:`recon.model.render.render_pixels` of the field, ``chunk_pixels`` at a time.
+    By the projector for a linear voxel field in the emission model (:func:`voxel_values`): the
+    given ``projector`` (over ``pool``, this field's grid, ``photons_per_atom`` and ``step_mm``:
+    EM's own, so that the fit's checks do not set one up anew each time) or a new one. Otherwise
+    by :func:`recon.model.render.render_pixels` of the field, ``chunk_pixels`` at a time.
     """
     values = voxel_values(field) if model == "emission" else None
     if values is not None:
-        op = Projector(pool, *field.box_mm, values.shape, photons_per_atom=photons_per_atom, step_mm=step_mm)
+        op = projector or Projector(pool, *field.box_mm, values.shape, photons_per_atom=photons_per_atom,
+                                    step_mm=step_mm)
         return op.forward(values, pixels)
     parts = [render_pixels(field, pool.gather(part), len(part), photons_per_atom=photons_per_atom,
                            step_mm=step_mm, model=model, attenuation=attenuation, jitter=False)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from optics.atomic import atomic_path
-from recon.errors import DataError, ShapeError
+from optics.limits import check_number
+from recon.errors import ConfigError, DataError, ShapeError
 
 __all__ = ["Volume", "grid_points", "interpolate", "quiet_tifffile", "read_volume", "write_volume"]
 
@@ -205,14 +206,19 @@ def read_volume(path: str | os.PathLike) -> Volume:
 
 
 def _triple(value, key: str, path: Path, *, low: float, high: float) -> tuple[float, float, float]:
-    """Three finite numbers in [low, high] (mm) from a volume's metadata; else a one-line DataError."""
-    ok = isinstance(value, list | tuple) and len(value) == 3 and all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    numbers = tuple(float(v) for v in value) if ok else ()
-    if not ok or not all(math.isfinite(v) and low <= v <= high for v in numbers):
-        raise DataError(f"read_volume: {path}'s {key} is {value!r}, not three numbers in {low:g} … {high:g} "
-                        "mm; rewrite the file with recon or set the voxel size in Fiji (Image › Properties)")
-    return numbers
+    """Three finite numbers in [low, high] (mm) from a volume's metadata; else a one-line DataError.
+
+    Each is checked by :func:`optics.limits.check_number`, as every number of the other files is.
+    """
+    fix = "rewrite the file with recon or set the voxel size in Fiji (Image › Properties)"
+    if not (isinstance(value, list | tuple) and len(value) == 3
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
+        raise DataError(f"read_volume: {path}'s {key} is {value!r}, not three numbers; {fix}")
+    try:
+        return tuple(check_number(v, key, f"read_volume: {path}", low=low, high=high, unit=" mm")
+                     for v in value)
+    except ConfigError as err:
+        raise DataError(f"{err}; {fix}") from None
 
 
 def interpolate(volume: Volume, points_mm: torch.Tensor) -> torch.Tensor:
