@@ -15,7 +15,7 @@ accumulated in float64.
 ``forward`` runs one pixel per loop iteration (no two iterations write the same output) and sums
 in float64; ``adjoint`` gives each block of pixels (one per thread) a private grid in the rays'
 dtype, as torch's autograd accumulates a float32 grid's gradient in float32 (a float64 grid
-held twice the cache and took 1.5× as long on run042), and the caller sums the blocks in
+holds twice the cache lines the scattered additions touch), and the caller sums the blocks in
 float64. Neither needs atomics; a given number of threads always gives the same result.
 
 The kernels are compiled on first use (a few seconds, cached on disk by numba when its cache

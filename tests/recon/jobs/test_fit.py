@@ -212,10 +212,9 @@ def test_views_whose_regions_overlap_on_one_camera_are_refused(micro, tmp_path):
 def test_a_fit_recovers_its_truth_where_two_views_constrain_it(tmp_path, tiny_system_file):
     """End to end: simulate a Gaussian cloud through the tiny instrument, fit it with the defaults.
 
-    The instrument has two views (the direct one and one mirror), which pin the cloud
-    in x and y but hardly in z (the missing cone: its z width comes out ~40 % wide, so z is not
-    asserted). Seeded, so the figures are the same on every run; the bounds are about twice the
-    errors seen (atoms +3.0 %, centroid x/y ≤ 6 µm, widths x/y ≤ 9.4 %).
+    The instrument has two views (the direct one and one mirror), which pin the cloud in x and y
+    but hardly in z (the missing cone), so z is not asserted. Seeded, so the result is the same on
+    every run; the bounds leave about twice the errors of this one seed and phantom.
     """
     from recon.analysis.moments import cloud_metrics
     from recon.io.volume import read_volume
