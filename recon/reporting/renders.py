@@ -34,28 +34,39 @@ def write_renders(
     written = []
     mean = (pool.summed_electrons / pool.n_frames.clamp_min(1)).numpy()
     pred = predicted.numpy()
-    start = 0
+    # One figure for every view (building a figure per view took a third of the renders' time):
+    # its images, colour scales and titles change, and it is laid out afresh from the same state.
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    titles = ("measured e⁻", "predicted e⁻", "residual / noise σ")
+    images = [ax.imshow(np.zeros((2, 2)), cmap=cmap) for ax, cmap in zip(axes, ("magma", "magma", "RdBu_r"),
+                                                                         strict=True)]
+    for ax, im, title in zip(axes, images, titles, strict=True):
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    suptitle = fig.suptitle("view")
+    start = {k: getattr(fig.subplotpars, k) for k in ("left", "right", "bottom", "top", "wspace", "hspace")}
+    first = 0
     for view in data.views:
         x0, y0, w, h = view.roi
-        m = mean[start : start + w * h].reshape(h, w)
-        p = pred[start : start + w * h].reshape(h, w)
-        start += w * h
-        fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+        m = mean[first : first + w * h].reshape(h, w)
+        p = pred[first : first + w * h].reshape(h, w)
+        first += w * h
         vmax = max(float(np.percentile(m, 99.9)), float(p.max()), 1e-9)
-        for ax, img, title in ((axes[0], m, "measured e⁻"), (axes[1], p, "predicted e⁻")):
-            im = ax.imshow(img, cmap="magma", vmin=0, vmax=vmax)
-            ax.set_title(title)
-            fig.colorbar(im, ax=ax, fraction=0.046)
         res = (m - p) / np.sqrt(np.maximum(p, 0) + pool.read_noise_e**2)
-        im = axes[2].imshow(res, cmap="RdBu_r", vmin=-4, vmax=4)
-        axes[2].set_title("residual / noise σ")
-        fig.colorbar(im, ax=axes[2], fraction=0.046)
-        fig.suptitle(f"view {view.name}  ROI {view.roi}")
+        limits = ((0, vmax), (0, vmax), (-4, 4))
+        for ax, im, img, (lo, hi) in zip(axes, images, (m, p, res), limits, strict=True):
+            im.set_data(img)
+            im.set_extent((-0.5, w - 0.5, h - 0.5, -0.5))
+            im.set_clim(lo, hi)
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
+        suptitle.set_text(f"view {view.name}  ROI {view.roi}")
+        fig.subplots_adjust(**start)  # tight_layout from the same state for every view
         fig.tight_layout()
         path = renders / f"view_{view.name}.png"
         _png(fig, path)
-        plt.close(fig)
         written.append(path)
+    plt.close(fig)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     (x_lo, y_lo, z_lo) = volume.origin_mm
     nz, ny, nx = volume.shape

@@ -86,3 +86,20 @@ def test_rewriting_replaces_the_pictures(tmp_path, fit):
     second = write_renders(tmp_path, data, pool, predicted * 3.0, volume, losses)
     assert second == first and first[0].read_bytes() != before
     assert sorted((tmp_path / "renders").iterdir()) == sorted(second)
+
+
+def test_a_views_picture_does_not_depend_on_the_views_drawn_before_it(tmp_path, fit):
+    """The views share one figure: each picture is still that of its view alone."""
+    import matplotlib.image
+
+    data, pool, predicted, volume, losses = fit
+    both = write_renders(tmp_path / "both", data, pool, predicted, volume, losses)
+    n_first = 7 * 5
+    alone_pool = RayPool(pool.rays, pool.offsets[n_first:] - pool.offsets[n_first],
+                         pool.summed_electrons[n_first:], pool.n_frames[n_first:],
+                         pool.view_of_pixel[n_first:] - 1, pool.read_noise_e, 1)
+    alone_data = FitData(data.system, data.views[1:], photons_per_atom=data.photons_per_atom)
+    alone = write_renders(tmp_path / "alone", alone_data, alone_pool, predicted[n_first:], volume, losses)
+    second, first = matplotlib.image.imread(both[1]), matplotlib.image.imread(both[0])
+    assert np.array_equal(second, matplotlib.image.imread(alone[0]))
+    assert not np.array_equal(second, first)
