@@ -164,7 +164,7 @@ def _split_halves(pools: dict, base: FitData, data: FitData, fit_seed: int, trut
     for half, half_cfg, half_dir in jobs:
         with using_pool(_pool_for(pools, base, half, half_cfg.seed)):
             result = run_fit(half, half_cfg, half_dir, make_field=field_factory)
-        maps.append(_on(truth, result["field"]))
+        maps.append(_on(truth, result.field))
         pools.pop(half_cfg.seed)  # a half's pool is not used again
     halves_um = float(compare_halves(*maps).crossing.interpolated_resolution_um)
     return {"fsc0143_um": halves_um, "truth_fsc05_um": full["fsc05_um"],
@@ -230,12 +230,12 @@ def main() -> None:
                     result = run_fit(data, cfg, work / f"{pname}-{budget}-{fit_seed}-{noise_seed}",
                                      make_field=field_factory, on_check=on_check)
                 fit_s = time.perf_counter() - t1
-                fitted = _on(truth, result["field"])
+                fitted = _on(truth, result.field)
                 final = {**_errors(fitted, truth, truth_m), "mesh": _mesh(fitted)}
-                state = result["state"]
+                state = result.state
                 record = {"phantom": pname, "budget": budget, "fit_seed": fit_seed, "noise_seed": noise_seed,
                           "steps": state.step, "stopped_by": state.stopped, "fit_s": round(fit_s, 1),
-                          "best_step": result["stop_rule"].best_step, "checks": checks}
+                          "best_step": result.stop_rule.best_step, "checks": checks}
                 if noise_seed is None:  # only there when "noiseless" is a method
                     per_method["noiseless"].append(final)
                     record["noiseless"] = final

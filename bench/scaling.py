@@ -75,7 +75,7 @@ def one(views: int, fraction: float, levels: int, steps: int, device: str) -> di
 
     with using_pool(case.pool):
         state = run_fit(case.data, cfg, Path(tempfile.mkdtemp(prefix="bench_scale_")),
-                        make_field=field_factory, progress=Clock())["state"]
+                        make_field=field_factory, progress=Clock()).state
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if cfg.device == "cuda" else None
     return {

@@ -314,7 +314,7 @@ def test_fit_halves_the_batch_on_out_of_memory_and_goes_on(micro, tmp_path):
 
     log = LogLines()
     result = run_fit(data, cfg, tmp_path, make_field=make_field, progress=log)
-    state = result["state"]
+    state = result.state
     assert state.step == 6 and len(state.losses) == 6 and all(math.isfinite(x) for x in state.losses)
     assert state.batch_pixels == 128 and made[0].failures == 2  # 512 → 256 → 128
     warnings = [x for x in log.lines if x.startswith("warning: out of memory")]

@@ -40,6 +40,7 @@ __all__ = [
     "compare_volumes",
     "compare_with_truth",
     "fsc_report",
+    "load_truth",
     "volume_file",
 ]
 
@@ -59,10 +60,26 @@ def compare_with_truth(volume: Volume, truth: Volume | str | Path, *, mask: str 
         truth: the true density, or the path of its TIFF; resampled onto ``volume``'s grid.
         mask: ``None`` or ``"sphere"`` (see :func:`compare_volumes`).
     """
-    if not isinstance(truth, Volume):
-        truth = read_volume(volume_file(Path(truth)))
-    return compare_volumes(volume, resample_like(truth, volume), threshold="0.5", mask=mask,
+    return compare_volumes(volume, resample_like(load_truth(truth), volume), threshold="0.5", mask=mask,
                            labels=("reconstruction", "truth"))
+
+
+def load_truth(truth: Volume | str | Path, *, where: str = "fsc") -> Volume:
+    """The true density (read from its TIFF if a path), refused if its grid is too coarse to compare with.
+
+    Raises:
+        DataError: no such file, or not a volume.
+        ShapeError: fewer than 4 voxels along an edge (resampled onto a fit's grid, it would fill
+            it with a few values and still give a resolution).
+    """
+    name = "the truth"
+    if not isinstance(truth, Volume):
+        name = f"the truth {truth}"
+        truth = read_volume(volume_file(Path(truth)))
+    if min(truth.shape) < 4:
+        raise ShapeError(f"{where}: {name} has a grid of {truth.shape} voxels (z, y, x), too coarse to "
+                         "compare with; use a truth of ≥ 4 voxels per edge")
+    return truth
 
 
 def compare_halves(half1: Volume, half2: Volume, *, mask: str | None = None) -> FSCResult:

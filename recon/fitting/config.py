@@ -48,6 +48,10 @@ class FitConfig:
             at the mean leaves a haze there that early stopping keeps, a start at 1 % much less
             (chosen by trial fits on fit seed 0 of data/run042; bench/accuracy.py measures the
             result on other seeds).
+        em_power: the exponent ω of EM's update ``x ← x · ratio^ω`` (:class:`recon.fitting.em.OSEM`):
+            1 is EM; above 1 the over-relaxed EM, with the same fixed points and positivity.
+        subset_block: consecutive training pixels kept together in one EM subset
+            (:func:`recon.fitting.em.partition`); 1 draws single pixels.
         holdout: fraction of each view's usable pixels held out of the fit; their deviance stops it
             (:mod:`recon.fitting.holdout`). 0: no stop rule, the fit runs ``steps``.
         check_every: steps between held-out checks; 0 chooses ``max(1, subsets // 8)`` for EM and
@@ -96,6 +100,8 @@ class FitConfig:
     max_passes: float = 8.0
     subsets: int = 32
     em_init: float = 1.0
+    em_power: float = 1.0
+    subset_block: int = 1
     holdout: float = 0.05
     check_every: int = 0
     patience: int = 3
@@ -142,6 +148,8 @@ class FitConfig:
             (0 < self.max_passes <= 1e6, "max_passes", "> 0 and ≤ 10⁶"),
             (1 <= self.subsets <= 4096, "subsets", "≥ 1 and ≤ 4096"),
             (1e-6 <= self.em_init <= 1e3, "em_init", "in 1e-6 … 1e3 (the start's scale, 1: the data's)"),
+            (1 <= self.em_power <= 3, "em_power", "in 1 … 3 (the EM update's exponent, 1: EM)"),
+            (1 <= self.subset_block <= 2**20, "subset_block", "≥ 1 and ≤ 2²⁰ (pixels kept together)"),
             (0 <= self.holdout <= 0.5, "holdout", "in 0 … 0.5 (a fraction of the pixels)"),
             (0 <= self.check_every <= 10**8, "check_every", "≥ 0 (0 = automatic) and ≤ 10⁸"),
             (1 <= self.patience <= 10**6, "patience", "≥ 1 and ≤ 10⁶"),
@@ -227,7 +235,7 @@ def _read_fit_toml(path: Path) -> dict:
     known = {f.name for f in fields(FitConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{path}: unknown key '{unknown[0]}'; allowed: {', '.join(sorted(known))}")
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
     check_types(FitConfig, data, str(path), fix="; fix the fit config")
     return data
 

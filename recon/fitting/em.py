@@ -64,7 +64,8 @@ from recon.model.fields.base import box_grid
 from recon.model.loss import data_loss
 
 __all__ = ["EDGE_ON_DEG", "OSEM", "START_FLOOR", "Gaussian", "best_gain", "data_gain", "fit_gaussian",
-           "pool_view_directions", "start_grid", "start_window", "taper_axes", "view_weights"]
+           "measured_over_predicted", "partition", "pool_view_directions", "start_grid", "start_window",
+           "taper_axes", "view_weights"]
 
 # A pair of box faces seen by some view within this angle of edge-on is resolved by it: the start
 # stays uniform along that axis (see the module docstring).
@@ -119,6 +120,11 @@ def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: f
     """
     lam = predict_pixels(field, pool, pixels, photons_per_atom=photons_per_atom, step_mm=step_mm,
                          projector=projector)
+    return measured_over_predicted(lam, pool, pixels)
+
+
+def measured_over_predicted(lam: torch.Tensor, pool: RayPool, pixels: torch.Tensor) -> float:
+    """``Σ S / Σ K λ`` over ``pixels`` given their predictions λ (:func:`data_gain`)."""
     predicted = float((pool.n_frames[pixels].double() * lam.double().clamp_min(0.0)).sum())
     if not predicted > 0:
         return 1.0
@@ -300,6 +306,28 @@ def start_grid(gaussian: Gaussian, mean_density: float, shape_zyx: tuple[int, in
     return (1 - floor) * g / mean_density + floor * start_window(shape, axes)
 
 
+def partition(train: torch.Tensor, subsets: int, seed: int, block: int = 1) -> list[torch.Tensor]:
+    """The training pixels in ``subsets`` ordered subsets at random, each sorted; each pixel in one.
+
+    ``block`` > 1 draws blocks of that many consecutive training pixels (a stretch of an image
+    row) rather than single pixels: the rays of neighbouring pixels cross neighbouring voxels, so
+    a subset's projections read and write the grid with fewer cache misses, while each subset
+    still holds every view. The partition depends only on the seed (and the pixels).
+    """
+    gen = torch.Generator().manual_seed(int(seed) * 104729 + 3)
+    block = max(1, int(block))
+    if block == 1:
+        order = torch.randperm(len(train), generator=gen).to(train.device)
+        n = max(1, min(int(subsets), len(train)))
+        return [part.sort().values for part in train[order].tensor_split(n)]
+    blocks = -(-len(train) // block)
+    n = max(1, min(int(subsets), blocks))
+    rank = torch.empty(blocks, dtype=torch.long)
+    rank[torch.randperm(blocks, generator=gen)] = torch.arange(blocks)
+    which = (rank * n // blocks)[torch.arange(len(train)) // block].to(train.device)
+    return [train[which == s].sort().values for s in range(n)]
+
+
 class OSEM:
     """OSEM updates of a :class:`~recon.model.fields.voxel.VoxelField` (``linear`` activation).
 
@@ -312,6 +340,9 @@ class OSEM:
         photons_per_atom: Y.
         step_mm: stratum length along segments, mm.
         backend: the :class:`~recon.fitting.projector.Projector`'s backend.
+        block: consecutive training pixels kept in one subset (:func:`partition`).
+        power: the update's exponent ω: ``x ← g·x·(Aᵀ(w r)/Aᵀ(w K))^ω`` (1: EM; above 1 the
+            over-relaxed EM of Lewitt & Muehllehner 1986, with the same fixed points and positivity).
 
     Both sums of the update are back-projections by the projector's adjoint; the prediction is
     its forward map. The object has ``state_dict``/``load_state_dict`` like an optimiser (the
@@ -320,12 +351,10 @@ class OSEM:
     """
 
     def __init__(self, field, pool: RayPool, train: torch.Tensor, *, subsets: int, seed: int,
-                 photons_per_atom: float, step_mm: float, backend: str = "auto") -> None:
-        self.field, self.pool = field, pool
-        gen = torch.Generator().manual_seed(int(seed) * 104729 + 3)
-        order = torch.randperm(len(train), generator=gen).to(train.device)
-        n = max(1, min(int(subsets), len(train)))
-        self.subsets = [part.sort().values for part in train[order].tensor_split(n)]
+                 photons_per_atom: float, step_mm: float, backend: str = "auto", power: float = 1.0,
+                 block: int = 1) -> None:
+        self.field, self.pool, self.power = field, pool, float(power)
+        self.subsets = partition(train, subsets, seed, block)
         self.projector = Projector(pool, *field.box_mm, field.shape, photons_per_atom=photons_per_atom,
                                    step_mm=step_mm, backend=backend)
         self._sensitivity: dict[int, torch.Tensor] = {}
@@ -336,7 +365,7 @@ class OSEM:
                      ) -> tuple[torch.Tensor, torch.Tensor | None, float, float, int]:
         """A^T (w r), A^T (w K) over ``pixels`` at the subset's best gain; also gain, deviance, segments."""
         pool, op = self.pool, self.projector
-        lam = op.forward(voxel_values(self.field), pixels).clamp_min(0.0)
+        lam = op.forward(self.values(), pixels).clamp_min(0.0)
         shifted, k, var = _shifted_counts(pool, pixels, lam.dtype)
         gain = best_gain(lam, shifted, k, var) if fit_gain else 1.0
         dev = float(data_loss(gain * lam, pool.summed_electrons[pixels], k, pool.read_noise_e))
@@ -359,8 +388,17 @@ class OSEM:
                 grid.masked_fill_(sum(self._sensitivity.values()) <= 0, 0.0)
         sens = self._sensitivity[s]
         seen = sens > 0
-        grid.copy_(torch.where(seen, gain * grid * back / sens.clamp_min(1e-30), gain * grid))
+        sens = sens.clamp_min(1e-30)
+        if self.power == 1.0:
+            new = gain * grid * back / sens
+        else:
+            new = gain * grid * (back / sens).pow(self.power)
+        grid.copy_(torch.where(seen, new, gain * grid))
         return dev, segments
+
+    def values(self) -> torch.Tensor:
+        """(Z, Y, X) the density at the voxel centres: what the projector acts on."""
+        return voxel_values(self.field)
 
     def state_dict(self) -> dict:
         """Nothing to keep beyond the field: the updates depend only on it and the step."""

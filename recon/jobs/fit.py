@@ -26,12 +26,13 @@ from optics.camera import rois_overlap
 from optics.system import System, save_system
 from recon.analysis.inspect import fit_blockers, inspect_run
 from recon.analysis.moments import cloud_metrics
+from recon.analysis.resolution import load_truth
 from recon.environment import versions
 from recon.errors import ConfigError, DataError, FitError, OutputError
 from recon.fitting.checkpoint import check_resumable
 from recon.fitting.config import FitConfig, check_grid_sizes, config_dict, field_factory, load_fit_config
 from recon.fitting.data import HALF_SEED_OFFSET, FitData, density_grid, fit_data, split_fit_data
-from recon.fitting.loop import StopOnSignals, run_fit
+from recon.fitting.loop import FitResult, StopOnSignals, run_fit
 from recon.fitting.outdir import (
     OutputLock,
     discard_unless_resumable,
@@ -110,6 +111,8 @@ def fit(
     if blockers:
         raise DataError(f"fit: {blockers[0]}; check the run with `recon inspect {views}`")
     data, truth = fit_data(run)
+    if truth is not None:  # a truth that cannot be compared with is refused before the fit, not after
+        load_truth(truth, where="fit")
     if split_halves:  # refused now, before an output directory exists
         split_fit_data(data, split, cfg.seed)
     if resume:  # what was not given now is what the interrupted fit ran with
@@ -159,9 +162,9 @@ def _fit_jobs(data: FitData, cfg: FitConfig, work: Path, split_halves: str | Non
             for i, half in enumerate(halves, 1)], how
 
 
-def _combined_pool(results: list[dict], how: str) -> RayPool:
+def _combined_pool(results: list[FitResult], how: str) -> RayPool:
     """The ray pool of half 1 with the measured counts of both halves (the whole data)."""
-    a, b = results[0]["pool"], results[1]["pool"]
+    a, b = results[0].pool, results[1].pool
     frames = a.n_frames + b.n_frames if how == "frames" else a.n_frames
     return dataclasses.replace(a, summed_electrons=a.summed_electrons + b.summed_electrons, n_frames=frames,
                                read_noise_e=a.read_noise_e * (math.sqrt(2) if how == "thinning" else 1.0))
@@ -252,8 +255,8 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
                    warnings: list[str], pool_cache: str | os.PathLike | None) -> dict:
     """:func:`run_fit_job` holding the output lock; ``stop`` says what a signal leaves behind."""
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    if resume:
-        cfg.steps = max(cfg.steps, int(saved_fit_settings(out).get("steps", 0)))
+    if resume:  # a resumed fit goes at least as far as the interrupted one was to
+        cfg = dataclasses.replace(cfg, steps=max(cfg.steps, int(saved_fit_settings(out).get("steps", 0))))
     jobs, how = _fit_jobs(data, cfg, work, split_halves)
     if resume:  # refuse a wrong checkpoint before anything is written
 
@@ -281,40 +284,53 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         raise
     stop.message = ("fit stopped while writing its outputs; the fit is complete in its checkpoint: run the "
                     "same command with --resume to write them")
-    if results[0]["refined_system"] is not None:
-        _write_refinement(work, results[0]["refined_system"], results[0]["refinement"], cfg, progress)
+    if results[0].refined_system is not None:
+        _write_refinement(work, results[0].refined_system, results[0].refinement, cfg, progress)
     shape, origin, voxel = density_grid(data, cfg.voxel_size_mm)
-    pool = results[0]["pool"] if how is None else _combined_pool(results, how)
+    pool = results[0].pool if how is None else _combined_pool(results, how)
     fit_time = time.perf_counter() - t0
-    device = results[0]["device"]
-    states = [r["state"] for r in results]
-    backend = getattr(results[0]["field"], "backend", "torch")
+    device = results[0].device
+    states = [r.state for r in results]
+    backend = getattr(results[0].field, "backend", "torch")
+    t_out = time.perf_counter()
+
+    def done(what: str) -> None:  # one progress line per output, with the seconds it took
+        nonlocal t_out
+        now = time.perf_counter()
+        if progress:
+            progress.log(f"{what} ({now - t_out:.1f} s)")
+        t_out = now
+
     if progress:
         progress.log("writing outputs: density.tif, renders/, metrics.json, report.html")
+    t_outputs = t_out
     meta = {"run": run_name, "field": cfg.field, "solver": "em" if cfg.em else "adam", "backend": backend,
             "steps": states[0].step}
-    grids = [sample_field(r["field"], shape, origin, voxel, device) for r in results]
+    grids = [sample_field(r.field, shape, origin, voxel, device) for r in results]
     extra: dict = {}
     if how is not None:
         halves = [save_density(work, g, origin, voxel, data.density_unit, {**meta, "half": i},
                                name=f"half{i}.tif") for i, g in enumerate(grids, 1)]
         report = fsc_halves(*halves, work)
         extra["split_halves"] = {"split": how, "fsc": _fsc_metrics(report)}
+        done("wrote half1.tif, half2.tif, fsc-halves/")
     volume = save_density(work, sum(grids) / len(grids), origin, voxel, data.density_unit, meta)
-    predicted = predict_fit(
-        [r["field"] for r in results],
-        volume,
-        pool,
-        data.photons_per_atom or 4 * math.pi,
-        model=cfg.model,
-        attenuation=cfg.attenuation,
-        step_mm=cfg.step_mm if cfg.em else min(cfg.step_mm, 0.02),  # EM: the operator it inverted
-    )
+    done("wrote density.tif")
+    if how is None and results[0].predicted is not None:  # EM's, from its final gain
+        predicted = results[0].predicted.float().cpu()
+    else:
+        predicted = predict_fit([r.field for r in results], volume, pool,
+                                data.photons_per_atom or 4 * math.pi, model=cfg.model,
+                                attenuation=cfg.attenuation,
+                                step_mm=cfg.step_mm if cfg.em else min(cfg.step_mm, 0.02))
+        done("predicted the views")
     views = residual_stats(data, pool, predicted)
     losses = [sum(v) / len(v) for v in zip(*(s.losses for s in states), strict=True)]
     images = write_renders(work, data, pool, predicted, volume, losses)
+    done(f"wrote renders/ ({len(images)} pictures)")
     if truth_path is not None:
         extra["fsc_truth"] = _fsc_metrics(fsc_truth(volume, truth_path, work))
+        done("wrote fsc-truth/")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
@@ -328,6 +344,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         "solver": meta["solver"],
         **_convergence(results),
         "time_s": round(fit_time, 2),
+        "outputs_s": round(time.perf_counter() - t_outputs, 2),
         "fit_loop_s": round(loop_s, 2),
         "rays_per_s": round(sum(s.rays_rendered for s in states) / max(loop_s, 1e-9), 1),
         "peak_memory_mb": round(peak_mb, 1),
@@ -361,16 +378,16 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     return metrics
 
 
-def _convergence(results: list[dict]) -> dict:
+def _convergence(results: list[FitResult]) -> dict:
     """Whether each fit converged (its held-out deviance stopped falling) and its checks, for metrics.json."""
     fits = []
     for r in results:
-        state, rule = r["state"], r["stop_rule"]
-        fits.append({"converged": state.stopped == "held-out", "stopped_by": state.stopped or "signal",
+        state, rule = r.state, r.stop_rule
+        fits.append({"converged": r.converged, "stopped_by": state.stopped or "signal",
                      "best_step": rule.best_step if state.heldout else state.step,
                      "heldout_deviance": rule.best if state.heldout else None,
-                     "held_out_pixels": r["held_out_pixels"], "max_steps": r["max_steps"],
-                     "final_gain": r.get("final_gain"),
+                     "held_out_pixels": r.held_out_pixels, "max_steps": r.max_steps,
+                     "final_gain": r.final_gain,
                      "checks": [[int(k), round(float(d), 6)] for k, d in state.heldout]})
     return {"converged": all(f["converged"] for f in fits), "convergence": fits}
 

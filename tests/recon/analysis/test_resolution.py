@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from recon.analysis.fsc import fsc_curve
-from recon.analysis.resolution import compare_volumes
+from recon.analysis.resolution import compare_volumes, compare_with_truth, load_truth
 from recon.errors import DataError, ShapeError
+from recon.io.volume import write_volume
 from tests.recon.analysis.fsc_maps import as_volume
 
 
@@ -31,3 +32,22 @@ def test_mismatched_grids_raise_shape_error():
         compare_volumes(as_volume(v[:3]), as_volume(v[:3]), threshold="0.143")
     # Within 1e-6 mm the grids count as equal.
     compare_volumes(a, as_volume(v, origin=(0.0, 0.0, 1e-7)), threshold="0.5", directional=False)
+
+
+def test_a_truth_too_coarse_to_compare_with_is_refused_like_a_map_of_that_grid(tmp_path):
+    rng = np.random.default_rng(11)
+    fit = as_volume(rng.standard_normal((16, 16, 16)))
+    for shape in ((1, 1, 1), (16, 16, 3)):
+        truth = as_volume(np.ones(shape), voxel=0.5)
+        with pytest.raises(ShapeError) as info:
+            compare_with_truth(fit, truth)
+        assert str(info.value) == (f"fsc: the truth has a grid of {shape} voxels (z, y, x), too coarse to "
+                                   "compare with; use a truth of ≥ 4 voxels per edge")
+        with pytest.raises(ShapeError, match="^fit: the truth has a grid"):
+            load_truth(truth, where="fit")
+    path = tmp_path / "truth.tif"
+    write_volume(path, as_volume(np.ones((1, 1, 1)), voxel=2.4))
+    with pytest.raises(ShapeError, match=f"the truth {path} has a grid of \\(1, 1, 1\\)"):
+        compare_with_truth(fit, path)
+    coarse = as_volume(np.ones((4, 4, 4)), voxel=4.0)  # coarse but a grid: resampled and compared
+    assert compare_with_truth(fit, coarse).shape == (16, 16, 16)

@@ -16,6 +16,7 @@ from recon.fitting.em import (
     best_gain,
     data_gain,
     fit_gaussian,
+    partition,
     pool_view_directions,
     start_grid,
     start_window,
@@ -24,6 +25,7 @@ from recon.fitting.em import (
 )
 from recon.fitting.holdout import heldout_deviance, split_held_out
 from recon.fitting.loop import run_fit
+from recon.fitting.projector import predict_pixels
 from recon.fitting.raypool import RayPool
 from recon.model.fields.voxel import VoxelField
 from recon.model.loss import data_loss
@@ -80,11 +82,13 @@ def _signal_fractions(pool):
     return f / f.max()
 
 
-@pytest.mark.parametrize(("step", "views"), [(0, 1), (1, 1), (0, 2), (1, 2)])
-def test_one_update_is_the_em_formula_with_an_explicit_matrix(micro, step, views):
+@pytest.mark.parametrize(("step", "views", "power"),
+                         [(0, 1, 1.0), (1, 1, 1.0), (0, 2, 1.0), (1, 2, 1.0), (0, 1, 2.0), (1, 2, 1.5)])
+def test_one_update_is_the_em_formula_with_an_explicit_matrix(micro, step, views, power):
     """One subset: update 0 is plain EM; update 1 (after the first pass) scales by the best gain first.
 
     With two views each view's terms carry its weight (its signal fraction relative to the largest).
+    With ``power`` ω the ratio is raised to ω (over-relaxed EM).
     """
     pool = micro["pool"] if views == 1 else _two_views(micro["pool"])
     field = _field(micro, n=8, margin=1.6)
@@ -104,14 +108,14 @@ def test_one_update_is_the_em_formula_with_an_explicit_matrix(micro, step, views
     if views == 2:
         assert 0.1 < float(w.min()) < 0.9 and float(w.max()) == 1.0
     back, sens = a.T @ (w * shifted / (g * lam + var)), a.T @ (w * k)
-    expected = torch.where(a.T @ k > 0, g * x * back / sens, g * x)
-    em = OSEM(field, pool, pixels, subsets=1, seed=0, photons_per_atom=200.0, step_mm=STEP)
+    expected = torch.where(a.T @ k > 0, g * x * (back / sens) ** power, g * x)
+    em = OSEM(field, pool, pixels, subsets=1, seed=0, photons_per_atom=200.0, step_mm=STEP, power=power)
     if step:  # as after the first pass, without running it
         em._sensitivity[0] = em._backproject(pixels, True, fit_gain=False)[1]
     em.update(step)
     got = field.grid.detach().flatten().double()
     seen = a.sum(0) > 0
-    assert torch.allclose(got[seen], expected[seen], rtol=2e-4, atol=1e-6)
+    assert torch.allclose(got[seen], expected[seen], rtol=2e-4 * power, atol=1e-6)  # float32 ratio^ω
     assert (~seen).sum() > 0 and torch.all(got >= 0)
     if step == 0:  # no pixel sees them: set to 0 once every subset (here the only one) was visited
         assert torch.all(got[~seen] == 0)
@@ -151,6 +155,24 @@ def test_subsets_partition_the_pixels_the_same_way_for_a_seed(micro):
     a.load_state_dict(b.state_dict())
 
 
+@pytest.mark.parametrize("block", [1, 4, 50])
+def test_a_block_partition_keeps_runs_of_consecutive_pixels_in_one_subset(block):
+    train = torch.arange(3, 1003, 2)  # 500 training pixels, not every pixel
+    subsets = partition(train, 7, seed=5, block=block)
+    assert len(subsets) == 7 and torch.equal(torch.cat(subsets).sort().values, train)
+    assert all(torch.equal(part, part.sort().values) for part in subsets)
+    sizes = [len(part) for part in subsets]
+    assert max(sizes) - min(sizes) <= block  # as even as whole blocks allow
+    which = torch.empty(1003, dtype=torch.long)
+    for i, part in enumerate(subsets):
+        which[part] = i
+    runs = which[train].reshape(-1, block)  # consecutive training pixels, block by block
+    assert torch.all(runs == runs[:, :1])  # a block is never split
+    again, other = partition(train, 7, seed=5, block=block), partition(train, 7, seed=6, block=block)
+    assert all(torch.equal(x, y) for x, y in zip(subsets, again, strict=True))  # the seed's partition
+    assert not all(torch.equal(x, y) for x, y in zip(subsets, other, strict=True))
+
+
 def _em_cfg(micro, **kw):
     return load_fit_config(micro["cfg"], field="voxel", solver="em", device="cpu",
                            field_options={"voxel_resolution": 12}, subsets=4, check_every=2, **kw)
@@ -160,40 +182,44 @@ def _em_cfg(micro, **kw):
 def test_an_em_fit_stops_at_the_held_out_minimum_and_returns_that_field(micro, tmp_path):
     cfg = _em_cfg(micro, steps=200, patience=2)
     result = run_fit(micro["data"], cfg, tmp_path, make_field=field_factory)
-    state, rule = result["state"], result["stop_rule"]
+    state, rule = result.state, result.stop_rule
     assert state.stopped == "held-out" and state.step < 200  # converged before the limit
     checks = dict((int(k), d) for k, d in state.heldout)
     best_step = min(checks, key=checks.get)
     assert rule.best_step == best_step and state.step == best_step + 2 * cfg.check_every
-    assert result["held_out_pixels"] == round(0.05 * 27 * 27)
-    pool = result["pool"]
+    assert result.held_out_pixels == round(0.05 * 27 * 27)
+    pool = result.pool
     usable = (pool.n_frames > 0).nonzero(as_tuple=True)[0]
     _, held = split_held_out(pool, usable, cfg.holdout, cfg.seed)
     saved = read_checkpoint(tmp_path / "checkpoint.pt")
     assert saved["state"]["stopped"] == "held-out" and saved["best_field"] is not None
-    best = copy.deepcopy(result["field"])
+    best = copy.deepcopy(result.field)
     best.load_state_dict(saved["best_field"])
     again = heldout_deviance(best, pool, held, photons_per_atom=200.0, step_mm=cfg.step_mm)
     assert again == pytest.approx(checks[best_step], rel=1e-5)  # the best check's field is kept
     # ... and returned scaled so that its light over the training pixels is the measured light
-    gain = result["final_gain"]
-    assert gain != 1.0 and torch.allclose(result["field"].grid, gain * best.grid)
+    gain = result.final_gain
+    assert gain != 1.0 and torch.allclose(result.field.grid, gain * best.grid)
     train = usable[~torch.isin(usable, held)]
-    assert data_gain(result["field"], pool, train, photons_per_atom=200.0, step_mm=cfg.step_mm) == \
+    assert data_gain(result.field, pool, train, photons_per_atom=200.0, step_mm=cfg.step_mm) == \
         pytest.approx(1.0, abs=1e-6)
+    # the prediction of every pixel that came with the gain is the returned field's
+    every = torch.arange(pool.n_pixels)
+    expected = predict_pixels(result.field, pool, every, photons_per_atom=200.0, step_mm=cfg.step_mm)
+    assert torch.allclose(result.predicted, expected, rtol=1e-5, atol=1e-6 * float(expected.max()))
 
 
 @slow
 def test_an_interrupted_em_fit_resumes_to_the_same_result(micro, tmp_path):
     whole = run_fit(micro["data"], _em_cfg(micro, steps=12, holdout=0.0), tmp_path / "a",
                     make_field=field_factory)
-    assert whole["state"].stopped == "steps" and whole["stop_rule"].best == math.inf
+    assert whole.state.stopped == "steps" and whole.stop_rule.best == math.inf
     (tmp_path / "b").mkdir()
     run_fit(micro["data"], _em_cfg(micro, steps=5, holdout=0.0), tmp_path / "b", make_field=field_factory)
     resumed = run_fit(micro["data"], _em_cfg(micro, steps=12, holdout=0.0), tmp_path / "b",
                       make_field=field_factory, resume=True)
-    assert resumed["state"].step == 12
-    assert torch.allclose(resumed["field"].grid, whole["field"].grid, rtol=1e-5, atol=1e-3)
+    assert resumed.state.step == 12
+    assert torch.allclose(resumed.field.grid, whole.field.grid, rtol=1e-5, atol=1e-3)
 
 
 

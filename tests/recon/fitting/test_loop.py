@@ -18,7 +18,14 @@ from recon.errors import BackendUnavailableError, FitError
 from recon.fitting.checkpoint import read_checkpoint
 from recon.fitting.config import field_factory, load_fit_config
 from recon.fitting.data import FitData, ViewData, load_fit_data
-from recon.fitting.loop import FitInterrupted, StopOnSignals, estimate_atoms, resolve_device, run_fit
+from recon.fitting.loop import (
+    FitInterrupted,
+    FitResult,
+    StopOnSignals,
+    estimate_atoms,
+    resolve_device,
+    run_fit,
+)
 from recon.fitting.raypool import build_ray_pool
 from recon.model.loss import data_loss
 from recon.model.render import render_pixels
@@ -195,12 +202,12 @@ def test_a_short_fit_returns_its_state_and_lowers_the_loss(micro, tmp_path):
         return made
 
     result = run_fit(micro["data"], cfg, tmp_path, make_field=make_field, progress=log)
-    assert set(result) == {"field", "pool", "refined_system", "refinement", "state", "device", "mean_density",
-                           "photons_per_atom", "stop_rule", "held_out_pixels", "max_steps", "final_gain"}
-    assert result["final_gain"] is None  # Adam fits its gain with the field (log_gain)
-    state = result["state"]
+    assert isinstance(result, FitResult) and result.refined_system is None and result.refinement is None
+    assert result.final_gain is None and result.predicted is None  # Adam fits its gain (log_gain)
+    assert result.held_out_pixels > 0 and result.max_steps == 40 and result.mean_density > 0
+    state = result.state
     assert state.step == 40 and len(state.losses) == 40 and all(math.isfinite(x) for x in state.losses)
-    pool = result["pool"]
+    pool = result.pool
     pixels = torch.arange(pool.n_pixels)
 
     def loss_of_all_pixels(field):
@@ -209,19 +216,19 @@ def test_a_short_fit_returns_its_state_and_lowers_the_loss(micro, tmp_path):
                                  step_mm=cfg.step_mm, jitter=False)
             return float(data_loss(pred, pool.summed_electrons, pool.n_frames, pool.read_noise_e))
 
-    assert loss_of_all_pixels(result["field"]) < 0.92 * loss_of_all_pixels(initial[0])  # it learns
+    assert loss_of_all_pixels(result.field) < 0.92 * loss_of_all_pixels(initial[0])  # it learns
     assert state.batch_pixels == 64 and state.rays_rendered > 0 and state.elapsed_s > 0
-    assert result["device"] == torch.device("cpu") and result["photons_per_atom"] == 200.0
-    assert result["refined_system"] is None and result["refinement"] is None
-    assert math.isfinite(result["mean_density"]) and result["mean_density"] > 0
-    assert result["pool"].n_pixels == 27 * 27
+    assert result.device == torch.device("cpu") and result.photons_per_atom == 200.0
+    assert result.refined_system is None and result.refinement is None
+    assert math.isfinite(result.mean_density) and result.mean_density > 0
+    assert result.pool.n_pixels == 27 * 27
     with torch.no_grad():  # the cloud is at the box centre: the fit raised the centre over a corner
-        corner = 0.9 * result["field"].box_max_mm.reshape(1, 3)
+        corner = 0.9 * result.field.box_max_mm.reshape(1, 3)
 
         def contrast(field):
             return float(field(torch.zeros(1, 3))) / float(field(corner))
 
-        assert contrast(result["field"]) > 1.0 and contrast(result["field"]) > 1.05 * contrast(initial[0])
+        assert contrast(result.field) > 1.0 and contrast(result.field) > 1.05 * contrast(initial[0])
     saved = read_checkpoint(tmp_path / "checkpoint.pt")  # the last step is always checkpointed
     assert saved["state"]["step"] == 40 and saved["state"]["losses"] == state.losses
     assert log.calls == [("start", 40, 0), ("stop",)] and [u[0] for u in log.updates] == list(range(1, 41))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import recon
-from recon.errors import ConfigError
+from recon.errors import ConfigError, ShapeError
 from recon.fitting.checkpoint import read_checkpoint
+from recon.io.volume import Volume, read_volume, write_volume
 from recon.jobs.fit import FitOutcome, fit, unconverged_warning, worthless_result
 from tests.conftest import slow
 from tests.micro import FIT_TOML, LogLines, make_micro_case
@@ -49,6 +52,12 @@ def test_settings_come_from_options_then_toml_then_the_resumed_fit_then_defaults
     assert written["fit"]["steps"] == 4 and written["fit"]["lr"] == 0.02
     assert first.metrics == json.loads((tmp_path / "fits" / "run" / "metrics.json").read_text())
     assert first.metrics["steps"] == 4
+    # the outputs are said one by one as they are written, and their time is in metrics.json
+    outputs = [line for line in made[0].lines if line.startswith(("wrote ", "predicted "))]
+    assert [line.split(" (")[0] for line in outputs] == ["wrote density.tif", "predicted the views",
+                                                         "wrote renders/", "wrote fsc-truth/"]
+    assert all(line.endswith(" s)") for line in outputs)
+    assert 0 <= first.metrics["outputs_s"] < 600
 
     resumed = fit(micro["run"], out=first.out, resume=True, steps=6, device="cpu")
     assert resumed.config.steps == 6  # an option beats the resumed fit
@@ -231,3 +240,17 @@ def test_a_fit_recovers_its_truth_where_two_views_constrain_it(tmp_path, tiny_sy
     for axis in (0, 1):
         assert abs(metrics["centroid_mm"][axis] - truth["centroid_mm"][axis]) < 0.015
         assert metrics["width_mm"][axis] == pytest.approx(truth["width_mm"][axis], rel=0.18)
+
+
+def test_a_truth_too_coarse_to_compare_with_is_refused_before_the_fit(micro, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(micro["run"], run)
+    truth = read_volume(run / "truth.tif")
+    write_volume(run / "truth.tif", Volume(np.ones((1, 1, 1), np.float32), truth.origin_mm, (2.4,) * 3,
+                                           truth.unit))
+    with pytest.raises(ShapeError) as info:
+        fit(run, out=tmp_path / "out", steps=2, device="cpu")
+    path = run / "truth.tif"
+    assert str(info.value) == (f"fit: the truth {path} has a grid of (1, 1, 1) voxels (z, y, x), too coarse "
+                               "to compare with; use a truth of ≥ 4 voxels per edge")
+    assert not (tmp_path / "out").exists()  # refused before anything was written
