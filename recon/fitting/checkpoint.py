@@ -37,6 +37,7 @@ __all__ = [
     "check_resumable",
     "data_fingerprint",
     "load_checkpoint",
+    "not_a_file",
     "read_checkpoint",
     "save_checkpoint",
 ]
@@ -159,6 +160,20 @@ def save_checkpoint(
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def not_a_file(path: Path) -> str | None:
+    """What stands at ``path`` if something that is not a regular file does (None: a file, or nothing).
+
+    Never opens it (a FIFO would block the reader).
+    """
+    if path.is_file() or not (path.exists() or path.is_symlink()):
+        return None
+    if path.is_dir():
+        return "a directory"
+    if not path.exists():
+        return "a broken symbolic link"
+    return "a FIFO, socket or device"
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint file, with one-line errors for missing or corrupt files.
 
@@ -171,6 +186,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     if not path.is_file():
+        kind = not_a_file(path)
+        if kind:
+            raise DataError(f"checkpoint {path} is {kind}, not a checkpoint file; move it away and fit again "
+                            "without --resume")
         raise DataError(f"checkpoint {path} does not exist; run the fit without --resume first")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files

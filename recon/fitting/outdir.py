@@ -19,7 +19,7 @@ from pathlib import Path
 
 from optics.atomic import output_error, remove_stale_temporaries
 from recon.errors import ReconError
-from recon.fitting.checkpoint import read_checkpoint
+from recon.fitting.checkpoint import not_a_file, read_checkpoint
 from recon.fitting.config import FitConfig
 from recon.fitting.data import HALF_SEED_OFFSET
 
@@ -149,6 +149,12 @@ def prepare_out_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
                 if (where / sub).is_dir():
                     remove_stale_temporaries(where / sub)
             return where
+        for where in (_partial_dir(out), out):
+            path = where / "checkpoint.pt"
+            kind = not_a_file(path)
+            if kind:
+                raise ReconError(f"fit: --resume needs {path} to be a checkpoint file, and it is {kind}; "
+                                 "move it away and run without --resume")
         raise ReconError(
             f"fit: --resume needs {out}/checkpoint.pt, which does not exist; run without --resume first"
         )

@@ -57,6 +57,22 @@ def target_views(run: Run, nominal: System, exposures: tuple[int, ...], source: 
     return views
 
 
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse, before the fit, existing outputs (unless ``overwrite``) or a folder that cannot take them."""
+    for p in output_paths(out).values():
+        if p.is_dir():
+            raise ConfigError(f"calibrate: {p} is a directory; choose an --out file name (CALIBRATED.toml)")
+        if p.exists() and not overwrite:
+            raise ConfigError(f"calibrate: {p} exists; pass --overwrite or choose another --out")
+    parent = out.parent
+    if not parent.is_dir():
+        raise ConfigError(f"calibrate: the folder of --out, {parent}, does not exist; create it or choose "
+                          "another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"calibrate: the folder of --out, {parent}, cannot be written; choose another "
+                          "--out")
+
+
 def calibrate(
     images: str | os.PathLike,
     system_file: str | os.PathLike,
@@ -83,9 +99,7 @@ def calibrate(
         log: receives progress lines.
     """
     log = log or (lambda text: None)
-    for p in output_paths(out).values():
-        if p.exists() and not overwrite:
-            raise ConfigError(f"calibrate: {p} exists; pass --overwrite or choose another --out")
+    _check_out(Path(out), overwrite)
     cfg = CalibrationConfig(fit=parse_fit_groups(fit_groups), known_positions=known_positions,
                             n_aperture=aperture_samples, max_iterations=max_iterations)
     if aperture_samples < 16 or max_iterations < 1:

@@ -41,7 +41,8 @@ _TOP_KEYS = ("name", "description", "model", "fringes", *_PRIMITIVE_KEYS)
 def _unknown(source: str, key: str, allowed: Sequence[str], where: str = "") -> ConfigError:
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"{source}: unknown key '{where}{key}'{hint}; allowed: {', '.join(allowed)}")
+    # repr: a key holding a newline still gives one line
+    return ConfigError(f"{source}: unknown key {where + key!r}{hint}; allowed: {', '.join(allowed)}")
 
 
 def _number(value, key: str, source: str, *, positive: bool = False, nonneg: bool = False) -> float:

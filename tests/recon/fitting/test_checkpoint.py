@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from dataclasses import asdict
 
 import pytest
@@ -257,10 +258,18 @@ def test_read_refuses_what_is_not_a_whole_recon_checkpoint(tmp_path, payload, ne
     assert "without --resume" in message and "\n" not in message
 
 
-def test_read_refuses_a_missing_file_or_a_directory(tmp_path):
-    for path in (tmp_path / "none.pt", tmp_path):
-        with pytest.raises(DataError, match="does not exist; run the fit without --resume first"):
-            read_checkpoint(path)
+def test_read_refuses_a_missing_file_and_says_what_stands_in_a_files_place(tmp_path):
+    with pytest.raises(DataError, match="does not exist; run the fit without --resume first"):
+        read_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "dir.pt").mkdir()
+    os.mkfifo(tmp_path / "fifo.pt")  # opening it would block: it must not be opened
+    (tmp_path / "link.pt").symlink_to(tmp_path / "gone.pt")
+    for name, kind in (("dir.pt", "a directory"), ("fifo.pt", "a FIFO, socket or device"),
+                       ("link.pt", "a broken symbolic link")):
+        with pytest.raises(DataError) as info:
+            read_checkpoint(tmp_path / name)
+        assert str(info.value) == (f"checkpoint {tmp_path / name} is {kind}, not a checkpoint file; move it "
+                                   "away and fit again without --resume")
 
 
 @pytest.mark.parametrize("part, key, value", [

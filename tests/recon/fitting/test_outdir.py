@@ -158,6 +158,18 @@ def test_resume_without_a_checkpoint_is_refused(tmp_path):
     assert _tree(tmp_path) == ["out", "out/density.tif"]
 
 
+@pytest.mark.parametrize("make, kind", [(lambda p: p.mkdir(), "a directory"),
+                                         (os.mkfifo, "a FIFO, socket or device")], ids=["dir", "fifo"])
+def test_resume_says_what_stands_where_its_checkpoint_should_be(tmp_path, make, kind):
+    out = tmp_path / "out"
+    out.mkdir()
+    make(out / "checkpoint.pt")
+    with pytest.raises(ReconError) as info:
+        prepare_out_dir(out, overwrite=False, resume=True)
+    assert str(info.value) == (f"fit: --resume needs {out / 'checkpoint.pt'} to be a checkpoint file, and "
+                               f"it is {kind}; move it away and run without --resume")
+
+
 def test_resume_continues_in_place_and_clears_stale_temporaries(tmp_path):
     out = tmp_path / "out"
     _checkpoint(out / "half1", 5)

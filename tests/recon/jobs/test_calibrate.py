@@ -1,6 +1,7 @@
 """`recon calibrate` as a function: the views of a target set, refusals before work, a tiny calibration."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -127,3 +128,22 @@ def test_a_tiny_calibration_moves_the_mirror_toward_the_truth(target_set, tmp_pa
     assert angle(refined_normal, true_normal) < 0.25 * angle(nominal_normal, true_normal)
     with pytest.raises(ConfigError, match="--overwrite"):
         calibrate(target_set / "cal", target_set / "nominal.toml", tmp_path / "calibrated.toml")
+
+
+def test_calibrate_refuses_an_out_it_could_not_write_before_reading_anything(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        calibrate(tmp_path / "no-images", tmp_path / "no-system.toml", tmp_path / "missing" / "c.toml")
+    assert str(info.value) == (f"calibrate: the folder of --out, {tmp_path / 'missing'}, does not exist; "
+                               "create it or choose another --out")
+    (tmp_path / "c.toml").mkdir()
+    with pytest.raises(ConfigError, match="c.toml is a directory; choose an --out file name"):
+        calibrate(tmp_path / "no-images", tmp_path / "no-system.toml", tmp_path / "c.toml", overwrite=True)
+
+
+def test_calibrate_refuses_a_read_only_folder_for_its_out_before_reading_anything(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):  # root writes anywhere: nothing to refuse
+        pytest.skip("this user can write a read-only folder (root)")
+    with pytest.raises(ConfigError, match="locked, cannot be written; choose another --out"):
+        calibrate(tmp_path / "no-images", tmp_path / "no-system.toml", locked / "c.toml")

@@ -68,6 +68,7 @@ def test_amplitude_sets_relative_peak_density(tmp_path):
         ("[[gaussian]]\n[fringes]\nperiod_mm = 0.2\naxis = 'w'\n", "'fringes.axis' must be 'x', 'y' or 'z'"),
         ("[[donut]]\npower = 1.5\n", "'donut[0].power' must be an integer"),
         ("[[gaussian]]\nmodel = 'opaque'\n", "unknown key 'gaussian[0].model'"),
+        ('[[gaussian]]\n"\\n" = 0\n', "unknown key 'gaussian[0].\\n'"),  # one line still
         ("model = 'opaque'\n[[gaussian]]\n", "key 'model' must be one of"),
         ("[[gaussian]\n", "not valid TOML"),
     ],
