@@ -2,6 +2,7 @@
 
 import json
 
+import matplotlib.image
 import numpy as np
 import pytest
 
@@ -27,6 +28,16 @@ def test_render_preview_writes_png(doe, tmp_path):
     for path in (plain, coloured):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["doe.png", "x.png"]
+    grey = matplotlib.image.imread(plain)[..., :3]
+    assert grey.shape == (240, 320, 3)
+    shaded = (np.abs(grey - grey.mean(axis=2, keepdims=True)).max(axis=2) > 0.02) & (grey.min(axis=2) > 0.2)
+    assert shaded.mean() > 0.05  # the bluish-grey surface fills part of the picture, not a blank
+    rgb = matplotlib.image.imread(coloured)[..., :3]
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    yellow = (r > 0.7) & (g > 0.7) & (b < 0.35)  # viridis' high end: large x
+    purple = (r > 0.2) & (r < 0.4) & (g < 0.15) & (b > 0.3)  # its low end: small x
+    assert yellow.sum() > 50 and purple.sum() > 50
+    assert np.nonzero(yellow)[1].mean() > np.nonzero(purple)[1].mean() + 20  # x runs to the right
 
 
 def test_write_comparison(sphere_mesh, tmp_path):
@@ -41,3 +52,6 @@ def test_write_comparison(sphere_mesh, tmp_path):
     assert d["symmetric"]["hausdorff_um"] == pytest.approx(10.0, abs=0.5)
     assert set(d["recon_to_cad"]) == {"mean_um", "rms_um", "p95_um", "hausdorff_um", "n_samples"}
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+    rgb = matplotlib.image.imread(tmp_path / "cmp.png")[..., :3]
+    coloured = np.ptp(rgb, axis=2) > 0.2  # viridis: far from grey, unlike the white ground and black text
+    assert coloured.mean() > 0.05  # the distance-coloured surface is drawn

@@ -1,7 +1,9 @@
 """renders/: one PNG per view, the maximum-intensity projections and the loss curve, written atomically."""
 
+import dataclasses
 import struct
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -90,8 +92,6 @@ def test_rewriting_replaces_the_pictures(tmp_path, fit):
 
 def test_a_views_picture_does_not_depend_on_the_views_drawn_before_it(tmp_path, fit):
     """The views share one figure: each picture is still that of its view alone."""
-    import matplotlib.image
-
     data, pool, predicted, volume, losses = fit
     both = write_renders(tmp_path / "both", data, pool, predicted, volume, losses)
     n_first = 7 * 5
@@ -103,3 +103,62 @@ def test_a_views_picture_does_not_depend_on_the_views_drawn_before_it(tmp_path, 
     second, first = matplotlib.image.imread(both[1]), matplotlib.image.imread(both[0])
     assert np.array_equal(second, matplotlib.image.imread(alone[0]))
     assert not np.array_equal(second, first)
+
+
+def _drawn_panels(monkeypatch):
+    """Patch the PNG writer to keep, per picture, each axes' box in pixels (origin top-left) as drawn."""
+    import recon.reporting.renders as renders
+
+    boxes, write = {}, renders._png
+
+    def keep(fig, path):
+        write(fig, path)
+        height = fig.bbox.height
+        boxes[path.name] = [(round(b.x0), round(height - b.y1), round(b.x1), round(height - b.y0))
+                            for b in (ax.get_window_extent() for ax in fig.axes)]
+
+    monkeypatch.setattr(renders, "_png", keep)
+    return boxes
+
+
+def _crop(path, box):
+    x0, y0, x1, y1 = box
+    return matplotlib.image.imread(path)[y0 + 2:y1 - 2, x0 + 2:x1 - 2, :3]  # inside the frame
+
+
+def test_a_view_picture_shows_its_measured_image_upright_and_the_residual_sign(tmp_path, monkeypatch, fit):
+    """One bright pixel at the ROI's first row and column: top left of the measured panel, red residual."""
+    data, pool, _, volume, losses = fit
+    boxes = _drawn_panels(monkeypatch)
+    summed = torch.zeros_like(pool.summed_electrons)
+    summed[0] = 1000.0 * pool.n_frames[0]  # view "direct" (7 × 5), row 0, column 0
+    bright = dataclasses.replace(pool, summed_electrons=summed, read_noise_e=1.0)
+    write_renders(tmp_path, data, bright, torch.zeros_like(summed), volume, losses)
+    path = tmp_path / "renders" / "view_direct.png"
+    measured, _, residual = (_crop(path, b) for b in boxes["view_direct.png"][:3])  # then the colour bars
+    h, w = measured.shape[:2]
+    assert abs(w / h - 7 / 5) < 0.05  # the ROI's aspect: 7 columns, 5 rows, not transposed
+    corner = measured[: h // 5 - 2, : w // 7 - 2].mean(axis=(0, 1))
+    rest = measured[h // 5 + 2:, :].mean()
+    assert corner.min() > 0.7 and rest < 0.05  # magma: the maximum light yellow, zero black
+    h, w = residual.shape[:2]
+    red = residual[: h // 5 - 2, : w // 7 - 2].mean(axis=(0, 1))
+    assert red[0] > 0.3 and red[1] < 0.1 and red[2] < 0.2  # RdBu_r: a positive residual is (dark) red
+    assert residual[h // 5 + 2:, :].min() > 0.9  # and no residual elsewhere: white
+
+
+def test_the_mips_show_a_blob_where_it_is(tmp_path, monkeypatch, fit):
+    """A blob at the box's high x, low y and high z: right and top of "max along z" (y runs down)."""
+    data, pool, predicted, volume, losses = fit
+    boxes = _drawn_panels(monkeypatch)
+    grid = np.zeros((6, 5, 4), np.float32)
+    grid[5, 0, 3] = 1.0  # (z, y, x)
+    blob = Volume(grid, volume.origin_mm, volume.voxel_size_mm, unit=volume.unit)
+    write_renders(tmp_path, data, pool, predicted, blob, losses)
+    path = tmp_path / "renders" / "mip.png"
+    xy = _crop(path, boxes["mip.png"][0]).mean(axis=2)
+    rows, cols = np.nonzero(xy > 0.6)
+    assert cols.min() > 0.6 * xy.shape[1] and rows.max() < 0.4 * xy.shape[0]
+    xz = _crop(path, boxes["mip.png"][1]).mean(axis=2)
+    rows, cols = np.nonzero(xz > 0.6)
+    assert cols.min() > 0.6 * xz.shape[1] and rows.min() > 0.6 * xz.shape[0]  # z runs down as well
