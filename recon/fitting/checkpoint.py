@@ -253,6 +253,12 @@ def load_checkpoint(path, field_module, optimizer, generator, cfg, *, data=None,
         DataError: missing, corrupt, written under another configuration or for other data.
     """
     payload = check_resumable(path, cfg, data)
+    for key in ("field", "best_field"):  # a field that loads must be a field a fit could have made
+        values = payload.get(key)
+        if isinstance(values, dict) and any(isinstance(v, torch.Tensor) and v.is_floating_point()
+                                            and not torch.isfinite(v).all() for v in values.values()):
+            raise DataError(f"checkpoint {path} holds NaN or inf in its {key.replace('_', ' ')}; delete it "
+                            "and fit again without --resume")
     try:
         if best_field is not None and payload.get("best_field"):
             field_module.load_state_dict(payload["best_field"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 from dataclasses import asdict
 
@@ -294,3 +295,20 @@ def test_a_checkpoint_whose_fields_have_the_wrong_type_is_a_one_line_error(saved
     message = str(info.value)
     assert f"'{key}'" in message and str(bad) in message and "\n" not in message
     assert "delete it and fit again without --resume" in message
+
+
+@pytest.mark.parametrize("key", ["field", "best_field"])
+def test_a_field_holding_nan_or_inf_is_refused_before_it_loads(saved, key):
+    payload = torch.load(saved["path"], weights_only=True)
+    params = {k: v.clone() for k, v in payload["field"].items()}
+    first = next(iter(params))
+    params[first].view(-1)[0] = math.inf if key == "best_field" else math.nan
+    payload[key] = params
+    torch.save(payload, saved["path"])
+    field, optim, gen = _trained(seed=5)
+    before = [p.detach().clone() for p in field.parameters()]
+    with pytest.raises(DataError) as info:
+        load_checkpoint(saved["path"], field, optim, gen, CFG, best_field={})
+    assert str(info.value) == (f"checkpoint {saved['path']} holds NaN or inf in its {key.replace('_', ' ')}; "
+                               "delete it and fit again without --resume")
+    assert all(torch.equal(a, b) for a, b in zip(before, field.parameters(), strict=True))  # untouched

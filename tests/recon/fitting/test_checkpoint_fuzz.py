@@ -79,3 +79,42 @@ def test_mutated_settings_and_state_only_raise_data_error(valid, edit):
             load_checkpoint(path, field, torch.optim.Adam(field.parameters()), torch.Generator(), FitConfig())
         except DataError as err:
             assert_one_line(err)
+
+
+FIELD_VALUES = st.one_of(
+    st.builds(torch.zeros, st.lists(st.integers(0, 3), max_size=3).map(tuple)),
+    st.builds(lambda n: torch.ones(2, 3, dtype=torch.int64) * n, st.integers(-3, 3)),
+    st.just(torch.full((2, 3), float("nan"))),
+    st.just(torch.ones(2, 3, dtype=torch.float64)),
+    st.integers(), st.floats(), st.text(max_size=4), st.lists(st.floats(), max_size=3), st.none(),
+)
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_field_parameters_only_raise_data_error(valid, data):
+    """The field's tensors replaced by others of any shape, type or value, deleted, or added to."""
+    payload = torch.load(io.BytesIO(valid), weights_only=True)
+    field = payload["field"]
+    for _ in range(data.draw(st.integers(1, 3))):
+        key = data.draw(st.sampled_from(sorted(field) + ["extra"]))
+        action = data.draw(st.sampled_from(["replace", "delete"]))
+        if action == "delete" and key in field:
+            del field[key]
+        else:
+            field[key] = data.draw(FIELD_VALUES)
+    if data.draw(st.booleans()):
+        payload["field"] = data.draw(st.one_of(FIELD_VALUES, st.just(field)))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "checkpoint.pt"
+        path.write_bytes(buffer.getvalue())
+        module = _field()
+        try:
+            load_checkpoint(path, module, torch.optim.Adam(module.parameters()), torch.Generator(),
+                            FitConfig())
+        except DataError as err:
+            assert_one_line(err)
+            return
+    assert all(torch.isfinite(p).all() for p in module.parameters())  # what loads is a sound field
