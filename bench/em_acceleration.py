@@ -166,12 +166,12 @@ def main() -> None:
                   f"atoms {case['errors']['atoms_pct']:+.2f} %", flush=True)
     report["summary"] = summarise(report["cases"], variants)
     save_json(out, report)
-    print(f"{'variant':<18}{'cases':>6}{'updates':>14}{'loop vs osem':>16}{'Δ deviance':>14}{'Δ FSC µm':>12}")
+    print(f"{'variant':<18}{'cases':>6}{'updates':>14}{'loop vs osem':>16}{'Δ deviance':>18}{'Δ FSC µm':>16}")
     for r in report["summary"]:
         def ms(s, f=".1f"):
             return "—" if s["mean"] is None else f"{s['mean']:{f}} ± {s['sd']:{f}}"
         print(f"{r['variant']:<18}{r['cases']:>6}{ms(r['updates']):>14}{ms(r['loop_s_vs_osem'], '.2f'):>16}"
-              f"{ms(r['best_deviance_minus_osem'], '.4f'):>14}{ms(r['fsc05_um_minus_osem']):>12}")
+              f"{ms(r['best_deviance_minus_osem'], '.4f'):>18}{ms(r['fsc05_um_minus_osem']):>16}")
 
 
 if __name__ == "__main__":

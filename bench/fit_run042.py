@@ -87,7 +87,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"recon fit failed ({proc.returncode}): {proc.stderr.strip()}")
-    second = None
+    second, second_parts = None, None
     if args.second_shot:
         again = [*cmd[:cmd.index("--out") + 1], str(work / "fit-again"), *cmd[cmd.index("--out") + 2:]]
         t1 = time.perf_counter()
@@ -96,6 +96,9 @@ def main() -> None:
         if proc2.returncode != 0:
             sys.exit(f"the second recon fit failed ({proc2.returncode}): {proc2.stderr.strip()}")
         print(f"second shot (pool from the cache): {second:.1f} s")
+        again_metrics = json.loads((work / "fit-again" / "metrics.json").read_text())
+        second_parts = {k: again_metrics.get(k)
+                        for k in ("time_s", "fit_loop_s", "outputs_s", "peak_memory_mb")}
     side_by_side = None
     if baseline is not None:
         waiter.join()
@@ -155,6 +158,7 @@ def main() -> None:
         "command": " ".join(cmd),
         "wall_s": wall,
         "second_shot_wall_s": second,
+        "second_shot_metrics": second_parts,
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -174,6 +178,7 @@ def main() -> None:
                 "convergence",
                 "time_s",
                 "fit_loop_s",
+                "outputs_s",
                 "rays_per_s",
                 "peak_memory_mb",
                 "backend",

@@ -1,5 +1,6 @@
-"""The README stays true: the tests its promises name exist."""
+"""The README stays true: the tests its promises name exist, and its figures are those of the bench JSON."""
 
+import json
 import pathlib
 import re
 
@@ -14,3 +15,76 @@ def test_every_test_the_readme_names_exists():
     defined = {m for p in (ROOT / "tests").rglob("test_*.py")
                for m in re.findall(r"^def (test_[a-z0-9_]+)", p.read_text(encoding="utf-8"), re.M)}
     assert named <= defined, sorted(named - defined)
+
+
+def _json(name: str) -> dict:
+    return json.loads((ROOT / "bench" / "results" / name).read_text(encoding="utf-8"))
+
+
+def _signed(value: float, spec: str) -> str:
+    """``+1.2`` / ``−0.8``: the README's signed numbers (a true minus sign)."""
+    text = format(abs(value), spec)
+    return ("−" if value < 0 and float(text) != 0 else "+") + text
+
+
+def _small(value: float) -> str:
+    """``2.1e-7``: two figures, the exponent without its leading zero."""
+    return f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def _quoted_numbers() -> list[str]:
+    """The figures of the README's results and performance sections that a bench JSON holds, as quoted."""
+    fit = _json("fit_run042.json")
+    side, m, err = fit["side_by_side"], fit["metrics"], fit["errors"]
+    second = fit["second_shot_metrics"]
+    fsc = m["fsc_truth"]
+    proj = _json("projector_pass.json")
+    acc = _json("accuracy.json")
+    default = next(r for r in acc["rows"] if r["method"] == "default" and r["phantom"] == "run042")
+    quoted = [
+        f"{side['wall_s']:.1f} s against {side['baseline_wall_s']:.1f} s ({side['speedup']:.1f}× faster)",
+        f"{side['second_shot_wall_s']:.1f} s ({side['second_shot_speedup']:.1f}×)",
+        f"peak memory {m['peak_memory_mb'] / 1000:.1f} GB",
+        f"after {m['steps']} EM updates",
+        f"{side['wall_s']:.1f} s for this tree against {side['baseline_wall_s']:.1f} s for c755b32",
+        f"({side['speedup']:.1f}×; target 8×)",
+        f"({side['second_shot_speedup']:.1f}×; target 15×)",
+        f"{second['fit_loop_s']:.1f} s are EM's {m['steps']} updates",
+        f"{second['time_s'] - second['fit_loop_s']:.1f} s the pool read",
+        f"{second['outputs_s']:.1f} s the outputs",
+        f"{100 * second['outputs_s'] / side['second_shot_wall_s']:.0f} % of the wall time",
+        f"| atoms (in the box, truth {fit['truth']['atoms']:.3e}".replace("e+0", "e"),
+        f"{_signed(err['atoms']['error'], '.2f')} % |",
+        "| centroid x, y, z | " + ", ".join(_signed(err[f"centroid {a} (µm)"]["error"], ".1f")
+                                             for a in "xyz"),
+        "| width σ x, y, z | " + ", ".join(_signed(err[f"width {a} (µm)"]["error"], ".1f")
+                                           for a in "xyz"),
+        f"| FSC 0.5 against the truth | {fsc['resolution_um']:.2f} µm (interpolated "
+        f"{fsc['resolution_interpolated_um']:.2f} µm) |",
+        ", ".join(f"{v:.1f}" for v in fsc["resolution_xyz_um"]) + f" µm (sphericity {fsc['sphericity']:.3f})",
+        f"forward {proj['numba_forward_s']:.2f} s and back-projection {proj['numba_adjoint_s']:.2f} s",
+        f"against {proj['torch_pass_s_scaled']:.1f} s for the torch render",
+        f"{proj['speedup']:.1f}× (target 20×)",
+        f"agree to {_small(proj['max_rel_difference_vs_float64_spec']['numba'])} of the largest pixel",
+        f"only to {_small(proj['max_rel_difference_vs_float64_spec']['torch_float32'])}",
+        f"six fits took {acc['wall_s']:.0f} s",
+        f"**{default['fsc05_um']['mean']:.1f} ± {default['fsc05_um']['sd']:.1f}**",
+        f"**{_signed(default['atoms_pct']['mean'], '.2f')} ± {default['atoms_pct']['sd']:.2f}**",
+    ]
+    names = {"osem": "OSEM (default)", "block64": "block64", "power1.5": "ω = 1.5", "power2": "ω = 2"}
+    for row in _json("em_acceleration.json")["summary"]:
+        u, dev, dfsc = row["updates"], row["best_deviance_minus_osem"], row["fsc05_um_minus_osem"]
+        if row["variant"] == "osem":
+            quoted.append(f"| OSEM (default) | {u['mean']:.1f} ± {u['sd']:.1f} | 0 | 0 |")
+        else:
+            quoted.append(f"| {names[row['variant']]} | {u['mean']:.1f} ± {u['sd']:.1f} | "
+                          f"{_signed(dev['mean'], '.4f')} ± {dev['sd']:.4f} | "
+                          f"{_signed(dfsc['mean'], '.1f')} ± {dfsc['sd']:.1f} |")
+    return quoted
+
+
+def test_the_readme_quotes_the_bench_json_at_its_rounding():
+    """A re-measured bench that leaves the README stale fails here, and so does a number typed by hand."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())  # lines joined
+    missing = [q for q in _quoted_numbers() if q not in readme]
+    assert not missing, missing
