@@ -83,6 +83,7 @@ __all__ = [
     "Crossing",
     "FSCCurve",
     "GRID_TOL_MM",
+    "MIN_SHELL_VOXELS",
     "THRESHOLDS",
     "first_drop",
     "fsc_curve",
@@ -95,6 +96,11 @@ __all__ = [
     "threshold_values",
 ]
 
+
+#: Shells with fewer Fourier voxels are skipped in the crossing search (:func:`resolution_at`): on an
+#: elongated grid the first shells hold only a couple (2 on 64 × 64 × 96, against 18 on a cube),
+#: and a chance dip there would report a resolution of the box's size.
+MIN_SHELL_VOXELS = 10
 
 #: The standard thresholds, by name: fixed values and van Heel & Schatz information curves.
 THRESHOLDS = ("0.143", "0.5", "half-bit", "one-bit")
@@ -288,10 +294,11 @@ def shell_resolution_um(shell: float, box_mm: float) -> float:
 def resolution_at(curve: FSCCurve, threshold: str | float = "0.143") -> Crossing:
     """The resolution where ``curve`` first falls below ``threshold``.
 
-    The search starts at shell 1 (shell 0 is the mean). As in RELION, the reported shell is the
-    last one before the first drop, without interpolation; the linearly interpolated crossing
-    is given as well. A curve that stays above the threshold up to the last shell gives the
-    Nyquist resolution (``2Δ``) with ``reached_nyquist=True``.
+    The search starts at shell 1 (shell 0 is the mean) and skips shells of fewer than
+    :data:`MIN_SHELL_VOXELS` voxels. As in RELION, the reported shell is the last one before the
+    first drop, without interpolation; the linearly interpolated crossing is given as well. A
+    curve that stays above the threshold up to the last shell gives the Nyquist resolution
+    (``2Δ``) with ``reached_nyquist=True``.
 
     Args:
         curve: an FSC curve.
@@ -306,7 +313,8 @@ def resolution_at(curve: FSCCurve, threshold: str | float = "0.143") -> Crossing
     """
     name = threshold_name(threshold, where="resolution_at")
     thr = threshold_values(name, curve.n_voxels)
-    shell, interp, nyq = first_drop(np.asarray(curve.fsc), thr, np.asarray(curve.n_voxels))
+    shell, interp, nyq = first_drop(np.asarray(curve.fsc), thr, np.asarray(curve.n_voxels),
+                                    MIN_SHELL_VOXELS)
     box_mm = curve.box_mm
     return Crossing(
         threshold=name,

@@ -83,8 +83,8 @@ class FourierGrid:
     """Geometry of the half-space (rfftn) Fourier grid of a (Z, Y, X) volume, flattened.
 
     Shells are spaced in physical frequency by ``1/L``, ``L = max_i N_i Δ_i`` the longest edge of
-    the box (the finest frequency step any axis has); shell ``r`` is ``round(|f| L)``, f the
-    frequency in 1/mm. The last full shell ``r_max`` is the Nyquist of the coarsest axis,
+    the box (the finest frequency step any axis has); shell ``r`` is ``round(|f| L)`` (halves
+    rounded up), f the frequency in 1/mm. The last full shell ``r_max`` is the Nyquist of the coarsest axis,
     ``floor(L / (2 max Δ))``; entries beyond it (the corners, and the other axes' higher
     frequencies) are dropped. On an N³ grid of edge Δ this is the usual ``round(|k|)``, ``N/2``.
     """
@@ -125,7 +125,9 @@ def fourier_grid(shape: int | tuple[int, int, int], voxel_size_mm: float | tuple
         shape=(int(nz), int(ny), int(nx)),
         box_mm=float(box),
         r_max=r_max,
-        shell=np.rint(radius).astype(np.int64).ravel(),
+        # round half up: a radius of exactly r + ½ (rational edge ratios: 1.5 on a 64 × 64 × 96
+        # grid) goes to shell r + 1 whatever its last bit, where rint would round half to even
+        shell=np.floor(radius + 0.5 + 1e-9).astype(np.int64).ravel(),
         weight=weight.ravel().astype(np.float64),
         k_xyz=np.stack([kx.ravel(), ky.ravel(), kz.ravel()], axis=-1),
     )

@@ -11,8 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from recon.analysis.fsc import fsc_curve, resolution_at
+from recon.analysis.fsc import MIN_SHELL_VOXELS, fsc_curve, resolution_at
 from recon.analysis.resolution import compare_volumes
+from recon.analysis.spectra import fourier_grid
 from tests.recon.analysis.fsc_maps import as_volume
 
 
@@ -35,7 +36,7 @@ def reference_fsc(a: np.ndarray, b: np.ndarray, voxel_xyz: tuple[float, float, f
                 fx = (i if i <= nx // 2 else i - nx) / (nx * dx)
                 if nx % 2 == 0 and i == nx // 2:
                     fx = -fx  # numpy's convention for the Nyquist bin; |f| is the same
-                shell = int(round(math.sqrt(fx * fx + fy * fy + fz * fz) * length))
+                shell = math.floor(math.sqrt(fx * fx + fy * fy + fz * fz) * length + 0.5 + 1e-9)  # ½ up
                 if shell > last:
                     continue
                 u, w = fa[k, j, i], fb[k, j, i]
@@ -95,3 +96,26 @@ def test_a_volume_and_its_resolution_are_compared_without_padding():
     assert result.crossing.shell == below - 1
     assert result.crossing.resolution_um == pytest.approx(1000 / freq[below - 1])
     assert resolution_at(result.curve, "0.5") == result.crossing
+
+
+def test_a_radius_halfway_between_shells_goes_up_whatever_its_last_bit():
+    """On 8 × 8 × 12 (z longest) the short axes step by 1.5 shells: 1.5 → 2 and 4.5 → 5 (not to even)."""
+    geo = fourier_grid((12, 8, 8), 0.02)
+    k = geo.k_xyz
+    for radius, shell in ((1.5, 2), (4.5, 5), (3.0, 3)):
+        on_y = (np.abs(k[:, 0]) < 1e-9) & (np.abs(k[:, 2]) < 1e-9) & (np.abs(np.abs(k[:, 1]) - radius) < 1e-9)
+        assert on_y.any() and set(geo.shell[on_y].tolist()) == {shell}
+
+
+def test_a_dip_in_a_shell_of_two_voxels_does_not_set_the_resolution():
+    """On 8 × 8 × 12 shell 1 holds only kz = ±1: a chance anti-correlation there is not a crossing."""
+    a, _ = _maps((12, 8, 8), seed=4)
+    spectrum = np.fft.fftn(a)
+    spectrum[1, 0, 0] *= -1  # kz = ±1 (Hermitian pair), the whole of shell 1
+    spectrum[-1, 0, 0] *= -1
+    b = np.fft.ifftn(spectrum).real
+    curve = fsc_curve(a, b, 0.02)
+    assert curve.n_voxels[1] == 2 and curve.fsc[1] < -0.99 and np.all(curve.fsc[2:] > 0.99)
+    assert MIN_SHELL_VOXELS > 2 and curve.n_voxels[2] >= MIN_SHELL_VOXELS
+    crossing = resolution_at(curve, "0.5")
+    assert crossing.reached_nyquist and crossing.shell == len(curve.fsc) - 1
