@@ -31,10 +31,11 @@ The dense index is taken modulo ``T_l`` *without clamping*: when ``scale_l`` is 
 (``per_level_scale = 2``) or has a fractional part of at least 0.5, inputs near 1 read one
 vertex past the last, which aliases into the next row exactly as in tcnn.
 
-Known differences from tcnn: tcnn evaluates ``p`` with a fused multiply-add, the torch twin
-does not (``p`` may differ in the last float32 ulp, which moves a sample across a cell face
-only when it lies within ~1e-7 of it); tcnn's default parameter precision is fp16 (the tcnn
-wrapper keeps fp32 master parameters); both wrappers clamp inputs to ``[0, 1]`` (raw tcnn
+``p`` is rounded once, as tcnn's ``fmaf(scale, x, 0.5f)`` does (the torch twin computes it in
+float64, where the product of two float32 values is exact, and rounds it to float32); the
+level scales are those of tcnn's host code, computed the same on every CPU
+(:func:`hashgrid_levels`). Known differences from tcnn: tcnn's default parameter precision is
+fp16 (the tcnn wrapper keeps fp32 master parameters); both wrappers clamp inputs to ``[0, 1]`` (raw tcnn
 wraps outside values around in unsigned arithmetic) — :mod:`recon.model.fields` never sends them.
 """
 
@@ -187,6 +188,11 @@ class HashGridLevel:
     dense: bool
 
 
+def _f32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (ties to even), as a Python float."""
+    return float(np.float32(value))
+
+
 def hashgrid_levels(cfg: HashGridConfig, n_input_dims: int = 3) -> tuple[HashGridLevel, ...]:
     """Per-level geometry of ``cfg`` exactly as tiny-cuda-nn lays it out.
 
@@ -200,15 +206,18 @@ def hashgrid_levels(cfg: HashGridConfig, n_input_dims: int = 3) -> tuple[HashGri
     """
     if n_input_dims not in (2, 3):
         raise ConfigError(f"hashgrid_levels: n_input_dims must be 2 or 3, got {n_input_dims}")
-    f32 = np.float32
-    log2_scale = np.log2(f32(cfg.per_level_scale))  # std::log2(float) -> float
+    # tcnn's host code: std::log2(float), exp2f, float products, each result rounded to float32.
+    # Each step is computed in float64 by Python's math (one libm, the same on every CPU: numpy's
+    # float32 log2/exp2 use SIMD code whose last bit depends on the CPU) and rounded once to
+    # float32; products of float32 values are exact in float64, so those are correctly rounded.
+    log2_scale = _f32(math.log2(_f32(cfg.per_level_scale)))
     max_size = 1 << cfg.log2_hashmap_size
     levels = []
     offset = 0
     for level in range(cfg.n_levels):
         # exp2f(level * log2_per_level_scale) * base_resolution - 1.0f, all float32
-        scale = f32(np.exp2(f32(level) * log2_scale)) * f32(cfg.base_resolution) - f32(1.0)
-        resolution = int(math.ceil(float(scale))) + 1
+        scale = _f32(_f32(_f32(2.0 ** _f32(level * log2_scale)) * cfg.base_resolution) - 1.0)
+        resolution = int(math.ceil(scale)) + 1
         dense_size = resolution**n_input_dims
         table_size = min((dense_size + 7) // 8 * 8, max_size)
         levels.append(HashGridLevel(level, float(scale), resolution, table_size, offset,

@@ -196,8 +196,14 @@ class _HashGridFunction(torch.autograd.Function):
         saved_w, saved_f = [], []
         buffer = None if need_x_grad else torch.empty(  # gathered bits, reused across levels
             plan.n_corners * n * units.bits_per_entry, dtype=units.bits, device=x.device)
+        # p = fmaf(scale, x, 0.5f) as tcnn: float32 positions are multiplied and added in float64
+        # (the product is exact) and rounded once; float64 positions as they are.
+        wide = xt.double() if xt.dtype == torch.float32 else None
         for lv in plan.levels:
-            p = torch.mul(xt, lv.scale).add_(0.5)  # (d, N), = x * scale + 0.5 (no FMA)
+            if wide is None:
+                p = torch.mul(xt, lv.scale).add_(0.5)  # (d, N)
+            else:
+                p = torch.mul(wide, lv.scale).add_(0.5).to(xt.dtype)
             g = torch.floor(p)
             w = p.sub_(g)  # (d, N) fractional position
             weight = weights[lv.level]  # (C, N)

@@ -1,6 +1,8 @@
 """The torch hash grid against hand computations and a reference: values, hash, gradients, determinism."""
 
+import decimal
 import math
+from decimal import Decimal
 from fractions import Fraction
 
 import numpy as np
@@ -9,7 +11,7 @@ import torch
 
 import recon.model.hashgrid_torch as encoding_module
 from recon.errors import ShapeError
-from recon.model.hashgrid import HashGridConfig, init_hashgrid_params
+from recon.model.hashgrid import HashGridConfig, hashgrid_levels, init_hashgrid_params
 from recon.model.hashgrid_torch import TorchHashGrid
 from tests.conftest import TOL
 from tests.recon.model.hashgrid_reference import TINY
@@ -17,19 +19,39 @@ from tests.recon.model.hashgrid_reference import TINY
 PRIMES = (1, 2654435761, 805459861)
 
 
-def reference_encode(x, cfg, theta, d=3):
-    """Plain-Python tcnn HashGrid: exact rationals for positions, Python ints for indices."""
+def _f32(value) -> float:
+    """Round to float32 (ties to even)."""
+    return float(np.float32(float(value)))
+
+
+def tcnn_scale(level: int, per_level_scale: float, base_resolution: int) -> float:
+    """tcnn's host ``exp2f(level * std::log2(s)) * N0 - 1.0f``: every float32 operation correctly
+    rounded, the transcendental ones computed to 40 digits with ``decimal`` (no libm, no numpy)."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 40
+        ln2 = Decimal(2).ln()
+        log2_s = _f32(Decimal(_f32(per_level_scale)).ln() / ln2)
+        arg = _f32(Decimal(level) * Decimal(log2_s))  # float32 product, rounded once
+        power = _f32((Decimal(arg) * ln2).exp())
+    return _f32(_f32(Fraction(power) * base_resolution) - 1)
+
+
+def reference_encode(x, cfg, theta, d=3, fmaf=False):
+    """Plain-Python tcnn HashGrid: exact rationals for positions, Python ints for indices.
+
+    ``fmaf``: positions rounded once to float32, as tcnn's ``fmaf(scale, x, 0.5f)`` (the rest
+    stays exact).
+    """
     feats = cfg.n_features_per_level
     out, entries = [], []
     offset = 0
     for level in range(cfg.n_levels):
-        # tcnn: exp2f(level * log2f(s)) * N0 - 1.0f, in float32
-        f32 = np.float32
-        scale = Fraction(float(f32(np.exp2(f32(level) * np.log2(f32(cfg.per_level_scale))))
-                               * f32(cfg.base_resolution) - f32(1)))
+        scale = Fraction(tcnn_scale(level, cfg.per_level_scale, cfg.base_resolution))
         res = math.ceil(scale) + 1
         size = min((res**d + 7) // 8 * 8, 2**cfg.log2_hashmap_size)
         p = [Fraction(xi) * scale + Fraction(1, 2) for xi in x]
+        if fmaf:
+            p = [Fraction(_f32(Fraction(v.numerator, v.denominator))) for v in p]
         g = [math.floor(v) for v in p]
         w = [v - gi for v, gi in zip(p, g, strict=True)]
         acc = [Fraction(0)] * feats
@@ -172,7 +194,7 @@ def naive_encode(x, enc):
     feats = enc.params.view(-1, plan.n_features)
     outs = []
     for lv in plan.levels:
-        p = x.t() * lv.scale + 0.5
+        p = (x.t().double() * lv.scale + 0.5).to(x.dtype)  # fmaf: one rounding
         g = torch.floor(p).detach()
         w = p - g
         entries = torch.empty(8, x.shape[0], dtype=torch.int32)
@@ -221,7 +243,7 @@ def test_gather_is_bit_exact_and_forward_matches_reference(n_features, dtype):
     units = encoding_module._Units(n_features, dtype, torch.device("cpu"))
     table = enc.params.detach().view(-1, n_features)
     for lv in plan.levels:
-        g = torch.floor(x.t() * lv.scale + 0.5).to(torch.int32)
+        g = torch.floor((x.t().double() * lv.scale + 0.5).to(dtype)).to(torch.int32)
         entries = torch.empty(8, len(x), dtype=torch.int32)
         encoding_module._corner_entries(g, lv, plan, entries)
         assert torch.equal(units.gather(enc.params.detach(), entries), table[entries.long()])
@@ -261,3 +283,42 @@ def test_float32_and_float64_agree():
     enc32.load_state_dict(enc64.state_dict())
     x = torch.rand(500, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(enc32(x).double(), enc64(x), rtol=1e-4, atol=1e-9)
+
+
+def test_level_scales_are_tcnn_host_codes_on_every_cpu():
+    """2 000 random configurations: every level's scale is the correctly rounded float32 of
+    tcnn's host formula (computed here with ``decimal``), so resolutions and table sizes too."""
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        cfg = HashGridConfig(n_levels=int(rng.integers(1, 17)), n_features_per_level=2,
+                             log2_hashmap_size=int(rng.integers(10, 25)),
+                             base_resolution=int(rng.integers(2, 65)),
+                             per_level_scale=float(rng.uniform(1.01, 3.0)))
+        for lv in hashgrid_levels(cfg, 3):
+            expected = tcnn_scale(lv.level, cfg.per_level_scale, cfg.base_resolution)
+            assert lv.scale == expected and lv.resolution == math.ceil(expected) + 1, (cfg, lv)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_float32_encoding_matches_the_tcnn_reference_on_random_configurations(seed):
+    """float32 positions and parameters as tcnn runs them (fmaf positions): ≤ 1e-6 from the
+    exact reference on random grids and points, the top faces included."""
+    rng = np.random.default_rng(100 + seed)
+    d = int(rng.choice([2, 3]))
+    cfg = HashGridConfig(n_levels=int(rng.integers(1, 7)),
+                         n_features_per_level=int(rng.choice([1, 2, 4])),
+                         log2_hashmap_size=int(rng.integers(4, 12)),
+                         base_resolution=int(rng.integers(2, 20)),
+                         per_level_scale=float(rng.uniform(1.05, 2.6)))
+    enc = TorchHashGrid(cfg, n_input_dims=d, dtype=torch.float32, seed=seed)
+    with torch.no_grad():
+        enc.params.uniform_(-1, 1, generator=torch.Generator().manual_seed(seed))
+    x = torch.from_numpy(rng.random((60, d)).astype(np.float32))
+    x[0] = 1.0
+    x[1, 0] = 0.0
+    theta = enc.params.detach().tolist()
+    with torch.no_grad():
+        got = enc(x).double()
+    ref = torch.tensor([[float(v) for v in reference_encode(p, cfg, theta, d, fmaf=True)[0]]
+                        for p in x.double().tolist()], dtype=torch.float64)
+    assert float((got - ref).abs().max()) <= 1e-6
