@@ -12,7 +12,10 @@ from recon.fitting.raypool import RayPool
 from recon.io.volume import Volume, interpolate
 from recon.model.forward import render_batches
 
-__all__ = ["predict_fit", "predict_views", "residual_stats"]
+__all__ = ["CLOUD_SIGMAS", "predict_fit", "predict_views", "residual_stats"]
+
+#: A pixel is the cloud's where the predicted photoelectrons per frame exceed this many read-noise σ.
+CLOUD_SIGMAS = 3.0
 
 
 @torch.no_grad()
@@ -58,9 +61,13 @@ def predict_fit(fields, volume: Volume, pool: RayPool, photons_per_atom: float, 
 def residual_stats(data: FitData, pool: RayPool, predicted: torch.Tensor) -> list[dict]:
     """Per view: residuals normalised by the expected noise, √(λ + σ²) per frame.
 
-    ``residual_mean`` and ``residual_rms`` are those of the prediction; ``flat_residual_rms``
-    that of a flat image at the view's mean measured value, the yardstick of whether the fit
-    explains any of the view's structure.
+    ``residual_mean`` and ``residual_rms`` are those of the prediction over every usable pixel;
+    ``cloud_pixels``, ``cloud_residual_mean`` and ``cloud_residual_rms`` the same over the
+    cloud's pixels, where the predicted light per frame exceeds :data:`CLOUD_SIGMAS` times the
+    read noise (most of a view is dark sky, whose residuals would hide a misfit of the cloud;
+    at the noise both are ≈ 0 and ≈ 1). ``flat_residual_rms`` is that of a flat image at the
+    view's mean measured value, the yardstick of whether the fit explains any of the view's
+    structure.
     """
     mean = pool.summed_electrons / pool.n_frames.clamp_min(1)
     frames = pool.n_frames.clamp_min(1)
@@ -74,6 +81,7 @@ def residual_stats(data: FitData, pool: RayPool, predicted: torch.Tensor) -> lis
     for vi, view in enumerate(data.views):
         sel = (pool.view_of_pixel == vi) & (pool.n_frames > 0)
         zs = z[sel]
+        cloud = z[sel & (predicted > CLOUD_SIGMAS * pool.read_noise_e)]
         flat = z_scores(torch.full_like(mean, float(mean[sel].mean())) if len(zs) else mean)[sel]
         rows.append(
             {
@@ -83,6 +91,9 @@ def residual_stats(data: FitData, pool: RayPool, predicted: torch.Tensor) -> lis
                 "predicted_e": float(predicted[sel].sum()),
                 "residual_mean": float(zs.mean()) if len(zs) else math.nan,
                 "residual_rms": float(zs.pow(2).mean().sqrt()) if len(zs) else math.nan,
+                "cloud_pixels": int(len(cloud)),
+                "cloud_residual_mean": float(cloud.mean()) if len(cloud) else math.nan,
+                "cloud_residual_rms": float(cloud.pow(2).mean().sqrt()) if len(cloud) else math.nan,
                 "flat_residual_rms": float(flat.pow(2).mean().sqrt()) if len(zs) else math.nan,
             }
         )

@@ -54,7 +54,9 @@ def write_report(out_dir: Path, metrics: dict, images: list[Path], extra_section
         f"<tr><td>{html.escape(v['view'])}</td><td>{v['pixels']}</td>"
         f"<td>{number(v['measured_e'], '.4g')}</td>"
         f"<td>{number(v['predicted_e'], '.4g')}</td><td>{number(v['residual_mean'], '.3f')}</td>"
-        f"<td>{number(v['residual_rms'], '.3f')}</td></tr>"
+        f"<td>{number(v['residual_rms'], '.3f')}</td><td>{v.get('cloud_pixels', '—')}</td>"
+        f"<td>{number(v.get('cloud_residual_mean'), '.3f')}</td>"
+        f"<td>{number(v.get('cloud_residual_rms'), '.3f')}</td></tr>"
         for v in metrics.get("views", [])
     )
     pics = "".join(figure_html(p, p.name) for p in images if p.exists())
@@ -64,9 +66,11 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}img{{max-width:10
 <h1>recon fit: {html.escape(str(metrics.get("run", "")))}</h1>
 <h2>Summary</h2><table>{"".join(rows)}</table>
 <h2>Views</h2><p>Residuals are (measured − predicted)/√(predicted + σ²_read) per pixel: mean ≈ 0 and
-RMS ≈ 1 when the model explains the data down to the noise.</p>
+RMS ≈ 1 when the model explains the data down to the noise; over every pixel, and over the cloud's
+(predicted light above 3 σ_read per frame), where a misfit shows.</p>
 <table><tr><th>view</th><th>pixels</th><th>measured e⁻</th><th>predicted e⁻</th><th>residual mean</th>
-<th>residual RMS</th></tr>{view_rows}</table>
+<th>residual RMS</th><th>cloud pixels</th><th>cloud residual mean</th><th>cloud residual RMS</th></tr>
+{view_rows}</table>
 {"".join(extra_sections)}
 <h2>Pictures</h2>{pics}
 </body></html>

@@ -8,7 +8,7 @@ import torch
 
 from optics.design import view_regions
 from recon.fitting.data import FitData, ViewData
-from recon.fitting.prediction import predict_views, residual_stats
+from recon.fitting.prediction import CLOUD_SIGMAS, predict_views, residual_stats
 from recon.fitting.raypool import build_ray_pool
 from recon.io.volume import Volume
 from tests.optics.helpers import make_system
@@ -115,6 +115,11 @@ def test_residuals_of_poisson_data_drawn_from_the_prediction_are_standard(pool):
         # 192 pixels per view: σ of the mean z ≈ 0.07, of the RMS ≈ 0.05.
         assert abs(row["residual_mean"]) < 0.25, row
         assert row["residual_rms"] == pytest.approx(1.0, abs=0.15), row
+        lam = predicted[part]
+        assert row["cloud_pixels"] == int((lam > CLOUD_SIGMAS * READ_NOISE_E).sum())
+        assert row["cloud_pixels"] >= 20
+        assert abs(row["cloud_residual_mean"]) < 0.6  # the cloud's pixels at the noise too
+        assert row["cloud_residual_rms"] == pytest.approx(1.0, abs=0.4)
 
 
 def test_residuals_are_normalised_by_the_expected_noise_of_the_frame_mean(pool):
@@ -128,10 +133,30 @@ def test_residuals_are_normalised_by_the_expected_noise_of_the_frame_mean(pool):
     z = lam / torch.sqrt((lam + READ_NOISE_E**2) / FRAMES)
     assert row["residual_mean"] == pytest.approx(float(z.mean()), rel=1e-5)
     assert row["residual_rms"] == pytest.approx(float(z.pow(2).mean().sqrt()), rel=1e-5)
+    # ... and over the cloud's pixels, whose predicted light per frame exceeds 3 σ_read
+    cloud = lam > CLOUD_SIGMAS * READ_NOISE_E
+    assert row["cloud_pixels"] == int(cloud.sum()) > 0
+    assert row["cloud_residual_mean"] == pytest.approx(float(z[cloud].mean()), rel=1e-5)
+    assert row["cloud_residual_rms"] == pytest.approx(float(z[cloud].pow(2).mean().sqrt()), rel=1e-5)
     # The yardstick: a flat image at the view's mean measured value m̄.
     m = 2 * lam
     flat = (m - m.mean()) / torch.sqrt((m.mean() + READ_NOISE_E**2) / FRAMES)
     assert row["flat_residual_rms"] == pytest.approx(float(flat.pow(2).mean().sqrt()), rel=1e-4)
+
+
+def test_the_cloud_residuals_show_a_misfit_that_the_dark_sky_dilutes():
+    """Half of each view dark (λ = 0), half a cloud measured 1.5× brighter than predicted."""
+    lam = torch.zeros(H, W)
+    lam[:, : W // 2] = 100.0
+    frames = {name: (1.5 * lam).expand(FRAMES, H, W).clone() for name in _rois()}
+    data = _data(frames)
+    predicted = torch.cat([lam.reshape(-1)] * len(frames))
+    for row in residual_stats(data, build_ray_pool(data, samples=2, seed=0), predicted):
+        z = 50.0 / math.sqrt((100.0 + READ_NOISE_E**2) / FRAMES)
+        assert row["cloud_pixels"] == H * (W // 2)  # the dark half is not the cloud's
+        assert row["cloud_residual_mean"] == pytest.approx(z, rel=1e-5)
+        assert row["cloud_residual_rms"] == pytest.approx(z, rel=1e-5)
+        assert row["residual_mean"] == pytest.approx(z / 2, rel=1e-5)  # diluted by the dark half
 
 
 def test_a_prediction_that_explains_the_structure_beats_the_flat_image(pool):

@@ -31,7 +31,8 @@ def _metrics(**changes):
         "versions": {"torch": "9.9"},
         "views": [
             {"view": "direct", "pixels": 729, "measured_e": 123456.789, "predicted_e": 120000.0,
-             "residual_mean": 0.01234, "residual_rms": 1.0456},
+             "residual_mean": 0.01234, "residual_rms": 1.0456, "cloud_pixels": 97,
+             "cloud_residual_mean": 0.0876, "cloud_residual_rms": 1.3141},
             {"view": "m1", "pixels": 100, "measured_e": 5.0, "predicted_e": 4.5,
              "residual_mean": -0.5, "residual_rms": 2.0},
         ],
@@ -85,8 +86,10 @@ def test_view_table_formats_every_view(tmp_path):
     write_report(tmp_path, _metrics(), [])
     page = (tmp_path / "report.html").read_text()
     assert ("<tr><td>direct</td><td>729</td><td>1.235e+05</td><td>1.2e+05</td><td>0.012</td>"
-            "<td>1.046</td></tr>") in page
-    assert "<tr><td>m1</td><td>100</td><td>5</td><td>4.5</td><td>-0.500</td><td>2.000</td></tr>" in page
+            "<td>1.046</td><td>97</td><td>0.088</td><td>1.314</td></tr>") in page
+    # a metrics.json written before the cloud's residuals were recorded still renders
+    assert ("<tr><td>m1</td><td>100</td><td>5</td><td>4.5</td><td>-0.500</td><td>2.000</td>"
+            "<td>—</td><td>—</td><td>—</td></tr>") in page
 
 
 def test_images_are_inlined_as_base64_and_missing_ones_skipped(tmp_path):
