@@ -288,7 +288,8 @@ def calibrate(
 @_user_errors
 def fit(
     views: Annotated[Path, typer.Option("--views", help="Run directory (run.toml + TIFF frames).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Output directory [default: fits/<run>].")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output directory \\[default: fits/<run>].")] = None,
     field: Annotated[str | None, typer.Option(help="voxel (default: EM) | hashgrid | siren (Adam)")] = None,
     backend: Annotated[str | None, typer.Option(help="Hash-grid backend: auto | torch | tcnn")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
@@ -377,10 +378,11 @@ def fsc(
     truth: Annotated[Path | None, typer.Option("--truth", help="True density (truth.tif) to compare with; "
                                                "resampled onto the fit's grid.")] = None,
     threshold: Annotated[str | None, typer.Option(help="0.143 | 0.5 | half-bit | one-bit | a number "
-                                                  "[default: 0.5 against a truth, else 0.143].")] = None,
+                                                  "\\[default: 0.5 against a truth, else 0.143].")] = None,
     mask: Annotated[str, typer.Option(help="none | sphere (soft, phase-randomisation corrected).")] = "none",
-    out: Annotated[Path | None, typer.Option("--out", help="Directory for fsc.csv/json/png "
-                                             "[default: OUT/fsc-truth or OUT/fsc-halves, or ./fsc].")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Directory for fsc.csv/json/png "
+                      "\\[default: OUT/fsc-truth or OUT/fsc-halves, or ./fsc].")] = None,
 ) -> None:
     """Fourier shell correlation: resolution of A vs B, of a fit vs --truth, or of a fit's halves."""
     from recon.jobs.compare import compare_paths

@@ -177,6 +177,7 @@ class MeshSummary:
         bounds_mm: ``((x_min, y_min, z_min), (x_max, y_max, z_max))``, world frame, mm.
         level: iso-level the surface was extracted at (density units), or None.
         level_rule: how the level was chosen, e.g. ``"auto (Otsu threshold of the voxel values)"``.
+        level_unit: the unit of ``level`` (the volume's density unit), "" when unknown.
     """
 
     n_triangles: int
@@ -191,6 +192,7 @@ class MeshSummary:
     bounds_mm: tuple[tuple[float, float, float], tuple[float, float, float]]
     level: float | None = None
     level_rule: str = ""
+    level_unit: str = ""
 
     @property
     def size_mm(self) -> tuple[float, float, float]:
@@ -214,7 +216,8 @@ class MeshSummary:
             f"{self.n_components} component{plural}"
         ]
         if self.level is not None:
-            lines.append(f"  level        {self.level:.4g} ({self.level_rule})")
+            unit = f" {self.level_unit}" if self.level_unit else ""
+            lines.append(f"  level        {self.level:.4g}{unit} ({self.level_rule})")
         if self.watertight:
             closed = "yes"
         else:
@@ -237,7 +240,7 @@ class MeshSummary:
 
 
 def summarize_mesh(
-    mesh: pv.PolyData, *, level: float | None = None, level_rule: str = ""
+    mesh: pv.PolyData, *, level: float | None = None, level_rule: str = "", level_unit: str = ""
 ) -> MeshSummary:
     """Measure a triangle mesh (any mesh is triangulated first): area, enclosed volume, closure.
 
@@ -245,6 +248,7 @@ def summarize_mesh(
         mesh: surface, world frame, mm.
         level: iso-level to record, if the mesh came from a density.
         level_rule: how that level was chosen.
+        level_unit: the level's unit (the density's).
     """
     points, faces = mesh_triangles(mesh)
     tri = points[faces]  # (F, 3, 3)
@@ -270,6 +274,7 @@ def summarize_mesh(
         bounds_mm=bounds,
         level=level,
         level_rule=level_rule,
+        level_unit=level_unit,
     )
 
 
@@ -405,7 +410,7 @@ def extract_mesh(
         mesh = mesh.decimate(float(decimate), volume_preservation=True)
     mesh = orient_outward(mesh)
     mesh.field_data["level"] = np.array([value])
-    return mesh, summarize_mesh(mesh, level=value, level_rule=rule)
+    return mesh, summarize_mesh(mesh, level=value, level_rule=rule, level_unit=volume.unit)
 
 
 def _clean_arrays(mesh: pv.PolyData) -> pv.PolyData:

@@ -12,8 +12,11 @@ def summary_lines(metrics: dict) -> list[str]:
     c = metrics["centroid_mm"]
     w = metrics["width_mm"]
     fmt = (lambda v: f"{v * 1000:.1f}") if all(math.isfinite(x) for x in c + w) else str
+    # the total of an atoms/mm³ density is a number of atoms; of a relative density, relative
+    total = (f"atoms {metrics['atoms']:.4g}" if metrics["density_unit"] == "atoms/mm^3"
+             else f"total {metrics['atoms']:.4g} (relative units)")
     lines = [
-        f"atoms {metrics['atoms']:.4g} ({metrics['density_unit']}), centroid (µm) "
+        f"{total}, centroid (µm) "
         f"{', '.join(fmt(v) for v in c)}, widths σ (µm) {', '.join(fmt(v) for v in w)}",
         f"{metrics['steps']} steps in {metrics['time_s']:.1f} s, {metrics['rays_per_s']:,.0f} rays/s, "
         f"backend {metrics['backend']} on {metrics['device']}, final loss {metrics['final_loss']:.4f}",

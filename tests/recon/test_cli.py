@@ -299,3 +299,17 @@ def test_an_out_link_stands_for_its_directory_and_out_dot_is_refused(tmp_path, t
         res = _fit(tiny_run, ".", "--config", str(cfg), *extra)
         assert res.exit_code == 2 and "current directory" in res.output, res.output
     assert list(work.iterdir()) == [] and not list(tmp_path.glob(".here*"))
+
+
+@pytest.mark.parametrize(("command", "defaults"), [
+    (["fit"], ["Output directory [default: fits/<run>]."]),
+    (["fsc"], ["[default: 0.5 against a truth, else 0.143].",
+               "[default: OUT/fsc-truth or OUT/fsc-halves, or ./fsc]."]),
+])
+def test_help_shows_the_defaults_written_in_brackets(command, defaults):
+    """Rich markup would eat a bracketed "[default: …]" written in a help text."""
+    res = runner.invoke(app, [*command, "--help"], terminal_width=200, env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.replace("│", " ").split())
+    for default in defaults:
+        assert default in text, text

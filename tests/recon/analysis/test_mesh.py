@@ -57,6 +57,8 @@ def test_auto_level_is_otsu_and_reported(sphere):
     mesh, s = extract_mesh(sphere)  # level="auto"
     assert 0.3 < s.level < 0.7
     assert "Otsu" in s.level_rule and "Otsu" in s.format()
+    # the level is a density: its line says in which unit (the volume's)
+    assert s.level_unit == sphere.unit and f"{s.level:.4g} {sphere.unit} (auto" in s.format()
     assert mesh.field_data["level"][0] == pytest.approx(s.level)
     assert s.area_mm2 == pytest.approx(4 * np.pi, rel=0.03)
 

@@ -76,7 +76,7 @@ def test_summary_line_of_an_undefined_resolution():
 def test_summary_lines_of_a_fit_in_micrometres():
     lines = summary_lines(_metrics())
     assert lines == [
-        "atoms 1.235e+05 (atoms/mm^3), centroid (µm) 1.2, -500.0, 250.0, widths σ (µm) 500.0, 499.6, 100.0",
+        "atoms 1.235e+05, centroid (µm) 1.2, -500.0, 250.0, widths σ (µm) 500.0, 499.6, 100.0",
         "200 steps in 12.3 s, 1,234,568 rays/s, backend torch on cpu, final loss 1.2346",
     ]
 
@@ -84,7 +84,9 @@ def test_summary_lines_of_a_fit_in_micrometres():
 def test_summary_lines_with_a_nan_centroid_print_the_raw_values():
     nan = math.nan
     lines = summary_lines(_metrics(atoms=0.0, centroid_mm=[nan, nan, nan], width_mm=[nan, nan, nan]))
-    assert lines[0] == "atoms 0 (atoms/mm^3), centroid (µm) nan, nan, nan, widths σ (µm) nan, nan, nan"
+    assert lines[0] == "atoms 0, centroid (µm) nan, nan, nan, widths σ (µm) nan, nan, nan"
+    relative = summary_lines(_metrics(density_unit="relative"))[0]
+    assert relative.startswith("total 1.235e+05 (relative units), centroid (µm) 1.2, ")  # not "atoms"
     assert len(lines) == 2
 
 
