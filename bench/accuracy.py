@@ -18,6 +18,10 @@ for every fit seed the pool is traced anew. Methods:
   against the default fit's FSC-0.5 against the truth (their ratio; 1 is a split-half figure
   that tells the truth).
 
+Every fit runs with ``recon fit``'s defaults, and is compared with the truth on the grid of the
+``density.tif`` that ``recon fit`` writes (the object-space pixel: 17.5 µm on run042), the truth
+averaged over each of its voxels.
+
 It prints a table and saves JSON: per phantom, budget and method the mean ± sd over all seeds of
 FSC-0.5 against the truth (interpolated, µm), atoms (%), centroid (µm), widths (%), the largest
 ratio of the map's shell power to the truth's beyond the FSC-0.5 crossing (how much noise the fit
@@ -50,7 +54,7 @@ from recon.analysis.moments import cloud_metrics
 from recon.analysis.resolution import compare_halves, compare_volumes
 from recon.analysis.spectra import fourier_grid, rfft_flat, shell_sums
 from recon.fitting.config import FitConfig, field_factory
-from recon.fitting.data import FitData, load_fit_data
+from recon.fitting.data import FitData, density_grid, load_fit_data
 from recon.fitting.loop import run_fit
 from recon.fitting.raypool import build_ray_pool, rays_per_sample
 from recon.io.volume import Volume
@@ -158,7 +162,7 @@ def _pool_for(pools: dict, base: FitData, data: FitData, seed: int):
 def _split_halves(pools: dict, base: FitData, data: FitData, fit_seed: int, truth: Volume, work: Path,
                   full: dict) -> dict:
     """Fit the thinned halves as ``recon fit --split-halves`` does: their FSC-0.143, the truth's FSC-0.5."""
-    cfg = FitConfig(seed=fit_seed, device="cpu", voxel_size_mm=0.02)
+    cfg = FitConfig(seed=fit_seed, device="cpu")
     jobs, _ = _fit_jobs(data, cfg, work, "thinning")  # the halves and seeds of `recon fit --split-halves`
     maps = []
     for half, half_cfg, half_dir in jobs:
@@ -193,6 +197,7 @@ def main() -> None:
     box = system.volume
     regions = [r for r in simulation_regions(system) if r.name in {v.name for v in base.views}]
     sigma = float(base.read_noise_e)
+    voxel = density_grid(base, FitConfig().voxel_size_mm)[2][0]  # the grid of recon fit's density.tif
     pools = {}
     rows, raw = [], []
     work = Path(tempfile.mkdtemp(prefix="bench_accuracy_"))
@@ -205,7 +210,7 @@ def main() -> None:
                                   samples=args.sim_samples, step_mm=args.sim_step, seed=1000)
         print(f"{pname}: expected views rendered in {time.perf_counter() - t0:.0f} s "
               f"({sum(float(v.sum()) for v in expected.values()):.4g} e⁻ at 1×)", flush=True)
-        truth = truth_volume(phantom, box.min_mm.tolist(), box.max_mm.tolist(), 0.02)
+        truth = truth_volume(phantom, box.min_mm.tolist(), box.max_mm.tolist(), voxel)
         truth_m = cloud_metrics(truth)
         for budget in budgets:
             per_method: dict[str, list[dict]] = {m: [] for m in methods}
@@ -218,7 +223,7 @@ def main() -> None:
                 data = _with_electrons(base, _noisy(expected, budget, sigma, noise_seed))
                 data = dataclasses.replace(data, photons_per_atom=PHOTONS * budget)
                 pool = _pool_for(pools, base, data, fit_seed)
-                cfg = FitConfig(seed=fit_seed, device="cpu", voxel_size_mm=0.02)
+                cfg = FitConfig(seed=fit_seed, device="cpu")  # recon fit's own defaults
                 checks = []
 
                 def on_check(step, field, deviance, checks=checks, truth=truth, truth_m=truth_m):
