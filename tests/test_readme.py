@@ -72,6 +72,13 @@ def _quoted_numbers() -> list[str]:
         f"**{default['fsc05_um']['mean']:.1f} ± {default['fsc05_um']['sd']:.1f}**",
         f"**{_signed(default['atoms_pct']['mean'], '.2f')} ± {default['atoms_pct']['sd']:.2f}**",
     ]
+    fields = {"hashgrid": "hashgrid (torch)", "voxel": "voxel 128³", "siren": "SIREN 3 × 256"}
+    for r in _json("field_throughput.json")["results"]:
+        part = "field" if r["part"] == "field" else "encoding only"
+        m = {k: v / 1e6 for k, v in r.items() if k.endswith(("_per_s_median", "_per_s_best", "_per_cpu_s"))}
+        quoted.append(f"| {fields[r['kind']]} | {part} | {r['threads']} | "
+                      f"{m['fwd_bwd_samples_per_s_median']:.2f} / {m['fwd_bwd_samples_per_s_best']:.2f} | "
+                      f"{m['fwd_bwd_samples_per_cpu_s']:.2f} | {m['fwd_samples_per_s_median']:.2f} |")
     names = {"osem": "OSEM (default)", "block64": "block64", "power1.5": "ω = 1.5", "power2": "ω = 2"}
     for row in _json("em_acceleration.json")["summary"]:
         u, dev, dfsc = row["updates"], row["best_deviance_minus_osem"], row["fsc05_um_minus_osem"]
