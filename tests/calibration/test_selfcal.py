@@ -85,36 +85,42 @@ def test_fit_refine_options_are_checked(tmp_path, tiny_run):
 
 
 @pytest.mark.slow
-def test_fit_with_refine_writes_the_refined_system(tmp_path, tiny_run):
-    from optics.system import load_system
+def test_fit_with_refine_moves_the_mirrors_toward_the_truth_and_writes_them(tmp_path, dome_files):
+    """A run simulated through the perturbed dome (0.5° σ tilts), fitted with the nominal one.
 
-    runner = CliRunner()
+    With one mirror and the direct view, a mirror's tilt and the cloud's position along the direct
+    view are degenerate and the refinement may wander (tried: 0.58° → 0.70°); four mirrors pin it.
+    """
+    import math
+    import shutil
+
+    from optics.system import load_system
+    from recon.simulation.simulate import simulate_run
+
+    nominal_path, perturbed_path, nominal, perturbed = dome_files
+    run = tmp_path / "run"
+    simulate_run(perturbed_path, "gaussian", run, atoms=1e6, photons_per_atom=200.0, samples=2, step_mm=0.04,
+                 truth_voxel_mm=0.05, seed=3)
+    shutil.copy(nominal_path, run / "system.toml")  # the fit is given the nominal optics
     cfg = tmp_path / "fit.toml"
-    cfg.write_text('field = "voxel"\nbatch_pixels = 256\nrefine_warmup = 4\n')
+    cfg.write_text('field = "voxel"\nbatch_pixels = 512\nrefine_warmup = 40\nrefine_lr = 0.02\n')
     out = tmp_path / "f"
-    res = runner.invoke(
-        app,
-        [
-            "fit",
-            "--views",
-            str(tiny_run),
-            "--out",
-            str(out),
-            "--steps",
-            "8",
-            "--config",
-            str(cfg),
-            "--refine",
-            "mirrors",
-            "--quiet",
-        ],
-    )
+    res = CliRunner().invoke(app, ["fit", "--views", str(run), "--out", str(out), "--steps", "100",
+                                   "--config", str(cfg), "--refine", "mirrors", "--quiet"])
     assert res.exit_code == 0, res.output
-    refined = load_system(out / "refined_system.toml")
-    nominal = load_system(tiny_run / "system.toml")
+    refined = load_system(out / "refined_system.toml", dtype=torch.float64)
     assert [m.name for m in refined.mirrors] == [m.name for m in nominal.mirrors]
-    moved = float(
-        (refined.mirrors[0].normal - nominal.mirrors[0].normal / nominal.mirrors[0].normal.norm()).norm()
-    )
-    assert 0 < moved < 0.05  # 4 refinement steps of Adam move the mirror a little
+
+    def unit(mirror):
+        return mirror.normal.double() / mirror.normal.double().norm()
+
+    def tilt_errors(system) -> list[float]:
+        return [math.degrees(math.acos(min(1.0, float(torch.dot(unit(a), unit(b))))))
+                for a, b in zip(system.mirrors, perturbed.mirrors, strict=True)]
+
+    before, after = tilt_errors(nominal), tilt_errors(refined)
+    rms = [math.sqrt(sum(e * e for e in errors) / len(errors)) for errors in (before, after)]
+    assert rms[1] < 0.6 * rms[0], (before, after)  # 60 refinement steps: most of the way to the truth
+    worst = before.index(max(before))
+    assert after[worst] < 0.6 * before[worst], (before, after)
     assert (out / "refinement.json").is_file() and "refined system" in res.output
