@@ -96,3 +96,30 @@ def test_the_readme_quotes_the_bench_json_at_its_rounding():
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())  # lines joined
     missing = [q for q in _quoted_numbers() if q not in readme]
     assert not missing, missing
+
+
+def test_the_view_weights_the_readme_quotes_are_run042s():
+    """The direct view's weight and the mirror views' range, from data/run042's own counts."""
+    import torch
+
+    from recon.fitting.data import load_fit_data
+    from recon.fitting.em import view_weights
+    from recon.fitting.raypool import RayPool
+
+    data, _, _ = load_fit_data(ROOT / "data" / "run042")
+    summed = torch.cat([(v.electrons * v.mask).sum(0).reshape(-1) for v in data.views])
+    frames = torch.cat([v.mask.sum(0).reshape(-1) for v in data.views]).float()
+    view = torch.cat([torch.full((v.roi[2] * v.roi[3],), i) for i, v in enumerate(data.views)])
+    weights = view_weights(RayPool(None, None, summed, frames, view, float(data.read_noise_e), 1))
+    direct = [v.name for v in data.views].index("direct")
+    mirrors = torch.cat([weights[:direct], weights[direct + 1:]])
+    quoted = (f"the direct view {float(weights[direct]):.2f}, the mirror views "
+              f"{float(mirrors.min()):.2f}–{float(mirrors.max()):.0f})")
+    assert quoted in " ".join((ROOT / "README.md").read_text(encoding="utf-8").split()), quoted
+
+
+def test_every_bench_json_but_the_three_the_readme_names_records_the_load_average():
+    named = {"calibration.json", "doe_mesh.json", "regenerate_run042.json"}
+    for path in sorted((ROOT / "bench" / "results").glob("*.json")):
+        records = "load_average" in path.read_text(encoding="utf-8")
+        assert records != (path.name in named), path.name
