@@ -30,7 +30,10 @@ the default-level mesh (``recon mesh``'s Otsu level) and whether it is watertigh
 
     python bench/accuracy.py [--phantoms run042,gaussian] [--budgets 1] [--fit-seeds 0,1,2]
                              [--noise-seeds 10,11] [--methods default,oracle-em,noiseless,split-halves]
-                             [--out bench/results/accuracy.json]
+                             [--out bench/results/accuracy.json] [--fresh]
+
+The JSON is written after every case, and a rerun with the same ``--out`` goes on from the cases
+already there (``--fresh`` starts over), so a long run can go in the background and be resumed.
 
 Seeds used for choosing the defaults (tuning): fit seed 0, noise seed 42 (data/run042 itself).
 Report on other seeds (the defaults here: fit seeds 1, 2, 3; noise seeds 10, 11).
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import tempfile
 import time
@@ -175,6 +179,53 @@ def _split_halves(pools: dict, base: FitData, data: FitData, fit_seed: int, trut
             "ratio": halves_um / full["fsc05_um"]}
 
 
+def _rows(raw: list[dict], methods: list[str]) -> list[dict]:
+    """The table's rows (mean ± sd per phantom, budget and method) from the case records."""
+    rows = []
+    groups: dict[tuple, list[dict]] = {}
+    for record in raw:
+        groups.setdefault((record["phantom"], record["budget"]), []).append(record)
+    for (pname, budget), records in groups.items():
+        per_method: dict[str, list[dict]] = {m: [] for m in methods}
+        for record in records:
+            if record["noise_seed"] is None:
+                if "noiseless" in per_method:
+                    per_method["noiseless"].append(record["noiseless"])
+                continue
+            if "default" in per_method:
+                per_method["default"].append({**record["default"], "fit_seed": record["fit_seed"],
+                                              "noise_seed": record["noise_seed"]})
+            if "oracle-em" in per_method and record["checks"]:
+                per_method["oracle-em"].append(min(record["checks"], key=lambda c: c["fsc05_um"]))
+            if "split-halves" in per_method and record.get("split_halves"):
+                per_method["split-halves"].append(record["split_halves"])
+        for method, results in per_method.items():
+            if not results:
+                continue
+            if method == "split-halves":
+                rows.append({"phantom": pname, "budget": budget, "method": method, "runs": len(results),
+                             "fsc0143_um": _stats([r["fsc0143_um"] for r in results]),
+                             "truth_fsc05_um": _stats([r["truth_fsc05_um"] for r in results]),
+                             "ratio": _stats([r["ratio"] for r in results])})
+                continue
+            row = {"phantom": pname, "budget": budget, "method": method, "runs": len(results),
+                   "fsc05_um": _stats([r["fsc05_um"] for r in results]),
+                   "atoms_pct": _stats([r["atoms_pct"] for r in results]),
+                   "centroid_um": [_stats([r["centroid_um"][i] for r in results]) for i in range(3)],
+                   "widths_pct": [_stats([r["widths_pct"][i] for r in results]) for i in range(3)],
+                   "power_beyond": _stats([r.get("power_beyond") for r in results])}
+            if method == "default":  # the spread of the atom number over fit seeds, per noise draw
+                by_noise: dict = {}
+                for r in results:
+                    by_noise.setdefault(r["noise_seed"], []).append(r["atoms_pct"])
+                sds = [statistics.stdev(v) for v in by_noise.values() if len(v) > 1]
+                row["atoms_sd_over_fit_seeds_pct"] = statistics.fmean(sds) if sds else None
+                row["mesh_components"] = [r["mesh"]["components"] for r in results]
+                row["mesh_watertight"] = [r["mesh"]["watertight"] for r in results]
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,6 +237,7 @@ def main() -> None:
     parser.add_argument("--sim-samples", type=int, default=8, help="ray samples per pixel of the simulation")
     parser.add_argument("--sim-step", type=float, default=0.02, help="step of the simulation, mm")
     parser.add_argument("--out", default="bench/results/accuracy.json")
+    parser.add_argument("--fresh", action="store_true", help="ignore the cases already in --out")
     args = parser.parse_args()
     torch.set_num_threads(1)
     budgets = [float(b) for b in args.budgets.split(",")]
@@ -199,10 +251,36 @@ def main() -> None:
     sigma = float(base.read_noise_e)
     voxel = density_grid(base, FitConfig().voxel_size_mm)[2][0]  # the grid of recon fit's density.tif
     pools = {}
-    rows, raw = [], []
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.is_file() and not args.fresh else {}
+    raw = list(previous.get("runs", []))
+    done = {(r["phantom"], r["budget"], r["fit_seed"], r["noise_seed"]) for r in raw}
     work = Path(tempfile.mkdtemp(prefix="bench_accuracy_"))
-    t_all = time.perf_counter()
+    t_all = time.perf_counter() - float(previous.get("wall_s", 0.0))
+
+    def save() -> None:
+        save_json(out, {
+            "command": "python bench/accuracy.py " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "fresh")),
+            "tuned_on": {"fit_seeds": [0], "noise_seeds": [42], "phantoms": ["run042"]},
+            "reported_on": {"fit_seeds": fit_seeds, "noise_seeds": noise_seeds},
+            "settings": dataclasses.asdict(FitConfig()),
+            "simulation": {"samples": args.sim_samples, "step_mm": args.sim_step, "seed": 1000,
+                           "noise": "Poisson(λ) + N(0, σ²), σ = run042's read noise after dark subtraction",
+                           "photons_per_atom_1x": PHOTONS},
+            "rows": _rows(raw, methods), "runs": raw, "wall_s": round(time.perf_counter() - t_all, 1),
+            "machine": machine_info(torch.device("cpu")),
+        })
+
     for pname in args.phantoms.split(","):
+        cases = [(f, n) for f in fit_seeds for n in noise_seeds]
+        if not {"default", "oracle-em"} & set(methods):
+            cases = cases[:1]  # split-halves alone: its one case
+        if "noiseless" in methods:
+            cases += [(f, None) for f in fit_seeds[:1]]
+        todo = [(b, f, n) for b in budgets for f, n in cases if (pname, b, f, n) not in done]
+        if not todo:
+            continue
         source, atoms, options = PHANTOMS[pname]
         phantom = load_phantom(source, atoms=atoms, options=options or None)
         t0 = time.perf_counter()
@@ -212,77 +290,39 @@ def main() -> None:
               f"({sum(float(v.sum()) for v in expected.values()):.4g} e⁻ at 1×)", flush=True)
         truth = truth_volume(phantom, box.min_mm.tolist(), box.max_mm.tolist(), voxel)
         truth_m = cloud_metrics(truth)
-        for budget in budgets:
-            per_method: dict[str, list[dict]] = {m: [] for m in methods}
-            cases = [(f, n) for f in fit_seeds for n in noise_seeds]
-            if not {"default", "oracle-em"} & set(methods):
-                cases = cases[:1]  # split-halves alone: its one case
-            if "noiseless" in methods:
-                cases += [(f, None) for f in fit_seeds[:1]]
-            for fit_seed, noise_seed in cases:
-                data = _with_electrons(base, _noisy(expected, budget, sigma, noise_seed))
-                data = dataclasses.replace(data, photons_per_atom=PHOTONS * budget)
-                pool = _pool_for(pools, base, data, fit_seed)
-                cfg = FitConfig(seed=fit_seed, device="cpu")  # recon fit's own defaults
-                checks = []
+        for budget, fit_seed, noise_seed in todo:
+            data = _with_electrons(base, _noisy(expected, budget, sigma, noise_seed))
+            data = dataclasses.replace(data, photons_per_atom=PHOTONS * budget)
+            pool = _pool_for(pools, base, data, fit_seed)
+            cfg = FitConfig(seed=fit_seed, device="cpu")  # recon fit's own defaults
+            checks = []
 
-                def on_check(step, field, deviance, checks=checks, truth=truth, truth_m=truth_m):
-                    errors = _errors(_on(truth, field), truth, truth_m)
-                    checks.append({"step": step, "deviance": deviance, **errors})
+            def on_check(step, field, deviance, checks=checks, truth=truth, truth_m=truth_m):
+                errors = _errors(_on(truth, field), truth, truth_m)
+                checks.append({"step": step, "deviance": deviance, **errors})
 
-                t1 = time.perf_counter()
-                with using_pool(pool):
-                    result = run_fit(data, cfg, work / f"{pname}-{budget}-{fit_seed}-{noise_seed}",
-                                     make_field=field_factory, on_check=on_check)
-                fit_s = time.perf_counter() - t1
-                fitted = _on(truth, result.field)
-                final = {**_errors(fitted, truth, truth_m), "mesh": _mesh(fitted)}
-                state = result.state
-                record = {"phantom": pname, "budget": budget, "fit_seed": fit_seed, "noise_seed": noise_seed,
-                          "steps": state.step, "stopped_by": state.stopped, "fit_s": round(fit_s, 1),
-                          "best_step": result.stop_rule.best_step, "checks": checks}
-                if noise_seed is None:  # only there when "noiseless" is a method
-                    per_method["noiseless"].append(final)
-                    record["noiseless"] = final
-                else:
-                    if "default" in methods:
-                        per_method["default"].append({**final, "fit_seed": fit_seed})
-                    if "oracle-em" in methods and checks:
-                        per_method["oracle-em"].append(min(checks, key=lambda c: c["fsc05_um"]))
-                    record["default"] = final
-                if "split-halves" in methods and (fit_seed, noise_seed) == cases[0]:
-                    record["split_halves"] = _split_halves(pools, base, data, fit_seed, truth,
-                                                           work / f"{pname}-{budget}-halves", final)
-                    per_method["split-halves"].append(record["split_halves"])
-                raw.append(record)
-                print(f"  {pname} ×{budget:g} fit seed {fit_seed} noise seed {noise_seed}: FSC-0.5 "
-                      f"{final['fsc05_um']:.1f} µm, atoms {final['atoms_pct']:+.2f} %, mesh "
-                      f"{final['mesh']['components']} component(s), steps {state.step} "
-                      f"({state.stopped}), {fit_s:.0f} s", flush=True)
-            for method, results in per_method.items():
-                if not results:
-                    continue
-                if method == "split-halves":
-                    rows.append({"phantom": pname, "budget": budget, "method": method, "runs": len(results),
-                                 "fsc0143_um": _stats([r["fsc0143_um"] for r in results]),
-                                 "truth_fsc05_um": _stats([r["truth_fsc05_um"] for r in results]),
-                                 "ratio": _stats([r["ratio"] for r in results])})
-                    continue
-                row = {"phantom": pname, "budget": budget, "method": method, "runs": len(results),
-                       "fsc05_um": _stats([r["fsc05_um"] for r in results]),
-                       "atoms_pct": _stats([r["atoms_pct"] for r in results]),
-                       "centroid_um": [_stats([r["centroid_um"][i] for r in results]) for i in range(3)],
-                       "widths_pct": [_stats([r["widths_pct"][i] for r in results]) for i in range(3)],
-                       "power_beyond": _stats([r.get("power_beyond") for r in results])}
-                if method == "default":  # the spread of the atom number over fit seeds, per noise draw
-                    by_noise = {}
-                    for r, case in zip(results, [c for c in cases if c[1] is not None], strict=True):
-                        by_noise.setdefault(case[1], []).append(r["atoms_pct"])
-                    sds = [statistics.stdev(v) for v in by_noise.values() if len(v) > 1]
-                    row["atoms_sd_over_fit_seeds_pct"] = statistics.fmean(sds) if sds else None
-                    row["mesh_components"] = [r["mesh"]["components"] for r in results]
-                    row["mesh_watertight"] = [r["mesh"]["watertight"] for r in results]
-                rows.append(row)
+            t1 = time.perf_counter()
+            with using_pool(pool):
+                result = run_fit(data, cfg, work / f"{pname}-{budget}-{fit_seed}-{noise_seed}",
+                                 make_field=field_factory, on_check=on_check)
+            fit_s = time.perf_counter() - t1
+            fitted = _on(truth, result.field)
+            final = {**_errors(fitted, truth, truth_m), "mesh": _mesh(fitted)}
+            state = result.state
+            record = {"phantom": pname, "budget": budget, "fit_seed": fit_seed, "noise_seed": noise_seed,
+                      "steps": state.step, "stopped_by": state.stopped, "fit_s": round(fit_s, 1),
+                      "best_step": result.stop_rule.best_step, "checks": checks}
+            record["noiseless" if noise_seed is None else "default"] = final
+            if "split-halves" in methods and (fit_seed, noise_seed) == cases[0]:
+                record["split_halves"] = _split_halves(pools, base, data, fit_seed, truth,
+                                                       work / f"{pname}-{budget}-halves", final)
+            raw.append(record)
+            save()  # case by case: a rerun goes on from here
+            print(f"  {pname} ×{budget:g} fit seed {fit_seed} noise seed {noise_seed}: FSC-0.5 "
+                  f"{final['fsc05_um']:.1f} µm, atoms {final['atoms_pct']:+.2f} %, mesh "
+                  f"{final['mesh']['components']} component(s), steps {state.step} "
+                  f"({state.stopped}), {fit_s:.0f} s", flush=True)
+    rows = _rows(raw, methods)
 
     def ms(s, fmt=".1f"):
         return "—" if s["mean"] is None else f"{s['mean']:{fmt}} ± {s['sd']:{fmt}}"
@@ -298,19 +338,7 @@ def main() -> None:
         print(f"{r['phantom']:<11}{r['budget']:>7g} {r['method']:<10}{r['runs']:>5} {ms(r['fsc05_um']):>15} "
               f"{ms(r['atoms_pct'], '.2f'):>15} {' / '.join(ms(c) for c in r['centroid_um']):>30} "
               f"{' / '.join(ms(c) for c in r['widths_pct']):>30} {ms(r['power_beyond'], '.2f'):>14}")
-    save_json(args.out, {
-        "command": "python bench/accuracy.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
-        "tuned_on": {"fit_seeds": [0], "noise_seeds": [42], "phantoms": ["run042"]},
-        "reported_on": {"fit_seeds": fit_seeds, "noise_seeds": noise_seeds},
-        "settings": dataclasses.asdict(FitConfig()),
-        "simulation": {"samples": args.sim_samples, "step_mm": args.sim_step, "seed": 1000,
-                       "noise": "Poisson(λ) + N(0, σ²), σ = run042's read noise after dark subtraction",
-                       "photons_per_atom_1x": PHOTONS},
-        "rows": rows, "runs": raw, "wall_s": round(time.perf_counter() - t_all, 1),
-        "machine": machine_info(torch.device("cpu")),
-    })
-
+    save()
 
 if __name__ == "__main__":
     main()

@@ -56,7 +56,32 @@ class FitInterrupted(KeyboardInterrupt):
         self.exit_status = 128 + int(signum)
 
 
-class StopOnSignals:
+class _OnSignals:
+    """While the block runs, SIGINT and SIGTERM call :meth:`_handle`; the old handlers come back after.
+
+    A no-op outside the main thread (signals can only be handled there).
+    """
+
+    def __init__(self) -> None:
+        self._old: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class StopOnSignals(_OnSignals):
     """While the block runs, SIGINT and SIGTERM raise :class:`FitInterrupted` with ``message``.
 
     For the parts of a fit job outside the fit loop (reading, tracing, writing outputs), where
@@ -66,24 +91,12 @@ class StopOnSignals:
     """
 
     def __init__(self, message: str):
+        super().__init__()
         self.message = message
-        self._old: dict = {}
 
-    def _raise(self, signum, frame) -> None:
+    def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
         raise FitInterrupted(f"{self.message} ({name})", signum)
-
-    def __enter__(self) -> StopOnSignals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._raise)
-            except ValueError:  # not in the main thread
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -156,30 +169,18 @@ class FitResult:
         return self.state.stopped == "held-out"
 
 
-class _Signals:
+class _Signals(_OnSignals):
     """While the block runs, SIGINT and SIGTERM are noted (``signum``), not raised.
 
-    The loop stops before its next step, after a checkpoint. A no-op outside the main thread.
+    The loop stops before its next step, after a checkpoint.
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.signum: int | None = None
-        self._old: dict = {}
 
-    def _note(self, signum, frame) -> None:
+    def _handle(self, signum, frame) -> None:
         self.signum = signum
-
-    def __enter__(self) -> _Signals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._note)
-            except ValueError:  # not in the main thread
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
 
 
 def _device_pool(pool: RayPool, device: torch.device) -> RayPool:

@@ -44,6 +44,25 @@ def _load(raw: bytes) -> None:
             assert_one_line(err)
 
 
+def _load_payload(payload: dict, *, check: bool = False):
+    """Save ``payload`` as a checkpoint and load it into a fresh field: the field, or None after the
+    one-line DataError. ``check``: run ``check_resumable`` first."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "checkpoint.pt"
+        path.write_bytes(buffer.getvalue())
+        field = _field()
+        try:
+            if check:
+                check_resumable(path, FitConfig())
+            load_checkpoint(path, field, torch.optim.Adam(field.parameters()), torch.Generator(), FitConfig())
+        except DataError as err:
+            assert_one_line(err)
+            return None
+    return field
+
+
 @FUZZ
 @given(st.binary(max_size=300))
 def test_random_bytes_only_raise_data_error(raw):
@@ -68,17 +87,7 @@ def test_mutated_settings_and_state_only_raise_data_error(valid, edit):
     edited = edit.get("config")
     payload["config"] = {**payload["config"], **edited} if isinstance(edited, dict) else edited
     payload["state"] = edit.get("state")
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "checkpoint.pt"
-        path.write_bytes(buffer.getvalue())
-        field = _field()
-        try:
-            check_resumable(path, FitConfig())
-            load_checkpoint(path, field, torch.optim.Adam(field.parameters()), torch.Generator(), FitConfig())
-        except DataError as err:
-            assert_one_line(err)
+    _load_payload(payload, check=True)
 
 
 FIELD_VALUES = st.one_of(
@@ -105,16 +114,6 @@ def test_mutated_field_parameters_only_raise_data_error(valid, data):
             field[key] = data.draw(FIELD_VALUES)
     if data.draw(st.booleans()):
         payload["field"] = data.draw(st.one_of(FIELD_VALUES, st.just(field)))
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "checkpoint.pt"
-        path.write_bytes(buffer.getvalue())
-        module = _field()
-        try:
-            load_checkpoint(path, module, torch.optim.Adam(module.parameters()), torch.Generator(),
-                            FitConfig())
-        except DataError as err:
-            assert_one_line(err)
-            return
-    assert all(torch.isfinite(p).all() for p in module.parameters())  # what loads is a sound field
+    module = _load_payload(payload)
+    if module is not None:  # what loads is a sound field
+        assert all(torch.isfinite(p).all() for p in module.parameters())
