@@ -10,6 +10,7 @@ against a simulated run's truth.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import os
 import resource
@@ -356,6 +357,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         "views": views,
         **extra,
         "versions": versions(),
+        "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
     }
     if data.density_unit != "atoms/mm^3":
         metrics["atoms_note"] = "relative units: the run gives no photons per atom"

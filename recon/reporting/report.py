@@ -11,7 +11,7 @@ from optics.atomic import atomic_write_text
 from recon.analysis.resolution import COMPARISONS
 from recon.reporting.summary import format_um
 
-__all__ = ["figure_html", "fsc_sections", "refresh_report", "write_report"]
+__all__ = ["figure_html", "fsc_sections", "refresh_report", "summary_rows", "write_report"]
 
 
 def figure_html(png: Path, caption: str) -> str:
@@ -19,6 +19,41 @@ def figure_html(png: Path, caption: str) -> str:
     data = base64.b64encode(png.read_bytes()).decode()
     return (f"<figure><img src='data:image/png;base64,{data}'>"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _um(values) -> str:
+    return ", ".join(f"{1000 * v:.1f}" for v in values) + " µm"
+
+
+def summary_rows(metrics: dict) -> list[tuple[str, str]]:
+    """(label, value) of the report's summary table, as a reader wants them: units, few digits."""
+    relative = metrics.get("density_unit", "atoms/mm^3") != "atoms/mm^3"
+    rows: list[tuple[str, str]] = []
+    formats = (
+        ("atoms", "total (relative units)" if relative else "atoms", lambda v: f"{v:.4g}"),
+        ("centroid_mm", "centroid x, y, z", _um),
+        ("width_mm", "width σ x, y, z", _um),
+        ("final_loss", "final loss (deviance per pixel)", lambda v: f"{v:.4g}"),
+        ("solver", "solver", str),
+        ("steps", "steps", str),
+        ("converged", "converged", lambda v: "yes (held-out deviance stopped falling)" if v else "NO"),
+        ("time_s", "fit time", lambda v: f"{v:.1f} s"),
+        ("outputs_s", "outputs time", lambda v: f"{v:.1f} s"),
+        ("rays_per_s", "rays per second", lambda v: f"{v:,.0f}"),
+        ("peak_memory_mb", "peak memory", lambda v: f"{v / 1024:.2f} GB" if v >= 1024 else f"{v:.0f} MB"),
+        ("backend", "backend", str),
+        ("device", "device", str),
+        ("density_unit", "density unit", str),
+        ("finished_utc", "finished (UTC)", str),
+        ("versions", "versions", lambda v: ", ".join(f"{k} {x}" for k, x in v.items() if x is not None)),
+    )
+    for key, label, fmt in formats:
+        if key in metrics and metrics[key] is not None:
+            try:
+                rows.append((label, fmt(metrics[key])))
+            except (TypeError, ValueError, AttributeError):  # an unexpected type: shown as it is
+                rows.append((label, str(metrics[key])))
+    return rows
 
 
 def write_report(out_dir: Path, metrics: dict, images: list[Path], extra_sections: list[str] = ()) -> None:
@@ -29,24 +64,8 @@ def write_report(out_dir: Path, metrics: dict, images: list[Path], extra_section
     adds them.
     """
     extra_sections = [*extra_sections, *fsc_sections(out_dir)]
-    rows = []
-    for key in (
-        "atoms",
-        "centroid_mm",
-        "width_mm",
-        "final_loss",
-        "solver",
-        "steps",
-        "converged",
-        "time_s",
-        "rays_per_s",
-        "peak_memory_mb",
-        "backend",
-        "device",
-        "density_unit",
-    ):
-        if key in metrics:
-            rows.append(f"<tr><th>{html.escape(key)}</th><td>{html.escape(str(metrics[key]))}</td></tr>")
+    rows = [f"<tr><th>{html.escape(label)}</th><td>{html.escape(text)}</td></tr>"
+            for label, text in summary_rows(metrics)]
     def number(value, spec: str) -> str:  # metrics.json holds null for NaN (a view without usable pixels)
         return "—" if value is None else format(value, spec)
 

@@ -61,24 +61,29 @@ def _no_temporaries(directory):
     return not [p for p in directory.rglob(".*") if ".tmp" in p.name]
 
 
-def test_report_holds_the_summary_rows_in_order_and_leaves_out_other_keys(tmp_path):
-    write_report(tmp_path, _metrics(), [])
+def test_report_holds_the_summary_rows_in_order_with_units_and_few_digits(tmp_path):
+    write_report(tmp_path, _metrics(converged=True, finished_utc="2026-12-06 05:00:00", outputs_s=2.25,
+                                    peak_memory_mb=1331.0), [])
     page = (tmp_path / "report.html").read_text()
     rows = _rows(page)
-    assert list(rows) == ["atoms", "centroid_mm", "width_mm", "final_loss", "steps", "time_s", "rays_per_s",
-                          "peak_memory_mb", "backend", "device", "density_unit"]
-    assert rows["atoms"] == "987654.0" and rows["centroid_mm"] == "[0.01, -0.02, 0.03]"
-    assert rows["density_unit"] == "atoms/mm^3"
-    assert "versions" not in page and "9.9" not in page
-    assert "<h1>recon fit: run042</h1>" in page
+    assert rows == {
+        "atoms": "9.877e+05", "centroid x, y, z": "10.0, -20.0, 30.0 µm",
+        "width σ x, y, z": "500.0, 500.0, 500.0 µm",
+        "final loss (deviance per pixel)": "1.012", "steps": "200",
+        "converged": "yes (held-out deviance stopped falling)", "fit time": "3.5 s", "outputs time": "2.2 s",
+        "rays per second": "1,500,000", "peak memory": "1.30 GB", "backend": "torch", "device": "cpu",
+        "density unit": "atoms/mm^3", "finished (UTC)": "2026-12-06 05:00:00", "versions": "torch 9.9"}
+    assert "views" not in rows and "<h1>recon fit: run042</h1>" in page
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert _no_temporaries(tmp_path)
 
 
 def test_report_of_partial_metrics_has_only_those_rows(tmp_path):
-    write_report(tmp_path, {"atoms": 5.0, "steps": 3}, [])
+    write_report(tmp_path, {"atoms": 5.0, "steps": 3, "density_unit": "relative", "peak_memory_mb": 512.4,
+                            "converged": False, "time_s": "odd"}, [])
     page = (tmp_path / "report.html").read_text()
-    assert list(_rows(page)) == ["atoms", "steps"]
+    assert _rows(page) == {"total (relative units)": "5", "steps": "3", "converged": "NO", "fit time": "odd",
+                           "peak memory": "512 MB", "density unit": "relative"}
     assert "<h1>recon fit: </h1>" in page
 
 
