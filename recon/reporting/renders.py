@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from recon.fitting.data import FitData
 from recon.fitting.raypool import RayPool
 from recon.io.volume import Volume
 
-__all__ = ["write_renders"]
+__all__ = ["colour_top", "scale_bar_mm", "write_renders"]
 
 
 def _png(fig, path: Path) -> None:
@@ -20,10 +21,38 @@ def _png(fig, path: Path) -> None:
         fig.savefig(tmp, dpi=100, format="png")
 
 
+def colour_top(measured: np.ndarray, predicted: np.ndarray) -> float:
+    """The top of a view's colour scale, shared by its measured and predicted images.
+
+    The larger of the prediction's maximum and the 99.9th percentile of the measured image
+    averaged over 3 × 3 pixels: a read-noise-dominated view (the defocused direct view) would
+    otherwise be scaled by its noise peaks, and its prediction would show nearly black.
+    """
+    from scipy.ndimage import uniform_filter
+
+    smooth = uniform_filter(np.asarray(measured, np.float64), size=3, mode="nearest")
+    return max(float(np.percentile(smooth, 99.9)), float(predicted.max()), 1e-9)
+
+
+def scale_bar_mm(width_mm: float) -> float:
+    """A round length (1, 2 or 5 × 10ⁿ mm) of at most 30 % of an image ``width_mm`` wide."""
+    target = 0.3 * width_mm
+    exponent = math.floor(math.log10(target))
+    for step in (5, 2, 1):
+        if step * 10.0**exponent <= target:
+            return float(f"{step * 10.0**exponent:.3g}")
+    return float(f"{10.0**exponent:.3g}")
+
+
 def write_renders(
     out_dir: Path, data: FitData, pool: RayPool, predicted: torch.Tensor, volume: Volume, losses: list[float]
 ) -> list[Path]:
-    """Write measured | predicted | residual per view, max-intensity projections, loss curve (PNG)."""
+    """Write measured | predicted | residual per view, max-intensity projections, loss curve (PNG).
+
+    A view's images are drawn in its sensor pixels, with a scale bar of the object-space length
+    (pixel pitch / magnification: at the focal plane), and its measured and predicted images
+    share one colour scale (:func:`colour_top`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,7 +71,11 @@ def write_renders(
                                                                          strict=True)]
     for ax, im, title in zip(axes, images, titles, strict=True):
         ax.set_title(title)
+        ax.set_xlabel("sensor x (px)")
         fig.colorbar(im, ax=ax, fraction=0.046)
+    axes[0].set_ylabel("sensor y (px)")
+    (bar,) = axes[0].plot([], [], color="white", lw=2, solid_capstyle="butt")
+    bar_label = axes[0].text(0, 0, "", color="white", fontsize=8, ha="left", va="bottom")
     suptitle = fig.suptitle("view")
     start = {k: getattr(fig.subplotpars, k) for k in ("left", "right", "bottom", "top", "wspace", "hspace")}
     first = 0
@@ -51,15 +84,22 @@ def write_renders(
         m = mean[first : first + w * h].reshape(h, w)
         p = pred[first : first + w * h].reshape(h, w)
         first += w * h
-        vmax = max(float(np.percentile(m, 99.9)), float(p.max()), 1e-9)
+        vmax = colour_top(m, p)
         res = (m - p) / np.sqrt(np.maximum(p, 0) + pool.read_noise_e**2)
         limits = ((0, vmax), (0, vmax), (-4, 4))
         for ax, im, img, (lo, hi) in zip(axes, images, (m, p, res), limits, strict=True):
             im.set_data(img)
-            im.set_extent((-0.5, w - 0.5, h - 0.5, -0.5))
+            im.set_extent((x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5))  # sensor pixels
             im.set_clim(lo, hi)
-            ax.set_xlim(-0.5, w - 0.5)
-            ax.set_ylim(h - 0.5, -0.5)
+            ax.set_xlim(x0 - 0.5, x0 + w - 0.5)
+            ax.set_ylim(y0 + h - 0.5, y0 - 0.5)
+        camera = data.system.cameras[view.camera]
+        px_mm = float(camera.sensor.pixel_pitch_mm) / abs(float(camera.lens.magnification))
+        length_mm = scale_bar_mm(w * px_mm)
+        left, top = x0 + 0.05 * w, y0 + 0.92 * h
+        bar.set_data([left, left + length_mm / px_mm], [top, top])
+        bar_label.set_position((left, top - 0.02 * h))
+        bar_label.set_text(f"{length_mm:g} mm")
         suptitle.set_text(f"view {view.name}  ROI {view.roi}")
         fig.subplots_adjust(**start)  # tight_layout from the same state for every view
         fig.tight_layout()

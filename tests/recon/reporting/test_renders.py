@@ -12,7 +12,7 @@ from recon.fitting.data import FitData, ViewData
 from recon.fitting.raypool import RayPool
 from recon.io.volume import Volume
 from recon.model.render import RayBatch
-from recon.reporting.renders import write_renders
+from recon.reporting.renders import colour_top, scale_bar_mm, write_renders
 from tests.conftest import slow
 from tests.optics.helpers import make_system
 
@@ -162,3 +162,41 @@ def test_the_mips_show_a_blob_where_it_is(tmp_path, monkeypatch, fit):
     xz = _crop(path, boxes["mip.png"][1]).mean(axis=2)
     rows, cols = np.nonzero(xz > 0.6)
     assert cols.min() > 0.6 * xz.shape[1] and rows.min() > 0.6 * xz.shape[0]  # z runs down as well
+
+
+@pytest.mark.parametrize(("width_mm", "bar_mm"),
+                         [(1.0, 0.2), (2.4, 0.5), (10.0, 2.0), (0.05, 0.01), (0.5, 0.1)])
+def test_the_scale_bar_is_a_round_length_of_at_most_a_third_of_the_image(width_mm, bar_mm):
+    assert scale_bar_mm(width_mm) == bar_mm and bar_mm <= 0.3 * width_mm
+
+
+def test_a_noise_dominated_view_is_scaled_by_its_light_not_by_its_noise_peaks():
+    rng = np.random.default_rng(0)
+    predicted = np.full((200, 200), 1.0)  # 1 e⁻ per pixel under 2 e⁻ of read noise
+    measured = predicted + rng.normal(0.0, 2.0, predicted.shape)
+    raw_top = float(np.percentile(measured, 99.9))  # ≈ 1 + 3σ
+    assert raw_top > 6.0 and colour_top(measured, predicted) < 0.6 * raw_top
+    bright = np.full((50, 50), 1000.0)
+    assert colour_top(bright + rng.normal(0.0, 2.0, bright.shape), bright) == pytest.approx(1000.0, rel=0.01)
+
+
+def test_a_view_is_drawn_in_sensor_pixels_with_a_scale_bar_in_mm(tmp_path, monkeypatch, fit):
+    import recon.reporting.renders as renders
+
+    data, pool, predicted, volume, losses = fit
+    figures, write = {}, renders._png
+
+    def keep(figure, path):
+        write(figure, path)
+        ax = figure.axes[0]
+        figures[path.name] = (ax.get_xlim(), ax.get_ylim(), ax.get_xlabel(), ax.get_ylabel(),
+                              [t.get_text() for t in ax.texts])
+
+    monkeypatch.setattr(renders, "_png", keep)
+    write_renders(tmp_path, data, pool, predicted, volume, losses)
+    xlim, ylim, xlabel, ylabel, texts = figures["view_m1.png"]  # ROI (100, 40, 4, 6)
+    assert xlim == (99.5, 103.5) and ylim == (45.5, 39.5)  # row 0 of the ROI at the top
+    assert (xlabel, ylabel) == ("sensor x (px)", "sensor y (px)")
+    camera = data.system.cameras[0]
+    width_mm = 4 * float(camera.sensor.pixel_pitch_mm) / abs(float(camera.lens.magnification))
+    assert texts == [f"{scale_bar_mm(width_mm):g} mm"]
