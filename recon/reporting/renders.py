@@ -24,14 +24,19 @@ def _png(fig, path: Path) -> None:
 def colour_top(measured: np.ndarray, predicted: np.ndarray) -> float:
     """The top of a view's colour scale, shared by its measured and predicted images.
 
-    The larger of the prediction's maximum and the 99.9th percentile of the measured image
-    averaged over 3 × 3 pixels: a read-noise-dominated view (the defocused direct view) would
-    otherwise be scaled by its noise peaks, and its prediction would show nearly black.
+    The prediction's maximum: the two images are compared on the model's scale, and measured
+    light above it (noise, or a cloud brighter than the fit) shows as the top colour. Scaling by
+    the measured maximum instead lets the noise peaks of a read-noise-dominated view (the
+    defocused direct view) set it, and the prediction shows nearly black. Where nothing is
+    predicted, the 99.9th percentile of the measured image averaged over 3 × 3 pixels.
     """
+    top = float(np.max(predicted)) if np.size(predicted) else 0.0
+    if top > 0:
+        return top
     from scipy.ndimage import uniform_filter
 
     smooth = uniform_filter(np.asarray(measured, np.float64), size=3, mode="nearest")
-    return max(float(np.percentile(smooth, 99.9)), float(predicted.max()), 1e-9)
+    return max(float(np.percentile(smooth, 99.9)), 1e-9)
 
 
 def scale_bar_mm(width_mm: float) -> float:
