@@ -24,13 +24,15 @@ def _png(fig, path: Path) -> None:
 def colour_top(measured: np.ndarray, predicted: np.ndarray) -> float:
     """The top of a view's colour scale, shared by its measured and predicted images.
 
-    The prediction's maximum: the two images are compared on the model's scale, and measured
+    The prediction's 99.9th percentile: the two images are compared on the model's scale, and
     light above it (noise, or a cloud brighter than the fit) shows as the top colour. Scaling by
     the measured maximum instead lets the noise peaks of a read-noise-dominated view (the
-    defocused direct view) set it, and the prediction shows nearly black. Where nothing is
-    predicted, the 99.9th percentile of the measured image averaged over 3 × 3 pixels.
+    defocused direct view) set it, and the prediction shows nearly black; the prediction's own
+    maximum is set there by a few pixels whose few pooled rays happen to cross the densest
+    voxels. Where nothing is predicted, the 99.9th percentile of the measured image averaged over
+    3 × 3 pixels.
     """
-    top = float(np.max(predicted)) if np.size(predicted) else 0.0
+    top = float(np.percentile(predicted, 99.9)) if np.size(predicted) else 0.0
     if top > 0:
         return top
     from scipy.ndimage import uniform_filter

@@ -176,6 +176,9 @@ def test_a_noise_dominated_view_is_scaled_by_its_light_not_by_its_noise_peaks():
     measured = predicted + rng.normal(0.0, 2.0, predicted.shape)
     raw_top = float(np.percentile(measured, 99.9))  # ≈ 1 + 3σ
     assert raw_top > 6.0 and colour_top(measured, predicted) == 1.0  # the model's scale
+    outliers = predicted.copy()
+    outliers.flat[:20] = 17.0  # 20 of 40 000 pixels: not the scale
+    assert colour_top(measured, outliers) == 1.0
     nothing = np.zeros_like(predicted)  # nothing predicted: the measured light, noise averaged down
     assert 1.0 < colour_top(measured, nothing) < 0.6 * raw_top
 
