@@ -123,3 +123,29 @@ def test_every_bench_json_but_the_three_the_readme_names_records_the_load_averag
     for path in sorted((ROOT / "bench" / "results").glob("*.json")):
         records = "load_average" in path.read_text(encoding="utf-8")
         assert records != (path.name in named), path.name
+
+
+def test_the_readme_lists_every_fit_setting_with_its_default():
+    """The FIT.toml table: one row per FitConfig field, its default as TOML writes it."""
+    import dataclasses
+
+    from recon.fitting.config import FitConfig
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z_0-9]+)` \| `([^`]*)` \|", readme, re.M)
+    defaults = {}
+    for f in dataclasses.fields(FitConfig):
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        defaults[f.name] = json.dumps(value) if isinstance(value, str | dict) else repr(value)
+    assert dict(rows) == defaults
+
+
+def test_the_readme_fit_toml_example_loads(tmp_path):
+    from recon.fitting.config import load_fit_config
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    example = readme.split("**Fit settings**")[1].split("```toml\n")[1].split("```")[0]
+    (tmp_path / "FIT.toml").write_text(example, encoding="utf-8")
+    cfg = load_fit_config(tmp_path / "FIT.toml")
+    assert (cfg.field, cfg.steps, cfg.lr, cfg.em) == ("hashgrid", 3000, 0.005, False)
+    assert cfg.field_options["encoding"]["n_levels"] == 8
