@@ -384,7 +384,11 @@ def fsc(
         "--out", help="Directory for fsc.csv/json/png "
                       "\\[default: OUT/fsc-truth or OUT/fsc-halves, or ./fsc].")] = None,
 ) -> None:
-    """Fourier shell correlation: resolution of A vs B, of a fit vs --truth, or of a fit's halves."""
+    """Fourier shell correlation: resolution of A vs B, of a fit vs --truth, or of a fit's halves.
+
+    A fit directory without half maps and without --truth is compared with the truth its fit
+    recorded (a simulated run's truth.tif).
+    """
     from recon.jobs.compare import compare_paths
     from recon.reporting.summary import summary_line
 

@@ -8,6 +8,7 @@ map 1 against half map 2) — as ``fsc.csv``, ``fsc.json`` and ``fsc.png``
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from recon.analysis.resolution import (
@@ -23,7 +24,7 @@ from recon.io.volume import Volume, read_volume
 from recon.reporting.fsc_files import write_fsc_outputs
 from recon.reporting.report import refresh_report
 
-__all__ = ["compare_paths", "fsc_halves", "fsc_truth"]
+__all__ = ["compare_paths", "fsc_halves", "fsc_truth", "recorded_truth"]
 
 
 def fsc_truth(volume: Volume, truth: Volume | str | Path, out_dir: Path, *, mask: str | None = None) -> dict:
@@ -54,6 +55,19 @@ def fsc_halves(half1: Volume, half2: Volume, out_dir: Path, *, mask: str | None 
     return fsc_report(result)
 
 
+def recorded_truth(fit_dir: Path) -> Path | None:
+    """The truth volume a fit recorded in its config.json (``truth``), or None.
+
+    config.json may come from anyone: only a string is taken, as a path, and nothing in it runs.
+    """
+    try:
+        config = json.loads((fit_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    truth = config.get("truth") if isinstance(config, dict) else None
+    return Path(truth) if isinstance(truth, str) and truth and "\x00" not in truth else None
+
+
 def compare_paths(
     first: Path,
     second: Path | None = None,
@@ -67,7 +81,8 @@ def compare_paths(
 
     * ``first`` a fit directory and ``truth``: the fit's density.tif against the truth (0.5),
       into ``first/fsc-truth/``; without ``truth``: its half1.tif against half2.tif (0.143),
-      into ``first/fsc-halves/``. The fit's report.html is rewritten with the section.
+      into ``first/fsc-halves/``, or, without half maps, against the truth its fit recorded
+      (:func:`recorded_truth`). The fit's report.html is rewritten with the section.
     * ``first`` a TIFF and ``truth``: against the truth (0.5), into ``out/fsc-truth/``.
     * two TIFFs: ``threshold`` (default 0.143), same grid required, into ``out`` (default
       ``./fsc``).
@@ -91,8 +106,17 @@ def compare_paths(
                                     target, mask=mask)
                 sub = "fsc-halves"
             else:
-                raise ConfigError(f"fsc: {first} holds no half maps (half1.tif, half2.tif); pass --truth "
-                                  "RUN/truth.tif, or fit with --split-halves")
+                recorded = recorded_truth(first)
+                if recorded is None:
+                    raise ConfigError(f"fsc: {first} holds no half maps (half1.tif, half2.tif) and its fit "
+                                      "recorded no truth; pass --truth RUN/truth.tif, or fit with "
+                                      "--split-halves")
+                if not recorded.is_file():
+                    raise ConfigError(f"fsc: the truth {first}'s fit was compared with, {recorded}, is no "
+                                      "longer there; pass --truth with where it is now")
+                report = fsc_truth(read_volume(volume_file(first / "density.tif")), recorded, target,
+                                   mask=mask)
+                sub = "fsc-truth"
             if target == first:
                 refresh_report(first)
         return report, target / sub

@@ -266,7 +266,8 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
                 check_resumable(where / "checkpoint.pt", job_cfg, job_data)
     try:
         atomic_write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name,
-                                          "split_halves": split_halves, "versions": versions()})
+                                                 "truth": str(truth_path.resolve()) if truth_path else None,
+                                                 "split_halves": split_halves, "versions": versions()})
         t0 = time.perf_counter()
         results = []
         for i, (job_data, job_cfg, where) in enumerate(jobs, 1):

@@ -70,3 +70,23 @@ def test_compare_paths_dispatch_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="fit directory"):
         compare_paths(fit_dir, b)
     assert not (tmp_path / "x").exists() and not (fit_dir / "fsc-halves").exists()
+
+
+def test_a_fit_directory_is_compared_with_the_truth_its_fit_recorded(tmp_path):
+    fit_dir = tmp_path / "fit"
+    fit_dir.mkdir()
+    write_volume(fit_dir / "density.tif", _blob(24, 0.05, (-0.575,) * 3, noise=0.05, seed=1))
+    truth = tmp_path / "run" / "truth.tif"
+    truth.parent.mkdir()
+    write_volume(truth, _blob(24, 0.05, (-0.575,) * 3))
+    (fit_dir / "config.json").write_text(json.dumps({"run": "run", "truth": str(truth)}))
+    report, where = compare_paths(fit_dir)
+    assert where == fit_dir / "fsc-truth" and report["threshold"] == "0.5"
+    assert report == compare_paths(fit_dir, truth=truth)[0]  # the same as naming it
+    truth.unlink()
+    with pytest.raises(ConfigError, match=f"the truth {fit_dir}'s fit was compared with, {truth}, is no "):
+        compare_paths(fit_dir)
+    for content in ("{not json", json.dumps(["x"]), json.dumps({"truth": 3}), json.dumps({"truth": None})):
+        (fit_dir / "config.json").write_text(content)  # untrusted: anything else is "no truth recorded"
+        with pytest.raises(ConfigError, match="recorded no truth; pass --truth"):
+            compare_paths(fit_dir)
