@@ -149,3 +149,26 @@ def test_the_readme_fit_toml_example_loads(tmp_path):
     cfg = load_fit_config(tmp_path / "FIT.toml")
     assert (cfg.field, cfg.steps, cfg.lr, cfg.em) == ("hashgrid", 3000, 0.005, False)
     assert cfg.field_options["encoding"]["n_levels"] == 8
+
+
+def test_the_readme_system_show_table_is_what_the_command_prints():
+    from typer.testing import CliRunner
+
+    from recon.cli import app
+
+    res = CliRunner().invoke(app, ["system", "show", str(ROOT / "data" / "systems" / "magis_dome.toml")],
+                             terminal_width=250, env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    rows = {}
+    for line in res.output.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 10:
+            rows[cells[0]] = [c.replace("-", "−") for c in cells]
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    direct = rows["direct"]
+    assert "| " + " | ".join(direct[:9]) + " |" in readme
+    for first in ("r1m01", "r2m01"):  # a ring's row quotes its first mirror's region as an example
+        r = rows[first]
+        assert f"e.g. {r[3]} | {r[4]} | {r[5]} | {r[6]} | {r[7]} |" in readme, r
+    total = float(re.search(r"total collected: ([0-9.]+) %", res.output).group(1))
+    assert f"Total collected: {total:.2f} % of 4π" in readme
