@@ -389,13 +389,15 @@ def fsc(
     A fit directory without half maps and without --truth is compared with the truth its fit
     recorded (a simulated run's truth.tif).
     """
-    from recon.jobs.compare import compare_paths
+    from recon.jobs.compare import compare_paths, existing_fsc_outputs
     from recon.reporting.summary import summary_line
 
+    before = existing_fsc_outputs(first, out)
     report, written = compare_paths(first, second, truth=truth, threshold=threshold,
                                     mask=None if mask == "none" else mask, out=out)
     typer.echo(summary_line(report))
-    typer.echo(f"wrote {written}/ (fsc.csv, fsc.json, fsc.png)")
+    verb = "replaced the earlier comparison in" if written in before else "wrote"
+    typer.echo(f"{verb} {written}/ (fsc.csv, fsc.json, fsc.png)")
 
 
 @app.command()

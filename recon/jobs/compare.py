@@ -24,7 +24,7 @@ from recon.io.volume import Volume, read_volume
 from recon.reporting.fsc_files import write_fsc_outputs
 from recon.reporting.report import refresh_report
 
-__all__ = ["compare_paths", "fsc_halves", "fsc_truth", "recorded_truth"]
+__all__ = ["compare_paths", "existing_fsc_outputs", "fsc_halves", "fsc_truth", "recorded_truth"]
 
 
 def fsc_truth(volume: Volume, truth: Volume | str | Path, out_dir: Path, *, mask: str | None = None) -> dict:
@@ -66,6 +66,15 @@ def recorded_truth(fit_dir: Path) -> Path | None:
         return None
     truth = config.get("truth") if isinstance(config, dict) else None
     return Path(truth) if isinstance(truth, str) and truth and "\x00" not in truth else None
+
+
+def existing_fsc_outputs(first: Path, out: Path | None = None) -> set[Path]:
+    """The directories :func:`compare_paths` may write for these arguments that already hold an FSC.
+
+    ``recon fsc`` says when it replaces one (a fit's own comparison with its truth, for example).
+    """
+    base = out or (first if first.is_dir() else Path("fsc"))
+    return {d for d in (base, base / "fsc-truth", base / "fsc-halves") if (d / "fsc.json").is_file()}
 
 
 def compare_paths(

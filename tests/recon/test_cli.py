@@ -207,8 +207,10 @@ def test_fit_split_halves_then_fsc_commands(tmp_path, tiny_run):
     assert res.exit_code == 0 and "at 0.5" in res.output, res.output
     assert (out / "fsc-truth" / "fsc.json").is_file()
     assert "Resolution against the truth" in (out / "report.html").read_text()
+    assert f"wrote {out / 'fsc-truth'}/" in res.output  # its fsc.json was removed above: new
     res = runner.invoke(app, ["fsc", str(out)])
     assert res.exit_code == 0 and "half 1 vs half 2 at 0.143" in res.output, res.output
+    assert f"replaced the earlier comparison in {out / 'fsc-halves'}/" in res.output  # the fit's own
     res = runner.invoke(app, ["fsc", str(out / "half1.tif"), str(out / "half2.tif"), "--threshold",
                               "half-bit", "--out", str(tmp_path / "ab")])
     assert res.exit_code == 0
