@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 from pathlib import Path
 
 from optics.atomic import atomic_write_text
 from recon.analysis.resolution import COMPARISONS
+from recon.fitting.config import FitConfig
 from recon.reporting.summary import format_um
 
-__all__ = ["figure_html", "fsc_sections", "refresh_report", "summary_rows", "write_report"]
+__all__ = ["figure_html", "fsc_sections", "refresh_report", "settings_rows", "summary_rows", "write_report"]
 
 
 def figure_html(png: Path, caption: str) -> str:
@@ -56,6 +58,24 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def settings_rows(out_dir: Path) -> list[tuple[str, str]]:
+    """(key, value) of the fit settings in ``out_dir/config.json`` that differ from the defaults.
+
+    config.json may come from anyone: it is read as JSON, and only keys of
+    :class:`~recon.fitting.config.FitConfig` are shown, their values as text.
+    """
+    try:
+        saved = json.loads((out_dir / "config.json").read_text(encoding="utf-8")).get("fit")
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return []
+    if not isinstance(saved, dict):
+        return []
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                for f in dataclasses.fields(FitConfig)}
+    return [(key, json.dumps(saved[key], ensure_ascii=False)) for key in defaults
+            if key in saved and saved[key] != defaults[key]]
+
+
 def write_report(out_dir: Path, metrics: dict, images: list[Path], extra_sections: list[str] = ()) -> None:
     """One self-contained HTML page: the numbers and the pictures (inlined as base64).
 
@@ -79,6 +99,11 @@ def write_report(out_dir: Path, metrics: dict, images: list[Path], extra_section
         for v in metrics.get("views", [])
     )
     pics = "".join(figure_html(p, p.name) for p in images if p.exists())
+    changed = settings_rows(out_dir)
+    settings = ("<h2>Settings</h2><p>" + ("Those that differ from the defaults (all are in config.json):"
+                                         if changed else "The defaults (all are in config.json).") + "</p>"
+                + ("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                                       for k, v in changed) + "</table>" if changed else ""))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>recon fit report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}img{{max-width:100%}}</style></head><body>
@@ -90,6 +115,7 @@ RMS ≈ 1 when the model explains the data down to the noise; over every pixel, 
 <table><tr><th>view</th><th>pixels</th><th>measured e⁻</th><th>predicted e⁻</th><th>residual mean</th>
 <th>residual RMS</th><th>cloud pixels</th><th>cloud residual mean</th><th>cloud residual RMS</th></tr>
 {view_rows}</table>
+{settings}
 {"".join(extra_sections)}
 <h2>Pictures</h2>{pics}
 </body></html>

@@ -1,6 +1,7 @@
 """report.html: self-contained, holding the numbers, the views, the pictures and the FSC sections."""
 
 import base64
+import html
 import json
 import math
 import re
@@ -203,3 +204,21 @@ def test_refresh_report_survives_null_residuals_in_metrics_json(tmp_path):
     atomic_write_json(tmp_path / "metrics.json", metrics)  # NaN becomes null
     refresh_report(tmp_path)
     assert "<td>m1</td>" in (tmp_path / "report.html").read_text()
+
+
+def test_the_report_lists_the_settings_that_differ_from_the_defaults(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"fit": {
+        "field": "hashgrid", "steps": 1500, "lr": 0.005, "field_options": {"hidden_width": 32},
+        "unknown_key": "<script>"}}))
+    write_report(tmp_path, _metrics(), [])
+    page = (tmp_path / "report.html").read_text()
+    settings = page.split("<h2>Settings</h2>")[1].split("<h2>")[0]
+    assert "differ from the defaults" in settings
+    quoted = html.escape  # values are JSON, escaped in the page
+    assert _rows(settings) == {"field": quoted('"hashgrid"'), "lr": "0.005",
+                               "field_options": quoted('{"hidden_width": 32}')}
+    assert "<script>" not in page and "unknown_key" not in page
+    for content in ("{broken", json.dumps(["x"]), json.dumps({"fit": 3})):  # untrusted: shown as nothing
+        (tmp_path / "config.json").write_text(content)
+        write_report(tmp_path, _metrics(), [])
+        assert "The defaults (all are in config.json)." in (tmp_path / "report.html").read_text()
