@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -323,7 +324,7 @@ def fit(
                       overwrite=overwrite, make_progress=lambda cfg: Progress("fit", log_every=cfg.log_every,
                                                                              quiet=quiet),
                       field=field, backend=backend, device=device, steps=steps, seed=seed, refine=refine,
-                      pool_cache=_pool_cache_dir(pool_cache))
+                      pool_cache=_pool_cache_dir(pool_cache), command=shlex.join(["recon", *sys.argv[1:]]))
     metrics, out, cfg = outcome.metrics, outcome.out, outcome.config
     for line in summary_lines(metrics):
         typer.echo(line)

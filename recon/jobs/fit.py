@@ -75,6 +75,7 @@ def fit(
     overwrite: bool = False,
     make_progress: Callable[[FitConfig], object] | None = None,
     pool_cache: str | os.PathLike | None = None,
+    command: str | None = None,
     **settings,
 ) -> FitOutcome:
     """Fit a run and write its output directory (``recon fit``).
@@ -91,6 +92,7 @@ def fit(
         make_progress: builds the progress display from the resolved settings (None: silent).
         pool_cache: directory of the ray-pool cache (:mod:`recon.fitting.poolcache`); None traces
             every pool.
+        command: the command line that asked for the fit, recorded in config.json and the report.
         **settings: :class:`~recon.fitting.config.FitConfig` fields given explicitly (None
             values are ignored); they win over the TOML and the resumed fit's settings.
 
@@ -126,7 +128,7 @@ def fit(
             progress.log(f"warning: {line}")
     metrics = run_fit_job(data, cfg, out, run_name=run.name, overwrite=overwrite, resume=resume,
                           progress=progress, truth_path=truth, split_halves=split if split_halves else None,
-                          warnings=warnings, pool_cache=pool_cache)
+                          warnings=warnings, pool_cache=pool_cache, command=command)
     return FitOutcome(metrics, out, cfg)
 
 
@@ -209,6 +211,7 @@ def run_fit_job(
     split_halves: str | None = None,
     warnings: list[str] = (),
     pool_cache: str | os.PathLike | None = None,
+    command: str | None = None,
 ) -> dict:
     """Fit ``data`` and write the whole output directory; returns the metrics.
 
@@ -231,6 +234,7 @@ def run_fit_job(
             ``half2.tif`` and their average as ``density.tif``, and their FSC (``fsc-halves/``).
         warnings: remarks on the data (from ``recon inspect``'s checks) recorded in metrics.json.
         pool_cache: directory of the ray-pool cache; None traces every pool.
+        command: the command line, recorded in config.json (None: not recorded).
 
     Raises:
         FitError: the fit failed or its result is worthless (nothing is written then).
@@ -242,7 +246,7 @@ def run_fit_job(
         try:
             return _fit_and_write(data, cfg, out, stop, run_name=run_name, overwrite=overwrite, resume=resume,
                                   progress=progress, truth_path=truth_path, split_halves=split_halves,
-                                  warnings=warnings, pool_cache=pool_cache)
+                                  warnings=warnings, pool_cache=pool_cache, command=command)
         except OutputError as err:  # a full disk: say what is kept and how to go on
             kept = resume_dir(out)
             if kept is None:
@@ -253,7 +257,7 @@ def run_fit_job(
 
 def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals, *, run_name: str,
                    overwrite: bool, resume: bool, progress, truth_path: Path | None, split_halves: str | None,
-                   warnings: list[str], pool_cache: str | os.PathLike | None) -> dict:
+                   warnings: list[str], pool_cache: str | os.PathLike | None, command: str | None) -> dict:
     """:func:`run_fit_job` holding the output lock; ``stop`` says what a signal leaves behind."""
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     if resume:  # a resumed fit goes at least as far as the interrupted one was to
@@ -265,7 +269,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
             if (where / "checkpoint.pt").is_file():
                 check_resumable(where / "checkpoint.pt", job_cfg, job_data)
     try:
-        atomic_write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name,
+        atomic_write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name, "command": command,
                                                  "truth": str(truth_path.resolve()) if truth_path else None,
                                                  "split_halves": split_halves, "versions": versions()})
         t0 = time.perf_counter()

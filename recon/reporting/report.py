@@ -58,16 +58,22 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _config(out_dir: Path) -> dict:
+    """``out_dir/config.json`` as a dict ({} when missing, unreadable or not a table)."""
+    try:
+        config = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def settings_rows(out_dir: Path) -> list[tuple[str, str]]:
     """(key, value) of the fit settings in ``out_dir/config.json`` that differ from the defaults.
 
     config.json may come from anyone: it is read as JSON, and only keys of
     :class:`~recon.fitting.config.FitConfig` are shown, their values as text.
     """
-    try:
-        saved = json.loads((out_dir / "config.json").read_text(encoding="utf-8")).get("fit")
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
-        return []
+    saved = _config(out_dir).get("fit")
     if not isinstance(saved, dict):
         return []
     defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
@@ -100,10 +106,12 @@ def write_report(out_dir: Path, metrics: dict, images: list[Path], extra_section
     )
     pics = "".join(figure_html(p, p.name) for p in images if p.exists())
     changed = settings_rows(out_dir)
-    settings = ("<h2>Settings</h2><p>" + ("Those that differ from the defaults (all are in config.json):"
-                                         if changed else "The defaults (all are in config.json).") + "</p>"
-                + ("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                                       for k, v in changed) + "</table>" if changed else ""))
+    command = _config(out_dir).get("command")
+    ran = f"<p>Command: <code>{html.escape(command)}</code></p>" if isinstance(command, str) else ""
+    which = ("Those that differ from the defaults (all are in config.json):" if changed
+             else "The defaults (all are in config.json).")
+    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in changed)
+    settings = f"<h2>Settings</h2>{ran}<p>{which}</p>" + (f"<table>{table}</table>" if changed else "")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>recon fit report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}img{{max-width:100%}}</style></head><body>

@@ -199,8 +199,10 @@ def test_fit_split_halves_then_fsc_commands(tmp_path, tiny_run):
     # Without --config the halves resume with their settings (and the seed they were started with).
     res = _fit(tiny_run, out, "--steps", "16", "--split-halves", "--resume")
     assert res.exit_code == 0, res.output
-    saved = json.loads((out / "config.json").read_text())["fit"]
+    config = json.loads((out / "config.json").read_text())
+    saved = config["fit"]
     assert saved["batch_pixels"] == 64 and saved["seed"] == 0 and saved["steps"] == 16
+    assert config["command"].startswith("recon ")  # the command line, for the report
     # recon fsc on the fit directory recomputes both, and rewrites the report
     (out / "fsc-truth" / "fsc.json").unlink()
     res = runner.invoke(app, ["fsc", str(out), "--truth", str(tiny_run / "truth.tif")])

@@ -207,7 +207,7 @@ def test_refresh_report_survives_null_residuals_in_metrics_json(tmp_path):
 
 
 def test_the_report_lists_the_settings_that_differ_from_the_defaults(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"fit": {
+    (tmp_path / "config.json").write_text(json.dumps({"command": "recon fit --views 'run <1>'", "fit": {
         "field": "hashgrid", "steps": 1500, "lr": 0.005, "field_options": {"hidden_width": 32},
         "unknown_key": "<script>"}}))
     write_report(tmp_path, _metrics(), [])
@@ -218,6 +218,8 @@ def test_the_report_lists_the_settings_that_differ_from_the_defaults(tmp_path):
     assert _rows(settings) == {"field": quoted('"hashgrid"'), "lr": "0.005",
                                "field_options": quoted('{"hidden_width": 32}')}
     assert "<script>" not in page and "unknown_key" not in page
+    command = quoted("recon fit --views 'run <1>'")
+    assert f"<p>Command: <code>{command}</code></p>" in settings
     for content in ("{broken", json.dumps(["x"]), json.dumps({"fit": 3})):  # untrusted: shown as nothing
         (tmp_path / "config.json").write_text(content)
         write_report(tmp_path, _metrics(), [])
