@@ -3,10 +3,12 @@
 import json
 import math
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import torch
 
+from optics.tomlio import read_toml
 from recon.errors import ConfigError
 from recon.fitting.config import FitConfig, config_dict, field_config, field_factory, load_fit_config
 from recon.model.fields.config import FieldConfig
@@ -292,3 +294,9 @@ def test_a_grid_too_large_to_hold_is_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"voxel field .* 100000×100000×100000 voxels"):
         check_grid_sizes(data, FitConfig(field_options={"voxel_resolution": 100000}))
     check_grid_sizes(data, FitConfig(field="hashgrid", field_options={}))
+
+
+def test_the_example_file_in_data_holds_every_key_at_its_default():
+    path = Path(__file__).resolve().parents[3] / "data" / "fit_defaults.toml"
+    assert set(read_toml(path, "fit config")) == {f.name for f in fields(FitConfig)}
+    assert load_fit_config(path) == FitConfig()
