@@ -13,7 +13,7 @@ import numpy as np
 from recon.errors import DataError
 from recon.io.runspec import one_line
 from recon.io.sensor import as_sensor_spec
-from recon.io.volume import quiet_tifffile
+from recon.io.volume import check_tiff_size, quiet_tifffile
 
 __all__ = ["read_frames"]
 
@@ -47,7 +47,10 @@ def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object
 
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            check_tiff_size(tif, path, what)  # a damaged header may declare terabytes
             arrays = [(s.asarray(), s.axes) for s in tif.series]
+    except DataError:
+        raise
     except Exception as err:  # tifffile raises many kinds for corrupt or truncated files
         raise DataError(
             f"{what}: cannot read {path} as TIFF ({type(err).__name__}: {one_line(err, 100)}); "

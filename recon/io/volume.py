@@ -22,7 +22,8 @@ from optics.atomic import atomic_path
 from optics.limits import check_number
 from recon.errors import ConfigError, DataError, ShapeError
 
-__all__ = ["Volume", "grid_points", "interpolate", "quiet_tifffile", "read_volume", "write_volume"]
+__all__ = ["MAX_TIFF_EXPANSION", "Volume", "check_tiff_size", "grid_points", "interpolate", "quiet_tifffile",
+           "read_volume", "write_volume"]
 
 
 _FORMAT = "recon.volume/1"
@@ -132,6 +133,32 @@ def write_volume(path: str | os.PathLike, volume: Volume) -> None:
         )
 
 
+#: A TIFF's pixels may decompress to at most this many times the file's size (deflate's bound is
+#: about 1032:1, LZW's about 2730:1): a header that declares more is damaged, or a decompression bomb.
+MAX_TIFF_EXPANSION = 4096
+
+
+def check_tiff_size(tif, path: Path, what: str) -> None:
+    """Refuse, before reading a pixel, a TIFF whose declared pixels cannot be real or cannot fit.
+
+    Raises:
+        DataError: the series declare more bytes than :data:`MAX_TIFF_EXPANSION` times the file
+            size, or more than half of this machine's memory.
+    """
+    file_size = path.stat().st_size
+    declared = sum(math.prod(int(n) for n in s.shape) * np.dtype(s.dtype).itemsize for s in tif.series)
+    if declared > MAX_TIFF_EXPANSION * file_size + (1 << 20):
+        raise DataError(f"{what}: {path} declares {declared / 1e9:.3g} GB of pixels in a file of {file_size} "
+                        "bytes: it is damaged (or a decompression bomb); re-export it")
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this system: no second check
+        return
+    if declared > memory / 2:
+        raise DataError(f"{what}: {path} holds {declared / 1e9:.3g} GB of pixels, more than half of this "
+                        f"machine's memory ({memory / 1e9:.3g} GB); split it into smaller files")
+
+
 def read_volume(path: str | os.PathLike) -> Volume:
     """Read a volume written by :func:`write_volume` (or any 3-D ImageJ TIFF with voxel sizes).
 
@@ -145,6 +172,7 @@ def read_volume(path: str | os.PathLike) -> Volume:
         raise DataError(f"read_volume: {path} does not exist; give the path of a volume TIFF")
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            check_tiff_size(tif, path, "read_volume")
             ij = tif.imagej_metadata or {}
             try:
                 data = tif.asarray()
@@ -153,6 +181,8 @@ def read_volume(path: str | os.PathLike) -> Volume:
             page = tif.pages[0]
             xres = page.tags.get("XResolution")
             yres = page.tags.get("YResolution")
+    except DataError:
+        raise
     except Exception as err:  # tifffile raises many types for corrupt files
         raise DataError(
             f"read_volume: cannot read {path} as TIFF ({err}); is the file complete?"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import struct
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 from recon.errors import DataError
 from recon.io.frames import read_frames
 from recon.io.sensor import SensorSpec
+from recon.io.volume import read_volume
 from tests.fuzzing import FUZZ, assert_one_line
 
 SENSOR = SensorSpec(width_px=2001, height_px=1501, bit_depth=16, offset_adu=100.0, gain_e_per_adu=1.0)
@@ -78,3 +81,28 @@ def test_arrays_of_any_type_and_shape_only_raise_data_error(data):
         return
     sensor = data.draw(st.sampled_from([None, SENSOR]))
     _read_only_data_error(buf.getvalue(), sensor)
+
+
+def _bomb(tmp_path, side: int) -> Path:
+    """A small uncompressed TIFF whose header is edited to declare side × side pixels."""
+    path = tmp_path / "bomb.tif"
+    tifffile.imwrite(path, np.full((9, 11), 100, dtype=np.uint16))
+    raw = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        for name in ("ImageWidth", "ImageLength"):
+            tag = tif.pages[0].tags[name]
+            fmt = "<H" if tag.dtype == 3 else "<I"
+            raw[tag.valueoffset:tag.valueoffset + struct.calcsize(fmt)] = struct.pack(fmt, side)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_a_header_declaring_gigabytes_in_a_small_file_is_refused_before_reading(tmp_path):
+    """Found by the fuzz test above: a damaged header made the reader allocate 24 GB."""
+    path = _bomb(tmp_path, 60000)  # 7.2 GB of uint16 declared in a file of a few hundred bytes
+    for read in (lambda: read_frames(path, what="view a", sensor=SENSOR), lambda: read_volume(path)):
+        with pytest.raises(DataError) as info:
+            read()
+        message = str(info.value)
+        assert "declares 7.2 GB of pixels in a file of" in message and "re-export it" in message
+        assert_one_line(info.value)
