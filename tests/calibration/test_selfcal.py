@@ -89,7 +89,7 @@ def test_fit_with_refine_moves_the_mirrors_toward_the_truth_and_writes_them(tmp_
     """A run simulated through the perturbed dome (0.5° σ tilts), fitted with the nominal one.
 
     With one mirror and the direct view, a mirror's tilt and the cloud's position along the direct
-    view are degenerate and the refinement may wander (tried: 0.58° → 0.70°); four mirrors pin it.
+    view are degenerate and the refinement may wander away from the truth; four mirrors pin it.
     """
     import math
     import shutil
