@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import json
 import os
 import shutil
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "finish_out_dir",
     "interrupted_step",
     "prepare_out_dir",
+    "read_config_json",
     "resolve_out",
     "resume_dir",
     "saved_fit_settings",
@@ -183,6 +185,19 @@ def resume_dir(out: Path) -> Path | None:
         if any((where / sub / "checkpoint.pt").is_file() for sub in (".", "half1")):
             return where
     return None
+
+
+def read_config_json(fit_dir: Path) -> dict:
+    """A fit directory's config.json as a dict; {} when it is missing, unreadable or not a table.
+
+    The file may come from anyone: it is parsed as JSON, nothing in it runs, and each caller
+    checks the type of what it takes.
+    """
+    try:
+        config = json.loads((fit_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def saved_fit_settings(out: Path) -> dict:

@@ -8,7 +8,6 @@ map 1 against half map 2) — as ``fsc.csv``, ``fsc.json`` and ``fsc.png``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from recon.analysis.resolution import (
@@ -19,7 +18,7 @@ from recon.analysis.resolution import (
     volume_file,
 )
 from recon.errors import ConfigError
-from recon.fitting.outdir import OutputLock
+from recon.fitting.outdir import OutputLock, read_config_json
 from recon.io.volume import Volume, read_volume
 from recon.reporting.fsc_files import write_fsc_outputs
 from recon.reporting.report import refresh_report
@@ -60,11 +59,7 @@ def recorded_truth(fit_dir: Path) -> Path | None:
 
     config.json may come from anyone: only a string is taken, as a path, and nothing in it runs.
     """
-    try:
-        config = json.loads((fit_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    truth = config.get("truth") if isinstance(config, dict) else None
+    truth = read_config_json(fit_dir).get("truth")
     return Path(truth) if isinstance(truth, str) and truth and "\x00" not in truth else None
 
 

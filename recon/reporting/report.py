@@ -11,7 +11,8 @@ from pathlib import Path
 from optics.atomic import atomic_write_text
 from recon.analysis.resolution import COMPARISONS
 from recon.fitting.config import FitConfig
-from recon.reporting.summary import format_um
+from recon.fitting.outdir import read_config_json
+from recon.reporting.summary import format_um, total_label
 
 __all__ = ["figure_html", "fsc_sections", "refresh_report", "settings_rows", "summary_rows", "write_report"]
 
@@ -29,10 +30,9 @@ def _um(values) -> str:
 
 def summary_rows(metrics: dict) -> list[tuple[str, str]]:
     """(label, value) of the report's summary table, as a reader wants them: units, few digits."""
-    relative = metrics.get("density_unit", "atoms/mm^3") != "atoms/mm^3"
     rows: list[tuple[str, str]] = []
     formats = (
-        ("atoms", "total (relative units)" if relative else "atoms", lambda v: f"{v:.4g}"),
+        ("atoms", total_label(metrics), lambda v: f"{v:.4g}"),
         ("centroid_mm", "centroid x, y, z", _um),
         ("width_mm", "width σ x, y, z", _um),
         ("final_loss", "final loss (deviance per pixel)", lambda v: f"{v:.4g}"),
@@ -58,22 +58,13 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _config(out_dir: Path) -> dict:
-    """``out_dir/config.json`` as a dict ({} when missing, unreadable or not a table)."""
-    try:
-        config = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
 def settings_rows(out_dir: Path) -> list[tuple[str, str]]:
     """(key, value) of the fit settings in ``out_dir/config.json`` that differ from the defaults.
 
     config.json may come from anyone: it is read as JSON, and only keys of
     :class:`~recon.fitting.config.FitConfig` are shown, their values as text.
     """
-    saved = _config(out_dir).get("fit")
+    saved = read_config_json(out_dir).get("fit")
     if not isinstance(saved, dict):
         return []
     defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
@@ -106,7 +97,7 @@ def write_report(out_dir: Path, metrics: dict, images: list[Path], extra_section
     )
     pics = "".join(figure_html(p, p.name) for p in images if p.exists())
     changed = settings_rows(out_dir)
-    command = _config(out_dir).get("command")
+    command = read_config_json(out_dir).get("command")
     ran = f"<p>Command: <code>{html.escape(command)}</code></p>" if isinstance(command, str) else ""
     which = ("Those that differ from the defaults (all are in config.json):" if changed
              else "The defaults (all are in config.json).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["convergence_line", "format_um", "summary_line", "summary_lines"]
+__all__ = ["convergence_line", "format_um", "summary_line", "summary_lines", "total_label"]
 
 
 def summary_lines(metrics: dict) -> list[str]:
@@ -12,8 +12,8 @@ def summary_lines(metrics: dict) -> list[str]:
     c = metrics["centroid_mm"]
     w = metrics["width_mm"]
     fmt = (lambda v: f"{v * 1000:.1f}") if all(math.isfinite(x) for x in c + w) else str
-    # the total of an atoms/mm³ density is a number of atoms; of a relative density, relative
-    total = (f"atoms {metrics['atoms']:.4g}" if metrics["density_unit"] == "atoms/mm^3"
+    label = total_label(metrics)
+    total = (f"atoms {metrics['atoms']:.4g}" if label == "atoms"
              else f"total {metrics['atoms']:.4g} (relative units)")
     lines = [
         f"{total}, centroid (µm) "
@@ -34,6 +34,11 @@ def summary_lines(metrics: dict) -> list[str]:
                 line += f"; x/y/z {' / '.join(format_um(v) for v in f['resolution_xyz_um'])}"
             lines.append(line)
     return lines
+
+
+def total_label(metrics: dict) -> str:
+    """What the total of a fit's density is: "atoms" for atoms/mm³, else relative units."""
+    return "atoms" if metrics.get("density_unit", "atoms/mm^3") == "atoms/mm^3" else "total (relative units)"
 
 
 def convergence_line(metrics: dict) -> str:
