@@ -2,8 +2,9 @@
 
 Pixel coordinates follow OpenCV: ``(u, v)`` = (column, row), ``(0, 0)`` is the centre of the
 top-left pixel, u right, v down. Full-sensor coordinates are used everywhere (regions of
-interest are crops in these coordinates). The principal point is the sensor centre
-``((W − 1)/2, (H − 1)/2)``.
+interest are crops in these coordinates). The principal point (where the optical axis meets the
+sensor) is the sensor centre ``((W − 1)/2, (H − 1)/2)`` unless the system file gives it
+(``principal_point_px``, as a calibration measures it: OpenCV's ``(cx, cy)``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Sensor:
         read_noise_e: read noise, e⁻ RMS.
         offset_adu: black level, ADU.
         bit_depth: bits of the ADC; values saturate at 2^bits − 1.
+        principal_point: (u, v) of the optical axis on the sensor, px; None: the sensor centre.
     """
 
     width_px: int
@@ -42,6 +44,7 @@ class Sensor:
     read_noise_e: float
     offset_adu: float
     bit_depth: int
+    principal_point: tuple[float, float] | None = None
 
     @property
     def pixel_pitch_mm(self) -> float:
@@ -60,7 +63,9 @@ class Sensor:
 
     @property
     def principal_point_px(self) -> tuple[float, float]:
-        """(u, v) of the optical axis on the sensor, px."""
+        """(u, v) of the optical axis on the sensor, px (the given one, else the sensor centre)."""
+        if self.principal_point is not None:
+            return (float(self.principal_point[0]), float(self.principal_point[1]))
         return ((self.width_px - 1) / 2.0, (self.height_px - 1) / 2.0)
 
     def to_sensor_mm(self, pixels_uv: torch.Tensor) -> torch.Tensor:

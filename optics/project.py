@@ -4,7 +4,7 @@ A point ``X`` seen along path ``k`` (0 direct, k ≥ 1 mirror k − 1) illuminat
 aperture; its image is the set of sensor points reached by the rays from ``X`` through every
 aperture point. Each ray is aimed at an aperture point ``a`` from the virtual point ``X′`` (the
 mirror image of ``X``), meets the mirror at ``H`` (on the segment ``X′ a``), reflects, crosses
-the windows (Snell + Fresnel, :func:`optics.window.trace_window`) and lands on the lens plane at
+the windows it crosses (Snell + Fresnel, :func:`optics.window.through_windows`) and lands on the lens plane at
 ``L``; the thin lens sends it to the sensor point conjugate to where the ray, extended back,
 crosses the plane of focus: with ``b`` the backward direction in the camera frame,
 
@@ -37,7 +37,7 @@ from optics.lens import distort
 from optics.mirror import intersect_mirror, reflect_directions, reflect_points
 from optics.rays import dot
 from optics.system import System
-from optics.window import trace_window
+from optics.window import through_windows
 
 __all__ = ["AIM_MARGIN", "SpotSamples", "aperture_pattern", "spot_centroids", "trace_point_to_sensor"]
 
@@ -202,10 +202,15 @@ def trace_point_to_sensor(
         ok = ok & ~_blocked(system, h, d_lens, inf, near_out)
         origin, direction = h, d_lens
         weight = weight * mirror.reflectivity
-    for window in system.windows:
-        origin, direction, trans, unblocked = trace_window(window, origin, direction)
+    if system.windows:  # those crossed before the lens plane, nearest first
+        def lens_plane(o, d, t):
+            b_z = -(d @ cam.pose.rotation)[..., 2]
+            return torch.where(b_z > 1e-9, cam.pose.to_camera(o)[..., 2] / b_z.clamp_min(1e-9),
+                               torch.full_like(b_z, math.inf))
+
+        origin, direction, trans = through_windows(system.windows, origin, direction, lens_plane)
         weight = weight * trans
-        ok = ok & unblocked
+        ok = ok & (trans > 0)
     # Land on the lens plane (camera frame) and map to the sensor by the thin lens.
     o_c = cam.pose.to_camera(origin)
     b = -(direction @ cam.pose.rotation)  # backward direction, camera frame, b_z > 0

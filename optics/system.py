@@ -21,13 +21,18 @@ Schema ``recon.system/1`` (lengths in mm, angles nowhere — directions are vect
     distortion = [k1, k2, p1, p2, k3, k4, k5, k6]   # optional, OpenCV order
     [cameras.pose]
     position_mm = [0, 0, -352]
-    look_at_mm = [0, 0, 0]                  # with up; or rotation = 3×3 camera-to-world
-    up = [0, -1, 0]
+    look_at_mm = [0, 0, 0]                  # with up (the image's up, opposite to v); or one of
+    up = [0, -1, 0]                         #   rotation = 3×3 camera-to-world (columns: the camera's
+                                            #   x right, y down, z along the view, as OpenCV),
+                                            #   euler_xyz_deg = [α, β, γ] (R = Rz(γ) Ry(β) Rx(α): about
+                                            #   the world's x, then y, then z), quaternion_wxyz
+    [cameras.sensor] principal_point_px = [cx, cy]   # optional; default the sensor centre
     [[mirrors]]
     name = "m01", center_mm = [...], normal = [...], reflectivity = 0.95
     shape = "circle", radius_mm = 2.5       # or shape = "rectangle", size_mm = [w, h], u_axis
-    [[windows]]
+    [[windows]]                             # acts on the rays that cross its aperture
     name = "viewport", center_mm, normal, thickness_mm, refractive_index, aperture_radius_mm
+    mount_radius_mm = 60                    # optional: an opaque flange out to this radius
 
 Unknown keys are errors. Every error names the file and the key.
 """
@@ -50,7 +55,8 @@ from optics.mirror import MIRROR_SHAPES, Mirror
 from optics.tomlio import read_toml
 from optics.window import Window
 
-__all__ = ["Box", "SCHEMA", "System", "load_system", "save_system", "system_from_dict", "system_to_dict"]
+__all__ = ["Box", "POSE_KEYS", "SCHEMA", "System", "euler_xyz_rotation", "load_system", "quaternion_rotation",
+           "save_system", "system_from_dict", "system_to_dict"]
 
 SCHEMA = "recon.system/1"
 
@@ -212,6 +218,7 @@ _LIMITS = {
     "max_mm": (-1e4, 1e4, " mm"),
     "radius_mm": (None, 1e4, " mm"),
     "aperture_radius_mm": (None, 1e4, " mm"),
+    "mount_radius_mm": (None, 1e5, " mm"),
     "size_mm": (None, 1e4, " mm"),
     "thickness_mm": (None, 1e3, " mm"),
     "focal_length_mm": (0.01, 1e5, " mm"),
@@ -231,7 +238,8 @@ _LIMITS = {
 
 _KIND_TEXT = {
     "str": "a string", "int": "an integer", "float": "a number", "vec3": "a list of 3 numbers",
-    "vec2": "a list of 2 numbers", "vec8": "a list of 8 numbers", "mat3": "a 3×3 list of lists",
+    "vec2": "a list of 2 numbers", "vec4": "a list of 4 numbers", "vec8": "a list of 8 numbers",
+    "mat3": "a 3×3 list of lists",
     "table": "a table", "tables": "an array of tables",
 }
 
@@ -251,6 +259,12 @@ def _parse_sensor(r: _Reader) -> Sensor:
         offset_adu=r.get("offset_adu", "float"),
         bit_depth=r.positive("bit_depth", "int"),
     )
+    centre = r.get("principal_point_px", "vec2", required=False, default=None)
+    if centre is not None:
+        if not (0 <= centre[0] <= sensor.width_px - 1 and 0 <= centre[1] <= sensor.height_px - 1):
+            raise r.error("principal_point_px", f"must lie on the sensor (0 … {sensor.width_px - 1}, "
+                          f"0 … {sensor.height_px - 1} px), got {centre}")
+        sensor = replace(sensor, principal_point=(float(centre[0]), float(centre[1])))
     if sensor.quantum_efficiency > 1:
         raise r.error("quantum_efficiency", f"must be in (0, 1], got {sensor.quantum_efficiency}")
     if sensor.read_noise_e < 0:
@@ -301,18 +315,63 @@ def _parse_lens(r: _Reader, dtype) -> Lens:
     )
 
 
+POSE_KEYS = ("look_at_mm", "rotation", "euler_xyz_deg", "quaternion_wxyz")
+
+
+def euler_xyz_rotation(angles_deg) -> torch.Tensor:
+    """(3, 3) float64 ``Rz(γ) Ry(β) Rx(α)`` of ``[α, β, γ]`` degrees.
+
+    Rotations about the fixed world x, then y, then z axes (extrinsic x-y-z; the same as
+    intrinsic z-y′-x″).
+    """
+    a, b, c = (math.radians(float(v)) for v in angles_deg)
+
+    def about(axis: int, angle: float) -> torch.Tensor:
+        i, j = [k for k in range(3) if k != axis]
+        m = torch.eye(3, dtype=torch.float64)
+        m[i, i] = m[j, j] = math.cos(angle)
+        m[i, j], m[j, i] = -math.sin(angle), math.sin(angle)
+        return m if axis != 1 else m.T  # about y: the sine's sign flips (z × x = y)
+
+    return about(2, c) @ about(1, b) @ about(0, a)
+
+
+def quaternion_rotation(wxyz) -> torch.Tensor:
+    """(3, 3) float64 rotation of the quaternion ``[w, x, y, z]`` (normalised; Hamilton convention)."""
+    q = torch.tensor([float(v) for v in wxyz], dtype=torch.float64)
+    w, x, y, z = q / q.norm()
+    return torch.stack([
+        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)]),
+        torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)]),
+        torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]),
+    ])
+
+
 def _parse_pose(r: _Reader, dtype) -> Pose:
     position = r.get("position_mm", "vec3")
-    if r.has("rotation"):
+    given = [k for k in POSE_KEYS if r.has(k)] or ["look_at_mm"]  # none: look_at_mm is missing
+    if len(given) > 1:
+        raise r.error(given[1], f"cannot be combined with '{given[0]}'; give one orientation of "
+                      f"{', '.join(POSE_KEYS)} (with up for look_at_mm)")
+    if r.has("up") and given[0] != "look_at_mm":
+        raise r.error("up", f"goes with 'look_at_mm', not with '{given[0]}'")
+    if given[0] == "rotation":
         rot = _t(r.get("rotation", "mat3"), torch.float64)
         err = (rot.T @ rot - torch.eye(3, dtype=torch.float64)).abs().max().item()
         if err > 1e-6 or torch.linalg.det(rot).item() < 0:
             raise r.error("rotation", "must be a proper rotation matrix (orthonormal, det = +1)")
-        for k in ("look_at_mm", "up"):
-            if r.has(k):
-                raise r.error(k, "cannot be combined with 'rotation'; give one or the other")
         r.finish()
         return Pose(_t(position, dtype), rot.to(dtype))
+    if given[0] == "euler_xyz_deg":
+        rot = euler_xyz_rotation(r.get("euler_xyz_deg", "vec3"))
+        r.finish()
+        return Pose(_t(position, dtype), rot.to(dtype))
+    if given[0] == "quaternion_wxyz":
+        q = r.get("quaternion_wxyz", "vec4")
+        if math.hypot(*q) < 1e-12:
+            raise r.error("quaternion_wxyz", "must be a non-zero quaternion")
+        r.finish()
+        return Pose(_t(position, dtype), quaternion_rotation(q).to(dtype))
     look_at = r.get("look_at_mm", "vec3")
     up = r.nonzero_vec("up")
     r.finish()
@@ -367,6 +426,12 @@ def _parse_window(r: _Reader, dtype, index: int) -> Window:
         refractive_index=_t(r.positive("refractive_index"), dtype),
         aperture_radius_mm=_t(r.positive("aperture_radius_mm"), dtype),
     )
+    mount = r.positive("mount_radius_mm", required=False, default=None)
+    if mount is not None:
+        if not mount >= float(w.aperture_radius_mm):
+            raise r.error("mount_radius_mm", f"must be ≥ aperture_radius_mm ({float(w.aperture_radius_mm)}), "
+                          f"got {mount}")
+        w = replace(w, mount_radius_mm=_t(mount, dtype))
     if float(w.refractive_index) < 1.0:
         raise r.error("refractive_index", f"must be ≥ 1, got {float(w.refractive_index)}")
     r.finish()
@@ -450,6 +515,13 @@ def _vec(t: torch.Tensor) -> list:
     return [round(float(v), 12) for v in t.detach().cpu().reshape(-1)]
 
 
+def _sensor_dict(sensor: Sensor) -> dict:
+    out = {k: getattr(sensor, k) for k in Sensor.__dataclass_fields__ if k != "principal_point"}
+    if sensor.principal_point is not None:
+        out["principal_point_px"] = [float(v) for v in sensor.principal_point]
+    return out
+
+
 def system_to_dict(system: System) -> dict:
     """The TOML-ready dictionary of a system (poses written as rotations)."""
     cams = []
@@ -467,7 +539,7 @@ def system_to_dict(system: System) -> dict:
         rot = c.pose.rotation.detach().cpu().to(torch.float64)
         cams.append({
             "name": c.name,
-            "sensor": {k: getattr(c.sensor, k) for k in Sensor.__dataclass_fields__},
+            "sensor": _sensor_dict(c.sensor),
             "lens": ld,
             "pose": {"position_mm": _vec(c.pose.position_mm),
                      "rotation": [_vec(row) for row in rot]},
@@ -485,7 +557,8 @@ def system_to_dict(system: System) -> dict:
     windows = [
         {"name": w.name, "center_mm": _vec(w.center_mm), "normal": _vec(w.normal),
          "thickness_mm": float(w.thickness_mm), "refractive_index": float(w.refractive_index),
-         "aperture_radius_mm": float(w.aperture_radius_mm)}
+         "aperture_radius_mm": float(w.aperture_radius_mm),
+         **({} if w.mount_radius_mm is None else {"mount_radius_mm": float(w.mount_radius_mm)})}
         for w in system.windows
     ]
     out = {"schema": SCHEMA, "name": system.name}

@@ -36,7 +36,7 @@ from optics.lens import camera_rays, distort
 from optics.mirror import intersect_mirror, reflect_directions, reflect_points
 from optics.rays import intersect_box
 from optics.system import System
-from optics.window import trace_window
+from optics.window import through_windows
 
 __all__ = [
     "TracedRays",
@@ -185,12 +185,35 @@ def trace_object_segments(
 
 
 def _through_windows(system: System, origins, directions, weights):
-    """Flattened rays (n, 3), (n, 3), (n,) after every window (refracted; weights × transmission)."""
+    """Flattened rays (n, 3), (n, 3), (n,) after the windows they cross before the box or a mirror.
+
+    A window beyond the box or the first mirror along the ray does not act on it
+    (:func:`optics.window.through_windows`).
+    """
     origins, directions, weights = origins.reshape(-1, 3), directions.reshape(-1, 3), weights.reshape(-1)
-    for window in system.windows:
-        origins, directions, trans, unblocked = trace_window(window, origins, directions)
-        weights = weights * trans * unblocked
-    return origins, directions, weights
+    if not system.windows:
+        return origins, directions, weights
+    box = system.volume
+    centre = box.center_mm
+    reach = 0.5 * box.size_mm.norm()  # a sphere around the box and every mirror
+    for m in system.mirrors:
+        size = m.radius_mm if m.shape == "circle" else m.half_size_mm.norm()
+        reach = torch.maximum(reach, (m.center_mm - centre).norm() + size)
+
+    def leg_end(o, d, t):
+        """Where the direct leg meets the box or a mirror (+inf where it surely does not before t)."""
+        end = torch.full_like(t, math.inf)
+        unsure = t >= (o - centre).norm(dim=-1) - reach
+        if not bool(unsure.any()):
+            return end
+        t_near, _, hit = intersect_box(o, d, box.min_mm, box.max_mm)
+        end = torch.where(hit, t_near, end)
+        if system.mirrors:
+            end = torch.minimum(end, _first(*_mirror_hits(system, o, d)[:2])[0])
+        return torch.where(unsure, end, torch.full_like(end, math.inf))
+
+    origins, directions, trans = through_windows(system.windows, origins, directions, leg_end)
+    return origins, directions, weights * trans
 
 
 def _segments_beyond_windows(system: System, origins, directions, weights) -> ObjectSegments:

@@ -2,10 +2,20 @@
 
 A plane-parallel slab of thickness ``t`` and index ``n`` keeps ray directions and shifts rays
 sideways by ``t sin θ (1 − cos θ / √(n² − sin² θ))`` (REFERENCE §3).
+
+A window acts on a ray only where the ray crosses it (:func:`through_windows`): its entry face
+within the clear aperture, ahead of the ray and before the ray's leg ends (the box, a mirror, the
+lens); several windows act in the order the ray meets them. A ray that passes the window's plane
+outside the aperture is untouched, unless it meets the window's mount (an opaque annulus out to
+``mount_radius_mm``, the port's flange or wall), which blocks it. So each camera of a
+multi-camera setup can sit behind its own viewport, and a window beyond the cloud never touches
+a ray that has already crossed it.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +23,7 @@ import torch
 from optics.mirror import map_tensors
 from optics.rays import dot, intersect_plane, normalize
 
-__all__ = ["Window", "fresnel_transmittance", "refract", "trace_window"]
+__all__ = ["Window", "fresnel_transmittance", "refract", "through_windows", "trace_window", "window_entry"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +36,10 @@ class Window:
         normal: (3,) normal of the faces (either sense).
         thickness_mm: () slab thickness, mm.
         refractive_index: () index of the glass relative to the surrounding medium.
-        aperture_radius_mm: () clear aperture radius; rays outside it are blocked by the mount.
+        aperture_radius_mm: () clear aperture radius.
+        mount_radius_mm: () outer radius of the opaque mount around the aperture (≥ the
+            aperture): a ray crossing the window's plane between the two is blocked. None: no
+            mount (rays outside the aperture pass the window's plane untouched).
     """
 
     name: str
@@ -35,6 +48,7 @@ class Window:
     thickness_mm: torch.Tensor
     refractive_index: torch.Tensor
     aperture_radius_mm: torch.Tensor
+    mount_radius_mm: torch.Tensor | None = None
 
     def to(self, dtype: torch.dtype | None = None, device=None) -> Window:
         """Return a copy with every tensor moved to ``dtype``/``device``."""
@@ -73,10 +87,80 @@ def fresnel_transmittance(
     return 1.0 - 0.5 * (rs**2 + rp**2)
 
 
+def window_entry(window: Window, origins: torch.Tensor, directions: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where rays meet a window's entry face: (t, crosses, blocked).
+
+    ``t`` (...) the ray parameter of the entry face (+inf where the ray never meets its plane
+    ahead); ``crosses`` the entry point lies within the clear aperture; ``blocked`` it lies on
+    the mount (outside the aperture, within ``mount_radius_mm``).
+    """
+    axis = normalize(window.normal)
+    sign = torch.where(dot(directions, axis) < 0, 1.0, -1.0).to(directions.dtype)
+    n_face = sign.unsqueeze(-1) * axis
+    t, ahead = intersect_plane(origins, directions, window.center_mm + 0.5 * window.thickness_mm * n_face,
+                               n_face)
+    off = origins + t.unsqueeze(-1) * directions - window.center_mm
+    radial = off - dot(off, axis).unsqueeze(-1) * axis
+    r2 = dot(radial, radial)
+    crosses = ahead & (r2 <= window.aperture_radius_mm**2)
+    blocked = (ahead & ~crosses & (r2 <= window.mount_radius_mm**2) if window.mount_radius_mm is not None
+               else torch.zeros_like(crosses))
+    return torch.where(ahead, t, torch.full_like(t, math.inf)), crosses, blocked
+
+
+def through_windows(
+    windows, origins: torch.Tensor, directions: torch.Tensor,
+    leg_end: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rays through the windows they cross, nearest first: (origins, directions, transmittance).
+
+    Args:
+        windows: the windows (any order).
+        origins: (..., 3) ray origins, mm.
+        directions: (..., 3) unit directions.
+        leg_end: ``leg_end(origins, directions, t)`` → (...) where each ray's leg ends (a window
+            met at or beyond it does not act); it may return +inf where nothing ends the leg
+            before ``t``, the distance to the windows about to act (so that it can skip work).
+            None: legs never end.
+
+    Returns:
+        origins and directions after the windows (refracted rays leave the far face), and the
+        product of the Fresnel transmittances (0 for a ray blocked by an aperture's edge or a
+        mount). Differentiable with respect to the windows' and the rays' parameters.
+    """
+    trans = torch.ones_like(origins[..., 0])
+    met = [torch.zeros_like(trans, dtype=torch.bool) for _ in windows]
+    for _ in range(len(windows)):
+        entries = [window_entry(w, origins, directions) for w in windows]
+        t = torch.stack([torch.where(done, torch.full_like(e[0], math.inf), e[0])
+                         for e, done in zip(entries, met, strict=True)], -1)
+        t_next, which = t.min(-1)
+        ahead = torch.isfinite(t_next)
+        if not bool(ahead.any()):
+            break
+        if leg_end is not None:
+            ahead = ahead & (t_next < leg_end(origins, directions, t_next))
+        if not bool(ahead.any()):
+            break
+        for j, (window, (_, crosses, blocked)) in enumerate(zip(windows, entries, strict=True)):
+            acts = ahead & (which == j)
+            if not bool(acts.any()):
+                continue
+            met[j] = met[j] | acts
+            through = acts & crosses
+            o2, d2, t2, unblocked = trace_window(window, origins, directions)
+            origins = torch.where(through.unsqueeze(-1), o2, origins)
+            directions = torch.where(through.unsqueeze(-1), d2, directions)
+            trans = torch.where(through, trans * t2 * unblocked, trans)
+            trans = torch.where(acts & blocked, torch.zeros_like(trans), trans)
+    return origins, directions, trans
+
+
 def trace_window(
     window: Window, origins: torch.Tensor, directions: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Propagate rays through a window.
+    """Propagate rays through one window (every ray that meets its plane must pass the aperture).
 
     Args:
         window: the window.

@@ -72,40 +72,68 @@ def _console():
 def system_show(
     system_file: Annotated[Path, typer.Argument(help="System file (TOML).")],
     out: Annotated[Path | None, typer.Option("--out", help="Write the layout drawing (PNG).")] = None,
-    camera: Annotated[int, typer.Option(help="Camera index.")] = 0,
+    camera: Annotated[int | None, typer.Option(
+        help="Only this camera (index). \\[default: every camera]")] = None,
 ) -> None:
-    """Print each view's direction, sensor region and light collection; draw the layout."""
+    """Print every camera, each view's direction, sensor region and light collection; draw the layout."""
     from rich.table import Table
 
     from optics.system import load_system
-    from recon.reporting.system_report import draw_layout, overlapping_regions, summarize_views
+    from recon.reporting.system_report import (
+        draw_layout,
+        off_sensor,
+        overlapping_regions,
+        summarize_cameras,
+        summarize_views,
+    )
 
     system = load_system(system_file)
-    rows = summarize_views(system, camera, source=str(system_file))
-    table = Table(title=f"{system.name}: {len(rows)} views of camera {camera}")
-    for col in ("view", "polar °", "azimuth °", "sensor region (x0, y0, w, h)", "magnification",
-                "defocus mm", "blur px", "DoF mm", "collected %", "chief ray in box"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        g = r.region
-        table.add_row(g.name, f"{g.polar_deg:.1f}", f"{g.azimuth_deg:.1f}", str(g.roi),
-                      f"{g.magnification:.4f}", f"{g.defocus_mm:+.2f}", f"{g.blur_px:.0f}",
-                      f"{r.depth_of_field_mm:.3f}", f"{100 * r.collected_fraction:.4f}",
-                      "yes" if r.chief_ray_hits_box else "NO")
-    total = sum(r.collected_fraction for r in rows)
-    pixels = sum(r.region.roi[2] * r.region.roi[3] for r in rows)
-    overlaps = overlapping_regions([r.region for r in rows])
     console = _console()
-    console.print(table)
-    console.print(f"total collected: {100 * total:.4f} % of 4π; view pixels: {pixels}; "
-                  f"overlapping regions: {', '.join(overlaps) if overlaps else 'none'}")
-    for r in rows:
-        if r.collected_fraction == 0 and not r.chief_ray_hits_box:
-            console.print(f"warning: no light from the box centre reaches the lens by {r.region.name}; "
-                          "re-aim or move it (recon simulate and fit refuse a view without light)")
+    if camera is None:
+        cams = Table(title=f"{system.name}: {len(system.cameras)} camera(s), box centre "
+                     f"{[round(float(v), 3) for v in system.volume.center_mm]} mm")
+        for col in ("#", "camera", "position mm", "looks along", "distance mm", "magnification",
+                    "object pixel µm", "principal point px", "f/#", "views"):
+            cams.add_column(col, justify="right")
+        for c in summarize_cameras(system):
+            cams.add_row(str(c.index), c.name, _triple(c.position_mm, ".1f"), _triple(c.direction, ".3f"),
+                         f"{c.distance_mm:.1f}", f"{c.magnification:.4f}", f"{c.object_pixel_um:.2f}",
+                         _triple(c.principal_point_px, ".1f"), f"{c.f_number:g}", str(c.views))
+        console.print(cams)
+    for index in range(len(system.cameras)) if camera is None else [camera]:
+        rows = summarize_views(system, index, source=str(system_file))
+        table = Table(title=f"{system.name}: {len(rows)} views of camera {index} "
+                      f"({system.cameras[index].name})")
+        for col in ("view", "polar °", "azimuth °", "sensor region (x0, y0, w, h)", "magnification",
+                    "defocus mm", "blur px", "DoF mm", "collected %", "chief ray in box"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            g = r.region
+            table.add_row(g.name, f"{g.polar_deg:.1f}", f"{g.azimuth_deg:.1f}", str(g.roi),
+                          f"{g.magnification:.4f}", f"{g.defocus_mm:+.2f}", f"{g.blur_px:.0f}",
+                          f"{r.depth_of_field_mm:.3f}", f"{100 * r.collected_fraction:.4f}",
+                          "yes" if r.chief_ray_hits_box else "NO")
+        total = sum(r.collected_fraction for r in rows)
+        pixels = sum(r.region.roi[2] * r.region.roi[3] for r in rows)
+        overlaps = overlapping_regions([r.region for r in rows])
+        console.print(table)
+        console.print(f"total collected: {100 * total:.4f} % of 4π; view pixels: {pixels}; "
+                      f"overlapping regions: {', '.join(overlaps) if overlaps else 'none'}")
+        for r in rows:
+            if r.collected_fraction == 0 and not r.chief_ray_hits_box:
+                console.print(f"warning: no light from the box centre reaches the lens by {r.region.name}; "
+                              "re-aim or move it (recon simulate and fit refuse a view without light)")
+            beyond = off_sensor(system, index, r.region)
+            if beyond:
+                console.print(f"warning: {beyond}")
     if out is not None:
-        draw_layout(system, rows, out, camera)
-        console.print(f"layout drawn to {out}")
+        drawn = 0 if camera is None else camera
+        draw_layout(system, summarize_views(system, drawn, source=str(system_file)), out, drawn)
+        console.print(f"layout drawn to {out} (the regions of camera {drawn}; every camera's position)")
+
+
+def _triple(values, spec: str) -> str:
+    return "(" + ", ".join(format(float(v), spec) for v in values) + ")"
 
 
 @system_app.command("design")
@@ -189,6 +217,9 @@ def simulate(
         "--true-system", help="Instrument that really takes the images (`recon system perturb`).")] = None,
     target_photons: Annotated[float, typer.Option(help="Calibration target: photons per exposure.")] = 2e8,
     bead_um: Annotated[float, typer.Option(help="Calibration target: source σ, µm.")] = 10.0,
+    camera_sensitivity: Annotated[str | None, typer.Option(
+        "--camera-sensitivity", help="Comma-separated factors, one per camera, by which each records "
+        "more or less light than the system file predicts (unequal cameras). \\[default: all 1]")] = None,
 ) -> None:
     """Simulate a run with known truth: views (TIFF), dark frames, truth.tif, run.toml."""
     from recon.reporting.progress import Progress
@@ -213,10 +244,22 @@ def simulate(
 
     summary = simulate_run(system_file, phantom, out, atoms=atoms, photons_per_atom=photons_per_atom,
                            frames=frames, noise=noise, seed=seed, samples=samples, step_mm=step_mm,
-                           overwrite=overwrite, progress=progress)
+                           camera_sensitivity=_factors(camera_sensitivity), overwrite=overwrite,
+                           progress=progress)
     typer.echo(f"wrote {out}: {summary['views']} views, {summary['pixels']} pixels, "
                f"{summary['expected_e']:.4g} expected photoelectrons, "
                f"{summary['atoms_in_box']:.4g} atoms inside the box")
+
+
+def _factors(text: str | None) -> list[float] | None:
+    """``"1, 0.5, 2"`` → [1.0, 0.5, 2.0]; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ReconError("simulate: --camera-sensitivity must be comma-separated numbers, "
+                         f"got {text!r}") from None
 
 
 def _simulate_target(system_file, out, target, true_system, photons, bead_um, seed, overwrite,

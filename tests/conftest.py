@@ -66,3 +66,40 @@ def tiny_run(tmp_path_factory, tiny_system_file):
         seed=3,
     )
     return out
+
+
+# Light factors of the three cameras of `three_camera_run`: what a fit must find (camera 0 is its
+# reference).
+THREE_CAMERA_SENSITIVITY = (1.0, 0.5, 2.0)
+
+
+@pytest.fixture(scope="session")
+def three_camera_system_file(tmp_path_factory):
+    """Three separate cameras (along -z, +x and -y) looking at a small box, no mirrors."""
+    from tests.optics.helpers import system_dict
+
+    d = system_dict()
+    cam = d["cameras"][0]
+    d["cameras"] = [
+        {**cam, "name": "south"},
+        {**cam, "name": "east", "pose": {"position_mm": [351.926, 0.0, 0.0], "look_at_mm": [0.0, 0.0, 0.0],
+                                         "up": [0.0, 0.0, 1.0]}},
+        {**cam, "name": "north", "pose": {"position_mm": [0.0, -351.926, 0.0], "look_at_mm": [0.0, 0.0, 0.0],
+                                          "up": [0.0, 0.0, 1.0]}},
+    ]
+    from optics.system import system_from_dict
+
+    path = tmp_path_factory.mktemp("sys") / "three.toml"
+    save_system(system_from_dict(d, dtype=torch.float64), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def three_camera_run(tmp_path_factory, three_camera_system_file):
+    """A Gaussian cloud seen by the three cameras, whose sensitivities are THREE_CAMERA_SENSITIVITY."""
+    from recon.simulation.simulate import simulate_run
+
+    out = tmp_path_factory.mktemp("runs") / "three"
+    simulate_run(three_camera_system_file, "gaussian", out, atoms=2e5, photons_per_atom=200.0, samples=2,
+                 step_mm=0.04, truth_voxel_mm=0.1, seed=5, camera_sensitivity=THREE_CAMERA_SENSITIVITY)
+    return out

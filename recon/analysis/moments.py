@@ -8,7 +8,15 @@ import numpy as np
 
 from recon.io.volume import Volume
 
-__all__ = ["cloud_metrics", "cloud_moments"]
+__all__ = ["FACE_LAYER", "FACE_WARNING_FRACTION", "cloud_metrics", "cloud_moments", "face_fraction",
+           "face_warning"]
+
+# The layer along each face that :func:`face_fraction` counts: this share of the box's extent
+# along the face's axis, at least two voxels.
+FACE_LAYER = 0.025
+# More of the atoms than this in that layer is worth a warning (a cloud inside its box holds
+# almost none there).
+FACE_WARNING_FRACTION = 0.05
 
 
 def cloud_moments(density: np.ndarray, origin_mm, voxel_size_mm) -> dict:
@@ -33,3 +41,26 @@ def cloud_metrics(volume: Volume) -> dict:
     """Total atom number, centroid and widths of a density volume."""
     m = cloud_moments(volume.data, volume.origin_mm, volume.voxel_size_mm)
     return {"atoms": m["total"], "centroid_mm": m["centroid_mm"], "width_mm": m["width_mm"]}
+
+
+def face_fraction(volume: Volume, layer: float = FACE_LAYER) -> float:
+    """The share of the atoms within ``layer`` of the box's extent (≥ 2 voxels) of any of its faces."""
+    rho = np.clip(np.asarray(volume.data, dtype=np.float64), 0.0, None)
+    total = rho.sum()
+    if not total > 0:
+        return 0.0
+    inner = rho
+    for axis in range(3):  # (z, y, x)
+        n = rho.shape[axis]
+        k = min(max(2, math.ceil(layer * n)), n // 2)
+        inner = np.take(inner, np.arange(k, inner.shape[axis] - k), axis=axis)
+    return float(1.0 - inner.sum() / total)
+
+
+def face_warning(fraction: float, layer: float = FACE_LAYER) -> str | None:
+    """A warning when the atoms pile up at the box's faces (None when they do not)."""
+    if fraction <= FACE_WARNING_FRACTION:
+        return None
+    return (f"{fraction:.0%} of the atoms lie next to the box's faces (in its outer {layer:.1%} along an "
+            "axis): the box may be too small for the cloud, or the views disagree (unequal cameras: see "
+            "camera_sensitivity)")

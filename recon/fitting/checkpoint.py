@@ -61,7 +61,8 @@ _FORMAT = "recon.checkpoint/1"
 
 
 # Settings that change what the parameters mean; a checkpoint only resumes under the same ones.
-_MUST_MATCH = ("field", "solver", "model", "field_options", "seed", "subsets", "holdout")
+_MUST_MATCH = ("field", "solver", "model", "field_options", "seed", "subsets", "holdout",
+               "camera_sensitivity")
 
 
 def _finite(module) -> bool:
@@ -106,8 +107,9 @@ def check_resumable(path: str | os.PathLike, cfg, data=None) -> dict:
     payload = read_checkpoint(path)
     saved = payload["config"]
     current = asdict(cfg)
+    defaults = asdict(type(cfg)())  # a checkpoint older than a setting was written at its default
     for key in _MUST_MATCH:
-        if saved.get(key) != current.get(key):
+        if saved.get(key, defaults.get(key)) != current.get(key):
             raise DataError(f"checkpoint {path} was written with {key}={saved.get(key)!r}, not "
                             f"{current.get(key)!r}; resume with the same settings or start a new --out")
     saved_key = payload.get("data_key")

@@ -52,6 +52,10 @@ class FitConfig:
             1 is EM; above 1 the over-relaxed EM, with the same fixed points and positivity.
         subset_block: consecutive training pixels kept together in one EM subset
             (:func:`recon.fitting.em.partition`); 1 draws single pixels.
+        camera_sensitivity: ``auto`` fits one light factor per camera when the views come from
+            two or more cameras (the first camera with views is the reference, factor 1), else
+            trusts the system file; ``fit`` always fits them; ``fixed`` trusts the system file's
+            photometry for every camera (:mod:`recon.fitting.sensitivity`).
         holdout: fraction of each view's usable pixels held out of the fit; their deviance stops it
             (:mod:`recon.fitting.holdout`). 0: no stop rule, the fit runs ``steps``.
         check_every: steps between held-out checks; 0 chooses ``max(1, subsets // 8)`` for EM and
@@ -102,6 +106,7 @@ class FitConfig:
     em_init: float = 1.0
     em_power: float = 1.0
     subset_block: int = 1
+    camera_sensitivity: str = "auto"
     holdout: float = 0.05
     check_every: int = 0
     patience: int = 3
@@ -150,6 +155,7 @@ class FitConfig:
             (1e-6 <= self.em_init <= 1e3, "em_init", "in 1e-6 … 1e3 (the start's scale, 1: the data's)"),
             (1 <= self.em_power <= 3, "em_power", "in 1 … 3 (the EM update's exponent, 1: EM)"),
             (1 <= self.subset_block <= 2**20, "subset_block", "≥ 1 and ≤ 2²⁰ (pixels kept together)"),
+            (self.camera_sensitivity in ("auto", "fit", "fixed"), "camera_sensitivity", "auto, fit or fixed"),
             (0 <= self.holdout <= 0.5, "holdout", "in 0 … 0.5 (a fraction of the pixels)"),
             (0 <= self.check_every <= 10**8, "check_every", "≥ 0 (0 = automatic) and ≤ 10⁸"),
             (1 <= self.patience <= 10**6, "patience", "≥ 1 and ≤ 10⁶"),

@@ -64,6 +64,7 @@ from recon.model.fields.base import box_grid
 from recon.model.loss import data_loss
 
 __all__ = ["EDGE_ON_DEG", "OSEM", "START_FLOOR", "Gaussian", "best_gain", "data_gain", "fit_gaussian",
+           "fit_gaussian_and_gains",
            "measured_over_predicted", "partition", "pool_view_directions", "start_grid", "start_window",
            "taper_axes", "view_weights"]
 
@@ -226,6 +227,24 @@ def fit_gaussian(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_max_mm, *,
                  seed: int = 0) -> Gaussian:
     """The 3D Gaussian of greatest likelihood for the data of ``pixels`` (the EM start).
 
+    :func:`fit_gaussian_and_gains` without gains (its docstring has the details).
+    """
+    return fit_gaussian_and_gains(pool, pixels, box_min_mm, box_max_mm, atoms=atoms,
+                                  photons_per_atom=photons_per_atom, max_pixels=max_pixels,
+                                  iterations=iterations, seed=seed)[0]
+
+
+def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_max_mm, *, atoms: float,
+                           photons_per_atom: float, groups: torch.Tensor | None = None, reference: int = 0,
+                           max_pixels: int = 65536, iterations: int = 40, seed: int = 0
+                           ) -> tuple[Gaussian, torch.Tensor | None]:
+    """The 3D Gaussian of greatest likelihood for the data of ``pixels``, and one gain per group.
+
+    With ``groups`` (one index per pool pixel, e.g. its camera), the prediction of a pixel of
+    group g is ``gains[g]`` times the Gaussian's; ``gains[reference]`` is 1 (the gains and the
+    total are otherwise degenerate) and the others are fitted with the Gaussian. Returns
+    (Gaussian, (G,) float64 gains), or (Gaussian, None) without groups.
+
     Ten parameters (centre, Cholesky factor of the covariance, total) fitted by L-BFGS to the
     shifted-Poisson likelihood of :func:`recon.model.loss.data_loss`, its line integrals along
     the pooled segments computed exactly (:func:`_gaussian_line_integrals`). A Gaussian's shape along
@@ -244,6 +263,8 @@ def fit_gaussian(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_max_mm, *,
         box_max_mm: (3,) its upper corner, mm.
         atoms: the starting total.
         photons_per_atom: Y.
+        groups: (n_pixels,) long, each pool pixel's group (e.g. its camera); None: no gains.
+        reference: the group whose gain stays 1.
         max_pixels: the expected number of pixels used.
         iterations: L-BFGS iterations.
         seed: seed of the pixel draw.
@@ -268,17 +289,28 @@ def fit_gaussian(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_max_mm, *,
     off = torch.zeros(3, dtype=torch.float64, requires_grad=True)  # below-diagonal of the Cholesky factor
     log_atoms = torch.zeros((), dtype=torch.float64, requires_grad=True)
     rows, cols = torch.tril_indices(3, 3, -1)
+    n_groups = int(groups.max()) + 1 if groups is not None and len(groups) else 0
+    log_gain = torch.zeros(n_groups, dtype=torch.float64, requires_grad=True)
+    fixed = torch.zeros(n_groups, dtype=torch.bool)
+    if n_groups:
+        fixed[reference] = True
+        segment_group = groups.to(rays.pixel.device)[chosen][rays.pixel]
 
     def unpack():
         chol = torch.diag(torch.exp(log_sd)).index_put((rows, cols), off * torch.exp(log_sd)[cols])
         return centre + half * torch.tanh(shift), chol, atoms * torch.exp(log_atoms)
 
-    optim = torch.optim.LBFGS([shift, log_sd, off, log_atoms], lr=1.0, max_iter=iterations,
-                              line_search_fn="strong_wolfe")
+    params = [shift, log_sd, off, log_atoms] + ([log_gain] if n_groups else [])
+    optim = torch.optim.LBFGS(params, lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def gains() -> torch.Tensor:
+        return torch.exp(torch.where(fixed, torch.zeros_like(log_gain), log_gain))
 
     def closure():
         optim.zero_grad()
         light = emission * _gaussian_line_integrals(*unpack(), *segments)
+        if n_groups:
+            light = light * gains()[segment_group]
         lam = torch.zeros(len(chosen), dtype=torch.float64, device=light.device).index_add(
             0, rays.pixel, light) + var
         nll = (weight * (k * lam - shifted * torch.log(lam))).sum() / weight.sum()
@@ -288,7 +320,8 @@ def fit_gaussian(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_max_mm, *,
     optim.step(closure)
     with torch.no_grad():
         mean, chol, total = unpack()
-    return Gaussian(mean.detach(), (chol @ chol.T).detach(), float(total))
+        fitted = gains().detach() if n_groups else None
+    return Gaussian(mean.detach(), (chol @ chol.T).detach(), float(total)), fitted
 
 
 def start_grid(gaussian: Gaussian, mean_density: float, shape_zyx: tuple[int, int, int], box_min_mm,

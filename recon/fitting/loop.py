@@ -38,6 +38,12 @@ from recon.fitting.raypool import (
     rays_per_sample,
 )
 from recon.fitting.refine import Refinement
+from recon.fitting.sensitivity import (
+    CameraSensitivity,
+    estimate_camera_sensitivity,
+    fits_sensitivity,
+    scaled_pool,
+)
 from recon.fitting.solvers import AdamSolver, EMSolver, NonFiniteStep
 
 __all__ = ["FitInterrupted", "FitResult", "StopOnSignals", "estimate_atoms", "resolve_device", "run_fit",
@@ -147,6 +153,8 @@ class FitResult:
         predicted: EM's expected photoelectrons of every pooled pixel after that gain; None for Adam.
         refined_system: the self-calibrated system (``--refine``), else None.
         refinement: the record of what the refinement changed, else None.
+        camera_sensitivity: the fitted per-camera light factors (already in ``pool``'s weights),
+            else None (:mod:`recon.fitting.sensitivity`).
     """
 
     field: torch.nn.Module
@@ -162,6 +170,7 @@ class FitResult:
     predicted: torch.Tensor | None = None
     refined_system: System | None = None
     refinement: dict | None = None
+    camera_sensitivity: CameraSensitivity | None = None
 
     @property
     def converged(self) -> bool:
@@ -250,6 +259,16 @@ def run_fit(
     # A --refine fit moves the optics, so held-out pixels traced through the static ones say
     # nothing about it: it runs its steps with every pixel.
     train, held = split_held_out(pool, usable, 0.0 if cfg.refine else cfg.holdout, cfg.seed)
+    sensitivity = None
+    if fits_sensitivity(cfg.camera_sensitivity, data):  # also on resume: it depends only on the data
+        if cfg.refine:
+            raise FitError("fit: --refine traces through its own optics and cannot apply fitted camera "
+                           "sensitivities; set camera_sensitivity = \"fixed\" in FIT.toml")
+        volume_mm3 = float((box.max_mm - box.min_mm).prod())
+        sensitivity = estimate_camera_sensitivity(data, pool, train, atoms=mean_density * volume_mm3,
+                                                  photons_per_atom=y, seed=cfg.seed)
+        pool = scaled_pool(pool, data, sensitivity)
+        log(sensitivity.describe())
     if cfg.em and not resume:  # EM starts from the data's Gaussian (recon.fitting.em, "The start")
         log(EMSolver.start(field, pool, train, box, mean_density=mean_density, photons_per_atom=y,
                            seed=cfg.seed))
@@ -353,7 +372,7 @@ def run_fit(
         log(f"final gain (the measured over the predicted light of the {len(train)} training pixels): "
             f"{gain:.5f}")
     result = FitResult(field, pool, state, rule, device, mean_density, y, int(len(held)), max_steps,
-                       final_gain=gain, predicted=predicted)
+                       final_gain=gain, predicted=predicted, camera_sensitivity=sensitivity)
     if cfg.refine:
         result.refined_system, result.refinement, result.pool = solver.refine.finish(data, cfg, log)
         result.predicted = None

@@ -1,6 +1,12 @@
-"""Frames: TIFF files of ADU, every page one shot.
+"""Frames: TIFF or PNG files of ADU, every TIFF page one shot.
 
-8/16/32-bit integers or 32/64-bit floats; multi-page, ImageJ hyperstacks, OME-TIFF, BigTIFF.
+TIFF: 8/16/32-bit integers or 32/64-bit floats; multi-page, ImageJ hyperstacks, OME-TIFF,
+BigTIFF. PNG (as machine-vision cameras save single shots): one greyscale frame, 8 or 16 bit.
+
+Sensors of fewer bits than their file's integers (a 12-bit camera writing 16-bit files) write
+their values either at the low bits (0 … 4095) or at the high bits (multiples of 16 up to 65520).
+Values above the sensor's range that are all multiples of ``2^(container bits − sensor bits)``
+are the latter and are shifted down; any other value above the range is an error.
 """
 
 from __future__ import annotations
@@ -13,9 +19,54 @@ import numpy as np
 from recon.errors import DataError
 from recon.io.runspec import one_line
 from recon.io.sensor import as_sensor_spec
-from recon.io.volume import check_tiff_size, quiet_tifffile
+from recon.io.volume import check_declared_bytes, check_tiff_size, quiet_tifffile
 
 __all__ = ["read_frames"]
+
+# PIL image modes of greyscale integer images and the dtype they read as.
+_PNG_MODES = {"L": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16, "I": np.int32}
+
+
+def _read_tiff(path: Path, what: str) -> list[tuple[np.ndarray, str]]:
+    """Every series of a TIFF as (array, axes)."""
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            check_tiff_size(tif, path, what)  # a damaged header may declare terabytes
+            return [(s.asarray(), s.axes) for s in tif.series]
+    except DataError:
+        raise
+    except Exception as err:  # tifffile raises many kinds for corrupt or truncated files
+        raise DataError(
+            f"{what}: cannot read {path} as TIFF ({type(err).__name__}: {one_line(err, 100)}); "
+            "is the file complete?"
+        ) from None
+
+
+def _read_png(path: Path, what: str) -> list[tuple[np.ndarray, str]]:
+    """A greyscale PNG as one (array, "YX"); colour, palette and 1-bit images are refused."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.format != "PNG":
+                raise DataError(f"{what}: {path} is a {img.format} image, not a PNG; save the frames as PNG "
+                                "or TIFF")
+            if img.mode not in _PNG_MODES:
+                raise DataError(f"{what}: {path} is a {img.mode} PNG (colour, palette or 1-bit); save "
+                                "greyscale (8- or 16-bit) frames")
+            width, height = img.size
+            check_declared_bytes(width * height * np.dtype(_PNG_MODES[img.mode]).itemsize, path, what)
+            data = np.asarray(img, dtype=_PNG_MODES[img.mode])
+    except DataError:
+        raise
+    except Exception as err:  # Pillow raises many kinds for corrupt, truncated or bomb files
+        raise DataError(
+            f"{what}: cannot read {path} as PNG ({type(err).__name__}: {one_line(err, 100)}); "
+            "is the file complete?"
+        ) from None
+    return [(data, "YX")]
 
 
 def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object | None = None) -> np.ndarray:
@@ -34,8 +85,6 @@ def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object
             inf values, only NaN, negative integers, or integers the sensor cannot produce (a
             dtype narrower than its bit depth, or values above ``2^bits − 1``).
     """
-    import tifffile
-
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{what}: {path} is a directory, not a TIFF file; check the path in run.toml")
@@ -45,17 +94,7 @@ def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object
     if not path.is_file():
         raise DataError(f"{what}: file {path} does not exist; check the path in run.toml")
 
-    try:
-        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            check_tiff_size(tif, path, what)  # a damaged header may declare terabytes
-            arrays = [(s.asarray(), s.axes) for s in tif.series]
-    except DataError:
-        raise
-    except Exception as err:  # tifffile raises many kinds for corrupt or truncated files
-        raise DataError(
-            f"{what}: cannot read {path} as TIFF ({type(err).__name__}: {one_line(err, 100)}); "
-            "is the file complete?"
-        ) from None
+    arrays = _read_png(path, what) if path.suffix.lower() == ".png" else _read_tiff(path, what)
     if not arrays:
         raise DataError(
             f"{what}: {path} holds no images (truncated, or not written as TIFF pages?); re-export the frames"
@@ -107,6 +146,10 @@ def read_frames(path: str | os.PathLike, *, what: str = "frames", sensor: object
                     f"{spec.bit_depth}-bit sensor; export the frames with at least {spec.bit_depth} bits"
                 )
             top = int(data.max())
+            shift = data.dtype.itemsize * 8 - spec.bit_depth
+            if top > spec.saturation_adu and shift > 0 and not np.any(data & ((1 << shift) - 1)):
+                data = data >> shift  # the sensor's bits at the top of the container
+                top = int(data.max())
             if top > spec.saturation_adu:
                 raise DataError(
                     f"{what}: {path} holds values up to {top}, beyond the {spec.bit_depth}-bit range "

@@ -22,8 +22,8 @@ from optics.atomic import atomic_path
 from optics.limits import check_number
 from recon.errors import ConfigError, DataError, ShapeError
 
-__all__ = ["MAX_TIFF_EXPANSION", "Volume", "check_tiff_size", "grid_points", "interpolate", "quiet_tifffile",
-           "read_volume", "write_volume"]
+__all__ = ["MAX_TIFF_EXPANSION", "Volume", "check_declared_bytes", "check_tiff_size", "grid_points",
+           "interpolate", "quiet_tifffile", "read_volume", "write_volume"]
 
 
 _FORMAT = "recon.volume/1"
@@ -145,8 +145,18 @@ def check_tiff_size(tif, path: Path, what: str) -> None:
         DataError: the series declare more bytes than :data:`MAX_TIFF_EXPANSION` times the file
             size, or more than half of this machine's memory.
     """
+    check_declared_bytes(sum(math.prod(int(n) for n in s.shape) * np.dtype(s.dtype).itemsize
+                             for s in tif.series), path, what)
+
+
+def check_declared_bytes(declared: int, path: Path, what: str) -> None:
+    """Refuse an image file whose header declares more pixel bytes than it can hold or memory can.
+
+    Raises:
+        DataError: more than :data:`MAX_TIFF_EXPANSION` times the file size, or more than half of
+            this machine's memory.
+    """
     file_size = path.stat().st_size
-    declared = sum(math.prod(int(n) for n in s.shape) * np.dtype(s.dtype).itemsize for s in tif.series)
     if declared > MAX_TIFF_EXPANSION * file_size + (1 << 20):
         raise DataError(f"{what}: {path} declares {declared / 1e9:.3g} GB of pixels in a file of {file_size} "
                         "bytes: it is damaged (or a decompression bomb); re-export it")

@@ -26,7 +26,7 @@ from optics.atomic import atomic_write_json
 from optics.camera import rois_overlap
 from optics.system import System, save_system
 from recon.analysis.inspect import fit_blockers, inspect_run
-from recon.analysis.moments import cloud_metrics
+from recon.analysis.moments import cloud_metrics, face_fraction, face_warning
 from recon.analysis.resolution import load_truth
 from recon.environment import versions
 from recon.errors import ConfigError, DataError, FitError, OutputError
@@ -360,14 +360,23 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         "voxel_size_mm": voxel[0],
         "grid": list(shape),
         "views": views,
+        "atoms_near_faces": round(face_fraction(volume), 5),
         **extra,
         "versions": versions(),
         "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
     }
     if data.density_unit != "atoms/mm^3":
         metrics["atoms_note"] = "relative units: the run gives no photons per atom"
+    if results[0].camera_sensitivity is not None:
+        metrics["camera_sensitivity"] = [r.camera_sensitivity.to_json() for r in results] if how else \
+            results[0].camera_sensitivity.to_json()
     if warnings:
         metrics["warnings"] = list(warnings)
+    faces = face_warning(metrics["atoms_near_faces"])
+    if faces:
+        metrics.setdefault("warnings", []).append(faces)
+        if progress:
+            progress.log(f"warning: {faces}")
     problem = worthless_result(metrics)
     remark = None if problem else unconverged_warning(metrics)
     if remark:

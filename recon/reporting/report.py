@@ -12,7 +12,7 @@ from optics.atomic import atomic_write_text
 from recon.analysis.resolution import COMPARISONS
 from recon.fitting.config import FitConfig
 from recon.fitting.outdir import read_config_json
-from recon.reporting.summary import format_um, total_label
+from recon.reporting.summary import format_um, sensitivity_text, total_label
 
 __all__ = ["figure_html", "fsc_sections", "refresh_report", "settings_rows", "summary_rows", "write_report"]
 
@@ -35,6 +35,8 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
         ("atoms", total_label(metrics), lambda v: f"{v:.4g}"),
         ("centroid_mm", "centroid x, y, z", _um),
         ("width_mm", "width σ x, y, z", _um),
+        ("camera_sensitivity", "camera sensitivity (fitted, relative)", sensitivity_text),
+        ("atoms_near_faces", "atoms next to the box's faces", lambda v: f"{v:.2%}"),
         ("final_loss", "final loss (deviance per pixel)", lambda v: f"{v:.4g}"),
         ("solver", "solver", str),
         ("steps", "steps", str),

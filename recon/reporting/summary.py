@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["convergence_line", "format_um", "summary_line", "summary_lines", "total_label"]
+__all__ = ["convergence_line", "format_um", "sensitivity_text", "summary_line", "summary_lines",
+           "total_label"]
 
 
 def summary_lines(metrics: dict) -> list[str]:
@@ -23,6 +24,9 @@ def summary_lines(metrics: dict) -> list[str]:
     ]
     if "convergence" in metrics:
         lines.append(convergence_line(metrics))
+    if metrics.get("camera_sensitivity"):
+        lines.append("camera sensitivity (fitted, relative to the system file): "
+                     + sensitivity_text(metrics["camera_sensitivity"]))
     for key, what in (("fsc_truth", "against the truth"), ("split_halves", "between the split halves")):
         if key in metrics:
             f = metrics[key].get("fsc", metrics[key])
@@ -34,6 +38,14 @@ def summary_lines(metrics: dict) -> list[str]:
                 line += f"; x/y/z {' / '.join(format_um(v) for v in f['resolution_xyz_um'])}"
             lines.append(line)
     return lines
+
+
+def sensitivity_text(entries: list) -> str:
+    """metrics.json's camera factors as 'cam0 1 (reference), cam1 0.512 ± 0.004' (per half for halves)."""
+    if entries and isinstance(entries[0], list):
+        return " | ".join(f"half {i}: {sensitivity_text(e)}" for i, e in enumerate(entries, 1))
+    return ", ".join(f"{e['camera']} 1 (reference)" if e["reference"] else
+                     f"{e['camera']} {e['factor']:.3f} ± {e['sd']:.3f}" for e in entries)
 
 
 def total_label(metrics: dict) -> str:

@@ -14,7 +14,64 @@ from optics.system import System
 from optics.trace import sample_pixel_samples, trace_pixels
 from recon.errors import ConfigError
 
-__all__ = ["ViewSummary", "draw_layout", "overlapping_regions", "summarize_views"]
+__all__ = ["CameraSummary", "ViewSummary", "draw_layout", "off_sensor", "overlapping_regions",
+           "summarize_cameras", "summarize_views"]
+
+
+@dataclass(frozen=True)
+class CameraSummary:
+    """One row of the camera table: where a camera is, where it looks, and what it resolves."""
+
+    index: int
+    name: str
+    position_mm: tuple[float, float, float]
+    direction: tuple[float, float, float]
+    distance_mm: float
+    magnification: float
+    object_pixel_um: float
+    principal_point_px: tuple[float, float]
+    f_number: float
+    views: int
+
+
+def summarize_cameras(system: System) -> list[CameraSummary]:
+    """Every camera: where it is, where it looks, and what it resolves.
+
+    Position, viewing direction (unit, world), distance to the box centre, magnification there,
+    object-space pixel, principal point, f-number and number of views.
+    """
+    sys64 = system.to(torch.float64)
+    centre = sys64.volume.center_mm
+    out = []
+    for i, cam in enumerate(sys64.cameras):
+        axis = cam.pose.rotation[:, 2]
+        depth = float((centre - cam.pose.position_mm) @ axis)
+        lens = cam.lens
+        if lens.model == "telecentric":
+            magnification = float(lens.telecentric_magnification)
+        else:
+            magnification = float(lens.image_distance_mm) / max(depth, 1e-9)
+        out.append(CameraSummary(
+            index=i, name=cam.name, position_mm=tuple(float(v) for v in cam.pose.position_mm),
+            direction=tuple(float(v) for v in axis),
+            distance_mm=float((centre - cam.pose.position_mm).norm()),
+            magnification=magnification, object_pixel_um=cam.sensor.pixel_pitch_um / magnification,
+            principal_point_px=cam.sensor.principal_point_px, f_number=float(lens.f_number),
+            views=len(view_regions(system, i)),
+        ))
+    return out
+
+
+def off_sensor(system: System, camera: int, region: ViewRegion) -> str | None:
+    """Where a view's region of the box runs off its camera's sensor, in words (None: it does not)."""
+    sensor = system.cameras[camera].sensor
+    x0, y0, w, h = region.roi
+    over = {"left": -x0, "top": -y0, "right": x0 + w - sensor.width_px, "bottom": y0 + h - sensor.height_px}
+    sides = [f"{px} px {side}" for side, px in over.items() if px > 0]
+    if not sides:
+        return None
+    return (f"the box seen by {system.cameras[camera].name}/{region.name} runs off the sensor "
+            f"({', '.join(sides)}): a cloud there is not seen; shrink the box or move the camera back")
 
 
 @dataclass(frozen=True)
@@ -103,8 +160,12 @@ def draw_layout(system: System, summaries: list[ViewSummary], path: str | os.Pat
         for w in sys64.windows if i == 2 else ():
             c, half = w.center_mm, float(w.aperture_radius_mm)
             ax.plot([c[i], c[i]], [c[j] - half, c[j] + half], color="c", lw=3, alpha=0.5)
-        pos = cam.pose.position_mm
-        ax.plot([pos[i]], [pos[j]], "k^", ms=8)
+        for other in sys64.cameras:  # every camera; the drawn one's rays and regions
+            pos = other.pose.position_mm
+            ax.plot([pos[i]], [pos[j]], "^", color="k" if other is cam else "0.5", ms=8)
+            if len(sys64.cameras) > 1:
+                ax.annotate(other.name, (float(pos[i]), float(pos[j])), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
         ax.set_xlabel(f"{'zx'[i == 0]} (mm)")
         ax.set_ylabel(f"{label} (mm)" if i == 2 else "y (mm)")
         ax.set_aspect("equal", adjustable="datalim")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -127,10 +128,17 @@ def simulate_run(
     seed: int = 0,
     samples: int = 16, step_mm: float = 0.01,
     truth_voxel_mm: float = 0.02,
+    camera_sensitivity: Sequence[float] | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Simulate a run with known truth and write it (run.toml, views, darks, truth, phantom).
+
+    Every camera of the system records one view per light path it sees (with one camera the
+    views are named by their path, ``direct``, ``r1m01`` …; with several, ``<camera>-<path>``).
+    ``camera_sensitivity``: one factor per camera by which its photoelectrons differ from what
+    the system file predicts (unequal exposure, aperture, QE or gain that a fit must find); the
+    truth records them. None: all 1.
 
     Returns:
         A summary: views, total photoelectrons, in-box atoms of the truth, files.
@@ -158,31 +166,43 @@ def simulate_run(
     check_writable(out)  # before the rendering, not after
     system_path = Path(system_path)
     system = load_system(system_path)
+    n_cameras = len(system.cameras)
+    factors = [1.0] * n_cameras if camera_sensitivity is None else [float(v) for v in camera_sensitivity]
+    if len(factors) != n_cameras or not all(math.isfinite(v) and v > 0 for v in factors):
+        raise ConfigError(f"simulate: --camera-sensitivity must give {n_cameras} positive factor(s), one per "
+                          f"camera of {system_path.name}, got {list(camera_sensitivity or [])}")
     phantom = load_phantom(phantom_name, atoms=atoms)
-    regions = check_regions(system, simulation_regions(system), source=str(system_path))
-    expected = expected_views(
-        system,
-        phantom.density,
-        regions,
-        photons_per_atom=photons_per_atom,
-        samples=samples,
-        step_mm=step_mm,
-        model=phantom.model,
-        seed=seed,
-        progress=progress,
-    )
+    recorded = []  # (camera, region, view name)
+    for cam in range(n_cameras):
+        regions = simulation_regions(system, cam)
+        for reg in check_regions(system, regions, camera=cam, source=str(system_path)):
+            name = reg.name if n_cameras == 1 else f"{system.cameras[cam].name}-{reg.name}"
+            recorded.append((cam, reg, name))
+    total = sum(reg.roi[2] * reg.roi[3] for _, reg, _ in recorded)
+    expected, done = {}, 0
+    for cam in range(n_cameras):
+        regions = [reg for c, reg, _ in recorded if c == cam]
+        images = expected_views(
+            system, phantom.density, regions, photons_per_atom=photons_per_atom, samples=samples,
+            step_mm=step_mm, model=phantom.model, seed=seed + 7919 * cam, camera=cam,
+            progress=(lambda n, _t, start=done: progress(start + n, total)) if progress else None,
+        )
+        done += sum(reg.roi[2] * reg.roi[3] for reg in regions)
+        for c, reg, name in recorded:
+            if c == cam:
+                expected[name] = images[reg.name] * factors[cam] if factors[cam] != 1.0 else images[reg.name]
     gen = torch.Generator().manual_seed(seed + 1)
-    sensor = system.cameras[0].sensor
     files, views = {}, []
-    for reg in regions:
-        lam = expected[reg.name]
+    for cam, reg, name in recorded:
+        sensor = system.cameras[cam].sensor
+        lam = expected[name]
         shots = torch.stack([simulate_adu(lam, sensor, generator=gen, noise=noise) for _ in range(frames)])
-        files[f"views/{reg.name}.tif"] = shots.numpy()
-        view = {"name": reg.name, "camera": 0, "roi": list(reg.roi), "frames": f"views/{reg.name}.tif"}
+        files[f"views/{name}.tif"] = shots.numpy()
+        view = {"name": name, "camera": cam, "roi": list(reg.roi), "frames": f"views/{name}.tif"}
         if noise == "poisson":
             dark = simulate_adu(torch.zeros_like(lam), sensor, generator=gen, noise=noise)
-            files[f"views/{reg.name}_dark.tif"] = dark.numpy()[None]
-            view["dark"] = f"views/{reg.name}_dark.tif"
+            files[f"views/{name}_dark.tif"] = dark.numpy()[None]
+            view["dark"] = f"views/{name}_dark.tif"
         views.append(view)
     box = system.volume
     truth = truth_volume(phantom, box.min_mm.tolist(), box.max_mm.tolist(), truth_voxel_mm)
@@ -201,6 +221,8 @@ def simulate_run(
         "noise": noise,
         "frames": frames,
     }
+    if n_cameras > 1 or camera_sensitivity is not None:
+        phantom_info["camera_sensitivity"] = {system.cameras[c].name: factors[c] for c in range(n_cameras)}
     spec = {
         "system": "system.toml",
         "photons_per_atom": float(photons_per_atom),
@@ -222,7 +244,7 @@ def simulate_run(
     )
     return {
         "views": len(views),
-        "pixels": sum(r.roi[2] * r.roi[3] for r in regions),
+        "pixels": total,
         "expected_e": float(sum(v.sum() for v in expected.values())),
         "atoms_in_box": in_box,
         "out": str(out),

@@ -440,6 +440,13 @@ def test_simulate_out_exists_or_not_writable(case, micro):
                             "1", "--out", case / "blocker" / "sim"], "cannot write", NOT_A_DIR)
 
 
+@pytest.mark.parametrize(("factors", "needle"), [("1,a", "comma-separated numbers"),
+                                                  ("1,2", "one per camera"), ("-1", "positive factor")])
+def test_simulate_camera_sensitivity_must_be_one_positive_number_per_camera(case, micro, factors, needle):
+    invoke_unchanged(case, ["simulate", "--system", micro["system"], "--phantom", "gaussian", "--out",
+                            case / "sim", "--camera-sensitivity", factors], "--camera-sensitivity", needle)
+
+
 def test_system_design_out_exists_or_not_writable(case):
     (case / "dome.toml").write_text("# mine\n")
     invoke_unchanged(case, ["system", "design", "--out", case / "dome.toml"], "exists", "--overwrite")

@@ -75,3 +75,40 @@ def test_a_path_that_is_not_a_regular_file_is_named_as_such(tmp_path, kind):
     with pytest.raises(DataError) as err:
         read_frames(path, what="view direct")
     assert "does not exist" not in str(err.value) and "f.tif" in str(err.value)
+
+
+def test_png_frames_are_one_greyscale_shot_of_8_or_16_bits(tmp_path):
+    from PIL import Image
+
+    page = make_frames(ROIS["direct"], k=1)[0]
+    Image.fromarray(page.astype(np.uint16)).save(tmp_path / "f16.png")
+    out = read_frames(tmp_path / "f16.png", sensor=SENSOR)
+    assert out.shape == (1, *page.shape) and out.dtype == np.uint16 and np.array_equal(out[0], page)
+    eight = (page % 256).astype(np.uint8)
+    Image.fromarray(eight).save(tmp_path / "f8.png")
+    out = read_frames(tmp_path / "f8.png", sensor=SensorSpec(1.0, 0.0, 8))
+    assert out.dtype == np.uint8 and np.array_equal(out[0], eight)
+
+
+def test_bad_pngs_are_one_line_errors(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "rgb.png")
+    assert_raises(DataError, "RGB PNG (colour, palette or 1-bit)", read_frames, tmp_path / "rgb.png")
+    Image.fromarray(np.zeros((4, 5), np.uint8)).convert("P").save(tmp_path / "p.png")
+    assert_raises(DataError, "P PNG", read_frames, tmp_path / "p.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "rgb.png").read_bytes()[:40])
+    assert_raises(DataError, "cannot read", read_frames, tmp_path / "cut.png")
+    tifffile.imwrite(tmp_path / "tiff.png", np.zeros((4, 5), np.uint16))
+    assert_raises(DataError, "is a TIFF image, not a PNG", read_frames, tmp_path / "tiff.png")
+
+
+def test_a_12_bit_sensors_values_at_the_top_of_16_bit_files_are_shifted_down(tmp_path):
+    values = np.arange(0, 4096, 7, dtype=np.uint16)[:400].reshape(1, 20, 20)
+    tifffile.imwrite(tmp_path / "low.tif", values, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "high.tif", values << 4, photometric="minisblack")
+    low, high = (read_frames(tmp_path / f"{n}.tif", sensor=SENSOR) for n in ("low", "high"))
+    assert np.array_equal(low, values) and np.array_equal(high, values)
+    odd = (values << 4) | 1  # one bit below the sensor's: not a shifted 12-bit value
+    tifffile.imwrite(tmp_path / "odd.tif", odd, photometric="minisblack")
+    assert_raises(DataError, "beyond the 12-bit range", read_frames, tmp_path / "odd.tif", sensor=SENSOR)

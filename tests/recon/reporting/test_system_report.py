@@ -119,3 +119,45 @@ def test_draw_layout_writes_a_png(tmp_path):
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", head[16:24]) == (18 * 110, 6 * 110)  # figsize (18, 6) at 110 dpi
     assert list(tmp_path.iterdir()) == [path]  # written atomically, no temporary left
+
+
+def test_the_camera_table_has_every_camera_where_it_is_and_looks(three_camera_system_file):
+    from recon.reporting.system_report import summarize_cameras
+
+    system = load_system(three_camera_system_file)
+    rows = summarize_cameras(system)
+    assert [r.name for r in rows] == ["south", "east", "north"] and [r.views for r in rows] == [1, 1, 1]
+    directions = [r.direction for r in rows]
+    for got, want in zip(directions, [(0, 0, 1), (-1, 0, 0), (0, 1, 0)], strict=True):
+        assert got == pytest.approx(want, abs=1e-9)
+    for r in rows:  # the helper's thin lens: m = 0.215 at its focus, where the box centre is
+        assert r.distance_mm == pytest.approx(351.926, rel=1e-6)
+        assert r.magnification == pytest.approx(0.215, rel=1e-4)
+        assert r.object_pixel_um == pytest.approx(3.76 / 0.215, rel=1e-4)
+        assert r.principal_point_px == (1000.0, 750.0)
+
+
+def test_a_region_beyond_the_sensor_is_named_with_how_far_it_runs_off(dome):
+    from recon.reporting.system_report import off_sensor
+
+    sensor = dome.cameras[0].sensor
+    assert off_sensor(dome, 0, _region("direct", (10, 10, 100, 100))) is None
+    text = off_sensor(dome, 0, _region("direct", (-12, 5, 100, sensor.height_px)))
+    assert "12 px left" in text and "5 px bottom" in text and "top" not in text and "shrink the box" in text
+
+
+def test_system_show_prints_every_camera_then_each_ones_views(three_camera_system_file, tmp_path):
+    from typer.testing import CliRunner
+
+    from recon.cli import app
+
+    res = CliRunner().invoke(app, ["system", "show", str(three_camera_system_file), "--out",
+                                   str(tmp_path / "layout.png")], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "3 camera(s)" in res.output
+    for index, name in enumerate(("south", "east", "north")):
+        assert f"views of camera {index} ({name})" in res.output
+    assert (tmp_path / "layout.png").stat().st_size > 1000
+    one = CliRunner().invoke(app, ["system", "show", str(three_camera_system_file), "--camera", "1"],
+                             env={"COLUMNS": "250"})
+    assert one.exit_code == 0 and "camera(s)" not in one.output and "camera 1 (east)" in one.output

@@ -255,6 +255,9 @@ def test_an_existing_out_is_refused_without_overwrite(micro_file, tmp_path):
     ({"samples": 0}, "must be positive"),
     ({"photons_per_atom": 0.0}, "must be positive"),
     ({"step_mm": -0.01}, "must be positive"),
+    ({"camera_sensitivity": [1.0, 2.0]}, "must give 1 positive factor"),
+    ({"camera_sensitivity": [0.0]}, "must give 1 positive factor"),
+    ({"camera_sensitivity": [float("nan")]}, "must give 1 positive factor"),
 ])
 def test_bad_settings_are_refused_before_writing(micro_file, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -275,3 +278,26 @@ def test_a_seed_beyond_64_bits_is_refused_before_writing(micro_file, tmp_path, s
     with pytest.raises(ConfigError, match="seed"):
         _simulate(micro_file, tmp_path / "run", seed=seed)
     assert not (tmp_path / "run").exists()
+
+
+def test_every_camera_records_its_views_scaled_by_its_sensitivity(three_camera_run, three_camera_system_file,
+                                                                   tmp_path):
+    """Three cameras, each seeing the centred cloud from the same distance, so they would collect the
+    same light: each records its sensitivity's share, names its views after itself, and the truth
+    keeps the factors."""
+    from tests.conftest import THREE_CAMERA_SENSITIVITY
+
+    run = load_run(three_camera_run)
+    assert [(v.name, v.camera) for v in run.views] == [("south-direct", 0), ("east-direct", 1),
+                                                       ("north-direct", 2)]
+    phantom = json.loads(run.truth_phantom.read_text())
+    assert phantom["camera_sensitivity"] == dict(zip(("south", "east", "north"), THREE_CAMERA_SENSITIVITY,
+                                                     strict=True))
+    plain = _simulate(three_camera_system_file, tmp_path / "plain", noise="none", atoms=2e5, seed=5)
+    scaled = _simulate(three_camera_system_file, tmp_path / "scaled", noise="none", atoms=2e5, seed=5,
+                       camera_sensitivity=THREE_CAMERA_SENSITIVITY)
+    mean_factor = sum(THREE_CAMERA_SENSITIVITY) / 3
+    assert scaled["expected_e"] == pytest.approx(plain["expected_e"] * mean_factor, rel=0.01)
+    a, b = load_run(tmp_path / "plain"), load_run(tmp_path / "scaled")
+    for va, vb, factor in zip(a.views, b.views, THREE_CAMERA_SENSITIVITY, strict=True):
+        torch.testing.assert_close(vb.electrons, va.electrons * factor, rtol=1e-5, atol=1e-3)
