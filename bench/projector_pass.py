@@ -18,7 +18,7 @@ import time
 import torch
 from benchlib import load_case, machine_info, save_json
 
-from recon.fitting.config import FitConfig, field_factory
+from recon.fitting.config import FitConfig, field_factory, resolved
 from recon.fitting.projector import Projector, grid_density
 from recon.model.render import render_pixels
 
@@ -41,9 +41,9 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/projector_pass.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = FitConfig()
     case = load_case()
     pool, data = case.pool, case.data
+    cfg = resolved(FitConfig(), data)  # recon fit's strata (step_mm = 0: from its voxel)
     box = data.system.volume
     y_photons = data.photons_per_atom
     field = field_factory(cfg, box.min_mm.tolist(), box.max_mm.tolist(), 1.0, "cpu")  # recon fit's EM grid

@@ -59,7 +59,7 @@ from benchlib import (  # noqa: E402
     time_to_reach,
 )
 
-from recon.fitting.config import FitConfig
+from recon.fitting.config import FitConfig, resolved
 from recon.fitting.loop import estimate_atoms, resolve_device
 from recon.fitting.raypool import RayPool
 from recon.model.render import render_pixels
@@ -74,6 +74,7 @@ def run_mlem(case, cfg: FitConfig, *, cap_s: float, schedule: list[float], subse
     device = resolve_device(cfg.device)
     data, truth = case.data, case.truth
     pool = case.pool
+    step_mm = resolved(cfg, data).step_mm
     pool_dev = RayPool(pool.rays.to(device), pool.offsets.to(device), pool.summed_electrons.to(device),
                        pool.n_frames.to(device), pool.view_of_pixel.to(device), pool.read_noise_e,
                        pool.samples)
@@ -107,7 +108,7 @@ def run_mlem(case, cfg: FitConfig, *, cap_s: float, schedule: list[float], subse
             batch = pool_dev.gather(pixels, torch.zeros_like(pixels))
             xv = x.detach().requires_grad_(True)
             ax = render_pixels(density_of(xv), batch, len(pixels), photons_per_atom=y_photons,
-                               step_mm=cfg.step_mm, jitter=False)
+                               step_mm=step_mm, jitter=False)
             ratio = measured[pixels] / (ax.detach() + var)
             first = s not in sens
             (back,) = torch.autograd.grad(ax, xv, ratio, retain_graph=first)

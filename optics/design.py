@@ -22,12 +22,12 @@ from optics.camera import Camera, Pose, Sensor, look_at_rotation
 from optics.errors import ConfigError
 from optics.lens import Lens
 from optics.mirror import Mirror
-from optics.rays import normalize
+from optics.rays import intersect_plane, normalize
 from optics.system import Box, System
 from optics.trace import blur_diameter_mm, project_points, trace_object_rays, virtual_points
-from optics.window import Window
+from optics.window import Window, window_entry
 
-__all__ = ["DomeDesign", "ViewRegion", "collected_fraction", "design_dome", "view_regions"]
+__all__ = ["DomeDesign", "ViewRegion", "collected_fraction", "crossed_windows", "design_dome", "view_regions"]
 
 
 @dataclass(frozen=True)
@@ -145,14 +145,16 @@ def view_regions(system: System, camera: int = 0, margin_px: int = 4) -> list[Vi
     """
     cam: Camera = system.cameras[camera]
     sys64 = system.to(torch.float64)
-    # Paraxial focal shift of the windows: a slab brings images closer by t(1 − 1/n).
-    shift = sum(float(w.thickness_mm * (1 - 1 / w.refractive_index)) for w in sys64.windows)
     cam64 = sys64.cameras[camera]
     corners = sys64.volume.corners()
     centre = sys64.volume.center_mm
     pitch = cam.sensor.pixel_pitch_mm
     out = []
     for path in range(system.n_paths):
+        # Paraxial focal shift of the windows this view looks through: a slab brings images
+        # closer by t(1 − 1/n).
+        shift = sum(float(w.thickness_mm * (1 - 1 / w.refractive_index))
+                    for w in crossed_windows(sys64, camera, centre, path))
         pts = virtual_points(sys64, corners, path)
         uv, depth = project_points(cam64, pts)
         depth = depth - shift
@@ -178,6 +180,30 @@ def view_regions(system: System, camera: int = 0, margin_px: int = 4) -> list[Vi
             defocus_mm=float(depth_c - lens.focus_distance_mm),
             blur_px=float(blur_diameter_mm(cam64, depth_c) / pitch),
         ))
+    return out
+
+
+def crossed_windows(system: System, camera: int, point: torch.Tensor, path: int) -> list[Window]:
+    """The windows the chief ray of ``point`` seen along ``path`` crosses between lens and point.
+
+    The straight line from the lens centre toward the point's virtual image, up to the image
+    (direct view) or up to the mirror's plane (a mirror view: beyond it the light comes from the
+    mirror, not along the line): the windows whose clear aperture it crosses there.
+    """
+    origin = system.cameras[camera].pose.position_mm
+    target = virtual_points(system, point.reshape(-1, 3)[:1], path)[0]
+    offset = target - origin
+    length = offset.norm()
+    direction = (offset / length)[None]
+    if path > 0:
+        mirror = system.mirrors[path - 1]
+        t, ok = intersect_plane(origin[None], direction, mirror.center_mm, mirror.normal)
+        length = torch.where(ok[0], torch.minimum(t[0], length), length)
+    out = []
+    for w in system.windows:
+        t, crosses, _ = window_entry(w, origin[None].to(w.center_mm.dtype), direction.to(w.center_mm.dtype))
+        if bool(crosses[0]) and float(t[0]) < float(length):
+            out.append(w)
     return out
 
 
@@ -212,7 +238,7 @@ def collected_fraction(
     directions = offset / dist.unsqueeze(-1)
     axis = cam.pose.rotation[:, 2]
     cos_a = (directions * axis).sum(-1)
-    for w in sys64.windows:  # the apparent distance through each slab
+    for w in crossed_windows(sys64, camera, point.to(torch.float64), path):  # apparent distance through each
         cos_out = (directions @ w.normal / w.normal.norm()).abs().clamp(max=1.0)
         cos_in = torch.sqrt(1 - (1 - cos_out**2) / w.refractive_index**2)
         dist = dist - w.thickness_mm * (1 - cos_out / (w.refractive_index * cos_in))

@@ -210,6 +210,11 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     samples: Annotated[int, typer.Option(help="Sub-pixel × aperture samples per pixel.")] = 16,
     step_mm: Annotated[float, typer.Option(help="Sample spacing along rays, mm.")] = 0.01,
+    truth_voxel_mm: Annotated[float, typer.Option(
+        help="Voxel of truth.tif, mm; 0: 0.02 mm, coarser beyond 256 voxels along the box's longest "
+        "edge.")] = 0.0,
+    no_dark: Annotated[bool, typer.Option(
+        "--no-dark", help="Write no dark frames: the fit subtracts the sensor's offset_adu.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run.")] = False,
     calibration_target: Annotated[str | None, typer.Option(
         "--calibration-target", help="points:N — a point-source target set, not a phantom run.")] = None,
@@ -244,7 +249,8 @@ def simulate(
 
     summary = simulate_run(system_file, phantom, out, atoms=atoms, photons_per_atom=photons_per_atom,
                            frames=frames, noise=noise, seed=seed, samples=samples, step_mm=step_mm,
-                           camera_sensitivity=_factors(camera_sensitivity), overwrite=overwrite,
+                           truth_voxel_mm=truth_voxel_mm, camera_sensitivity=_factors(camera_sensitivity),
+                           dark_frames=not no_dark, overwrite=overwrite,
                            progress=progress)
     typer.echo(f"wrote {out}: {summary['views']} views, {summary['pixels']} pixels, "
                f"{summary['expected_e']:.4g} expected photoelectrons, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from dataclasses import field as dc_field
 from pathlib import Path
 
@@ -13,15 +13,16 @@ from calibration.model import parse_fit_groups
 from optics.limits import check_types
 from optics.tomlio import read_toml
 from recon.errors import ConfigError
-from recon.fitting.data import HALF_SEED_OFFSET, density_grid
+from recon.fitting.data import AUTO_VOXELS_MAX, HALF_SEED_OFFSET, density_grid, object_pixel_mm
 from recon.model.fields.config import FieldConfig, voxel_shape
 from recon.model.fields.registry import make_field
 from recon.model.hashgrid import HashGridConfig
 from recon.model.loss import LOSSES
 from recon.model.render import RENDER_MODELS
 
-__all__ = ["MAX_GRID_VOXELS", "FitConfig", "check_grid_sizes", "config_dict", "field_config", "field_factory",
-           "load_fit_config"]
+__all__ = ["AUTO_STEP_MIN_MM", "AUTO_STEP_VOXELS", "MAX_GRID_VOXELS", "FitConfig", "auto_step_mm",
+           "check_grid_sizes", "config_dict", "field_config", "field_factory", "fit_voxel_mm",
+           "load_fit_config", "plan_line", "resolved"]
 
 
 @dataclass
@@ -77,7 +78,8 @@ class FitConfig:
             the direct view of the dome, 371 px of blur): each of its pixels integrates over a
             cone several mm wide that ``pool_samples`` rays sample coarsely, and EM fits the
             pattern of those few rays.
-        step_mm: stratum length along rays, mm.
+        step_mm: stratum length along rays, mm; 0 chooses it from the fit's voxel
+            (:func:`auto_step_mm`: 1.6 voxels, at least 0.03 mm).
         lr: initial learning rate of Adam.
         lr_final: learning rate at the last step (cosine decay).
         loss: ``poisson`` (default), ``gaussian`` or ``mse``.
@@ -114,7 +116,7 @@ class FitConfig:
     pool_samples: int = 8
     samples_per_step: int = 0
     defocused_rays: int = 4
-    step_mm: float = 0.03
+    step_mm: float = 0.0
     lr: float = 1e-2
     lr_final: float = 1e-3
     loss: str = "poisson"
@@ -164,7 +166,8 @@ class FitConfig:
             (0 <= self.samples_per_step <= self.pool_samples, "samples_per_step",
              "in 0 … pool_samples (0: all)"),
             (1 <= self.defocused_rays <= 64, "defocused_rays", "≥ 1 and ≤ 64"),
-            (1e-4 <= self.step_mm <= 10, "step_mm", "> 0: in 1e-4 … 10 (mm)"),
+            (self.step_mm == 0 or 1e-4 <= self.step_mm <= 10, "step_mm",
+             "≥ 0 (0 = automatic) and in 1e-4 … 10 mm otherwise"),
             (self.lr > 0 and self.lr_final > 0, "lr", "> 0 (lr and lr_final)"),
             (self.loss in LOSSES, "loss", ", ".join(LOSSES)),
             (self.model in RENDER_MODELS, "model", ", ".join(RENDER_MODELS)),
@@ -262,6 +265,59 @@ def field_config(cfg: FitConfig, init_density: float = 1.0) -> FieldConfig:
     if "encoding" in options and isinstance(options["encoding"], dict):
         options["encoding"] = HashGridConfig.from_dict(options["encoding"])
     return FieldConfig.from_dict(options)
+
+
+#: The automatic stratum (``step_mm = 0``) in voxels of the fit (:func:`fit_voxel_mm`): data/run042's
+#: 0.03 mm strata on its 128³ EM grid of 18.75 µm voxels, where the defaults were tuned ...
+AUTO_STEP_VOXELS = 1.6
+#: ... and never shorter than this: a small box's fine grid gains little from strata finer than
+#: the optics resolve, and costs in proportion.
+AUTO_STEP_MIN_MM = 0.03
+
+
+def fit_voxel_mm(cfg: FitConfig, data) -> float:
+    """The voxel a fit resolves, mm: a voxel field's longest voxel edge, else the output voxel."""
+    box = data.system.volume.size_mm.tolist()
+    if cfg.field == "voxel":
+        nz, ny, nx = voxel_shape(field_config(cfg).voxel_resolution)
+        return max(box[0] / nx, box[1] / ny, box[2] / nz)
+    return density_grid(data, cfg.voxel_size_mm)[2][0]
+
+
+def auto_step_mm(cfg: FitConfig, data) -> float:
+    """``step_mm = 0``'s stratum, mm.
+
+    :data:`AUTO_STEP_VOXELS` of :func:`fit_voxel_mm`, at least :data:`AUTO_STEP_MIN_MM`, to three
+    significant digits.
+    """
+    return max(AUTO_STEP_MIN_MM, float(f"{AUTO_STEP_VOXELS * fit_voxel_mm(cfg, data):.3g}"))
+
+
+def resolved(cfg: FitConfig, data) -> FitConfig:
+    """``cfg`` with its automatic settings made concrete for ``data`` (``step_mm``)."""
+    return cfg if cfg.step_mm > 0 else replace(cfg, step_mm=auto_step_mm(cfg, data))
+
+
+def plan_line(cfg: FitConfig, data) -> str:
+    """One line saying the grids and strata a fit will use, and which were chosen for it."""
+    run = resolved(cfg, data)
+    shape, _, voxel = density_grid(data, cfg.voxel_size_mm)
+    parts = []
+    if cfg.field == "voxel":
+        nz, ny, nx = voxel_shape(field_config(cfg).voxel_resolution)
+        parts.append(f"voxel field {nx}×{ny}×{nz} ({1e3 * fit_voxel_mm(cfg, data):.4g} µm)")
+    step = f"strata {run.step_mm:g} mm"
+    if cfg.step_mm == 0:
+        step += f" (automatic: {AUTO_STEP_VOXELS:g} × the fit's voxel, at least {AUTO_STEP_MIN_MM:g} mm)"
+    parts.append(step)
+    out = f"density.tif {shape[2]}×{shape[1]}×{shape[0]} of {1e3 * voxel[0]:.4g} µm"
+    if cfg.voxel_size_mm <= 0 and voxel[0] > object_pixel_mm(data):
+        longest = float(data.system.volume.size_mm.max())
+        out += (f" (the object pixel, {1e3 * object_pixel_mm(data):.4g} µm, would make "
+                f"{int(longest / object_pixel_mm(data))} along the box's longest edge; automatic voxels stop "
+                f"at {AUTO_VOXELS_MAX}: set voxel_size_mm for another)")
+    parts.append(out)
+    return "plan: " + ", ".join(parts)
 
 
 def field_factory(cfg: FitConfig, box_min, box_max, mean_density: float, device):

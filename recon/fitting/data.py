@@ -20,13 +20,16 @@ from recon.io.run import Run, load_run
 from recon.io.sensor import binomial_split
 
 __all__ = [
-    "FitData",
+    "AUTO_VOXELS_MAX",
     "HALF_SEED_OFFSET",
     "SPLITS",
+    "FitData",
     "ViewData",
+    "auto_voxel_mm",
     "density_grid",
     "fit_data",
     "load_fit_data",
+    "object_pixel_mm",
     "split_fit_data",
 ]
 
@@ -41,6 +44,9 @@ class ViewData:
         roi: (x0, y0, width, height), full-sensor px.
         electrons: (K, h, w) photoelectrons after dark subtraction, float32.
         mask: (K, h, w) usable pixels (not saturated, not dead).
+        censored: (K, h, w) frames clipped at 0 ADU, or None (:class:`recon.io.run.RunView`).
+        censor_e: (h, w) the bound on a clipped frame's own signal, e⁻, or None.
+        censor_shift: (h, w) the dark subtraction beyond the offset, e⁻, or None.
     """
 
     name: str
@@ -48,6 +54,9 @@ class ViewData:
     roi: tuple[int, int, int, int]
     electrons: torch.Tensor
     mask: torch.Tensor
+    censored: torch.Tensor | None = None
+    censor_e: torch.Tensor | None = None
+    censor_shift: torch.Tensor | None = None
 
     def pixel_coords(self) -> torch.Tensor:
         """(h·w, 2) full-sensor (u, v) of the view's pixels, row-major."""
@@ -75,7 +84,8 @@ def fit_data(run: Run) -> tuple[FitData, Path | None]:
     The read noise used by the loss includes the noise of a subtracted dark frame:
     σ_eff = σ √(1 + 1/dark_pages).
     """
-    views = tuple(ViewData(v.name, v.camera, v.roi, v.electrons, v.mask) for v in run.views)
+    views = tuple(ViewData(v.name, v.camera, v.roi, v.electrons, v.mask, v.censored, v.censor_e,
+                           v.censor_shift) for v in run.views)
     sigma = run.system.cameras[0].sensor.read_noise_e
     pages = min(v.dark_pages for v in run.views)
     sigma_eff = sigma * math.sqrt(1 + 1 / pages) if pages > 0 else sigma
@@ -103,7 +113,8 @@ def split_fit_data(data: FitData, how: str, seed: int) -> tuple[tuple[FitData, F
     ``thinning`` splits the photoelectrons of every pixel binomially
     (:func:`recon.io.sensor.binomial_split`): each half holds every view and pixel with half the
     photons, so it is fitted with half the photons per atom and read noise σ/√2, and each half
-    map estimates the full density. ``frames`` gives the even shots to one half and the odd to
+    map estimates the full density; frames clipped at 0 ADU, whose photons are unknown, are left
+    out of both halves (missing, not censored). ``frames`` gives the even shots to one half and the odd to
     the other (every view needs two or more). ``auto``: ``frames`` when every view has two or
     more shots, else ``thinning``.
 
@@ -122,7 +133,8 @@ def split_fit_data(data: FitData, how: str, seed: int) -> tuple[tuple[FitData, F
                               "has one; use --split thinning")
         halves = tuple(
             dataclasses.replace(data, views=tuple(
-                ViewData(v.name, v.camera, v.roi, v.electrons[start::2], v.mask[start::2])
+                ViewData(v.name, v.camera, v.roi, v.electrons[start::2], v.mask[start::2],
+                         None if v.censored is None else v.censored[start::2], v.censor_e, v.censor_shift)
                 for v in data.views))
             for start in (0, 1)
         )
@@ -145,14 +157,36 @@ def split_fit_data(data: FitData, how: str, seed: int) -> tuple[tuple[FitData, F
     return halves, how
 
 
+#: The most voxels along the box's longest edge that the automatic output voxel gives: a box many
+#: times the cloud (a ±15 mm MOT chamber seen at 34.5 µm per pixel) would otherwise get an 869³
+#: grid of 2.6 GB whose voxels no fit resolves.
+AUTO_VOXELS_MAX = 256
+
+
+def object_pixel_mm(data: FitData) -> float:
+    """Camera 0's pixel in object space (pitch / magnification), mm, rounded to 0.1 µm."""
+    cam = data.system.cameras[0]
+    return round(cam.sensor.pixel_pitch_mm / float(cam.lens.magnification), 4)
+
+
+def auto_voxel_mm(data: FitData) -> float:
+    """The output voxel of ``voxel_size_mm = 0``, mm.
+
+    The object pixel, coarser if the box would then hold more than :data:`AUTO_VOXELS_MAX` voxels
+    along its longest edge.
+    """
+    longest = float(data.system.volume.size_mm.max())
+    return max(object_pixel_mm(data), float(f"{longest / AUTO_VOXELS_MAX:.3g}"))
+
+
 def density_grid(data: FitData, voxel_size_mm: float) -> tuple[tuple[int, int, int], tuple, tuple]:
     """Shape (Z, Y, X), origin and voxel size of the output grid covering the box.
 
-    ``voxel_size_mm = 0`` chooses the object-space pixel of camera 0 (pitch / magnification).
+    ``voxel_size_mm = 0`` chooses :func:`auto_voxel_mm` (the object pixel of camera 0, at most
+    :data:`AUTO_VOXELS_MAX` voxels along the longest edge).
     """
     if voxel_size_mm <= 0:
-        cam = data.system.cameras[0]
-        voxel_size_mm = round(cam.sensor.pixel_pitch_mm / float(cam.lens.magnification), 4)
+        voxel_size_mm = auto_voxel_mm(data)
     box = data.system.volume
     size = box.size_mm.tolist()
     n = [max(2, int(math.floor(s / voxel_size_mm + 1e-9))) for s in size]  # x, y, z

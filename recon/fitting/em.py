@@ -33,7 +33,7 @@ lies there: a start that is uniform up to the faces (a step at each face) left a
 the z profile of the taper (in ``bench/accuracy.py``: a donut's σz +39 %, a cloud near a face
 pulled 12 µm toward the centre). EM therefore starts from the data's own Gaussian: the 3D Gaussian of greatest
 likelihood (:func:`fit_gaussian`; its z shape is fixed by the tilted views' projections), plus a
-small uniform floor (:data:`START_FLOOR`) tapered (Hann, to 0 at the faces) along every box axis
+small uniform floor (:func:`start_floor`) tapered (Hann, to 0 at the faces) along every box axis
 whose faces no view sees within :data:`EDGE_ON_DEG` of edge-on (:func:`taper_axes`, from the
 pool's ray directions; :func:`start_grid`), at the data's light (``FitConfig.em_init`` = 1: from
 a much fainter start the first updates raise the bright core faster than the faint wings, and
@@ -63,16 +63,20 @@ from recon.io.volume import grid_points
 from recon.model.fields.base import box_grid
 from recon.model.loss import data_loss
 
-__all__ = ["EDGE_ON_DEG", "OSEM", "START_FLOOR", "Gaussian", "best_gain", "data_gain", "fit_gaussian",
-           "fit_gaussian_and_gains",
-           "measured_over_predicted", "partition", "pool_view_directions", "start_grid", "start_window",
-           "taper_axes", "view_weights"]
+__all__ = ["EDGE_ON_DEG", "OSEM", "START_FLOOR", "START_FLOOR_SCALE", "Gaussian", "best_gain",
+           "completed_counts", "data_gain", "fit_gaussian", "fit_gaussian_and_gains",
+           "measured_over_predicted", "partition", "pool_view_directions", "start_floor", "start_grid",
+           "start_window", "taper_axes", "view_weights"]
 
 # A pair of box faces seen by some view within this angle of edge-on is resolved by it: the start
 # stays uniform along that axis (see the module docstring).
 EDGE_ON_DEG = 20.0
-# The share of EM's start that is uniform (tapered) rather than the data's Gaussian (:func:`start_grid`).
+# The share of EM's start that is uniform (tapered) rather than the data's Gaussian (:func:`start_grid`),
+# at most ...
 START_FLOOR = 0.005
+# ... and at most this times (σ̄ / L̄)², σ̄ and L̄ the geometric means of the Gaussian's widths and of
+# the box's edges (:func:`start_floor`).
+START_FLOOR_SCALE = 0.2
 
 
 def best_gain(lam: torch.Tensor, shifted: torch.Tensor, frames: torch.Tensor, var: float,
@@ -107,6 +111,22 @@ def _shifted_counts(pool: RayPool, pixels: torch.Tensor, dtype: torch.dtype):
     return (pool.summed_electrons[pixels] + k * var).clamp_min(0.0), k, var
 
 
+def completed_counts(pool: RayPool, pixels: torch.Tensor, lam: torch.Tensor):
+    """:func:`_shifted_counts` with each censored frame completed by ``E[N | N ≤ k; λ + σ²]``.
+
+    The E-step of censored data (:mod:`recon.model.loss`): the shifted counts and frames of
+    ``pixels`` as if every frame clipped at the black level had been read, at the prediction
+    ``lam`` (per frame). Frames whose bound is negative stay out.
+    """
+    shifted, k, var = _shifted_counts(pool, pixels, lam.dtype)
+    censored = pool.censored(pixels)
+    if censored is None:
+        return shifted, k, var
+    frames = censored.used().to(lam.dtype)
+    expected = (censored.electrons(lam) + var).clamp_min(0.0).to(lam.dtype)  # a frame's shifted count
+    return shifted + frames * expected, k + frames, var
+
+
 @torch.no_grad()
 def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: float,
               step_mm: float, projector: Projector | None = None) -> float:
@@ -125,11 +145,22 @@ def data_gain(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: f
 
 
 def measured_over_predicted(lam: torch.Tensor, pool: RayPool, pixels: torch.Tensor) -> float:
-    """``Σ S / Σ K λ`` over ``pixels`` given their predictions λ (:func:`data_gain`)."""
-    predicted = float((pool.n_frames[pixels].double() * lam.double().clamp_min(0.0)).sum())
+    """``Σ S / Σ K λ`` over ``pixels`` given their predictions λ (:func:`data_gain`).
+
+    Censored frames count with their expected value at λ (:func:`completed_counts`).
+    """
+    lam = lam.double().clamp_min(0.0)
+    frames = pool.n_frames[pixels].double()
+    measured = float(pool.summed_electrons[pixels].double().sum())
+    censored = pool.censored(pixels)
+    if censored is not None:  # each censored frame with its expected photoelectrons
+        clipped = censored.used()
+        measured += float((clipped * censored.electrons(lam)).sum())
+        frames = frames + clipped
+    predicted = float((frames * lam).sum())
     if not predicted > 0:
         return 1.0
-    return max(float(pool.summed_electrons[pixels].double().sum()), 0.0) / predicted
+    return max(measured, 0.0) / predicted
 
 
 def view_weights(pool: RayPool) -> torch.Tensor:
@@ -246,10 +277,11 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
     (Gaussian, (G,) float64 gains), or (Gaussian, None) without groups.
 
     Ten parameters (centre, Cholesky factor of the covariance, total) fitted by L-BFGS to the
-    shifted-Poisson likelihood of :func:`recon.model.loss.data_loss`, its line integrals along
-    the pooled segments computed exactly (:func:`_gaussian_line_integrals`). A Gaussian's shape along
-    the axis no view looks across (the dome's z) is fixed by the tilted views' projections,
-    whereas the voxel EM never corrects the start within the missing cone (module docstring).
+    shifted-Poisson likelihood of :func:`recon.model.loss.data_loss` (censored frames included),
+    its line integrals along the pooled segments computed exactly
+    (:func:`_gaussian_line_integrals`). A Gaussian's shape along the axis no view looks across (the
+    dome's z) is fixed by the tilted views' projections, whereas the voxel EM never corrects the
+    start within the missing cone (module docstring).
 
     At most ``max_pixels`` pixels are used, drawn with probabilities in proportion to their
     signal plus the read-noise variance (every pixel where that would exceed 1), each weighted
@@ -280,6 +312,8 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
     chosen = pixels[keep.to(pixels.device)]
     weight = (1 / prob[keep]).to(pool.summed_electrons.device)
     shifted, k, _ = _shifted_counts(pool, chosen, torch.float64)
+    censored = pool.censored(chosen)  # frames clipped at the black level: log P(N ≤ bound)
+    c_frames = None if censored is None else censored.used()
     rays = pool.gather(chosen)
     segments = (rays.origins.double(), rays.directions.double(), rays.t_near.double(), rays.t_far.double())
     emission = rays.weights.double() * photons_per_atom / (4 * math.pi)
@@ -313,7 +347,10 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
             light = light * gains()[segment_group]
         lam = torch.zeros(len(chosen), dtype=torch.float64, device=light.device).index_add(
             0, rays.pixel, light) + var
-        nll = (weight * (k * lam - shifted * torch.log(lam))).sum() / weight.sum()
+        terms = k * lam - shifted * torch.log(lam)
+        if censored is not None:
+            terms = terms + 0.5 * c_frames * censored.deviance(lam - var)
+        nll = (weight * terms).sum() / weight.sum()
         nll.backward()
         return nll
 
@@ -322,6 +359,22 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
         mean, chol, total = unpack()
         fitted = gains().detach() if n_groups else None
     return Gaussian(mean.detach(), (chol @ chol.T).detach(), float(total)), fitted
+
+
+def start_floor(gaussian: Gaussian, box_min_mm, box_max_mm) -> float:
+    """The share of EM's start that is the uniform floor: ``min(START_FLOOR, START_FLOOR_SCALE (σ̄/L̄)²)``.
+
+    EM barely changes the start where the views hold little light, and its early stop keeps much
+    of the floor there: a haze whose share s of the atoms, spread over a box of edge L, adds about
+    ``s L² / 12`` to the cloud's variance. Bounding s by ``0.2 (σ̄/L̄)²`` keeps that below 1.7 % of
+    the variance (widths +0.9 %) in any box: data/run042's box is 6 of its cloud's σ̄ across (s
+    0.5 %, :data:`START_FLOOR`), data/mot4's 17 (s 0.07 %; 0.5 % there widened the cloud by
+    6–18 %).
+    """
+    sigma = float(torch.diagonal(gaussian.cov_mm2).clamp_min(0).sqrt().prod()) ** (1 / 3)
+    edge = float(torch.as_tensor(box_max_mm, dtype=torch.float64).sub(
+        torch.as_tensor(box_min_mm, dtype=torch.float64)).prod()) ** (1 / 3)
+    return min(START_FLOOR, START_FLOOR_SCALE * (sigma / edge) ** 2)
 
 
 def start_grid(gaussian: Gaussian, mean_density: float, shape_zyx: tuple[int, int, int], box_min_mm,
@@ -399,9 +452,10 @@ class OSEM:
         """A^T (w r), A^T (w K) over ``pixels`` at the subset's best gain; also gain, deviance, segments."""
         pool, op = self.pool, self.projector
         lam = op.forward(self.values(), pixels).clamp_min(0.0)
-        shifted, k, var = _shifted_counts(pool, pixels, lam.dtype)
+        shifted, k, var = completed_counts(pool, pixels, lam)
         gain = best_gain(lam, shifted, k, var) if fit_gain else 1.0
-        dev = float(data_loss(gain * lam, pool.summed_electrons[pixels], k, pool.read_noise_e))
+        dev = float(data_loss(gain * lam, pool.summed_electrons[pixels], pool.n_frames[pixels].to(lam.dtype),
+                              pool.read_noise_e, censored=pool.censored(pixels)))
         w = self.weights[pixels]
         back = op.adjoint(w * shifted / (gain * lam + var), pixels)
         sens = op.adjoint(w * k, pixels) if need_sensitivity else None

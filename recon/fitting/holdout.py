@@ -69,9 +69,10 @@ def heldout_deviance(field, pool: RayPool, held: torch.Tensor, *, photons_per_at
     pred = predict_pixels(field, pool, held, photons_per_atom=photons_per_atom, step_mm=step_mm, model=model,
                           attenuation=attenuation, projector=projector)
     k = pool.n_frames[held]
-    if not float(k.sum()) > 0:
+    censored = pool.censored(held)
+    if not float(k.sum() + (0 if censored is None else censored[0].sum())) > 0:
         return 0.0
-    return float(data_loss(pred, pool.summed_electrons[held], k, pool.read_noise_e))
+    return float(data_loss(pred, pool.summed_electrons[held], k, pool.read_noise_e, censored=censored))
 
 
 @dataclass

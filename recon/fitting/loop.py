@@ -14,6 +14,7 @@ step; it returns a :class:`FitResult`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -27,7 +28,7 @@ import torch
 from optics.system import System
 from recon.errors import BackendUnavailableError, FitError
 from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint, save_checkpoint
-from recon.fitting.config import FitConfig
+from recon.fitting.config import FitConfig, resolved
 from recon.fitting.data import FitData
 from recon.fitting.holdout import StopRule, heldout_deviance, split_held_out
 from recon.fitting.raypool import (
@@ -46,8 +47,8 @@ from recon.fitting.sensitivity import (
 )
 from recon.fitting.solvers import AdamSolver, EMSolver, NonFiniteStep
 
-__all__ = ["FitInterrupted", "FitResult", "StopOnSignals", "estimate_atoms", "resolve_device", "run_fit",
-           "step_limit"]
+__all__ = ["FIRST_PASS_FACTOR", "FitInterrupted", "FitResult", "StopOnSignals", "estimate_atoms", "pace_line",
+           "resolve_device", "run_fit", "step_limit"]
 
 
 class FitInterrupted(KeyboardInterrupt):
@@ -135,6 +136,30 @@ def step_limit(cfg: FitConfig, n_train: int) -> int:
     return max(1, min(cfg.steps, math.ceil(cfg.max_passes * per_pass)))
 
 
+#: An EM update of the first pass back-projects twice (the subset's sensitivity too): about this
+#: many times a later update (one forward and one adjoint pass, the adjoint the dearer).
+FIRST_PASS_FACTOR = 1.5
+
+
+def pace_line(seconds: float, *, step: int, per_pass: float, steps_left: int, em: bool) -> str:
+    """What a step's time says about the fit's cost: per pass, and at most in all.
+
+    ``seconds``: the time of step ``step`` (not the first, which loads the compiled kernels).
+    """
+    what = "update" if em else "step"
+    later = seconds / FIRST_PASS_FACTOR if em and step <= per_pass else seconds
+    passes = (f"this first pass (with EM's sensitivities) ≈ {_duration(seconds * per_pass)}, later passes ≈ "
+              f"{_duration(later * per_pass)}" if em and step <= per_pass
+              else f"a pass ≈ {_duration(seconds * per_pass)}")
+    return (f"{what} {step}: {seconds:.2f} s; {passes} ({per_pass:.0f} {what}s each); the held-out stop "
+            f"usually ends a fit within a few passes, the step limit in ≤ {_duration(later * steps_left)}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 \
+        else f"{seconds / 3600:.1f} h"
+
+
 @dataclass
 class FitResult:
     """What :func:`run_fit` returns: the fitted field and what the outputs are written from.
@@ -155,6 +180,8 @@ class FitResult:
         refinement: the record of what the refinement changed, else None.
         camera_sensitivity: the fitted per-camera light factors (already in ``pool``'s weights),
             else None (:mod:`recon.fitting.sensitivity`).
+        step_mm: the strata the fit used, mm (``step_mm = 0`` made concrete:
+            :func:`recon.fitting.config.resolved`).
     """
 
     field: torch.nn.Module
@@ -171,6 +198,7 @@ class FitResult:
     refined_system: System | None = None
     refinement: dict | None = None
     camera_sensitivity: CameraSensitivity | None = None
+    step_mm: float = 0.0
 
     @property
     def converged(self) -> bool:
@@ -193,8 +221,12 @@ class _Signals(_OnSignals):
 
 
 def _device_pool(pool: RayPool, device: torch.device) -> RayPool:
-    return RayPool(pool.rays.to(device), pool.offsets.to(device), pool.summed_electrons.to(device),
-                   pool.n_frames.to(device), pool.view_of_pixel.to(device), pool.read_noise_e, pool.samples)
+    return dataclasses.replace(
+        pool, rays=pool.rays.to(device), offsets=pool.offsets.to(device),
+        summed_electrons=pool.summed_electrons.to(device), n_frames=pool.n_frames.to(device),
+        view_of_pixel=pool.view_of_pixel.to(device),
+        **{name: None if getattr(pool, name) is None else getattr(pool, name).to(device)
+           for name in ("censored_frames", "censor_bound", "censor_shift", "censor_var")})
 
 
 def _traced_pool(data: FitData, cfg: FitConfig, pool_cache, log) -> RayPool:
@@ -204,7 +236,7 @@ def _traced_pool(data: FitData, cfg: FitConfig, pool_cache, log) -> RayPool:
     pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed,
                           rays_per_sample=rays_per_sample(data, cfg.defocused_rays), cache_dir=pool_cache,
                           progress=log)
-    usable = pool.n_frames > 0
+    usable = pool.observed_frames > 0
     if not usable.any():
         raise FitError("fit: no usable pixels (all masked or saturated); check the frames with "
                        "`recon inspect`")
@@ -246,11 +278,12 @@ def run_fit(
         ConfigError: a view none of whose pixels sees the box.
         FitInterrupted: SIGINT or SIGTERM, after the checkpoint was written.
     """
+    cfg = resolved(cfg, data)  # step_mm = 0: from the fit's voxel
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     log = progress.log if progress else (lambda text: None)
     pool = _traced_pool(data, cfg, pool_cache, log)
-    usable = (pool.n_frames > 0).nonzero(as_tuple=True)[0]
+    usable = (pool.observed_frames > 0).nonzero(as_tuple=True)[0]
     mean_density = estimate_atoms(data, pool)
     y = data.photons_per_atom or 4 * math.pi
     box = data.system.volume
@@ -327,6 +360,8 @@ def run_fit(
 
     if progress:
         progress.start(max_steps, state.step)
+    first_step = state.step
+    per_pass = cfg.subsets if cfg.em else max(1.0, len(train) / max(cfg.batch_pixels, 1))
     t_start = time.perf_counter() - state.elapsed_s
     try:
         with _Signals() as signals:
@@ -336,6 +371,7 @@ def run_fit(
                     raise FitInterrupted(f"fit stopped at step {state.step}/{max_steps}; checkpoint saved to "
                                          f"{ckpt_path}; run the same command with --resume to continue",
                                          signals.signum)
+                t_step = time.perf_counter()
                 try:
                     done = solver.step(state)
                 except NonFiniteStep as err:  # nothing written: the checkpoint on disk is the last good state
@@ -351,6 +387,9 @@ def run_fit(
                     continue
                 loss, n_rays = done
                 state.step += 1
+                if state.step == first_step + 2:  # say early what the fit will cost
+                    log(pace_line(time.perf_counter() - t_step, step=state.step, per_pass=per_pass,
+                                  steps_left=max_steps - state.step, em=cfg.em))
                 state.rays_rendered += n_rays
                 state.losses.append(loss)
                 if len(held) and (state.step % check_every == 0 or state.step == max_steps):
@@ -372,7 +411,8 @@ def run_fit(
         log(f"final gain (the measured over the predicted light of the {len(train)} training pixels): "
             f"{gain:.5f}")
     result = FitResult(field, pool, state, rule, device, mean_density, y, int(len(held)), max_steps,
-                       final_gain=gain, predicted=predicted, camera_sensitivity=sensitivity)
+                       final_gain=gain, predicted=predicted, camera_sensitivity=sensitivity,
+                       step_mm=cfg.step_mm)
     if cfg.refine:
         result.refined_system, result.refinement, result.pool = solver.refine.finish(data, cfg, log)
         result.predicted = None

@@ -20,6 +20,7 @@ from recon.errors import ConfigError
 from recon.fitting.data import FitData
 from recon.fitting.poolcache import PoolCacheError, load_pool_segments, pool_key, save_pool_segments
 from recon.model.forward import sees_the_box, trace_in_chunks
+from recon.model.loss import Censored
 from recon.model.render import RayBatch
 
 __all__ = ["RayPool", "build_ray_pool", "check_views_reach_the_box", "check_views_see_the_box",
@@ -37,6 +38,11 @@ class RayPool:
         n_frames: (n_pixels,) usable frames per pixel.
         view_of_pixel: (n_pixels,) view index of each pixel.
         read_noise_e: read noise of the (first) camera, e⁻.
+        censored_frames: (n_pixels,) frames clipped at 0 ADU per pixel (censored values,
+            :class:`recon.model.loss.Censored`), or None when there are none.
+        censor_bound: (n_pixels,) float64 k, the largest shifted count of a clipped frame, or None.
+        censor_shift: (n_pixels,) the dark subtraction beyond the offset, e⁻, or None.
+        censor_var: (n_pixels,) one frame's read variance σ_f² (+1e-3), or None.
     """
 
     rays: RayBatch
@@ -46,6 +52,22 @@ class RayPool:
     view_of_pixel: torch.Tensor
     read_noise_e: float
     samples: int
+    censored_frames: torch.Tensor | None = None
+    censor_bound: torch.Tensor | None = None
+    censor_shift: torch.Tensor | None = None
+    censor_var: torch.Tensor | None = None
+
+    @property
+    def observed_frames(self) -> torch.Tensor:
+        """(n_pixels,) usable plus censored frames per pixel: a pixel with any is usable."""
+        return self.n_frames if self.censored_frames is None else self.n_frames + self.censored_frames
+
+    def censored(self, pixels: torch.Tensor) -> Censored | None:
+        """``pixels``' frames clipped at the black level (for :func:`recon.model.loss.data_loss`), or None."""
+        if self.censored_frames is None:
+            return None
+        return Censored(self.censored_frames[pixels], self.censor_bound[pixels], self.censor_shift[pixels],
+                        self.censor_var[pixels])
 
     @property
     def n_pixels(self) -> int:
@@ -134,13 +156,24 @@ def build_ray_pool(
     views and settings were traced before (:mod:`recon.fitting.poolcache`), and written there
     after tracing otherwise; a cache that cannot be read or written is said and ignored.
     """
-    sums, frames, view_ids = [], [], []
+    sums, frames, view_ids, censored, bounds, shifts, variances = [], [], [], [], [], [], []
     for vi, view in enumerate(data.views):
         electrons = view.electrons.reshape(view.electrons.shape[0], -1)
         mask = view.mask.reshape(view.mask.shape[0], -1)
         sums.append((electrons * mask).sum(0))
         frames.append(mask.sum(0))
         view_ids.append(torch.full((electrons.shape[1],), vi, dtype=torch.long))
+        clipped = getattr(view, "censored", None)
+        var = data.system.cameras[view.camera].sensor.read_noise_e ** 2 + 1e-3  # one frame's
+        variances.append(torch.full((electrons.shape[1],), var, dtype=torch.float64))
+        if clipped is None:
+            censored.append(torch.zeros_like(frames[-1]))
+            bounds.append(torch.full((electrons.shape[1],), -1.0, dtype=torch.float64))
+            shifts.append(torch.zeros(electrons.shape[1], dtype=torch.float64))
+        else:
+            censored.append(clipped.reshape(len(mask), -1).sum(0))
+            bounds.append(torch.floor(view.censor_e.reshape(-1).double() + var))
+            shifts.append(view.censor_shift.reshape(-1).double())
     n_pixels = sum(len(v) for v in view_ids)
     say = progress or (lambda text: None)
     segments = None
@@ -167,8 +200,12 @@ def build_ray_pool(
     read_noise = data.read_noise_e
     if read_noise is None:
         read_noise = data.system.cameras[0].sensor.read_noise_e
-    return RayPool(rays, offsets, torch.cat(sums), torch.cat(frames), torch.cat(view_ids), float(read_noise),
+    pool = RayPool(rays, offsets, torch.cat(sums), torch.cat(frames), torch.cat(view_ids), float(read_noise),
                    samples)
+    if any(bool(c.any()) for c in censored):
+        pool = dataclasses.replace(pool, censored_frames=torch.cat(censored), censor_bound=torch.cat(bounds),
+                                   censor_shift=torch.cat(shifts), censor_var=torch.cat(variances))
+    return pool
 
 
 def _trace_segments(data: FitData, samples: int, seed: int, rays_per_sample: Sequence[int] | None,

@@ -26,10 +26,10 @@ from recon.fitting.checkpoint import FitState
 from recon.fitting.config import FitConfig
 from recon.fitting.em import (
     OSEM,
-    START_FLOOR,
     fit_gaussian,
     measured_over_predicted,
     pool_view_directions,
+    start_floor,
     start_grid,
     taper_axes,
 )
@@ -88,11 +88,13 @@ class EMSolver:
         volume_mm3 = float((box.max_mm - box.min_mm).prod())
         gaussian = fit_gaussian(pool, train, box.min_mm.tolist(), box.max_mm.tolist(),
                                 atoms=mean_density * volume_mm3, photons_per_atom=photons_per_atom, seed=seed)
-        grid = start_grid(gaussian, mean_density, field.shape, box.min_mm.tolist(), box.max_mm.tolist(), axes)
+        floor = start_floor(gaussian, box.min_mm.tolist(), box.max_mm.tolist())
+        grid = start_grid(gaussian, mean_density, field.shape, box.min_mm.tolist(), box.max_mm.tolist(), axes,
+                          floor=floor)
         with torch.no_grad():
             field.grid.copy_(grid[None, None])
         sd = ", ".join(f"{1e3 * float(v):.0f}" for v in torch.diagonal(gaussian.cov_mm2).sqrt())
-        return (f"EM start: the data's Gaussian ({gaussian.atoms:.3g} atoms, σ {sd} µm) + {START_FLOOR:.1%} "
+        return (f"EM start: the data's Gaussian ({gaussian.atoms:.3g} atoms, σ {sd} µm) + {100 * floor:.2g}% "
                 "uniform" + (f", tapered to 0 at the {'/'.join('xyz'[a] for a in axes)} faces"
                              if axes else ""))
 
@@ -197,7 +199,7 @@ class AdamSolver:
         pred = render_pixels(self.field, batch, len(pixels), photons_per_atom=self.y, step_mm=cfg.step_mm,
                              model=cfg.model, attenuation=cfg.attenuation, generator=gen)
         loss = data_loss(pred, pool.summed_electrons[pixels], pool.n_frames[pixels], pool.read_noise_e,
-                         kind=cfg.loss)
+                         kind=cfg.loss, censored=pool.censored(pixels))
         if cfg.tv_weight > 0 or cfg.sparsity_weight > 0:
             box = self.box
             pts = (box.min_mm.to(device)

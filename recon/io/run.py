@@ -39,6 +39,17 @@ class RunView:
             variance is σ²(1 + 1/dark_pages).
         frames_path: the file the frames came from.
         dark_path: the file the dark frame came from, or None.
+        censored: (K, h, w) bool, frames clipped at 0 ADU (integer frames of a sensor with an
+            offset > 0): not usable as values, but they say the frame's own signal
+            (photoelectrons plus its read noise, before any dark subtraction) was below
+            ``censor_e``; None when no frame is clipped.
+        censor_e: (h, w) float32, that bound, ``(0.5 − offset) · gain`` (ADU 0 is any analog
+            value below 0.5 ADU), or None.
+        censor_shift: (h, w) float32, what the dark subtraction removes beyond the offset,
+            ``(dark − offset) · gain`` (the frame's electrons are its own signal minus it), or
+            None.
+        dark_clipped: the share of the dark frame's values at 0 ADU (a sensor with an offset):
+            a clipped dark frame's mean overestimates the black level.
     """
 
     name: str
@@ -50,6 +61,10 @@ class RunView:
     dark_pages: int = 0
     frames_path: Path | None = None
     dark_path: Path | None = None
+    censored: torch.Tensor | None = None
+    censor_e: torch.Tensor | None = None
+    censor_shift: torch.Tensor | None = None
+    dark_clipped: float = 0.0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -233,12 +248,14 @@ def load_run(run_dir: str | os.PathLike, sensor: object | None = None) -> Run:
             frames_path, adu = view_pages(v, v.frames, "")
         else:
             frames_path, adu = crop_full(spec.frames, f"view {v.name} (full-sensor frames)", v)
-        dark_path, dark, dark_pages = None, None, 0
+        dark_path, dark, dark_pages, dark_clipped = None, None, 0, 0.0
         if v.dark is not None:
             dark_path, d = view_pages(v, v.dark, "dark ")
         elif spec.dark is not None:
             dark_path, d = crop_full(spec.dark, f"view {v.name} (full-sensor dark)", v)
         if dark_path is not None:
+            if d.dtype.kind in "ui" and sensor_v.offset_adu > 0:
+                dark_clipped = float((d == 0).mean())
             d64 = d.astype(np.float64)
             dark_bad = torch.from_numpy(np.isnan(d64).any(0) | (d64 >= sensor_v.saturation_adu).any(0))
             dark = torch.from_numpy(np.nan_to_num(d64.mean(0), nan=0.0))
@@ -253,10 +270,18 @@ def load_run(run_dir: str | os.PathLike, sensor: object | None = None) -> Run:
             adu_t = adu_t.to(torch.int64)
         electrons, saturated = adu_to_electrons(adu_t, sensor_v, dark)
         mask = torch.isfinite(electrons) & ~saturated
-        if adu.dtype.kind in "ui" and sensor_v.offset_adu > 0:
-            mask &= adu_t != 0  # clipped at the bottom of the ADC range
         if dark_path is not None:
             mask &= ~dark_bad
+        censored, censor_e, censor_shift = None, None, None
+        if adu.dtype.kind in "ui" and sensor_v.offset_adu > 0:
+            clipped = mask & (adu_t == 0)  # clipped at the bottom of the ADC range
+            mask &= ~clipped
+            if bool(clipped.any()):
+                gain = sensor_v.gain_e_per_adu
+                zero, _ = adu_to_electrons(torch.zeros(1, h, w), sensor_v, dark)  # what ADU 0 reads as
+                censored = clipped
+                censor_e = torch.full((h, w), (0.5 - sensor_v.offset_adu) * gain, dtype=torch.float32)
+                censor_shift = (-sensor_v.offset_adu * gain - zero[0]).float()
         if not bool(mask.any()):
             why = "saturated" if bool(saturated.all()) else "saturated, clipped or NaN"
             raise DataError(
@@ -265,7 +290,8 @@ def load_run(run_dir: str | os.PathLike, sensor: object | None = None) -> Run:
             )
         electrons = torch.where(mask, electrons, torch.zeros((), dtype=electrons.dtype))
         views.append(
-            RunView(v.name, v.camera, v.roi, electrons, mask, saturated, dark_pages, frames_path, dark_path)
+            RunView(v.name, v.camera, v.roi, electrons, mask, saturated, dark_pages, frames_path, dark_path,
+                    censored, censor_e, censor_shift, dark_clipped)
         )
     counts = {rv.n_frames for rv in views}
     if len(counts) > 1:

@@ -143,12 +143,12 @@ def simulate_adu(
         generator: random generator on the device of ``expected_e`` (explicit seeds make runs
             reproducible); None uses torch's global generator.
         noise: ``"poisson"``: photon and dark shot noise, Gaussian read noise, rounded and
-            clipped to ``[0, 2^bits − 1]``; returned as ``torch.uint16`` (``bit_depth`` ≤ 16;
-            torch implements few operations on it: use ``.numpy()`` or ``.to(torch.int32)``) or
-            ``torch.int64``. ``"none"``: the expected ADU, ``(e + dark)/gain + offset``, as
-            float32, neither rounded nor clipped (the linear response: a value above
-            ``2^bits − 1`` is kept, and :func:`adu_to_electrons` marks it saturated as it would
-            a measured one).
+            clipped to ``[0, 2^bits − 1]``; returned as ``torch.uint8`` (``bit_depth`` ≤ 8, as
+            8-bit cameras write), ``torch.uint16`` (≤ 16; torch implements few operations on it:
+            use ``.numpy()`` or ``.to(torch.int32)``) or ``torch.int64``. ``"none"``: the
+            expected ADU, ``(e + dark)/gain + offset``, as float32, neither rounded nor clipped
+            (the linear response: a value above ``2^bits − 1`` is kept, and
+            :func:`adu_to_electrons` marks it saturated as it would a measured one).
 
     Returns:
         (...) ADU.
@@ -174,6 +174,8 @@ def simulate_adu(
     read = torch.randn(lam.shape, generator=generator, dtype=torch.float64, device=lam.device)
     adu = torch.round((electrons + spec.read_noise_e * read) / spec.gain_e_per_adu + spec.offset_adu)
     adu = adu.clamp(0.0, float(spec.saturation_adu))
+    if spec.bit_depth <= 8:
+        return adu.to(torch.uint8)
     return adu.to(torch.uint16 if spec.bit_depth <= 16 else torch.int64)
 
 

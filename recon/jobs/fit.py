@@ -31,7 +31,15 @@ from recon.analysis.resolution import load_truth
 from recon.environment import versions
 from recon.errors import ConfigError, DataError, FitError, OutputError
 from recon.fitting.checkpoint import check_resumable
-from recon.fitting.config import FitConfig, check_grid_sizes, config_dict, field_factory, load_fit_config
+from recon.fitting.config import (
+    FitConfig,
+    check_grid_sizes,
+    config_dict,
+    field_factory,
+    load_fit_config,
+    plan_line,
+    resolved,
+)
 from recon.fitting.data import HALF_SEED_OFFSET, FitData, density_grid, fit_data, split_fit_data
 from recon.fitting.loop import FitResult, StopOnSignals, run_fit
 from recon.fitting.outdir import (
@@ -169,6 +177,12 @@ def _combined_pool(results: list[FitResult], how: str) -> RayPool:
     """The ray pool of half 1 with the measured counts of both halves (the whole data)."""
     a, b = results[0].pool, results[1].pool
     frames = a.n_frames + b.n_frames if how == "frames" else a.n_frames
+    if how == "frames" and b.censored_frames is not None:  # the same pixels: the same bounds
+        if a.censored_frames is None:
+            a = dataclasses.replace(a, censored_frames=b.censored_frames, censor_bound=b.censor_bound,
+                                    censor_shift=b.censor_shift, censor_var=b.censor_var)
+        else:
+            a = dataclasses.replace(a, censored_frames=a.censored_frames + b.censored_frames)
     return dataclasses.replace(a, summed_electrons=a.summed_electrons + b.summed_electrons, n_frames=frames,
                                read_noise_e=a.read_noise_e * (math.sqrt(2) if how == "thinning" else 1.0))
 
@@ -269,7 +283,12 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
             if (where / "checkpoint.pt").is_file():
                 check_resumable(where / "checkpoint.pt", job_cfg, job_data)
     try:
+        if progress:
+            progress.log(plan_line(cfg, data))
+        chosen = {"step_mm": resolved(cfg, data).step_mm,
+                  "voxel_size_mm": density_grid(data, cfg.voxel_size_mm)[2][0]}
         atomic_write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name, "command": command,
+                                                 "resolved": chosen,
                                                  "truth": str(truth_path.resolve()) if truth_path else None,
                                                  "split_halves": split_halves, "versions": versions()})
         t0 = time.perf_counter()
@@ -328,7 +347,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         predicted = predict_fit([r.field for r in results], volume, pool,
                                 data.photons_per_atom or 4 * math.pi, model=cfg.model,
                                 attenuation=cfg.attenuation,
-                                step_mm=cfg.step_mm if cfg.em else min(cfg.step_mm, 0.02))
+                                step_mm=_prediction_step(results[0].step_mm, voxel[0], cfg.em))
         done("predicted the views")
     views = residual_stats(data, pool, predicted)
     losses = [sum(v) / len(v) for v in zip(*(s.losses for s in states), strict=True)]
@@ -392,6 +411,15 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     write_report(work, metrics, images)
     finish_out_dir(work, out)
     return metrics
+
+
+def _prediction_step(step_mm: float, voxel_mm: float, em: bool) -> float:
+    """Strata of the predicted views, mm.
+
+    The fit's (EM: its projector's), or for a neural field, whose detail may be finer than its
+    jittered strata, at most the output voxel or 0.02 mm.
+    """
+    return step_mm if em else min(step_mm, max(0.02, voxel_mm))
 
 
 def _convergence(results: list[FitResult]) -> dict:

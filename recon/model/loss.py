@@ -11,16 +11,82 @@ image the sufficient statistic is the sum of the frames, so
     \mathrm{NLL}(λ) = K (λ + σ^2) − \Big(\sum_k e_k + K σ^2\Big)_+ \log(λ + σ^2)
 
 up to a constant. Alternatives: a Gaussian NLL with variance λ + σ² and plain MSE.
+
+**Frames clipped at the black level are censored, not missing.** An ADC reports 0 for every
+analog value below half an ADU, so a clipped frame says only that its own signal (photoelectrons
+plus its read noise, before any dark subtraction) was at most ``c = (0.5 − offset) · gain``: in
+the shifted model, with σ_f the read noise of one frame, ``N ≤ k = ⌊c + σ_f²⌋``. Dropping such
+frames keeps only the background's upper tail, whose mean is biased high (8-bit cameras with a black level of
+2 ADU clip a quarter of their background; a fit of data/mot4 that dropped them filled the box with
+a haze of atoms). Their log-likelihood is ``log P(N ≤ k; μ)`` with ``μ = λ + σ_f²``,
+``P(N ≤ k) = Q(k + 1, μ)`` (the regularised upper incomplete gamma function), and its deviance
+``−2 log Q(k + 1, μ)`` (:func:`censored_deviance`; the saturated model puts μ → 0 and P → 1).
+EM completes them by their expected value ``E[N | N ≤ k] = μ Q(k, μ) / Q(k + 1, μ)``
+(:func:`censored_mean`), the E-step of censored data (Dempster, Laird & Rubin 1977), minus σ_f²
+and what a dark subtraction removed (:class:`Censored`). A frame whose ``k`` is negative (a
+black level far above 0: clipping at 0 cannot happen under the model, so the 0 is a dead pixel)
+is left out.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
-__all__ = ["LOSSES", "data_loss", "tv_regulariser"]
+__all__ = ["LOSSES", "Censored", "censored_deviance", "censored_mean", "data_loss", "tv_regulariser"]
 
 
 LOSSES = ("poisson", "gaussian", "mse")
+
+
+class Censored(NamedTuple):
+    """Frames clipped at the black level of a batch of pixels (all (B,)).
+
+    Attributes:
+        frames: clipped frames per pixel.
+        bound: ``k = ⌊c + σ_f²⌋``, the largest shifted count of a frame's own signal that reads
+            as 0 ADU (c: :attr:`recon.io.run.RunView.censor_e`; σ_f: one frame's read noise);
+            negative where clipping cannot happen under the model (those frames are left out).
+        shift: what the dark subtraction removes beyond the offset, e⁻ (a frame's electrons are
+            its own signal minus it).
+        var: σ_f² of the frame (+1e-3, as the shifted counts).
+    """
+
+    frames: torch.Tensor
+    bound: torch.Tensor
+    shift: torch.Tensor
+    var: torch.Tensor
+
+    def used(self) -> torch.Tensor:
+        """(B,) the clipped frames that count (bound ≥ 0), float64."""
+        return torch.where(self.bound >= 0, self.frames.double(), torch.zeros_like(self.bound))
+
+    def deviance(self, predicted: torch.Tensor) -> torch.Tensor:
+        """(B,) ``−2 log P(N ≤ k; λ + σ_f²)`` per clipped frame at the prediction λ (differentiable)."""
+        return censored_deviance(predicted.double().clamp_min(0.0) + self.var, self.bound.clamp_min(0))
+
+    def electrons(self, predicted: torch.Tensor) -> torch.Tensor:
+        """(B,) a clipped frame's expected photoelectrons (after the dark subtraction) given λ."""
+        mu = predicted.double().clamp_min(0.0) + self.var
+        return censored_mean(mu, self.bound.clamp_min(0)) - self.var - self.shift
+
+
+def _log_cdf(k: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """``log P(N ≤ k)`` for N ~ Poisson(μ), k ≥ 0 (float64; ≥ log 1e-300)."""
+    return torch.log(torch.special.gammaincc(k + 1.0, mu).clamp_min(1e-300))
+
+
+def censored_mean(mu: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``E[N | N ≤ k]`` for N ~ Poisson(μ): ``μ Q(k, μ) / Q(k + 1, μ)`` (0 where k = 0), in [0, k]."""
+    mu, k = mu.double(), k.double()
+    ratio = torch.exp(_log_cdf((k - 1).clamp_min(0), mu) - _log_cdf(k, mu))
+    return torch.where(k > 0, mu * ratio, torch.zeros_like(mu)).clamp(min=0.0).minimum(k.clamp_min(0))
+
+
+def censored_deviance(mu: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``−2 log P(N ≤ k)`` for N ~ Poisson(μ): a censored frame's deviance (differentiable in μ)."""
+    return -2.0 * _log_cdf(k.double(), mu.double())
 
 
 def data_loss(
@@ -30,18 +96,21 @@ def data_loss(
     read_noise_e: float,
     *,
     kind: str = "poisson",
+    censored: Censored | None = None,
 ) -> torch.Tensor:
     """Mean per-pixel negative log-likelihood (or squared error).
 
     Args:
         predicted: (B,) expected photoelectrons per frame λ ≥ 0.
         summed_electrons: (B,) measured photoelectrons summed over the usable frames.
-        n_frames: (B,) number of usable frames of each pixel (≥ 1).
+        n_frames: (B,) number of usable frames of each pixel (0 where every frame is censored).
         read_noise_e: σ, read noise in e⁻ RMS.
         kind: ``"poisson"``, ``"gaussian"`` or ``"mse"``.
+        censored: the pixels' frames clipped at the black level (:class:`Censored`): their
+            deviance ``−2 log P(N ≤ k)`` is added (``poisson`` only; the others leave them out).
 
     Returns:
-        () the loss, normalised per pixel and frame.
+        () the loss, normalised per pixel and (usable or censored) frame.
     """
     var = read_noise_e**2 + 1e-3  # keeps the log finite where λ = 0 and σ = 0
     k = n_frames.to(predicted.dtype)
@@ -50,9 +119,14 @@ def data_loss(
         shifted = (summed_electrons + k * var).clamp_min(0.0)
         nll = k * lam - shifted * torch.log(lam)
         # Subtract the value at the optimum so the loss reads as a deviance (≥ 0, ~1 per pixel).
-        opt = (shifted / k).clamp_min(var * 1e-3)
-        nll = nll - (k * opt - shifted * torch.log(opt))
-        return 2.0 * nll.sum() / k.sum()
+        opt = (shifted / k.clamp_min(1)).clamp_min(var * 1e-3)
+        nll = torch.where(k > 0, nll - (k * opt - shifted * torch.log(opt)), torch.zeros_like(nll))
+        total, count = 2.0 * nll.sum(), k.sum()
+        if censored is not None:
+            frames = censored.used()
+            total = total + (frames * censored.deviance(predicted)).sum().to(total.dtype)
+            count = count + frames.sum().to(count.dtype)
+        return total / count
     mean = summed_electrons / k
     if kind == "gaussian":
         return (((mean - lam + var) ** 2) * k / lam + torch.log(lam)).sum() / k.sum()

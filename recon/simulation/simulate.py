@@ -20,7 +20,14 @@ from recon.model.forward import render_batches, sees_the_box, trace_in_chunks
 from recon.simulation.phantom_file import load_phantom
 from recon.simulation.truth import truth_volume
 
-__all__ = ["check_regions", "expected_views", "simulate_run", "simulation_regions"]
+__all__ = ["TRUTH_VOXELS_MAX", "TRUTH_VOXEL_MM", "check_regions", "expected_views", "simulate_run",
+           "simulation_regions"]
+
+#: truth.tif's automatic voxel, mm (data/run042's) ...
+TRUTH_VOXEL_MM = 0.02
+#: ... coarser where the box would hold more than this many along its longest edge (a ±10 mm box
+#: at 20 µm would be a 1000³ grid of 4 GB).
+TRUTH_VOXELS_MAX = 256
 
 
 def simulation_regions(system: System, camera: int = 0) -> list[ViewRegion]:
@@ -127,8 +134,9 @@ def simulate_run(
     noise: str = "poisson",
     seed: int = 0,
     samples: int = 16, step_mm: float = 0.01,
-    truth_voxel_mm: float = 0.02,
+    truth_voxel_mm: float = 0.0,
     camera_sensitivity: Sequence[float] | None = None,
+    dark_frames: bool = True,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
@@ -138,7 +146,11 @@ def simulate_run(
     views are named by their path, ``direct``, ``r1m01`` …; with several, ``<camera>-<path>``).
     ``camera_sensitivity``: one factor per camera by which its photoelectrons differ from what
     the system file predicts (unequal exposure, aperture, QE or gain that a fit must find); the
-    truth records them. None: all 1.
+    truth records them. None: all 1. ``truth_voxel_mm``: the voxel of truth.tif; 0 chooses
+    :data:`TRUTH_VOXEL_MM`, coarser where the box would hold more than :data:`TRUTH_VOXELS_MAX`
+    along its longest edge. ``dark_frames``: write a dark frame per view (with Poisson noise);
+    False leaves the black level to the sensor's ``offset_adu`` (a camera whose black level
+    clips, such as data/mot4's 8-bit ones, records biased dark frames).
 
     Returns:
         A summary: views, total photoelectrons, in-box atoms of the truth, files.
@@ -155,7 +167,9 @@ def simulate_run(
         raise ConfigError("simulate: --frames, --samples, --photons-per-atom and --step-mm must be positive")
     sane = (("--atoms", atoms, 0.0, 1e15), ("--photons-per-atom", photons_per_atom, None, 1e12),
             ("--step-mm", step_mm, 1e-4, 10.0), ("--frames", frames, None, 10**5),
-            ("--samples", samples, None, 4096), ("truth_voxel_mm", truth_voxel_mm, 1e-3, 10.0))
+            ("--samples", samples, None, 4096))
+    if truth_voxel_mm != 0:  # 0: automatic
+        sane += (("--truth-voxel-mm", truth_voxel_mm, 1e-3, 10.0),)
     for key, value, low, high in sane:
         check_number(value, key, "simulate", low=low, high=high)
     check_seed(seed, "simulate")
@@ -166,6 +180,9 @@ def simulate_run(
     check_writable(out)  # before the rendering, not after
     system_path = Path(system_path)
     system = load_system(system_path)
+    if truth_voxel_mm <= 0:
+        longest = float(system.volume.size_mm.max())
+        truth_voxel_mm = max(TRUTH_VOXEL_MM, float(f"{longest / TRUTH_VOXELS_MAX:.3g}"))
     n_cameras = len(system.cameras)
     factors = [1.0] * n_cameras if camera_sensitivity is None else [float(v) for v in camera_sensitivity]
     if len(factors) != n_cameras or not all(math.isfinite(v) and v > 0 for v in factors):
@@ -199,7 +216,7 @@ def simulate_run(
         shots = torch.stack([simulate_adu(lam, sensor, generator=gen, noise=noise) for _ in range(frames)])
         files[f"views/{name}.tif"] = shots.numpy()
         view = {"name": name, "camera": cam, "roi": list(reg.roi), "frames": f"views/{name}.tif"}
-        if noise == "poisson":
+        if noise == "poisson" and dark_frames:
             dark = simulate_adu(torch.zeros_like(lam), sensor, generator=gen, noise=noise)
             files[f"views/{name}_dark.tif"] = dark.numpy()[None]
             view["dark"] = f"views/{name}_dark.tif"

@@ -63,7 +63,8 @@ def test_defaults_validate_and_are_what_the_docs_say():
     ("samples_per_step", -1, "in 0 … pool_samples"),
     ("defocused_rays", 0, "≥ 1 and ≤ 64"),
     ("defocused_rays", 65, "≥ 1 and ≤ 64"),
-    ("step_mm", 0.0, "> 0"),
+    ("step_mm", -0.01, "≥ 0 (0 = automatic)"),
+    ("step_mm", 1e-5, "1e-4 … 10 mm"),
     ("step_mm", 20.0, "1e-4 … 10"),
     ("lr", -1e-3, "> 0"),
     ("loss", "l1", "poisson"),
@@ -300,3 +301,32 @@ def test_the_example_file_in_data_holds_every_key_at_its_default():
     path = Path(__file__).resolve().parents[3] / "data" / "fit_defaults.toml"
     assert set(read_toml(path, "fit config")) == {f.name for f in fields(FitConfig)}
     assert load_fit_config(path) == FitConfig()
+
+
+def test_automatic_voxels_and_strata_scale_with_the_box(tiny_run):
+    """The defaults of data/run042 hold for a box of its size, and a box many times the cloud gets a
+    grid and strata it can afford (256 voxels along the longest edge; strata of 1.6 voxels)."""
+    import dataclasses
+
+    from optics.system import Box
+    from recon.fitting.config import auto_step_mm, fit_voxel_mm, plan_line, resolved
+    from recon.fitting.data import auto_voxel_mm, density_grid, load_fit_data, object_pixel_mm
+
+    data, _, _ = load_fit_data(Path(tiny_run))
+    assert object_pixel_mm(data) == 0.0175 and auto_voxel_mm(data) == 0.0175  # the tiny box: ±1.2 mm
+    cfg = FitConfig()
+    assert cfg.step_mm == 0 and fit_voxel_mm(cfg, data) == pytest.approx(2.4 / 128)
+    assert auto_step_mm(cfg, data) == 0.03 and resolved(cfg, data).step_mm == 0.03  # run042's strata
+    assert resolved(FitConfig(step_mm=0.05), data).step_mm == 0.05  # a given stratum is kept
+    assert "strata 0.03 mm (automatic" in plan_line(cfg, data) and "object pixel" not in plan_line(cfg, data)
+
+    system = data.system
+    big = dataclasses.replace(data, system=dataclasses.replace(system, volume=Box(
+        system.volume.min_mm * 12.5, system.volume.max_mm * 12.5)))  # ±15 mm
+    assert auto_voxel_mm(big) == pytest.approx(0.117) and density_grid(big, 0.0)[0] == (256, 256, 256)
+    assert auto_step_mm(cfg, big) == pytest.approx(0.375)  # 1.6 × 30 mm / 128
+    hashgrid = FitConfig(field="hashgrid")
+    assert auto_step_mm(hashgrid, big) == pytest.approx(0.187)  # 1.6 × the output voxel, 3 digits
+    line = plan_line(cfg, big)
+    assert "256×256×256 of 117 µm" in line and "would make 1714 along the box's longest edge" in line
+    assert density_grid(big, 0.05)[0] == (600, 600, 600)  # a voxel that is given is kept

@@ -85,6 +85,32 @@ def test_masks_saturation_nan_clipping_and_bad_dark(tmp_path):
     assert d.electrons[0, 0, 0] == 0 and torch.isfinite(d.electrons).all()
     assert d.saturated[1, 1, 1] and int(d.saturated.sum()) == 1
     assert not m.mask[0, 2, 2] and not m.mask[:, 3, 3].any() and int((~m.mask).sum()) == 4
+    # the clipped value is censored, not lost: below 0.5 ADU of the frame's own signal; the dark
+    # subtraction's excess over the offset (dark 100 = the offset here) is 0
+    assert m.censored is not None and bool(m.censored[:, 2, 2].all()) and int(m.censored.sum()) == 2
+    assert torch.equal(m.censor_e, torch.full((10, 12), (0.5 - 100.0) * 2.0))
+    assert float(m.censor_shift[2, 2]) == 0.0 and m.dark_clipped == 0.0
+    assert d.censored is None and d.censor_e is None  # float frames never clip
+
+
+def test_a_dark_frame_clipped_at_0_is_said_and_shifts_the_censored_bound(tmp_path):
+    from recon.analysis.inspect import view_stats
+
+    frames = np.full((1, 10, 12), 5, np.uint8)
+    frames[0, 0, :4] = 0
+    dark = np.full((1, 10, 12), 3, np.uint8)
+    dark[0, 5, :3] = 0  # a clipping camera's dark frame
+    spec = RunSpec("s.toml", (ViewSpec("m1", 0, ROIS["m1"]),))
+    out = write_run(tmp_path / "r", spec, frames={"m1": frames}, darks={"m1": dark})
+    eight = SensorSpec(gain_e_per_adu=1.5, offset_adu=2.0, bit_depth=8, read_noise_e=2.0, width_px=64,
+                       height_px=48)
+    view = load_run(out, eight).view("m1")
+    assert int(view.censored.sum()) == 4 and view.dark_clipped == pytest.approx(3 / 120)
+    assert torch.equal(view.censor_e, torch.full((10, 12), (0.5 - 2.0) * 1.5))
+    assert float(view.censor_shift[1, 1]) == pytest.approx((3 - 2.0) * 1.5)  # (dark − offset) · gain
+    assert float(view.censor_shift[5, 0]) == pytest.approx((0 - 2.0) * 1.5)
+    warnings = view_stats(view, eight).warnings
+    assert any("dark frame is clipped at 0 ADU in 2%" in w and "offset_adu" in w for w in warnings)
 
 
 def test_truncated_frames(run_dir):
@@ -155,3 +181,16 @@ def test_the_sample_run_loads():
     run = load_run(run042, sensor)
     assert len(run.views) == 15 and run.views[0].name == "direct" and run.photons_per_atom == 200.0
     assert all(v.mask.all() for v in run.views) and run.truth_volume.is_file()
+
+
+def test_the_four_camera_sample_loads_with_its_clipped_frames_censored():
+    """data/mot4: four 8-bit cameras, no dark frames, a quarter of each view clipped at 0 ADU."""
+    root = Path(__file__).resolve().parents[3]
+    run = load_run(root / "data" / "mot4")
+    assert [v.camera for v in run.views] == [0, 1, 2, 3] and len(run.system.windows) == 4
+    for view in run.views:
+        assert view.dark_path is None and view.censored is not None
+        clipped = float(view.censored.float().mean())
+        assert 0.2 < clipped < 0.32, (view.name, clipped)
+        assert torch.equal(view.censor_e, torch.full(view.shape, (0.5 - 2.0) * 1.0))
+        assert not bool((view.mask & view.censored).any())  # a clipped frame is not a value

@@ -44,6 +44,8 @@ def test_saturation_clipping_and_dtype():
     low = simulate_adu(torch.zeros(10000), SensorSpec(1.0, 0.0, 12, 5.0), generator=g)
     low = low.to(torch.int32)  # torch implements few operations on uint16
     assert int(low.min()) == 0 and (low == 0).float().mean() > 0.4
+    eight = simulate_adu(torch.tensor([1e6, 0.0, 100.0]), SensorSpec(1.0, 2.0, 8, 2.5), generator=g)
+    assert eight.dtype == torch.uint8 and int(eight[0]) == 255  # 8-bit cameras write bytes
     deep = simulate_adu(torch.full((4,), 1e7), SensorSpec(1.0, 0.0, 20, 1.0), generator=g)
     assert deep.dtype == torch.int64 and int(deep.max()) == 2**20 - 1
 

@@ -50,6 +50,9 @@ def test_settings_come_from_options_then_toml_then_the_resumed_fit_then_defaults
     assert made[0].cfg == cfg  # the progress display is built from the resolved settings
     written = json.loads((tmp_path / "fits" / "run" / "config.json").read_text())
     assert written["fit"]["steps"] == 4 and written["fit"]["lr"] == 0.02
+    assert written["resolved"] == {"step_mm": 0.05, "voxel_size_mm": first.metrics["voxel_size_mm"]}
+    assert any(line.startswith("plan: ") and "strata 0.05 mm" in line for line in made[0].lines)
+    assert any(line.startswith("step 2: ") and "a pass ≈" in line for line in made[0].lines)
     assert written["truth"] == str((micro["run"] / "truth.tif").resolve())  # for `recon fsc OUT/`
     assert first.metrics == json.loads((tmp_path / "fits" / "run" / "metrics.json").read_text())
     assert first.metrics["steps"] == 4

@@ -301,3 +301,13 @@ def test_every_camera_records_its_views_scaled_by_its_sensitivity(three_camera_r
     a, b = load_run(tmp_path / "plain"), load_run(tmp_path / "scaled")
     for va, vb, factor in zip(a.views, b.views, THREE_CAMERA_SENSITIVITY, strict=True):
         torch.testing.assert_close(vb.electrons, va.electrons * factor, rtol=1e-5, atol=1e-3)
+
+
+def test_the_automatic_truth_voxel_is_20_um_in_a_small_box(micro_file, tmp_path):
+    from recon.simulation.simulate import TRUTH_VOXEL_MM
+
+    _simulate(micro_file, tmp_path / "run", truth_voxel_mm=0.0)
+    truth = read_volume(tmp_path / "run" / "truth.tif")
+    assert truth.voxel_size_mm == pytest.approx((TRUTH_VOXEL_MM,) * 3)  # the micro box: 1.2 mm
+    with pytest.raises(ConfigError, match="--truth-voxel-mm"):
+        _simulate(micro_file, tmp_path / "bad", truth_voxel_mm=-0.1)
