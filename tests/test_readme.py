@@ -79,6 +79,27 @@ def _quoted_numbers() -> list[str]:
         quoted.append(f"| {fields[r['kind']]} | {part} | {r['threads']} | "
                       f"{m['fwd_bwd_samples_per_s_median']:.2f} / {m['fwd_bwd_samples_per_s_best']:.2f} | "
                       f"{m['fwd_bwd_samples_per_cpu_s']:.2f} | {m['fwd_samples_per_s_median']:.2f} |")
+    mot = _json("mot_4cam.json")["summary"]
+    d, f = mot["default"], mot["fixed"]
+
+    def pct(s: dict) -> str:
+        return f"{_signed(100 * s['mean'], '.2f')} ± {100 * s['sd']:.2f} %"
+
+    quoted += [
+        f"| atoms | {pct(d['atoms_error'])} | {pct(f['atoms_error'])} |",
+        f"| largest width error | {100 * d['worst_width_error']['mean']:.1f} ± "
+        f"{100 * d['worst_width_error']['sd']:.1f} % | {100 * f['worst_width_error']['mean']:.1f} ± "
+        f"{100 * f['worst_width_error']['sd']:.1f} % |",
+        f"| largest centroid error | {d['worst_centroid_error_um']['mean']:.0f} ± "
+        f"{d['worst_centroid_error_um']['sd']:.0f} µm | {f['worst_centroid_error_um']['mean']:.0f} ± "
+        f"{f['worst_centroid_error_um']['sd']:.0f} µm |",
+        f"| camera factors, largest error | {100 * d['worst_factor_error']['max']:.1f} % |",
+        f"| FSC 0.5 against the truth | {d['fsc05_um']['mean']:.0f} ± {d['fsc05_um']['sd']:.0f} µm | "
+        f"{f['fsc05_um']['mean']:.0f} ± {f['fsc05_um']['sd']:.0f} µm |",
+        f"| atoms next to the faces | {100 * d['atoms_near_faces']['mean']:.2f} % | "
+        f"{100 * f['atoms_near_faces']['mean']:.2f} % |",
+        f"{d['wall_s']['mean']:.0f} s a fit and {d['peak_memory_mb']['mean'] / 1000:.1f} GB",
+    ]
     names = {"osem": "OSEM (default)", "block64": "block64", "power1.5": "ω = 1.5", "power2": "ω = 2"}
     for row in _json("em_acceleration.json")["summary"]:
         u, dev, dfsc = row["updates"], row["best_deviance_minus_osem"], row["fsc05_um_minus_osem"]

@@ -112,7 +112,7 @@ def _shifted_counts(pool: RayPool, pixels: torch.Tensor, dtype: torch.dtype):
 
 
 def completed_counts(pool: RayPool, pixels: torch.Tensor, lam: torch.Tensor):
-    """:func:`_shifted_counts` with each censored frame completed by ``E[N | N ≤ k; λ + σ²]``.
+    """:func:`_shifted_counts` with each censored frame completed by ``E[N | N ≤ k; λ + σ_f²]``.
 
     The E-step of censored data (:mod:`recon.model.loss`): the shifted counts and frames of
     ``pixels`` as if every frame clipped at the black level had been read, at the prediction
