@@ -48,7 +48,7 @@ class ViewStats:
         max_e: largest value, e⁻.
         mean_e: mean value, e⁻.
         saturated_fraction: fraction of pixels (all shots) at the top of the ADC range.
-        masked_fraction: fraction of pixels not usable (saturated, clipped, NaN, bad dark).
+        masked_fraction: fraction of pixels not usable (saturated, NaN, bad dark).
         background_e: background per pixel, e⁻: median of the usable pixels in a border of
             width ``max(1, min(h, w) // 16)``.
         signal_e: signal above the background summed over the view, e⁻ per shot.
@@ -56,6 +56,8 @@ class ViewStats:
             per shot, with σ²_eff the read variance times ``1 + 1/dark_pages``; NaN when the
             noise is 0.
         warnings: short remarks on problems (saturation, low SNR, many masked pixels).
+        clipped_fraction: fraction of pixels clipped at 0 ADU (censored values: the fit counts
+            them as "below half an ADU", :mod:`recon.model.loss`).
     """
 
     name: str
@@ -71,6 +73,7 @@ class ViewStats:
     signal_e: float
     snr: float
     warnings: tuple[str, ...] = ()
+    clipped_fraction: float = 0.0
 
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
@@ -142,6 +145,7 @@ def view_stats(view: RunView, sensor: object) -> ViewStats:
         signal,
         snr,
         tuple(warnings),
+        censored,
     )
 
 

@@ -34,6 +34,7 @@ def format_table(stats: Sequence[ViewStats], *, title: str | None = None):
         ("SNR", "right"),
         ("sat.", "right"),
         ("masked", "right"),
+        ("clipped", "right"),
         ("notes", "left"),
     ):
         table.add_column(col, justify=justify)
@@ -53,6 +54,7 @@ def format_table(stats: Sequence[ViewStats], *, title: str | None = None):
             f"{s.snr:.1f}",
             f"{s.saturated_fraction:.2%}",
             f"{s.masked_fraction:.2%}",
+            f"{s.clipped_fraction:.2%}",
             "; ".join(s.warnings),
             style=style,
         )

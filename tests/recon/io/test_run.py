@@ -185,6 +185,8 @@ def test_the_sample_run_loads():
 
 def test_the_four_camera_sample_loads_with_its_clipped_frames_censored():
     """data/mot4: four 8-bit cameras, no dark frames, a quarter of each view clipped at 0 ADU."""
+    from recon.analysis.inspect import view_stats
+
     root = Path(__file__).resolve().parents[3]
     run = load_run(root / "data" / "mot4")
     assert [v.camera for v in run.views] == [0, 1, 2, 3] and len(run.system.windows) == 4
@@ -194,3 +196,6 @@ def test_the_four_camera_sample_loads_with_its_clipped_frames_censored():
         assert 0.2 < clipped < 0.32, (view.name, clipped)
         assert torch.equal(view.censor_e, torch.full(view.shape, (0.5 - 2.0) * 1.0))
         assert not bool((view.mask & view.censored).any())  # a clipped frame is not a value
+        stats = view_stats(view, run.sensors[view.camera])
+        assert stats.clipped_fraction == pytest.approx(clipped) and stats.masked_fraction == 0.0
+        assert not stats.warnings  # clipped values are censored, not lost: nothing to warn about
