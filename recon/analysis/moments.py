@@ -9,7 +9,7 @@ import numpy as np
 from recon.io.volume import Volume
 
 __all__ = ["FACE_LAYER", "FACE_WARNING_FRACTION", "cloud_metrics", "cloud_moments", "face_fraction",
-           "face_warning"]
+           "face_warning", "truth_errors"]
 
 # The layer along each face that :func:`face_fraction` counts: this share of the box's extent
 # along the face's axis, at least two voxels.
@@ -41,6 +41,22 @@ def cloud_metrics(volume: Volume) -> dict:
     """Total atom number, centroid and widths of a density volume."""
     m = cloud_moments(volume.data, volume.origin_mm, volume.voxel_size_mm)
     return {"atoms": m["total"], "centroid_mm": m["centroid_mm"], "width_mm": m["width_mm"]}
+
+
+def truth_errors(fit: dict, truth: dict) -> dict:
+    """A fit's atoms, centroid and widths (:func:`cloud_metrics`) against the truth's.
+
+    Returns: ``truth`` (its atoms, centroid, widths), ``atoms_error`` and ``width_error``
+    (relative: fit / truth − 1) and ``centroid_error_um`` (fit − truth, µm).
+    """
+    def rel(a: float, b: float) -> float:
+        return a / b - 1 if b else math.nan
+
+    return {"truth": {k: truth[k] for k in ("atoms", "centroid_mm", "width_mm")},
+            "atoms_error": rel(fit["atoms"], truth["atoms"]),
+            "centroid_error_um": [1e3 * (a - b) for a, b in zip(fit["centroid_mm"], truth["centroid_mm"],
+                                                                 strict=True)],
+            "width_error": [rel(a, b) for a, b in zip(fit["width_mm"], truth["width_mm"], strict=True)]}
 
 
 def face_fraction(volume: Volume, layer: float = FACE_LAYER) -> float:

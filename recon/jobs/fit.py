@@ -26,7 +26,7 @@ from optics.atomic import atomic_write_json
 from optics.camera import rois_overlap
 from optics.system import System, save_system
 from recon.analysis.inspect import fit_blockers, inspect_run
-from recon.analysis.moments import cloud_metrics, face_fraction, face_warning
+from recon.analysis.moments import cloud_metrics, face_fraction, face_warning, truth_errors
 from recon.analysis.resolution import load_truth
 from recon.environment import versions
 from recon.errors import ConfigError, DataError, FitError, OutputError
@@ -354,7 +354,9 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     images = write_renders(work, data, pool, predicted, volume, losses)
     done(f"wrote renders/ ({len(images)} pictures)")
     if truth_path is not None:
-        extra["fsc_truth"] = _fsc_metrics(fsc_truth(volume, truth_path, work))
+        truth = load_truth(truth_path, where="fit")
+        extra["fsc_truth"] = _fsc_metrics(fsc_truth(volume, truth, work))
+        extra["against_truth"] = truth_errors(cloud_metrics(volume), cloud_metrics(truth))
         done("wrote fsc-truth/")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if device.type == "cuda":

@@ -12,7 +12,7 @@ from optics.atomic import atomic_write_text
 from recon.analysis.resolution import COMPARISONS
 from recon.fitting.config import FitConfig
 from recon.fitting.outdir import read_config_json
-from recon.reporting.summary import format_um, sensitivity_text, total_label
+from recon.reporting.summary import UNDEFINED_NOTE, format_um, sensitivity_text, total_label, truth_text
 
 __all__ = ["figure_html", "fsc_sections", "refresh_report", "settings_rows", "summary_rows", "write_report"]
 
@@ -35,6 +35,7 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
         ("atoms", total_label(metrics), lambda v: f"{v:.4g}"),
         ("centroid_mm", "centroid x, y, z", _um),
         ("width_mm", "width σ x, y, z", _um),
+        ("against_truth", "against the truth (fit − truth)", truth_text),
         ("camera_sensitivity", "camera sensitivity (fitted, relative)", sensitivity_text),
         ("atoms_near_faces", "atoms next to the box's faces", lambda v: f"{v:.2%}"),
         ("final_loss", "final loss (deviance per pixel)", lambda v: f"{v:.4g}"),
@@ -146,8 +147,10 @@ def fsc_sections(out_dir: Path) -> list[str]:
                                                 f"{format_um(d['worst_resolution_um'])}"),
                      ("sphericity", f"{d['sphericity']:.3f}")]
         table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        undefined = any("—" in str(v) for _, v in rows)
+        note = f"<p>{html.escape(UNDEFINED_NOTE)}</p>" if undefined else ""
         img = figure_html(png_path, f"{sub}/fsc.png") if png_path.is_file() else ""
-        sections.append(f"<h2>Resolution {html.escape(title)} (FSC)</h2><table>{table}</table>{img}")
+        sections.append(f"<h2>Resolution {html.escape(title)} (FSC)</h2><table>{table}</table>{note}{img}")
     return sections
 
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["convergence_line", "format_um", "sensitivity_text", "summary_line", "summary_lines",
-           "total_label"]
+__all__ = ["UNDEFINED_NOTE", "convergence_line", "format_um", "sensitivity_text", "summary_line",
+           "summary_lines", "total_label", "truth_text"]
+
+
+#: What a "—" in a resolution means (the report and the summary line say it where one shows).
+UNDEFINED_NOTE = ("— : the curve is below the threshold from its lowest frequency on, so no resolution is "
+                  "defined there: the maps share no structure finer than the box at that threshold (a "
+                  "smooth cloud holds little power beyond its size, or the maps differ)")
 
 
 def summary_lines(metrics: dict) -> list[str]:
@@ -24,6 +30,8 @@ def summary_lines(metrics: dict) -> list[str]:
     ]
     if "convergence" in metrics:
         lines.append(convergence_line(metrics))
+    if metrics.get("against_truth"):
+        lines.append("against the truth: " + truth_text(metrics["against_truth"]))
     if metrics.get("camera_sensitivity"):
         lines.append("camera sensitivity (fitted, relative to the system file): "
                      + sensitivity_text(metrics["camera_sensitivity"]))
@@ -37,7 +45,19 @@ def summary_lines(metrics: dict) -> list[str]:
             if f["resolution_xyz_um"]:
                 line += f"; x/y/z {' / '.join(format_um(v) for v in f['resolution_xyz_um'])}"
             lines.append(line)
+            if "—" in line:
+                lines.append(UNDEFINED_NOTE)
     return lines
+
+
+def truth_text(against: dict) -> str:
+    """metrics.json's ``against_truth`` in one line: the atoms', centroid's and widths' errors."""
+    def signed(v, spec):
+        return "—" if v is None or v != v else format(v, "+" + spec).replace("-", "−")
+
+    return (f"atoms {signed(100 * against['atoms_error'], '.2f')} %, centroid "
+            f"{', '.join(signed(v, '.1f') for v in against['centroid_error_um'])} µm, widths "
+            f"{', '.join(signed(100 * v, '.1f') for v in against['width_error'])} %")
 
 
 def sensitivity_text(entries: list) -> str:

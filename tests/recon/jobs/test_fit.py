@@ -56,6 +56,9 @@ def test_settings_come_from_options_then_toml_then_the_resumed_fit_then_defaults
     assert written["truth"] == str((micro["run"] / "truth.tif").resolve())  # for `recon fsc OUT/`
     assert first.metrics == json.loads((tmp_path / "fits" / "run" / "metrics.json").read_text())
     assert first.metrics["steps"] == 4
+    against = first.metrics["against_truth"]  # the run has a truth: the fit's errors against it
+    assert set(against) == {"truth", "atoms_error", "centroid_error_um", "width_error"}
+    assert against["atoms_error"] == pytest.approx(first.metrics["atoms"] / against["truth"]["atoms"] - 1)
     # the outputs are said one by one as they are written, and their time is in metrics.json
     outputs = [line for line in made[0].lines if line.startswith(("wrote ", "predicted "))]
     assert [line.split(" (")[0] for line in outputs] == ["wrote density.tif", "predicted the views",

@@ -156,6 +156,10 @@ def test_fsc_sections_of_truth_and_halves_in_that_order(tmp_path):
     assert rows["along x / y / z (cones ±20°)"] == "80 µm / — / 150.5 µm"
     assert rows["best / worst direction"] == "80 µm / 150.5 µm" and rows["sphericity"] == "0.532"
     assert "<figcaption>fsc-halves/fsc.png</figcaption>" in halves
+    from recon.reporting.summary import UNDEFINED_NOTE  # every "—" is explained below its table
+
+    assert halves.count("<p>— : the curve is below the threshold") == 1 and truth.count("<p>— :") == 1
+    assert html.escape(UNDEFINED_NOTE) in halves
 
 
 def test_fsc_sections_need_the_json(tmp_path):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from recon.reporting.summary import format_um, summary_line, summary_lines
+from recon.reporting.summary import UNDEFINED_NOTE, format_um, summary_line, summary_lines
 
 
 def _report(**changes):
@@ -95,10 +95,11 @@ def test_summary_lines_with_fsc_truth_and_split_halves():
               "fsc": _fsc(threshold="0.143", resolution_um=50.0, resolution_interpolated_um=47.5,
                           reached_nyquist=True, nyquist_um=50.0, resolution_xyz_um=[50.0, 55.5, None])}
     lines = summary_lines(_metrics(fsc_truth=_fsc(), split_halves=halves))
-    assert len(lines) == 4
+    assert len(lines) == 5
     assert lines[2] == "resolution against the truth (FSC 0.5): 100 µm, interpolated 93.21 µm"
     assert lines[3] == ("resolution between the split halves (FSC 0.143): 50 µm, interpolated 47.5 µm "
                         "(reached Nyquist, 50 µm); x/y/z 50 µm / 55.5 µm / —")
+    assert lines[4] == UNDEFINED_NOTE  # a "—" is explained where it shows
 
 
 def test_summary_lines_only_the_comparisons_present():
@@ -126,3 +127,19 @@ def test_the_convergence_line_says_where_the_held_out_pixels_stopped_the_fit():
     halves = {**_metrics(), "convergence": [_check(), _check(converged=False, stopped_by="steps")]}
     line = summary_lines(halves)[-1]
     assert line.startswith("half 1: converged") and " | half 2: NOT converged" in line
+
+
+def test_the_fit_against_its_truth_is_one_line_of_signed_errors():
+    from recon.analysis.moments import truth_errors
+    from recon.reporting.summary import truth_text
+
+    fit = {"atoms": 1010.0, "centroid_mm": [0.0032, -0.001, 0.0], "width_mm": [0.505, 0.396, 0.3]}
+    truth = {"atoms": 1000.0, "centroid_mm": [0.0, 0.0, 0.0], "width_mm": [0.5, 0.4, 0.3]}
+    against = truth_errors(fit, truth)
+    assert against["atoms_error"] == pytest.approx(0.01) and against["truth"] == truth
+    assert against["centroid_error_um"] == pytest.approx([3.2, -1.0, 0.0])
+    assert against["width_error"] == pytest.approx([0.01, -0.01, 0.0])
+    text = truth_text(against)
+    assert text == "atoms +1.00 %, centroid +3.2, −1.0, +0.0 µm, widths +1.0, −1.0, +0.0 %"
+    assert "against the truth: " + text in summary_lines(_metrics(against_truth=against))
+    assert not any(line.startswith("against") for line in summary_lines(_metrics()))
