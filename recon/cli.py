@@ -476,6 +476,24 @@ def mesh(
         typer.echo(f"wrote {outcome.written[2]} and {outcome.written[3]}")
 
 
+@app.command()
+@_user_errors
+def render(
+    source: Annotated[Path, typer.Argument(help="Fit output directory or density TIFF.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Directory for the pictures. \\[default: OUT/renders/, or <volume>-renders/]")] = None,
+    frames: Annotated[int, typer.Option(help="Turntable frames (0: none).")] = 24,
+    axis: Annotated[str, typer.Option(help="Turntable axis: x, y or z.")] = "z",
+    overwrite: Annotated[bool, typer.Option(help="Replace existing pictures.")] = False,
+) -> None:
+    """Draw a density: maximum-intensity projections and a turntable (PNG frames and a GIF), in mm."""
+    from recon.jobs.render import render as draw
+
+    outcome = draw(source, out, frames=frames, axis=axis, overwrite=overwrite)
+    typer.echo(f"wrote {outcome.mip}" + (f", {len(outcome.frames)} turntable frames and {outcome.animation}"
+                                         if outcome.animation else ""))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

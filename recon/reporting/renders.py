@@ -13,7 +13,7 @@ from recon.fitting.data import FitData
 from recon.fitting.raypool import RayPool
 from recon.io.volume import Volume
 
-__all__ = ["colour_top", "scale_bar_mm", "write_renders"]
+__all__ = ["colour_top", "scale_bar_mm", "write_mip", "write_renders", "write_turntable"]
 
 
 def _png(fig, path: Path) -> None:
@@ -114,6 +114,28 @@ def write_renders(
         _png(fig, path)
         written.append(path)
     plt.close(fig)
+    written.append(write_mip(volume, renders / "mip.png"))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (deviance per pixel)")
+    ax.set_yscale("log")
+    ax.set_title("loss")
+    fig.tight_layout()
+    path = renders / "loss.png"
+    _png(fig, path)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def write_mip(volume: Volume, path: Path) -> Path:
+    """Maximum-intensity projections along z, y and x, labelled in mm (PNG); returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     (x_lo, y_lo, z_lo) = volume.origin_mm
     nz, ny, nx = volume.shape
@@ -130,19 +152,42 @@ def write_renders(
         ax.set_ylabel(f"{labels[1]} (mm)")
     fig.suptitle(f"maximum-intensity projections ({volume.unit})")
     fig.tight_layout()
-    path = renders / "mip.png"
     _png(fig, path)
     plt.close(fig)
-    written.append(path)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (deviance per pixel)")
-    ax.set_yscale("log")
-    ax.set_title("loss")
-    fig.tight_layout()
-    path = renders / "loss.png"
-    _png(fig, path)
+    return path
+
+
+def write_turntable(frames, unit: str, directory: Path, axis: str = "z") -> tuple[list[Path], Path]:
+    """The frames of :func:`recon.analysis.turntable.turntable` as PNGs and one looping GIF.
+
+    One colour scale for every frame (the largest value of all), axes in mm, the angle in each
+    title. Returns the PNG paths and the GIF's.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    top = max(float(f.image.max()) for f in frames) or 1.0
+    fig, ax = plt.subplots(figsize=(5, 5))
+    im = ax.imshow(frames[0].image, cmap="magma", vmin=0, vmax=top, extent=frames[0].extent_mm)
+    fig.colorbar(im, ax=ax, fraction=0.046, label=unit)
+    ax.set_xlabel("across the view (mm)")
+    ax.set_ylabel(f"{axis} (mm)")
+    title = ax.set_title("")
+    pngs, pictures = [], []
+    for k, frame in enumerate(frames):
+        im.set_data(frame.image)
+        title.set_text(f"maximum intensity, {frame.angle_deg:.0f}° about {axis}")
+        path = directory / f"frame_{k:03d}.png"
+        _png(fig, path)
+        pngs.append(path)
+        with Image.open(path) as picture:
+            pictures.append(picture.convert("P", palette=Image.Palette.ADAPTIVE))
     plt.close(fig)
-    written.append(path)
-    return written
+    gif = directory.parent / "turntable.gif"
+    with atomic_path(gif) as tmp:
+        pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=120, loop=0)
+    return pngs, gif

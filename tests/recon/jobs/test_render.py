@@ -1,0 +1,51 @@
+"""`recon render`: projections and a turntable of a volume, and its refusals."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from recon.cli import app
+from recon.errors import ConfigError
+from recon.io.volume import Volume, write_volume
+from recon.jobs.render import render
+from tests.recon.analysis.test_turntable import _blob
+
+
+@pytest.fixture
+def density(tmp_path):
+    fit = tmp_path / "fit"
+    fit.mkdir()
+    write_volume(fit / "density.tif", _blob())
+    return fit
+
+
+def test_a_fit_directory_gets_projections_and_a_looping_turntable(density):
+    (density / "renders").mkdir()
+    (density / "renders" / "mip.png").write_bytes(b"the fit's")  # a fit writes its projections
+    outcome = render(density, frames=6)
+    assert outcome.mip == density / "renders" / "mip.png" and outcome.mip.stat().st_size > 1000
+    assert [p.name for p in outcome.frames] == [f"frame_{k:03d}.png" for k in range(6)]
+    with Image.open(outcome.animation) as gif:
+        assert gif.format == "GIF" and gif.n_frames == 6 and gif.info.get("loop") == 0
+    with pytest.raises(ConfigError, match="already holds renders; pass --overwrite"):
+        render(density, frames=6)
+    again = render(density, frames=0, overwrite=True)
+    assert again.animation is None and again.frames == ()
+
+
+def test_a_volume_file_renders_beside_itself_and_bad_requests_are_one_line(density, tmp_path):
+    outcome = render(density / "density.tif", frames=2, axis="x")
+    assert outcome.mip.parent == density / "density-renders"
+    runner = CliRunner()
+    for args, needle in ((["--frames", "-1"], "--frames must be in 0 … 720"), (["--axis", "q"], "--axis"),
+                         ([], None)):
+        res = runner.invoke(app, ["render", str(tmp_path / "nothing"), *args])
+        assert res.exit_code == 2 and "\n" not in res.output.strip()
+        assert needle is None or needle in res.output or "does not exist" in res.output
+    res = runner.invoke(app, ["render", str(density), "--frames", "3", "--out", str(tmp_path / "pics")])
+    assert res.exit_code == 0, res.output
+    assert "3 turntable frames" in res.output and (tmp_path / "pics" / "turntable.gif").is_file()
+    flat = Volume(np.zeros((4, 4, 4), np.float32), (0.0,) * 3, (0.1,) * 3)
+    write_volume(tmp_path / "flat.tif", flat)
+    assert render(tmp_path / "flat.tif", frames=2).animation.is_file()  # an empty volume still draws
