@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,12 @@ from recon.model.forward import sees_the_box, trace_in_chunks
 from recon.model.loss import Censored
 from recon.model.render import RayBatch
 
-__all__ = ["RayPool", "build_ray_pool", "check_views_reach_the_box", "check_views_see_the_box",
-           "defocused_views", "rays_per_sample"]
+__all__ = ["PROGRESS_EVERY_S", "RayPool", "build_ray_pool", "check_views_reach_the_box",
+           "check_views_see_the_box", "defocused_views", "rays_per_sample"]
 
+
+#: Seconds between the tracing's progress lines within a view (each view also ends with one).
+PROGRESS_EVERY_S = 5.0
 
 @dataclass(frozen=True)
 class RayPool:
@@ -214,11 +218,26 @@ def _trace_segments(data: FitData, samples: int, seed: int, rays_per_sample: Seq
     gen = torch.Generator().manual_seed(seed)
     parts: list[RayBatch] = []
     base = 0
+    per_view = [int(m) for m in rays_per_sample] if rays_per_sample is not None else [1] * len(data.views)
+    total = sum(v.roi[2] * v.roi[3] * samples * m for v, m in zip(data.views, per_view, strict=True))
+    traced, t0, said = 0, time.perf_counter(), time.perf_counter()
+
+    def pace() -> str:
+        """Rays traced so far, their rate and the time left at that rate."""
+        spent = time.perf_counter() - t0
+        rate = traced / max(spent, 1e-9)
+        return (f"{traced / max(total, 1):.0%} of {total:.3g} rays, {rate:.3g} rays/s, about "
+                f"{(total - traced) / max(rate, 1e-9):.0f} s left")
+
     for vi, view in enumerate(data.views):
         uv = view.pixel_coords()
-        m = int(rays_per_sample[vi]) if rays_per_sample is not None else 1
+        m = per_view[vi]
         for where, rays in trace_in_chunks(data.system, uv, camera=view.camera, samples=samples * m,
                                            generator=gen, chunk_pixels=chunk_pixels, per_sample=True):
+            traced += (where.stop - where.start) * samples * m
+            if time.perf_counter() - said > PROGRESS_EVERY_S and traced < total:
+                said = time.perf_counter()
+                say(f"tracing view {view.name}: {pace()}")
             rays = dataclasses.replace(rays, pixel=rays.pixel + (base + where.start) * samples * m)
             if m > 1:  # key pixel·S·m + s → pixel·S + s // m (the weights already hold 1/(S·m))
                 pixel, sample = rays.pixel // (samples * m), rays.pixel % (samples * m)
@@ -226,7 +245,7 @@ def _trace_segments(data: FitData, samples: int, seed: int, rays_per_sample: Seq
                                 pixel * samples + sample // m, rays.path)
             parts.append(rays)
         base += len(uv)
-        say(f"traced view {view.name}: {len(uv)} pixels")
+        say(f"traced view {view.name}: {len(uv)} pixels ({pace()})")
     rays = RayBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in RayBatch.__dataclass_fields__))
     order = torch.argsort(rays.pixel, stable=True)
     rays = rays.select(order)
