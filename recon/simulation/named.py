@@ -7,12 +7,12 @@ The shapes, their defaults and the phantom-file format are described in
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from recon.errors import ConfigError, DataError
+from recon.errors import ConfigError
 from recon.io.volume import Volume
+from recon.simulation.doe import make_doe_mesh
 from recon.simulation.phantoms import Phantom, PrimitivePhantom, Vec3, VolumePhantom
 from recon.simulation.primitives import Box, Donut, Fringes, Gaussian, Sphere, as_vec3
 from recon.simulation.voxelize import voxelize_mesh
@@ -319,13 +319,8 @@ def doe(atoms: float, *, voxel_size_mm: float = 0.02, density: float = 20.0) -> 
         density: value inside the object.
     """
     del atoms  # relative units
-    import pyvista as pv
-
-
-    mesh_path = Path(__file__).resolve().parents[2] / "data" / "meshes" / "doe.stl"
-    if not mesh_path.is_file():
-        raise DataError(f"phantom doe: {mesh_path} is missing; restore data/meshes/doe.stl")
-    mesh = pv.read(str(mesh_path))
+    mesh = make_doe_mesh()  # data/meshes/doe.stl is this mesh: the phantom needs no file
+    mesh.points = mesh.points.astype(np.float32)  # as the STL holds it (the voxels are the same)
     extent = (2.52, 1.8, 0.6)  # x, y, z around the 2.3 × 1.6 × 0.4 mm word
     n = [int(round(e / voxel_size_mm)) for e in extent]
     origin = tuple(-(k - 1) / 2 * voxel_size_mm for k in n)
