@@ -155,6 +155,11 @@ class Camera:
     lens: Lens
     pose: Pose
 
+    @property
+    def object_pixel_mm(self) -> float:
+        """A pixel's size in object space at the plane of focus, mm: pitch / |magnification|."""
+        return self.sensor.pixel_pitch_mm / abs(float(self.lens.magnification))
+
     def to(self, dtype: torch.dtype | None = None, device=None) -> Camera:
         """Return a copy with every tensor moved to ``dtype``/``device``."""
         from dataclasses import replace

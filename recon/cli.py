@@ -100,8 +100,9 @@ def system_show(
                          f"{c.distance_mm:.1f}", f"{c.magnification:.4f}", f"{c.object_pixel_um:.2f}",
                          _triple(c.principal_point_px, ".1f"), f"{c.f_number:g}", str(c.views))
         console.print(cams)
+    shown = {}
     for index in range(len(system.cameras)) if camera is None else [camera]:
-        rows = summarize_views(system, index, source=str(system_file))
+        rows = shown[index] = summarize_views(system, index, source=str(system_file))
         table = Table(title=f"{system.name}: {len(rows)} views of camera {index} "
                       f"({system.cameras[index].name})")
         for col in ("view", "polar °", "azimuth °", "sensor region (x0, y0, w, h)", "magnification",
@@ -128,7 +129,7 @@ def system_show(
                 console.print(f"warning: {beyond}")
     if out is not None:
         drawn = 0 if camera is None else camera
-        draw_layout(system, summarize_views(system, drawn, source=str(system_file)), out, drawn)
+        draw_layout(system, shown[drawn], out, drawn)
         console.print(f"layout drawn to {out} (the regions of camera {drawn}; every camera's position)")
 
 

@@ -117,7 +117,7 @@ def view_stats(view: RunView, sensor: object) -> ViewStats:
     snr_k = torch.where(noise_k > 0, signal_k / noise_k.clamp_min(1e-300), torch.full_like(noise_k, math.nan))
     snr = float(snr_k.mean())
     saturated = float(view.saturated.sum()) / n
-    censored = float(view.censored.sum()) / n if getattr(view, "censored", None) is not None else 0.0
+    censored = float(view.censored.sum()) / n if view.censored is not None else 0.0
     masked = float((~mask).sum()) / n - censored  # clipped frames are censored values, not lost
     warnings = []
     if saturated > SATURATED_WARN:
@@ -125,7 +125,7 @@ def view_stats(view: RunView, sensor: object) -> ViewStats:
     if masked - saturated > MASKED_WARN:
         other = masked - saturated
         warnings.append(f"{other:.1%} of pixels unusable besides saturation (NaN, bad dark)")
-    if getattr(view, "dark_clipped", 0.0) > 0:
+    if view.dark_clipped > 0:
         warnings.append(f"its dark frame is clipped at 0 ADU in {view.dark_clipped:.0%} of its values, so "
                         "it overestimates the black level and biases the faint light low; drop 'dark' from "
                         "run.toml and rely on the sensor's offset_adu, or raise the camera's black level")

@@ -62,7 +62,7 @@ def turntable(volume: Volume, frames: int = 24, axis: str = "z", chunk: int = 1 
     half = spacing * counts / 2  # half extent of the box the voxels tile
     a = _AXES[axis]
     # the turntable's frame: the axis and two directions across it, right-handed (u × v = axis)
-    u0, v0 = [i for i in range(3) if i != a][0], [i for i in range(3) if i != a][1]
+    u0, v0 = (i for i in range(3) if i != a)
     radius = float(np.hypot(half[u0], half[v0]))
     step = float(spacing.min())
     across = np.arange(-radius + step / 2, radius, step)

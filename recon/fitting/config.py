@@ -20,8 +20,8 @@ from recon.model.hashgrid import HashGridConfig
 from recon.model.loss import LOSSES
 from recon.model.render import RENDER_MODELS
 
-__all__ = ["AUTO_STEP_MIN_MM", "AUTO_STEP_VOXELS", "MAX_GRID_VOXELS", "FitConfig", "auto_step_mm",
-           "check_grid_sizes", "config_dict", "field_config", "field_factory", "fit_voxel_mm",
+__all__ = ["AUTO_STEP_MIN_MM", "AUTO_STEP_VOXELS", "MAX_GRID_VOXELS", "SENSITIVITY_MODES", "FitConfig",
+           "auto_step_mm", "check_grid_sizes", "config_dict", "field_config", "field_factory", "fit_voxel_mm",
            "load_fit_config", "plan_line", "resolved"]
 
 
@@ -157,7 +157,7 @@ class FitConfig:
             (1e-6 <= self.em_init <= 1e3, "em_init", "in 1e-6 … 1e3 (the start's scale, 1: the data's)"),
             (1 <= self.em_power <= 3, "em_power", "in 1 … 3 (the EM update's exponent, 1: EM)"),
             (1 <= self.subset_block <= 2**20, "subset_block", "≥ 1 and ≤ 2²⁰ (pixels kept together)"),
-            (self.camera_sensitivity in ("auto", "fit", "fixed"), "camera_sensitivity", "auto, fit or fixed"),
+            (self.camera_sensitivity in SENSITIVITY_MODES, "camera_sensitivity", "auto, fit or fixed"),
             (0 <= self.holdout <= 0.5, "holdout", "in 0 … 0.5 (a fraction of the pixels)"),
             (0 <= self.check_every <= 10**8, "check_every", "≥ 0 (0 = automatic) and ≤ 10⁸"),
             (1 <= self.patience <= 10**6, "patience", "≥ 1 and ≤ 10⁶"),
@@ -266,6 +266,9 @@ def field_config(cfg: FitConfig, init_density: float = 1.0) -> FieldConfig:
         options["encoding"] = HashGridConfig.from_dict(options["encoding"])
     return FieldConfig.from_dict(options)
 
+
+#: What ``camera_sensitivity`` may be (:mod:`recon.fitting.sensitivity`).
+SENSITIVITY_MODES = ("auto", "fit", "fixed")
 
 #: The automatic stratum (``step_mm = 0``) in voxels of the fit (:func:`fit_voxel_mm`): data/run042's
 #: 0.03 mm strata on its 128³ EM grid of 18.75 µm voxels, where the defaults were tuned ...

@@ -165,8 +165,7 @@ AUTO_VOXELS_MAX = 256
 
 def object_pixel_mm(data: FitData) -> float:
     """Camera 0's pixel in object space (pitch / magnification), mm, rounded to 0.1 µm."""
-    cam = data.system.cameras[0]
-    return round(cam.sensor.pixel_pitch_mm / float(cam.lens.magnification), 4)
+    return round(data.system.cameras[0].object_pixel_mm, 4)
 
 
 def auto_voxel_mm(data: FitData) -> float:

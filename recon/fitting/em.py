@@ -368,8 +368,7 @@ def start_floor(gaussian: Gaussian, box_min_mm, box_max_mm) -> float:
     of the floor there: a haze whose share s of the atoms, spread over a box of edge L, adds about
     ``s L² / 12`` to the cloud's variance. Bounding s by ``0.2 (σ̄/L̄)²`` keeps that below 1.7 % of
     the variance (widths +0.9 %) in any box: data/run042's box is 6 of its cloud's σ̄ across (s
-    0.5 %, :data:`START_FLOOR`), data/mot4's 17 (s 0.07 %; 0.5 % there widened the cloud by
-    6–18 %).
+    0.5 %, :data:`START_FLOOR`), data/mot4's 17 (s 0.07 %).
     """
     sigma = float(torch.diagonal(gaussian.cov_mm2).clamp_min(0).sqrt().prod()) ** (1 / 3)
     edge = float(torch.as_tensor(box_max_mm, dtype=torch.float64).sub(

@@ -180,8 +180,6 @@ class FitResult:
         refinement: the record of what the refinement changed, else None.
         camera_sensitivity: the fitted per-camera light factors (already in ``pool``'s weights),
             else None (:mod:`recon.fitting.sensitivity`).
-        step_mm: the strata the fit used, mm (``step_mm = 0`` made concrete:
-            :func:`recon.fitting.config.resolved`).
     """
 
     field: torch.nn.Module
@@ -198,7 +196,6 @@ class FitResult:
     refined_system: System | None = None
     refinement: dict | None = None
     camera_sensitivity: CameraSensitivity | None = None
-    step_mm: float = 0.0
 
     @property
     def converged(self) -> bool:
@@ -411,8 +408,7 @@ def run_fit(
         log(f"final gain (the measured over the predicted light of the {len(train)} training pixels): "
             f"{gain:.5f}")
     result = FitResult(field, pool, state, rule, device, mean_density, y, int(len(held)), max_steps,
-                       final_gain=gain, predicted=predicted, camera_sensitivity=sensitivity,
-                       step_mm=cfg.step_mm)
+                       final_gain=gain, predicted=predicted, camera_sensitivity=sensitivity)
     if cfg.refine:
         result.refined_system, result.refinement, result.pool = solver.refine.finish(data, cfg, log)
         result.predicted = None

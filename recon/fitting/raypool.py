@@ -167,7 +167,7 @@ def build_ray_pool(
         sums.append((electrons * mask).sum(0))
         frames.append(mask.sum(0))
         view_ids.append(torch.full((electrons.shape[1],), vi, dtype=torch.long))
-        clipped = getattr(view, "censored", None)
+        clipped = view.censored
         var = data.system.cameras[view.camera].sensor.read_noise_e ** 2 + 1e-3  # one frame's
         variances.append(torch.full((electrons.shape[1],), var, dtype=torch.float64))
         if clipped is None:

@@ -30,14 +30,13 @@ from dataclasses import dataclass
 
 import torch
 
+from recon.fitting.config import SENSITIVITY_MODES
 from recon.fitting.data import FitData
 from recon.fitting.em import fit_gaussian_and_gains
 from recon.fitting.raypool import RayPool
 
-__all__ = ["SENSITIVITY_MODES", "CameraSensitivity", "estimate_camera_sensitivity", "fits_sensitivity",
+__all__ = ["CameraSensitivity", "estimate_camera_sensitivity", "fits_sensitivity",
            "scaled_pool"]
-
-SENSITIVITY_MODES = ("auto", "fit", "fixed")
 
 
 @dataclass(frozen=True)

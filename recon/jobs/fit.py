@@ -274,6 +274,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
                    warnings: list[str], pool_cache: str | os.PathLike | None, command: str | None) -> dict:
     """:func:`run_fit_job` holding the output lock; ``stop`` says what a signal leaves behind."""
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    step_mm = resolved(cfg, data).step_mm  # what run_fit makes of step_mm = 0
     if resume:  # a resumed fit goes at least as far as the interrupted one was to
         cfg = dataclasses.replace(cfg, steps=max(cfg.steps, int(saved_fit_settings(out).get("steps", 0))))
     jobs, how = _fit_jobs(data, cfg, work, split_halves)
@@ -285,8 +286,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     try:
         if progress:
             progress.log(plan_line(cfg, data))
-        chosen = {"step_mm": resolved(cfg, data).step_mm,
-                  "voxel_size_mm": density_grid(data, cfg.voxel_size_mm)[2][0]}
+        chosen = {"step_mm": step_mm, "voxel_size_mm": density_grid(data, cfg.voxel_size_mm)[2][0]}
         atomic_write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name, "command": command,
                                                  "resolved": chosen,
                                                  "truth": str(truth_path.resolve()) if truth_path else None,
@@ -347,8 +347,9 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         predicted = predict_fit([r.field for r in results], volume, pool,
                                 data.photons_per_atom or 4 * math.pi, model=cfg.model,
                                 attenuation=cfg.attenuation,
-                                step_mm=_prediction_step(results[0].step_mm, voxel[0], cfg.em))
+                                step_mm=_prediction_step(step_mm, voxel[0], cfg.em))
         done("predicted the views")
+    moments = cloud_metrics(volume)
     views = residual_stats(data, pool, predicted)
     losses = [sum(v) / len(v) for v in zip(*(s.losses for s in states), strict=True)]
     images = write_renders(work, data, pool, predicted, volume, losses)
@@ -356,7 +357,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     if truth_path is not None:
         truth = load_truth(truth_path, where="fit")
         extra["fsc_truth"] = _fsc_metrics(fsc_truth(volume, truth, work))
-        extra["against_truth"] = truth_errors(cloud_metrics(volume), cloud_metrics(truth))
+        extra["against_truth"] = truth_errors(moments, cloud_metrics(truth))
         done("wrote fsc-truth/")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if device.type == "cuda":
@@ -365,7 +366,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     metrics = {
         "run": run_name,
         "density_unit": data.density_unit,
-        **cloud_metrics(volume),
+        **moments,
         "final_loss": float(sum(losses[-50:]) / max(len(losses[-50:]), 1)),
         "steps": states[0].step,
         "solver": meta["solver"],

@@ -100,8 +100,7 @@ def write_renders(
             im.set_clim(lo, hi)
             ax.set_xlim(x0 - 0.5, x0 + w - 0.5)
             ax.set_ylim(y0 + h - 0.5, y0 - 0.5)
-        camera = data.system.cameras[view.camera]
-        px_mm = float(camera.sensor.pixel_pitch_mm) / abs(float(camera.lens.magnification))
+        px_mm = data.system.cameras[view.camera].object_pixel_mm
         length_mm = scale_bar_mm(w * px_mm)
         left, top = x0 + 0.05 * w, y0 + 0.92 * h
         bar.set_data([left, left + length_mm / px_mm], [top, top])

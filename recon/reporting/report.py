@@ -70,8 +70,7 @@ def settings_rows(out_dir: Path) -> list[tuple[str, str]]:
     saved = read_config_json(out_dir).get("fit")
     if not isinstance(saved, dict):
         return []
-    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-                for f in dataclasses.fields(FitConfig)}
+    defaults = dataclasses.asdict(FitConfig())
     return [(key, json.dumps(saved[key], ensure_ascii=False)) for key in defaults
             if key in saved and saved[key] != defaults[key]]
 

@@ -52,12 +52,12 @@ def summary_lines(metrics: dict) -> list[str]:
 
 def truth_text(against: dict) -> str:
     """metrics.json's ``against_truth`` in one line: the atoms', centroid's and widths' errors."""
-    def signed(v, spec):
-        return "—" if v is None or v != v else format(v, "+" + spec).replace("-", "−")
+    def signed(v, spec, scale=1.0):  # metrics.json holds null for NaN
+        return "—" if v is None or v != v else format(scale * v, "+" + spec).replace("-", "−")
 
-    return (f"atoms {signed(100 * against['atoms_error'], '.2f')} %, centroid "
+    return (f"atoms {signed(against['atoms_error'], '.2f', 100)} %, centroid "
             f"{', '.join(signed(v, '.1f') for v in against['centroid_error_um'])} µm, widths "
-            f"{', '.join(signed(100 * v, '.1f') for v in against['width_error'])} %")
+            f"{', '.join(signed(v, '.1f', 100) for v in against['width_error'])} %")
 
 
 def sensitivity_text(entries: list) -> str:
