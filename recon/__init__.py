@@ -9,9 +9,11 @@ The operations of the command line are Python functions here, imported on first 
     outcome = recon.fit("data/run042", out="fits/run042", steps=500)
     report, where = recon.analysis.fsc("fits/run042", truth="data/run042/truth.tif")
     recon.mesh("fits/run042", "cloud.stl")
+    recon.render("fits/run042", frames=0, views=True)
 
 Each is documented where it lives: :func:`recon.jobs.fit.fit`, :func:`recon.simulation.simulate.simulate_run`,
-:func:`recon.jobs.compare.compare_paths`, :func:`recon.jobs.mesh.mesh`, :func:`recon.jobs.inspect.inspect`,
+:func:`recon.jobs.compare.compare_paths`, :func:`recon.jobs.mesh.mesh`, :func:`recon.jobs.render.render`,
+:func:`recon.jobs.inspect.inspect`,
 :func:`recon.jobs.calibrate.calibrate`, :func:`recon.io.run.load_run`, :func:`recon.io.volume.read_volume`,
 :func:`recon.io.volume.write_volume`.
 """
@@ -26,6 +28,7 @@ _API = {
     "simulate": ("recon.simulation.simulate", "simulate_run"),
     "fsc": ("recon.jobs.compare", "compare_paths"),
     "mesh": ("recon.jobs.mesh", "mesh"),
+    "render": ("recon.jobs.render", "render"),
     "inspect": ("recon.jobs.inspect", "inspect"),
     "calibrate": ("recon.jobs.calibrate", "calibrate"),
     "load_run": ("recon.io.run", "load_run"),

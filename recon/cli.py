@@ -485,14 +485,18 @@ def render(
         "--out", help="Directory for the pictures. \\[default: OUT/renders/, or <volume>-renders/]")] = None,
     frames: Annotated[int, typer.Option(help="Turntable frames (0: none).")] = 24,
     axis: Annotated[str, typer.Option(help="Turntable axis: x, y or z.")] = "z",
+    views: Annotated[bool, typer.Option(
+        "--views", help="Also draw each of a fit's views at full size (measured, predicted, residual).")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing pictures.")] = False,
 ) -> None:
     """Draw a density: maximum-intensity projections and a turntable (PNG frames and a GIF), in mm."""
     from recon.jobs.render import render as draw
 
-    outcome = draw(source, out, frames=frames, axis=axis, overwrite=overwrite)
+    outcome = draw(source, out, frames=frames, axis=axis, views=views, overwrite=overwrite)
     typer.echo(f"wrote {outcome.mip}" + (f", {len(outcome.frames)} turntable frames and {outcome.animation}"
-                                         if outcome.animation else ""))
+                                         if outcome.animation else "")
+               + (f", {len(outcome.views)} view pictures" if outcome.views else ""))
 
 
 def main() -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from recon.fitting.data import FitData
 from recon.fitting.projector import predict_pixels, voxel_values
 from recon.fitting.raypool import RayPool
+from recon.io.viewimages import ViewImage
 from recon.io.volume import Volume, interpolate
 from recon.model.forward import render_batches
 
-__all__ = ["CLOUD_SIGMAS", "predict_fit", "predict_views", "residual_stats"]
+__all__ = ["CLOUD_SIGMAS", "predict_fit", "predict_views", "residual_stats", "view_images"]
 
 #: A pixel is the cloud's where the predicted photoelectrons per frame exceed this many read-noise σ.
 CLOUD_SIGMAS = 3.0
@@ -98,3 +100,23 @@ def residual_stats(data: FitData, pool: RayPool, predicted: torch.Tensor) -> lis
             }
         )
     return rows
+
+
+def view_images(data: FitData, pool: RayPool, predicted: torch.Tensor) -> list[ViewImage]:
+    """Each view's measured (mean per usable frame) and ``predicted`` images, with its usable frames.
+
+    ``predicted``: (n_pixels,) expected photoelectrons per frame of the pool's pixels, which are
+    the views' regions of interest one after another, row-major.
+    """
+    mean = (pool.summed_electrons / pool.n_frames.clamp_min(1)).float().cpu().numpy()
+    frames = pool.n_frames.cpu().numpy().astype(np.int32)
+    pred = predicted.float().cpu().numpy()
+    images, first = [], 0
+    for view in data.views:
+        x0, y0, w, h = (int(v) for v in view.roi)
+        part = slice(first, first + w * h)
+        first += w * h
+        pixel_mm = data.system.cameras[view.camera].object_pixel_mm
+        images.append(ViewImage(view.name, (x0, y0, w, h), pixel_mm, mean[part].reshape(h, w),
+                                pred[part].reshape(h, w), frames[part].reshape(h, w)))
+    return images

@@ -3,7 +3,7 @@
 :func:`fit` is the Python API of the command (``recon.fit``): it resolves the settings (defaults,
 ``--config`` TOML, explicit options, and on ``--resume`` the interrupted fit's own settings),
 reads the run and calls :func:`run_fit_job`, which runs the fit (or the two split-half fits)
-and writes the output directory: density.tif, renders/, metrics.json, report.html, and the FSC
+and writes the output directory: density.tif, views.npz, renders/, metrics.json, report.html, and the FSC
 against a simulated run's truth.
 """
 
@@ -51,9 +51,10 @@ from recon.fitting.outdir import (
     resume_dir,
     saved_fit_settings,
 )
-from recon.fitting.prediction import predict_fit, residual_stats
+from recon.fitting.prediction import predict_fit, residual_stats, view_images
 from recon.fitting.raypool import RayPool
 from recon.io.run import Run, load_run
+from recon.io.viewimages import save_view_images
 from recon.io.volume import Volume, write_volume
 from recon.jobs.compare import fsc_halves, fsc_truth
 from recon.model.fields.base import sample_field
@@ -327,7 +328,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         t_out = now
 
     if progress:
-        progress.log("writing outputs: density.tif, renders/, metrics.json, report.html")
+        progress.log("writing outputs: density.tif, views.npz, renders/, metrics.json, report.html")
     t_outputs = t_out
     meta = {"run": run_name, "field": cfg.field, "solver": "em" if cfg.em else "adam", "backend": backend,
             "steps": states[0].step}
@@ -352,8 +353,10 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     moments = cloud_metrics(volume)
     views = residual_stats(data, pool, predicted)
     losses = [sum(v) / len(v) for v in zip(*(s.losses for s in states), strict=True)]
-    images = write_renders(work, data, pool, predicted, volume, losses)
-    done(f"wrote renders/ ({len(images)} pictures)")
+    views_images = view_images(data, pool, predicted)
+    save_view_images(work / "views.npz", views_images, pool.read_noise_e)
+    images = write_renders(work, views_images, pool.read_noise_e, volume, losses)
+    done(f"wrote views.npz, renders/ ({len(images)} pictures)")
     if truth_path is not None:
         truth = load_truth(truth_path, where="fit")
         extra["fsc_truth"] = _fsc_metrics(fsc_truth(volume, truth, work))

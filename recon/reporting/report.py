@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import io
 import json
 from pathlib import Path
 
@@ -12,15 +13,35 @@ from optics.atomic import atomic_write_text
 from recon.analysis.resolution import COMPARISONS
 from recon.fitting.config import FitConfig
 from recon.fitting.outdir import read_config_json
+from recon.reporting.renders import REPORT_PICTURES
 from recon.reporting.summary import UNDEFINED_NOTE, format_um, sensitivity_text, total_label, truth_text
 
-__all__ = ["figure_html", "fsc_sections", "refresh_report", "settings_rows", "summary_rows", "write_report"]
+__all__ = ["INLINE_PNG_BYTES", "figure_html", "fsc_sections", "refresh_report", "settings_rows",
+           "summary_rows", "write_report"]
+
+
+#: A PNG larger than this is inlined as a JPEG (noisy camera images compress poorly as PNG).
+INLINE_PNG_BYTES = 300_000
 
 
 def figure_html(png: Path, caption: str) -> str:
-    """A PNG inlined (base64) in an HTML figure, so the page is self-contained."""
-    data = base64.b64encode(png.read_bytes()).decode()
-    return (f"<figure><img src='data:image/png;base64,{data}'>"
+    """A PNG inlined (base64) in an HTML figure, so the page is self-contained.
+
+    One larger than :data:`INLINE_PNG_BYTES` goes in as a JPEG of quality 85 (the file on disk
+    stays as it is), so that the page stays small enough to send.
+    """
+    data, kind = png.read_bytes(), "png"
+    if len(data) > INLINE_PNG_BYTES:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        try:
+            with Image.open(io.BytesIO(data)) as picture:
+                picture.convert("RGB").save(buffer, format="JPEG", quality=85)
+            data, kind = buffer.getvalue(), "jpeg"
+        except (OSError, ValueError, Image.DecompressionBombError):  # not a picture PIL reads: as it is
+            pass
+    return (f"<figure><img src='data:image/{kind};base64,{base64.b64encode(data).decode()}'>"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
@@ -157,5 +178,5 @@ def refresh_report(out_dir: Path) -> None:
     """Rewrite a fit's report.html so that it holds the FSC sections now in ``out_dir``."""
     metrics_path = out_dir / "metrics.json"
     if metrics_path.is_file():
-        images = sorted((out_dir / "renders").glob("*.png"))
+        images = [out_dir / "renders" / name for name in REPORT_PICTURES]
         write_report(out_dir, json.loads(metrics_path.read_text()), images)

@@ -108,7 +108,7 @@ def test_fit_cli_end_to_end_and_resume(tmp_path, tiny_run):
     res = _fit(tiny_run, out, "--steps", "20", "--config", str(cfg))
     assert res.exit_code == 0, res.output
     for name in ("config.json", "checkpoint.pt", "density.tif", "metrics.json", "report.html",
-                 "renders/mip.png", "renders/loss.png", "renders/view_direct.png"):
+                 "views.npz", "renders/mip.png", "renders/loss.png", "renders/views.png"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 20 and metrics["density_unit"] == "atoms/mm^3"

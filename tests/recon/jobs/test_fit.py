@@ -62,7 +62,7 @@ def test_settings_come_from_options_then_toml_then_the_resumed_fit_then_defaults
     # the outputs are said one by one as they are written, and their time is in metrics.json
     outputs = [line for line in made[0].lines if line.startswith(("wrote ", "predicted "))]
     assert [line.split(" (")[0] for line in outputs] == ["wrote density.tif", "predicted the views",
-                                                         "wrote renders/", "wrote fsc-truth/"]
+                                                         "wrote views.npz, renders/", "wrote fsc-truth/"]
     assert all(line.endswith(" s)") for line in outputs)
     assert 0 <= first.metrics["outputs_s"] < 600
 

@@ -6,7 +6,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from recon.cli import app
-from recon.errors import ConfigError
+from recon.errors import ConfigError, DataError
 from recon.io.volume import Volume, write_volume
 from recon.jobs.render import render
 from tests.recon.analysis.test_turntable import _blob
@@ -49,3 +49,23 @@ def test_a_volume_file_renders_beside_itself_and_bad_requests_are_one_line(densi
     flat = Volume(np.zeros((4, 4, 4), np.float32), (0.0,) * 3, (0.1,) * 3)
     write_volume(tmp_path / "flat.tif", flat)
     assert render(tmp_path / "flat.tif", frames=2).animation.is_file()  # an empty volume still draws
+
+
+def test_a_fits_views_are_drawn_full_size_from_its_views_npz(density, tmp_path):
+    from recon.io.viewimages import ViewImage, save_view_images
+
+    with pytest.raises(DataError, match="views.npz does not exist"):
+        render(density, frames=0, views=True, out=tmp_path / "none")
+    ones = np.ones((5, 7), np.float32)
+    save_view_images(density / "views.npz", [ViewImage("direct", (0, 0, 7, 5), 0.02, ones, ones,
+                                                       ones.astype(np.int32))], 2.0)
+    outcome = render(density, frames=0, views=True, out=tmp_path / "pics")
+    assert [p.name for p in outcome.views] == ["view_direct.png"] and outcome.views[0].stat().st_size > 1000
+    with pytest.raises(ConfigError, match="already holds renders"):  # the view's picture is guarded
+        render(density, frames=0, views=True, out=tmp_path / "pics")
+    assert render(density, frames=0, views=True, out=tmp_path / "pics", overwrite=True).views == outcome.views
+    res = CliRunner().invoke(app, ["render", str(density / "density.tif"), "--views"])
+    assert res.exit_code == 2 and "is a volume TIFF, not a fit" in res.output
+    res = CliRunner().invoke(app, ["render", str(density), "--views", "--frames", "0", "--out",
+                                   str(tmp_path / "cli")])
+    assert res.exit_code == 0 and "1 view pictures" in res.output

@@ -1,4 +1,5 @@
-"""renders/: one PNG per view, the maximum-intensity projections and the loss curve, written atomically."""
+"""renders/: every view in one picture, the maximum-intensity projections and the loss curve, written
+atomically; a full-size picture per view on request."""
 
 import dataclasses
 import struct
@@ -9,10 +10,11 @@ import pytest
 import torch
 
 from recon.fitting.data import FitData, ViewData
+from recon.fitting.prediction import view_images
 from recon.fitting.raypool import RayPool
 from recon.io.volume import Volume
 from recon.model.render import RayBatch
-from recon.reporting.renders import colour_top, scale_bar_mm, write_renders
+from recon.reporting.renders import colour_top, scale_bar_mm, write_renders, write_view_figures
 from tests.conftest import slow
 from tests.optics.helpers import make_system
 
@@ -51,7 +53,7 @@ def fit():
     volume = Volume(np.exp(-((x - 2.0) ** 2 + (y - 2.0) ** 2 + (z - 3.0) ** 2)).astype(np.float32),
                     (-0.2, -0.3, -0.4), (0.1, 0.15, 0.2), unit="atoms/mm^3")
     losses = [10.0 / (1 + k) for k in range(30)]
-    return data, pool, predicted, volume, losses
+    return view_images(data, pool, predicted), pool.read_noise_e, volume, losses
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +62,27 @@ def written(tmp_path_factory, fit):
     return out, write_renders(out, *fit)
 
 
-def test_one_png_per_view_then_mip_and_loss(written):
+def test_every_view_in_one_picture_then_mip_and_loss(written):
     out, paths = written
     renders = out / "renders"
-    assert paths == [renders / "view_direct.png", renders / "view_m1.png", renders / "mip.png",
-                     renders / "loss.png"]
+    assert paths == [renders / "views.png", renders / "mip.png", renders / "loss.png"]
 
 
 def test_pictures_are_complete_pngs_of_the_figure_sizes(written):
     _, paths = written
-    # figsize × dpi 100: the view and MIP figures 12 × 4 in, the loss curve 6 × 4 in.
-    assert [_png_size(p) for p in paths] == [(1200, 400), (1200, 400), (1200, 400), (600, 400)]
+    # figsize × dpi 100: the views 0.55 in of labels + 3 panels of 1.9 in across; the MIP 12 × 4 in,
+    # the loss curve 6 × 4 in.
+    assert [_png_size(p) for p in paths][1:] == [(1200, 400), (600, 400)]
+    assert _png_size(paths[0])[0] == 625
     assert all(p.read_bytes()[-12:] == b"\x00\x00\x00\x00IEND\xaeB`\x82" for p in paths)
+
+
+def test_view_images_cut_the_pool_into_each_views_rows(fit):
+    images, read_noise, _, _ = fit
+    assert [(v.name, v.roi, v.measured.shape) for v in images] == [("direct", (10, 20, 7, 5), (5, 7)),
+                                                                    ("m1", (100, 40, 4, 6), (6, 4))]
+    assert all(v.predicted.dtype == np.float32 and (v.frames == 2).all() for v in images)
+    assert read_noise == 2.0
 
 
 def test_no_temporary_files_are_left(written):
@@ -80,27 +91,33 @@ def test_no_temporary_files_are_left(written):
     assert sorted(out.iterdir()) == [out / "renders"]
 
 
+def test_the_residual_is_in_sigma_of_the_mean_of_the_frames(fit):
+    view = dataclasses.replace(fit[0][1], measured=np.full((6, 4), 12.0, np.float32),
+                               predicted=np.full((6, 4), 10.0, np.float32),
+                               frames=np.array([[4] * 4] * 5 + [[0] * 4], np.int32))
+    z = view.residual(2.0)  # σ² = (10 + 2²) / 4
+    assert np.allclose(z[:5], 2.0 / np.sqrt(14.0 / 4.0)) and np.isnan(z[5]).all()
+
+
 @slow
 def test_rewriting_replaces_the_pictures(tmp_path, fit):
-    data, pool, predicted, volume, losses = fit
-    first = write_renders(tmp_path, data, pool, predicted, volume, losses)
+    images, read_noise, volume, losses = fit
+    first = write_renders(tmp_path, images, read_noise, volume, losses)
     before = first[0].read_bytes()
-    second = write_renders(tmp_path, data, pool, predicted * 3.0, volume, losses)
+    brighter = [dataclasses.replace(v, predicted=3.0 * v.predicted) for v in images]
+    second = write_renders(tmp_path, brighter, read_noise, volume, losses)
     assert second == first and first[0].read_bytes() != before
     assert sorted((tmp_path / "renders").iterdir()) == sorted(second)
 
 
 def test_a_views_picture_does_not_depend_on_the_views_drawn_before_it(tmp_path, fit):
     """The views share one figure: each picture is still that of its view alone."""
-    data, pool, predicted, volume, losses = fit
-    both = write_renders(tmp_path / "both", data, pool, predicted, volume, losses)
-    n_first = 7 * 5
-    alone_pool = RayPool(pool.rays, pool.offsets[n_first:] - pool.offsets[n_first],
-                         pool.summed_electrons[n_first:], pool.n_frames[n_first:],
-                         pool.view_of_pixel[n_first:] - 1, pool.read_noise_e, 1)
-    alone_data = FitData(data.system, data.views[1:], photons_per_atom=data.photons_per_atom)
-    alone = write_renders(tmp_path / "alone", alone_data, alone_pool, predicted[n_first:], volume, losses)
+    images, read_noise, _, _ = fit
+    both = write_view_figures(tmp_path / "both", images, read_noise)
+    alone = write_view_figures(tmp_path / "alone", images[1:], read_noise)
+    assert [p.name for p in both] == ["view_direct.png", "view_m1.png"]
     second, first = matplotlib.image.imread(both[1]), matplotlib.image.imread(both[0])
+    assert _png_size(both[0]) == (1200, 400)
     assert np.array_equal(second, matplotlib.image.imread(alone[0]))
     assert not np.array_equal(second, first)
 
@@ -126,16 +143,32 @@ def _crop(path, box):
     return matplotlib.image.imread(path)[y0 + 2:y1 - 2, x0 + 2:x1 - 2, :3]  # inside the frame
 
 
-def test_a_view_picture_shows_its_measured_image_upright_and_the_residual_sign(tmp_path, monkeypatch, fit):
-    """One bright pixel at the ROI's first row and column: top left of the measured panel, red residual."""
-    data, pool, _, volume, losses = fit
+def _bright_corner(images):
+    """The views with 1000 e⁻ in view "direct"'s (7 × 5) row 0, column 0 and nothing else, none predicted."""
+    bright = []
+    for v in images:
+        measured = np.zeros_like(v.measured)
+        if v.name == "direct":
+            measured[0, 0] = 1000.0
+        bright.append(dataclasses.replace(v, measured=measured, predicted=np.zeros_like(v.predicted)))
+    return bright
+
+
+@pytest.mark.parametrize("picture", ["views.png", "view_direct.png"])
+def test_a_view_is_drawn_upright_with_the_residual_sign(tmp_path, monkeypatch, fit, picture):
+    """One bright pixel at the ROI's first row and column: top left of the measured panel, red residual.
+
+    In the picture of every view (its first row) and in the view's own.
+    """
+    images, _, volume, losses = fit
     boxes = _drawn_panels(monkeypatch)
-    summed = torch.zeros_like(pool.summed_electrons)
-    summed[0] = 1000.0 * pool.n_frames[0]  # view "direct" (7 × 5), row 0, column 0
-    bright = dataclasses.replace(pool, summed_electrons=summed, read_noise_e=1.0)
-    write_renders(tmp_path, data, bright, torch.zeros_like(summed), volume, losses)
-    path = tmp_path / "renders" / "view_direct.png"
-    measured, _, residual = (_crop(path, b) for b in boxes["view_direct.png"][:3])  # then the colour bars
+    bright = _bright_corner(images)
+    if picture == "views.png":
+        write_renders(tmp_path, bright, 1.0, volume, losses)
+    else:
+        write_view_figures(tmp_path / "renders", bright, 1.0)
+    path = tmp_path / "renders" / picture
+    measured, _, residual = (_crop(path, b) for b in boxes[picture][:3])  # then more views or colour bars
     h, w = measured.shape[:2]
     assert abs(w / h - 7 / 5) < 0.05  # the ROI's aspect: 7 columns, 5 rows, not transposed
     corner = measured[: h // 5 - 2, : w // 7 - 2].mean(axis=(0, 1))
@@ -149,12 +182,12 @@ def test_a_view_picture_shows_its_measured_image_upright_and_the_residual_sign(t
 
 def test_the_mips_show_a_blob_where_it_is(tmp_path, monkeypatch, fit):
     """A blob at the box's high x, low y and high z: right and top of "max along z" (y runs down)."""
-    data, pool, predicted, volume, losses = fit
+    images, read_noise, volume, losses = fit
     boxes = _drawn_panels(monkeypatch)
     grid = np.zeros((6, 5, 4), np.float32)
     grid[5, 0, 3] = 1.0  # (z, y, x)
     blob = Volume(grid, volume.origin_mm, volume.voxel_size_mm, unit=volume.unit)
-    write_renders(tmp_path, data, pool, predicted, blob, losses)
+    write_renders(tmp_path, images, read_noise, blob, losses)
     path = tmp_path / "renders" / "mip.png"
     xy = _crop(path, boxes["mip.png"][0]).mean(axis=2)
     rows, cols = np.nonzero(xy > 0.6)
@@ -186,7 +219,7 @@ def test_a_noise_dominated_view_is_scaled_by_its_light_not_by_its_noise_peaks():
 def test_a_view_is_drawn_in_sensor_pixels_with_a_scale_bar_in_mm(tmp_path, monkeypatch, fit):
     import recon.reporting.renders as renders
 
-    data, pool, predicted, volume, losses = fit
+    images, read_noise, _, _ = fit
     figures, write = {}, renders._png
 
     def keep(figure, path):
@@ -196,10 +229,10 @@ def test_a_view_is_drawn_in_sensor_pixels_with_a_scale_bar_in_mm(tmp_path, monke
                               [t.get_text() for t in ax.texts])
 
     monkeypatch.setattr(renders, "_png", keep)
-    write_renders(tmp_path, data, pool, predicted, volume, losses)
+    write_view_figures(tmp_path, images, read_noise)
     xlim, ylim, xlabel, ylabel, texts = figures["view_m1.png"]  # ROI (100, 40, 4, 6)
     assert xlim == (99.5, 103.5) and ylim == (45.5, 39.5)  # row 0 of the ROI at the top
     assert (xlabel, ylabel) == ("sensor x (px)", "sensor y (px)")
-    camera = data.system.cameras[0]
+    camera = make_system().cameras[0]
     width_mm = 4 * float(camera.sensor.pixel_pitch_mm) / abs(float(camera.lens.magnification))
     assert texts == [f"{scale_bar_mm(width_mm):g} mm"]

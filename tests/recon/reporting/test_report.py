@@ -2,12 +2,15 @@
 
 import base64
 import html
+import io
 import json
 import math
 import re
 
+import numpy as np
+
 from optics.atomic import atomic_write_json
-from recon.reporting.report import figure_html, fsc_sections, refresh_report, write_report
+from recon.reporting.report import INLINE_PNG_BYTES, figure_html, fsc_sections, refresh_report, write_report
 
 # The smallest valid PNG: one transparent pixel.
 PNG = base64.b64decode(
@@ -180,13 +183,13 @@ def test_write_report_picks_up_the_fsc_sections(tmp_path):
 def test_refresh_report_rewrites_from_metrics_json(tmp_path):
     renders = tmp_path / "renders"
     renders.mkdir()
-    for name in ("view_direct.png", "loss.png", "mip.png"):
+    for name in ("view_direct.png", "loss.png", "mip.png", "views.png"):  # a view's own picture is not shown
         (renders / name).write_bytes(PNG)
     atomic_write_json(tmp_path / "metrics.json", _metrics())
     (tmp_path / "report.html").write_text("stale")
     refresh_report(tmp_path)
     page = (tmp_path / "report.html").read_text()
-    assert re.findall(r"<figcaption>(.*?)</figcaption>", page) == ["loss.png", "mip.png", "view_direct.png"]
+    assert re.findall(r"<figcaption>(.*?)</figcaption>", page) == ["views.png", "mip.png", "loss.png"]
     assert _rows(page)["steps"] == "200" and "Resolution" not in page
     _fsc_json(tmp_path / "fsc-halves", threshold="0.143", resolution_um=60.0)
     refresh_report(tmp_path)
@@ -228,3 +231,24 @@ def test_the_report_lists_the_settings_that_differ_from_the_defaults(tmp_path):
         (tmp_path / "config.json").write_text(content)
         write_report(tmp_path, _metrics(), [])
         assert "The defaults (all are in config.json)." in (tmp_path / "report.html").read_text()
+
+
+def test_a_large_picture_is_inlined_as_a_jpeg_and_a_small_one_as_it_is(tmp_path):
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    big = tmp_path / "views.png"
+    Image.fromarray(noise).save(big)
+    assert big.stat().st_size > INLINE_PNG_BYTES
+    html_big = figure_html(big, "views.png")
+    data = base64.b64decode(re.search(r"base64,([^']*)'", html_big).group(1))
+    assert "data:image/jpeg;base64," in html_big and len(data) < big.stat().st_size / 2
+    with Image.open(io.BytesIO(data)) as picture:
+        assert picture.format == "JPEG" and picture.size == (400, 400)
+    assert big.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the file itself is untouched
+    small = tmp_path / "mip.png"
+    small.write_bytes(PNG)
+    assert "data:image/png;base64," + base64.b64encode(PNG).decode() in figure_html(small, "mip.png")
+    fake = tmp_path / "fake.png"  # large, but not a picture PIL reads: inlined as it is
+    fake.write_bytes(b"x" * (INLINE_PNG_BYTES + 1))
+    assert "data:image/png;base64," in figure_html(fake, "fake.png")
