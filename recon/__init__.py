@@ -13,6 +13,7 @@ The operations of the command line are Python functions here, imported on first 
 
 Each is documented where it lives: :func:`recon.jobs.fit.fit`, :func:`recon.simulation.simulate.simulate_run`,
 :func:`recon.jobs.compare.compare_paths`, :func:`recon.jobs.mesh.mesh`, :func:`recon.jobs.render.render`,
+:func:`recon.jobs.export.export`,
 :func:`recon.jobs.inspect.inspect`,
 :func:`recon.jobs.calibrate.calibrate`, :func:`recon.io.run.load_run`, :func:`recon.io.volume.read_volume`,
 :func:`recon.io.volume.write_volume`.
@@ -29,6 +30,7 @@ _API = {
     "fsc": ("recon.jobs.compare", "compare_paths"),
     "mesh": ("recon.jobs.mesh", "mesh"),
     "render": ("recon.jobs.render", "render"),
+    "export": ("recon.jobs.export", "export"),
     "inspect": ("recon.jobs.inspect", "inspect"),
     "calibrate": ("recon.jobs.calibrate", "calibrate"),
     "load_run": ("recon.io.run", "load_run"),

@@ -341,7 +341,8 @@ def fit(
     views: Annotated[Path, typer.Option("--views", help="Run directory (run.toml + TIFF frames).")],
     out: Annotated[Path | None, typer.Option(
         "--out", help="Output directory \\[default: fits/<run>].")] = None,
-    field: Annotated[str | None, typer.Option(help="voxel (default: EM) | hashgrid | siren (Adam)")] = None,
+    field: Annotated[str | None, typer.Option(
+        help="voxel (default: EM) | hashgrid | siren | fourier | gauss (Adam)")] = None,
     backend: Annotated[str | None, typer.Option(help="Hash-grid backend: auto | torch | tcnn")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     steps: Annotated[int | None, typer.Option(help="The most steps (default 1500); held-out pixels stop "
@@ -485,18 +486,38 @@ def render(
         "--out", help="Directory for the pictures. \\[default: OUT/renders/, or <volume>-renders/]")] = None,
     frames: Annotated[int, typer.Option(help="Turntable frames (0: none).")] = 24,
     axis: Annotated[str, typer.Option(help="Turntable axis: x, y or z.")] = "z",
+    mode: Annotated[str, typer.Option(help="Turntable frames: mip (maximum intensity) or emission "
+                                          "(column density).")] = "mip",
     views: Annotated[bool, typer.Option(
         "--views", help="Also draw each of a fit's views at full size (measured, predicted, residual).")
     ] = False,
+    view: Annotated[list[str] | None, typer.Option(
+        "--view", help="Also draw this view of the fit at full size (repeatable).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing pictures.")] = False,
 ) -> None:
-    """Draw a density: maximum-intensity projections and a turntable (PNG frames and a GIF), in mm."""
+    """Draw a density: projections and a turntable (PNG frames and a GIF) in mm; a fit's views."""
     from recon.jobs.render import render as draw
 
-    outcome = draw(source, out, frames=frames, axis=axis, views=views, overwrite=overwrite)
+    outcome = draw(source, out, frames=frames, axis=axis, mode=mode, views=views or (view or False),
+                   overwrite=overwrite)
     typer.echo(f"wrote {outcome.mip}" + (f", {len(outcome.frames)} turntable frames and {outcome.animation}"
                                          if outcome.animation else "")
                + (f", {len(outcome.views)} view pictures" if outcome.views else ""))
+
+
+@app.command()
+@_user_errors
+def export(
+    source: Annotated[Path, typer.Argument(help="Fit output directory or density TIFF.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="The OME-Zarr directory. \\[default: density.ome.zarr beside the TIFF]")] = None,
+    levels: Annotated[int, typer.Option(help="Levels of the multiscale pyramid (halvings + 1).")] = 4,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
+) -> None:
+    """Write a density as OME-Zarr (multiscale, mm, its origin as a translation) for napari and others."""
+    from recon.jobs.export import export as write
+
+    typer.echo(f"wrote {write(source, out, levels=levels, overwrite=overwrite)}")
 
 
 def main() -> None:

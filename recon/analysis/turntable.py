@@ -1,12 +1,13 @@
-"""Maximum-intensity projections of a volume seen from directions around an axis (a turntable).
+"""Projections of a volume from directions around an axis (a turntable): maximum intensity or emission.
 
 Frame k looks along the direction at angle ``θ_k = 360° k / n`` about the turntable axis (z by
-default, the dome's axis): for θ = 0 the viewer looks along +y with x to the right and the axis
-up, and θ turns the viewing direction counter-clockwise seen from +axis (right-handed). Each pixel
-is the maximum of the trilinearly interpolated density along its line of sight, sampled every
-voxel (the image's pixels are voxels too: a feature of 1–2 voxels may show 10–15 % below its
-peak); the image covers the volume's circumscribed cylinder, so every frame has the same size and
-scale (mm).
+default, the dome's axis): for θ = 0 the viewer looks along +y with x to the right and the axis up,
+and θ turns the viewing direction counter-clockwise seen from +axis (right-handed). Each pixel is
+the maximum (``mode="mip"``) or the integral (``mode="emission"``: the column density, what a camera
+sees of an optically thin, self-luminous cloud; the density's unit times mm) of the trilinearly
+interpolated density along its line of sight, sampled every voxel (the image's pixels are voxels
+too: a feature of 1–2 voxels may show 10–15 % below its peak); the image covers the volume's
+circumscribed cylinder, so every frame has the same size and scale (mm).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import torch.nn.functional as F
 
 from recon.io.volume import Volume
 
-__all__ = ["TurntableFrame", "turntable"]
+__all__ = ["MODES", "TurntableFrame", "turntable"]
 
 _AXES = {"x": 0, "y": 1, "z": 2}
+#: What a frame's pixel is: the largest density on its line of sight, or the density's integral along it.
+MODES = ("mip", "emission")
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class TurntableFrame:
 
     Attributes:
         angle_deg: the viewing direction's angle about the axis.
-        image: (rows, columns) maximum density along each line of sight.
+        image: (rows, columns) maximum density (or column density) along each line of sight.
         extent_mm: (left, right, bottom, top) of the image, mm (matplotlib's ``extent``): the
             horizontal coordinate along the frame's right direction through the volume's centre,
             the vertical one along the axis.
@@ -42,13 +45,15 @@ class TurntableFrame:
     extent_mm: tuple[float, float, float, float]
 
 
-def turntable(volume: Volume, frames: int = 24, axis: str = "z", chunk: int = 1 << 22
+def turntable(volume: Volume, frames: int = 24, axis: str = "z", chunk: int = 1 << 22, mode: str = "mip"
               ) -> list[TurntableFrame]:
-    """``frames`` maximum-intensity projections at equal angles about ``axis`` (module docstring).
+    """``frames`` projections at equal angles about ``axis``, of the kind ``mode`` (module docstring).
 
     Raises:
-        ValueError: ``frames`` < 1 or an unknown axis.
+        ValueError: ``frames`` < 1, an unknown axis or mode.
     """
+    if mode not in MODES:
+        raise ValueError(f"turntable: mode must be one of {MODES}, got {mode!r}")
     if frames < 1:
         raise ValueError(f"turntable: frames must be ≥ 1, got {frames}")
     if axis not in _AXES:
@@ -87,6 +92,6 @@ def turntable(volume: Volume, frames: int = 24, axis: str = "z", chunk: int = 1 
             grid = torch.from_numpy(unit.astype(np.float32)).reshape(1, -1, 1, 1, 3)
             values = F.grid_sample(data[None, None], grid, mode="bilinear", padding_mode="zeros",
                                    align_corners=False).reshape(len(w), len(across), len(depth))
-            image[r0:r0 + len(w)] = values.amax(-1).numpy()
+            image[r0:r0 + len(w)] = (values.amax(-1) if mode == "mip" else values.sum(-1) * step).numpy()
         out.append(TurntableFrame(360.0 * k / frames, image, (-radius, radius, -half[a], half[a])))
     return out

@@ -14,7 +14,7 @@ from optics.limits import check_types
 from optics.tomlio import read_toml
 from recon.errors import ConfigError
 from recon.fitting.data import AUTO_VOXELS_MAX, HALF_SEED_OFFSET, density_grid, object_pixel_mm
-from recon.model.fields.config import FieldConfig, voxel_shape
+from recon.model.fields.config import FIELD_KINDS, FieldConfig, voxel_shape
 from recon.model.fields.registry import make_field
 from recon.model.hashgrid import HashGridConfig
 from recon.model.loss import LOSSES
@@ -89,6 +89,8 @@ class FitConfig:
         attenuation: κ per unit density for ``emission-absorption``, mm⁻¹.
         voxel_size_mm: voxel size of density.tif; 0 chooses the object-space pixel.
         seed: seed of every random choice (same seed, same device → same numbers).
+        memory_gb: the memory a fit may use, GB; a fit whose estimated peak exceeds it is refused
+            before tracing (:mod:`recon.fitting.budget`). 0: the machine's (or its container's).
         checkpoint_every: steps between checkpoints.
         log_every: steps between progress lines when output is not a terminal.
         field_options: extra options of the field (see :mod:`recon.model.fields`).
@@ -126,6 +128,7 @@ class FitConfig:
     attenuation: float = 1.0
     voxel_size_mm: float = 0.0
     seed: int = 0
+    memory_gb: float = 0.0
     checkpoint_every: int = 250
     log_every: int = 100
     field_options: dict = dc_field(default_factory=dict)
@@ -147,7 +150,7 @@ class FitConfig:
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""
         checks = [
-            (self.field in ("hashgrid", "voxel", "siren"), "field", "hashgrid, voxel or siren"),
+            (self.field in FIELD_KINDS, "field", ", ".join(FIELD_KINDS)),
             (self.backend in ("auto", "torch", "tcnn"), "backend", "auto, torch or tcnn"),
             (self.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda"),
             (self.solver in ("auto", "em", "adam"), "solver", "auto, em or adam"),
@@ -177,6 +180,7 @@ class FitConfig:
             (self.voxel_size_mm == 0 or 1e-4 <= self.voxel_size_mm <= 100, "voxel_size_mm",
              "≥ 0 (0 = automatic) and in 1e-4 … 100 mm otherwise"),
             (0 <= self.seed < 2**63 - 2 * HALF_SEED_OFFSET, "seed", "≥ 0 and < 2⁶³ − 2000"),
+            (0 <= self.memory_gb <= 1e6, "memory_gb", "≥ 0 (0 = the machine's) and ≤ 10⁶ GB"),
             (1 <= self.checkpoint_every <= 10**8, "checkpoint_every", "≥ 1 and ≤ 10⁸"),
             (1 <= self.log_every <= 10**8, "log_every", "≥ 1 and ≤ 10⁸"),
         ]

@@ -29,13 +29,15 @@ def predict_views(
     model: str = "emission",
     attenuation: float = 1.0,
     step_mm: float = 0.02,
-    chunk_pixels: int = 32768,
+    max_samples: int = 1 << 19,
 ) -> torch.Tensor:
-    """Expected photoelectrons of every pooled pixel from a density volume (trilinear)."""
+    """Expected photoelectrons of every pooled pixel from a density volume (trilinear).
+
+    Rendered in runs of pixels of about ``max_samples`` samples (:meth:`RayPool.chunks`).
+    """
     n = pool.n_pixels
-    batches = ((slice(start, min(start + chunk_pixels, n)),
-                pool.gather(torch.arange(start, min(start + chunk_pixels, n))))
-               for start in range(0, n, chunk_pixels))
+    batches = ((slice(int(run[0]), int(run[-1]) + 1), pool.gather(run))
+               for run in pool.chunks(torch.arange(n), step_mm, max_samples))
     return render_batches(lambda p: interpolate(volume, p), batches, n, photons_per_atom=photons_per_atom,
                           step_mm=step_mm, model=model, attenuation=attenuation,
                           generator=torch.Generator().manual_seed(1234))

@@ -200,14 +200,16 @@ def voxel_values(field) -> torch.Tensor | None:
 
 @torch.no_grad()
 def predict_pixels(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_atom: float, step_mm: float,
-                   model: str = "emission", attenuation: float = 1.0, chunk_pixels: int = 16384,
+                   model: str = "emission", attenuation: float = 1.0, max_samples: int = 1 << 19,
                    projector: Projector | None = None) -> torch.Tensor:
     """(P,) expected photoelectrons of ``pixels`` at the stratum midpoints, not differentiable.
 
     By the projector for a linear voxel field in the emission model (:func:`voxel_values`): the
     given ``projector`` (over ``pool``, this field's grid, ``photons_per_atom`` and ``step_mm``:
     EM's own, so that the fit's checks do not set one up anew each time) or a new one. Otherwise
-    by :func:`recon.model.render.render_pixels` of the field, ``chunk_pixels`` at a time.
+    by :func:`recon.model.render.render_pixels` of the field, in runs of pixels of about
+    ``max_samples`` samples (:meth:`~recon.fitting.raypool.RayPool.chunks`: a neural field's
+    activations for a run are held at once).
     """
     values = voxel_values(field) if model == "emission" else None
     if values is not None:
@@ -216,7 +218,7 @@ def predict_pixels(field, pool: RayPool, pixels: torch.Tensor, *, photons_per_at
         return op.forward(values, pixels)
     parts = [render_pixels(field, pool.gather(part), len(part), photons_per_atom=photons_per_atom,
                            step_mm=step_mm, model=model, attenuation=attenuation, jitter=False)
-             for part in pixels.split(chunk_pixels)]
+             for part in pool.chunks(pixels, step_mm, max_samples)]
     return torch.cat(parts) if parts else pool.summed_electrons.new_zeros(0)
 
 

@@ -78,6 +78,25 @@ class RayPool:
         """Number of pixels."""
         return self.summed_electrons.shape[0]
 
+    def chunks(self, pixels: torch.Tensor, step_mm: float, max_samples: int = 1 << 19) -> list[torch.Tensor]:
+        """``pixels`` split, in order, into runs of about ``max_samples`` strata each.
+
+        A segment of length L holds ``ceil(L / step_mm)`` strata (as the renderer samples it); a
+        run holds the pixels whose preceding strata fall in one multiple of ``max_samples``, so at
+        most ``max_samples`` plus one pixel's. Rendering a field run by run then holds a bounded
+        number of samples' activations at once, however many segments its pixels have.
+        """
+        if not len(pixels):
+            return []
+        keys = pixels * self.samples
+        first, last = self.offsets[keys], self.offsets[keys + self.samples]
+        strata = torch.ceil((self.rays.t_far - self.rays.t_near).clamp_min(0) / step_mm).clamp_min(1)
+        total = torch.cat([strata.new_zeros(1, dtype=torch.float64), strata.double().cumsum(0)])
+        cost = total[last] - total[first]  # each pixel's strata
+        run = torch.div(cost.cumsum(0) - cost, max_samples, rounding_mode="floor")
+        ends = (run[1:] != run[:-1]).nonzero(as_tuple=True)[0] + 1
+        return list(pixels.tensor_split(ends.cpu()))
+
     def gather(self, pixels: torch.Tensor, sample: torch.Tensor | None = None) -> RayBatch:
         """Segments of ``pixels`` (B,), with ``pixel`` renumbered 0 … B − 1.
 

@@ -106,8 +106,11 @@ def quiet_tifffile():
 def write_volume(path: str | os.PathLike, volume: Volume) -> None:
     """Write ``volume`` as a float32 ImageJ hyperstack TIFF (deflate-compressed), atomically.
 
-    ImageJ reads the voxel size (mm) from the resolution tags and ``spacing``; the origin,
-    unit and extra metadata travel as JSON in the ImageJ ``Info`` field.
+    ImageJ reads the voxel size (mm) from the resolution tags and ``spacing``, and the origin from
+    ``xorigin``, ``yorigin``, ``zorigin`` (in voxels: ImageJ's calibrated position of voxel i is
+    ``(i − xorigin) · dx``, which makes it ``origin_mm + i · dx``, the centre of voxel i, so Fiji
+    shows and measures positions in the box's millimetres); the origin, unit and extra metadata
+    also travel as JSON in the ImageJ ``Info`` field, which :func:`read_volume` reads.
     """
     import tifffile
 
@@ -121,6 +124,8 @@ def write_volume(path: str | os.PathLike, volume: Volume) -> None:
         "unit": volume.unit,
         "meta": volume.meta,
     }
+    origin = {f"{axis}origin": -float(o) / d for axis, o, d in zip("xyz", volume.origin_mm, (dx, dy, dz),
+                                                                  strict=True)}
     data = np.ascontiguousarray(volume.data, dtype=np.float32)
     with atomic_path(path) as tmp:
         tifffile.imwrite(
@@ -129,7 +134,7 @@ def write_volume(path: str | os.PathLike, volume: Volume) -> None:
             imagej=True,
             compression="zlib",
             resolution=(1.0 / dx, 1.0 / dy),
-            metadata={"spacing": dz, "unit": "mm", "axes": "ZYX", "Info": json.dumps(info)},
+            metadata={"spacing": dz, "unit": "mm", "axes": "ZYX", **origin, "Info": json.dumps(info)},
         )
 
 

@@ -30,6 +30,7 @@ from recon.analysis.moments import cloud_metrics, face_fraction, face_warning, t
 from recon.analysis.resolution import load_truth
 from recon.environment import versions
 from recon.errors import ConfigError, DataError, FitError, OutputError
+from recon.fitting.budget import MemoryPlan, check_memory, estimate_memory
 from recon.fitting.checkpoint import check_resumable
 from recon.fitting.config import (
     FitConfig,
@@ -130,6 +131,8 @@ def fit(
     if resume:  # what was not given now is what the interrupted fit ran with
         cfg = load_fit_config(config, base=saved_fit_settings(out), **settings)
     check_grid_sizes(data, cfg)  # before tracing: a grid too large to hold is refused now
+    memory = estimate_memory(data, resolved(cfg, data), threads=torch.get_num_threads())
+    check_memory(memory, cfg)  # and a fit whose peak would not fit in memory
     progress = make_progress(cfg) if make_progress else None
     warnings = [f"view {s.name}: {w}" for s in stats for w in s.warnings]
     for line in warnings:
@@ -137,7 +140,7 @@ def fit(
             progress.log(f"warning: {line}")
     metrics = run_fit_job(data, cfg, out, run_name=run.name, overwrite=overwrite, resume=resume,
                           progress=progress, truth_path=truth, split_halves=split if split_halves else None,
-                          warnings=warnings, pool_cache=pool_cache, command=command)
+                          warnings=warnings, pool_cache=pool_cache, command=command, memory=memory)
     return FitOutcome(metrics, out, cfg)
 
 
@@ -227,6 +230,7 @@ def run_fit_job(
     warnings: list[str] = (),
     pool_cache: str | os.PathLike | None = None,
     command: str | None = None,
+    memory: MemoryPlan | None = None,
 ) -> dict:
     """Fit ``data`` and write the whole output directory; returns the metrics.
 
@@ -250,6 +254,8 @@ def run_fit_job(
         warnings: remarks on the data (from ``recon inspect``'s checks) recorded in metrics.json.
         pool_cache: directory of the ray-pool cache; None traces every pool.
         command: the command line, recorded in config.json (None: not recorded).
+        memory: the fit's estimated memory (:func:`recon.fitting.budget.estimate_memory`), said
+            after the plan and recorded in metrics.json beside the measured peak.
 
     Raises:
         FitError: the fit failed or its result is worthless (nothing is written then).
@@ -261,7 +267,7 @@ def run_fit_job(
         try:
             return _fit_and_write(data, cfg, out, stop, run_name=run_name, overwrite=overwrite, resume=resume,
                                   progress=progress, truth_path=truth_path, split_halves=split_halves,
-                                  warnings=warnings, pool_cache=pool_cache, command=command)
+                                  warnings=warnings, pool_cache=pool_cache, command=command, memory=memory)
         except OutputError as err:  # a full disk: say what is kept and how to go on
             kept = resume_dir(out)
             if kept is None:
@@ -272,7 +278,8 @@ def run_fit_job(
 
 def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals, *, run_name: str,
                    overwrite: bool, resume: bool, progress, truth_path: Path | None, split_halves: str | None,
-                   warnings: list[str], pool_cache: str | os.PathLike | None, command: str | None) -> dict:
+                   warnings: list[str], pool_cache: str | os.PathLike | None, command: str | None,
+                   memory: MemoryPlan | None) -> dict:
     """:func:`run_fit_job` holding the output lock; ``stop`` says what a signal leaves behind."""
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     step_mm = resolved(cfg, data).step_mm  # what run_fit makes of step_mm = 0
@@ -287,6 +294,8 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     try:
         if progress:
             progress.log(plan_line(cfg, data))
+            if memory is not None:
+                progress.log(memory.line())
         chosen = {"step_mm": step_mm, "voxel_size_mm": density_grid(data, cfg.voxel_size_mm)[2][0]}
         atomic_write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name, "command": command,
                                                  "resolved": chosen,
@@ -379,6 +388,8 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         "fit_loop_s": round(loop_s, 2),
         "rays_per_s": round(sum(s.rays_rendered for s in states) / max(loop_s, 1e-9), 1),
         "peak_memory_mb": round(peak_mb, 1),
+        "peak_memory_estimate_mb": (None if memory is None or device.type == "cuda"  # a host RSS estimate
+                                    else round(memory.peak / 2**20, 1)),
         "peak_memory_kind": "GPU allocated" if device.type == "cuda" else "process max RSS",
         "backend": backend,
         "device": str(device),

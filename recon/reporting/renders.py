@@ -221,11 +221,13 @@ def write_mip(volume: Volume, path: Path) -> Path:
     return path
 
 
-def write_turntable(frames, unit: str, directory: Path, axis: str = "z") -> tuple[list[Path], Path]:
+def write_turntable(frames, unit: str, directory: Path, axis: str = "z", mode: str = "mip"
+                    ) -> tuple[list[Path], Path]:
     """The frames of :func:`recon.analysis.turntable.turntable` as PNGs and one looping GIF.
 
-    One colour scale for every frame (the largest value of all), axes in mm, the angle in each
-    title. Returns the PNG paths and the GIF's.
+    One colour scale for every frame (the largest value of all), axes in mm, the angle and the
+    ``mode`` in each title (``unit``: the volume's; an emission frame's is it times mm). Returns
+    the PNG paths and the GIF's.
     """
     from PIL import Image
 
@@ -235,14 +237,15 @@ def write_turntable(frames, unit: str, directory: Path, axis: str = "z") -> tupl
     top = max(float(f.image.max()) for f in frames) or 1.0
     fig, ax = plt.subplots(figsize=(5, 5))
     im = ax.imshow(frames[0].image, cmap="magma", vmin=0, vmax=top, extent=frames[0].extent_mm)
-    fig.colorbar(im, ax=ax, fraction=0.046, label=unit)
+    fig.colorbar(im, ax=ax, fraction=0.046, label=unit if mode == "mip" else f"{unit} × mm (column density)")
     ax.set_xlabel("across the view (mm)")
     ax.set_ylabel(f"{axis} (mm)")
     title = ax.set_title("")
     pngs, pictures = [], []
     for k, frame in enumerate(frames):
         im.set_data(frame.image)
-        title.set_text(f"maximum intensity, {frame.angle_deg:.0f}° about {axis}")
+        what = "maximum intensity" if mode == "mip" else "emission"
+        title.set_text(f"{what}, {frame.angle_deg:.0f}° about {axis}")
         path = directory / f"frame_{k:03d}.png"
         _png(fig, path)
         pngs.append(path)

@@ -1,10 +1,14 @@
-"""Density fields behind one interface (:class:`Field`): hash grid, voxel grid, SIREN.
+"""Density fields behind one interface (:class:`Field`): hash grid, voxel grid and coordinate MLPs.
+
+The MLPs: SIREN, Fourier features + ReLU, Gaussian activations.
 
 :func:`make_field` builds one from a :class:`FieldConfig`; each kind lives in its own module.
 """
 
 from recon.model.fields.base import Field, box_grid, sample_field
 from recon.model.fields.config import ACTIVATIONS, FIELD_KINDS, FieldConfig
+from recon.model.fields.fourier import FourierFeatureField
+from recon.model.fields.gauss import GaussianMLPField
 from recon.model.fields.hashgrid import HashGridField
 from recon.model.fields.registry import make_field
 from recon.model.fields.siren import SirenField
@@ -15,6 +19,8 @@ __all__ = [
     "FIELD_KINDS",
     "Field",
     "FieldConfig",
+    "FourierFeatureField",
+    "GaussianMLPField",
     "HashGridField",
     "SirenField",
     "VoxelField",

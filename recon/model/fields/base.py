@@ -51,6 +51,7 @@ __all__ = [
     "init_linear",
     "inverse_activation",
     "raw_for_unit_density",
+    "relu_mlp",
     "sample_field",
 ]
 
@@ -156,6 +157,25 @@ def init_linear(layer: nn.Linear, gen: torch.Generator, weight_bound: float,
     with torch.no_grad():
         layer.weight.uniform_(-weight_bound, weight_bound, generator=gen)
         layer.bias.uniform_(-bias_bound, bias_bound, generator=gen)
+
+
+def relu_mlp(width_in: int, hidden_layers: int, hidden_width: int, gen: torch.Generator) -> nn.Sequential:
+    """Linear/ReLU layers and a linear head to one output, drawn from ``gen``.
+
+    torch's default bounds (``U(±1/√fan_in)`` for weights and hidden biases), the head's bias 0
+    (the field centres it: :meth:`Field._centre_output`).
+    """
+    layers: list[nn.Module] = []
+    width = width_in
+    for _ in range(hidden_layers):
+        linear = nn.Linear(width, hidden_width)
+        init_linear(linear, gen, 1 / math.sqrt(width), 1 / math.sqrt(width))
+        layers += [linear, nn.ReLU(inplace=True)]
+        width = hidden_width
+    head = nn.Linear(width, 1)
+    init_linear(head, gen, 1 / math.sqrt(width), 0.0)
+    layers.append(head)
+    return nn.Sequential(*layers)
 
 
 class Field(nn.Module):

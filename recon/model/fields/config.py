@@ -12,10 +12,13 @@ from optics.limits import check_types
 from recon.errors import ConfigError
 from recon.model.hashgrid import HashGridConfig
 
-__all__ = ["ACTIVATIONS", "FIELD_KINDS", "FieldConfig", "voxel_shape"]
+__all__ = ["ACTIVATIONS", "FIELD_KINDS", "FOURIER_ENCODINGS", "FieldConfig", "voxel_shape"]
 
 
-FIELD_KINDS = ("hashgrid", "voxel", "siren")
+FIELD_KINDS = ("hashgrid", "voxel", "siren", "fourier", "gauss")
+
+#: The position maps of a ``"fourier"`` field (:mod:`recon.model.fields.fourier`).
+FOURIER_ENCODINGS = ("gaussian", "positional")
 
 
 ACTIVATIONS = ("softplus", "exp", "linear")
@@ -26,7 +29,9 @@ class FieldConfig:
     """Which field, and its sizes. Defaults suit a ~1 mm cloud in a 2.4 mm box.
 
     Attributes:
-        kind: ``"hashgrid"``, ``"voxel"`` or ``"siren"``.
+        kind: ``"hashgrid"``, ``"voxel"``, ``"siren"``, ``"fourier"`` (Fourier features + ReLU
+            MLP, :mod:`recon.model.fields.fourier`) or ``"gauss"`` (Gaussian-activation MLP,
+            :mod:`recon.model.fields.gauss`).
         encoding: hash grid of a ``"hashgrid"`` field (see :class:`HashGridConfig`).
         hidden_layers: hidden ReLU layers of the hash-grid MLP (instant-ngp's density network
             has one; each more costs ~20 % throughput on CPU).
@@ -37,6 +42,13 @@ class FieldConfig:
         siren_hidden_layers: sine layers of a ``"siren"`` field (all ``siren_width`` wide).
         siren_width: their width.
         siren_omega0: ω₀, the frequency factor of every sine layer.
+        mlp_hidden_layers: hidden layers of a ``"fourier"`` or ``"gauss"`` field's MLP.
+        mlp_width: their width.
+        fourier_encoding: ``"gaussian"`` (random features) or ``"positional"`` (NeRF's).
+        fourier_features: m, the random frequencies of ``"gaussian"`` (2m features).
+        fourier_scale: σ of those frequencies, cycles per box edge.
+        fourier_frequencies: L, the octaves of ``"positional"`` (3 + 6L features).
+        gauss_a: a, the width of the Gaussian activation ``exp(−x²/(2a²))``.
         activation: ``"softplus"``, ``"exp"`` (truncated exponential) or ``"linear"`` (``max(raw, 0)``:
             the density linear in the parameters, for the EM solver).
         init_density: ``density_scale``, the density every field starts at (same unit as the
@@ -51,6 +63,13 @@ class FieldConfig:
     siren_hidden_layers: int = 3
     siren_width: int = 256
     siren_omega0: float = 30.0
+    mlp_hidden_layers: int = 4
+    mlp_width: int = 256
+    fourier_encoding: str = "gaussian"
+    fourier_features: int = 256
+    fourier_scale: float = 10.0
+    fourier_frequencies: int = 10
+    gauss_a: float = 0.1
     activation: str = "softplus"
     init_density: float = 1.0
 
@@ -76,6 +95,19 @@ class FieldConfig:
                 f"{where}: need siren_hidden_layers ≥ 1, siren_width ≥ 1 and siren_omega0 > 0, "
                 f"got {self.siren_hidden_layers}, {self.siren_width}, {self.siren_omega0}"
             )
+        if self.mlp_hidden_layers < 1 or self.mlp_width < 1:
+            raise ConfigError(f"{where}: need mlp_hidden_layers ≥ 1 and mlp_width ≥ 1, got "
+                              f"{self.mlp_hidden_layers} and {self.mlp_width}")
+        if self.fourier_encoding not in FOURIER_ENCODINGS:
+            raise ConfigError(f"{where}: fourier_encoding must be 'gaussian' or 'positional', got "
+                              f"{self.fourier_encoding!r}")
+        if not (1 <= self.fourier_features <= 65536 and 1 <= self.fourier_frequencies <= 30
+                and math.isfinite(self.fourier_scale) and self.fourier_scale > 0):
+            raise ConfigError(f"{where}: need fourier_features in 1 … 65536, fourier_frequencies in "
+                              f"1 … 30 and fourier_scale > 0, got {self.fourier_features}, "
+                              f"{self.fourier_frequencies}, {self.fourier_scale}")
+        if not (math.isfinite(self.gauss_a) and self.gauss_a > 0):
+            raise ConfigError(f"{where}: gauss_a must be > 0, got {self.gauss_a}")
         voxel_shape(self.voxel_resolution)  # validates
 
     def to_dict(self) -> dict:

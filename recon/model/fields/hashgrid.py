@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from recon.model.encoding import make_encoding
-from recon.model.fields.base import Field, field_generator, init_linear
+from recon.model.fields.base import Field, field_generator, relu_mlp
 from recon.model.hashgrid import HashGridConfig
 
 __all__ = ["HashGridField"]
@@ -45,20 +43,10 @@ class HashGridField(Field):
         self.encoding = make_encoding(encoding or HashGridConfig(), backend=backend,
                                       device=device, seed=seed)
         self.backend = self.encoding.backend
-        layers: list[nn.Module] = []
-        width = self.encoding.n_output_dims
         gen = field_generator(seed, 1)
-        for _ in range(hidden_layers):
-            linear = nn.Linear(width, hidden_width)
-            init_linear(linear, gen, 1 / math.sqrt(width), 1 / math.sqrt(width))  # torch's
-            layers += [linear, nn.ReLU(inplace=True)]
-            width = hidden_width
-        head = nn.Linear(width, 1)
-        init_linear(head, gen, 1 / math.sqrt(width), 0.0)
-        layers.append(head)
-        self.mlp = nn.Sequential(*layers)
+        self.mlp = relu_mlp(self.encoding.n_output_dims, hidden_layers, hidden_width, gen)
         self.to(device)
-        self._centre_output(head.bias, seed)
+        self._centre_output(self.mlp[-1].bias, seed)
 
     def raw(self, u: torch.Tensor) -> torch.Tensor:
         """(N, 3) in [0, 1]^3 -> (N,) pre-activation output."""

@@ -10,6 +10,8 @@ from recon.errors import ConfigError
 from recon.model.encoding import BACKENDS
 from recon.model.fields.base import Field
 from recon.model.fields.config import FieldConfig
+from recon.model.fields.fourier import FourierFeatureField
+from recon.model.fields.gauss import GaussianMLPField
 from recon.model.fields.hashgrid import HashGridField
 from recon.model.fields.siren import SirenField
 from recon.model.fields.voxel import VoxelField
@@ -58,6 +60,14 @@ def make_field(
         )
     elif cfg.kind == "voxel":
         out = VoxelField(box_min_mm, box_max_mm, resolution=cfg.voxel_resolution, **common)
+    elif cfg.kind == "fourier":
+        out = FourierFeatureField(box_min_mm, box_max_mm, encoding=cfg.fourier_encoding,
+                                  features=cfg.fourier_features, scale=cfg.fourier_scale,
+                                  frequencies=cfg.fourier_frequencies, hidden_layers=cfg.mlp_hidden_layers,
+                                  hidden_width=cfg.mlp_width, seed=seed, **common)
+    elif cfg.kind == "gauss":
+        out = GaussianMLPField(box_min_mm, box_max_mm, hidden_layers=cfg.mlp_hidden_layers,
+                               hidden_width=cfg.mlp_width, a=cfg.gauss_a, seed=seed, **common)
     else:
         out = SirenField(box_min_mm, box_max_mm, hidden_layers=cfg.siren_hidden_layers,
                          width=cfg.siren_width, omega0=cfg.siren_omega0, seed=seed, **common)

@@ -43,3 +43,16 @@ def test_other_axes_and_bad_settings():
         turntable(_blob(), frames=0)
     with pytest.raises(ValueError, match="axis"):
         turntable(_blob(), axis="w")
+
+
+@pytest.mark.parametrize("frames", [3])
+def test_an_emission_frame_holds_the_volumes_integral_and_its_column_density(frames):
+    """Every frame's column densities sum (× pixel area) to the volume's integral; through the
+    centre of a Gaussian of peak 1 the column is √(2π) σ."""
+    blob = _blob(centre=(0.0, 0.0, 0.0), sigma=0.2)
+    total = float(blob.data.sum()) * 0.05**3
+    for shot in turntable(blob, frames=frames, mode="emission"):
+        assert float(shot.image.sum()) * 0.05**2 == pytest.approx(total, rel=0.01)
+        assert float(shot.image.max()) == pytest.approx(math.sqrt(2 * math.pi) * 0.2, rel=0.02)
+    with pytest.raises(ValueError, match="mode"):
+        turntable(blob, frames=1, mode="sum")

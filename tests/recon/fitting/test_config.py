@@ -11,7 +11,7 @@ import torch
 from optics.tomlio import read_toml
 from recon.errors import ConfigError
 from recon.fitting.config import FitConfig, config_dict, field_config, field_factory, load_fit_config
-from recon.model.fields.config import FieldConfig
+from recon.model.fields.config import FIELD_KINDS, FieldConfig
 from recon.model.hashgrid import HashGridConfig
 
 BOX_MIN, BOX_MAX = (-1.2, -1.0, -0.8), (1.2, 1.0, 0.8)
@@ -20,6 +20,8 @@ SMALL_FIELDS = {
                  "encoding": {"n_levels": 2, "log2_hashmap_size": 10, "base_resolution": 4}},
     "voxel": {"voxel_resolution": [6, 5, 4]},
     "siren": {"siren_hidden_layers": 1, "siren_width": 16},
+    "fourier": {"mlp_hidden_layers": 2, "mlp_width": 16, "fourier_features": 8},
+    "gauss": {"mlp_hidden_layers": 2, "mlp_width": 16},
 }
 
 
@@ -43,7 +45,7 @@ def test_defaults_validate_and_are_what_the_docs_say():
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("field", "mlp", "hashgrid, voxel or siren"),
+    ("field", "mlp", "hashgrid, voxel, siren, fourier, gauss"),
     ("backend", "cuda", "auto, torch or tcnn"),
     ("device", "gpu", "auto, cpu or cuda"),
     ("steps", 0, "≥ 1"),
@@ -207,7 +209,7 @@ def test_config_dict_is_json_ready_and_rebuilds_the_config():
     assert cfg.field_options["x"] == {"y": 1}  # a copy, not a view
 
 
-@pytest.mark.parametrize("kind", ["hashgrid", "voxel", "siren"])
+@pytest.mark.parametrize("kind", FIELD_KINDS)
 def test_field_factory_builds_the_field_starting_at_the_mean_density(kind):
     cfg = FitConfig(field=kind, backend="torch", seed=3, field_options=SMALL_FIELDS[kind])
     field = field_factory(cfg, BOX_MIN, BOX_MAX, 2.5e4, "cpu")

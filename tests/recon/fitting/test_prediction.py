@@ -88,7 +88,8 @@ def test_prediction_is_seeded_and_does_not_depend_on_the_chunking(pool):
     vol = _volume(_blob(sigma=0.15))  # sharp: the jittered samples matter
     first = predict_views(vol, pool, Y)
     assert torch.equal(predict_views(vol, pool, Y), first)
-    assert torch.equal(predict_views(vol, pool, Y, chunk_pixels=37), first)
+    assert len(pool.chunks(torch.arange(pool.n_pixels), 0.02, 300)) > 3  # the chunks below are many
+    assert torch.equal(predict_views(vol, pool, Y, max_samples=300), first)
 
 
 def _poisson_frames(predicted: torch.Tensor, seed: int) -> dict:
@@ -211,3 +212,15 @@ def test_a_fit_of_linear_voxels_is_predicted_through_its_own_operator(pool):
     softplus = VoxelField(lo, hi, resolution=6, init_density=1e5)
     volume = _volume(_blob())
     assert torch.equal(predict_fit([softplus], volume, pool, Y), predict_views(volume, pool, Y))
+
+
+def test_a_neural_fields_prediction_does_not_depend_on_its_runs_of_pixels(pool):
+    from recon.fitting.config import FitConfig, field_factory
+    from recon.fitting.projector import predict_pixels
+
+    field = field_factory(FitConfig(field="siren"), [-1.2] * 3, [1.2] * 3, 1.0, "cpu")
+    pixels = torch.arange(pool.n_pixels)
+    assert len(pool.chunks(pixels, 0.05, 500)) > 3
+    whole = predict_pixels(field, pool, pixels, photons_per_atom=Y, step_mm=0.05, max_samples=1 << 30)
+    runs = predict_pixels(field, pool, pixels, photons_per_atom=Y, step_mm=0.05, max_samples=500)
+    assert whole.abs().max() > 0 and torch.allclose(runs, whole, rtol=1e-5, atol=0)

@@ -74,3 +74,27 @@ def test_only_a_view_blurred_beyond_the_box_s_image_is_defocused():
     assert [v.name for v in data.views][0] == "direct"
     assert defocused_views(data) == [True] + [False] * 14  # 371 px of blur against 155 px of box
     assert rays_per_sample(data, 4) == [4] + [1] * 14
+
+
+def _pool_of_lengths(lengths, pixel):
+    """A pool of one sample per pixel whose segments have these lengths (mm) and owners."""
+    from recon.fitting.raypool import RayPool
+    from recon.model.render import RayBatch
+
+    lengths, pixel = torch.tensor(lengths), torch.tensor(pixel)
+    n = int(pixel.max()) + 1
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(pixel, minlength=n).cumsum(0)])
+    m = len(lengths)
+    rays = RayBatch(torch.zeros(m, 3), torch.zeros(m, 3), torch.ones(m), torch.zeros(m), lengths, pixel,
+                    torch.zeros(m, dtype=torch.long))
+    return RayPool(rays, offsets, torch.zeros(n), torch.ones(n), torch.zeros(n, dtype=torch.long), 1.0, 1)
+
+
+def test_chunks_hold_about_max_samples_strata_in_the_pixels_order():
+    # strata at 0.1 mm: pixel 0 → 1, pixel 1 → 3 + 1, pixel 2 → 3, pixel 3 → 3, pixel 4 → 1
+    pool = _pool_of_lengths([0.1, 0.25, 0.05, 0.3, 0.3, 0.1], [0, 1, 1, 2, 3, 4])
+    runs = pool.chunks(torch.arange(5), 0.1, 4)  # preceding strata 0, 1, 5, 8, 11: runs of 4
+    assert [r.tolist() for r in runs] == [[0, 1], [2], [3, 4]]
+    assert [r.tolist() for r in pool.chunks(torch.tensor([4, 0, 3]), 0.1, 2)] == [[4, 0], [3]]
+    assert [r.tolist() for r in pool.chunks(torch.arange(5), 0.1, 100)] == [[0, 1, 2, 3, 4]]
+    assert pool.chunks(torch.zeros(0, dtype=torch.long), 0.1) == []

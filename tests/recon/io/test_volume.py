@@ -149,6 +149,10 @@ def test_the_file_is_an_imagej_stack_with_its_voxel_size_in_mm(tmp_path):
         info = json.loads(ij["Info"])
         assert info["format"] == "recon.volume/1" and info["axes"] == "ZYX"
         assert info["origin_mm"] == list(ORIGIN) and info["voxel_size_mm"] == list(VOXEL)
+        # ImageJ's calibrated position of voxel i is (i − xorigin) · dx: voxel 0 at the origin, in mm
+        for axis, o, d in zip("xyz", ORIGIN, VOXEL, strict=True):
+            assert (0 - ij[f"{axis}origin"]) * d == pytest.approx(o)
+            assert (3 - ij[f"{axis}origin"]) * d == pytest.approx(o + 3 * d)
 
 
 def test_a_plain_imagej_stack_reads_its_voxel_size_from_the_tags(tmp_path):

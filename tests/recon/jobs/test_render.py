@@ -69,3 +69,22 @@ def test_a_fits_views_are_drawn_full_size_from_its_views_npz(density, tmp_path):
     res = CliRunner().invoke(app, ["render", str(density), "--views", "--frames", "0", "--out",
                                    str(tmp_path / "cli")])
     assert res.exit_code == 0 and "1 view pictures" in res.output
+
+
+def test_named_views_and_an_emission_turntable(density, tmp_path):
+    from recon.io.viewimages import ViewImage, save_view_images
+
+    ones = np.ones((5, 7), np.float32)
+    frames = ones.astype(np.int32)
+    save_view_images(density / "views.npz", [ViewImage(name, (0, 0, 7, 5), 0.02, ones, ones, frames)
+                                             for name in ("direct", "m1", "m2")], 2.0)
+    outcome = render(density, frames=2, mode="emission", views=["m2", "m1"], out=tmp_path / "pics")
+    assert sorted(p.name for p in outcome.views) == ["view_m1.png", "view_m2.png"]
+    assert outcome.animation.is_file()
+    with pytest.raises(ConfigError, match="no view 'm3'; its views are direct, m1, m2"):
+        render(density, frames=0, views=["m3"], out=tmp_path / "other")
+    with pytest.raises(ConfigError, match="--mode must be one of mip, emission"):
+        render(density, frames=2, mode="sum", out=tmp_path / "other")
+    res = CliRunner().invoke(app, ["render", str(density), "--frames", "0", "--view", "direct", "--out",
+                                   str(tmp_path / "cli")])
+    assert res.exit_code == 0 and "1 view pictures" in res.output

@@ -15,7 +15,8 @@ SMALL_HASH = HashGridConfig(n_levels=3, log2_hashmap_size=10, base_resolution=4,
 def small_config(kind, **kw):
     """Fields small enough for fast tests (the defaults are exercised by the bench)."""
     return FieldConfig(kind=kind, encoding=SMALL_HASH, voxel_resolution=(6, 5, 4),
-                       siren_hidden_layers=2, siren_width=16, **kw)
+                       siren_hidden_layers=2, siren_width=16, mlp_hidden_layers=2, mlp_width=16,
+                       fourier_features=8, **kw)
 
 
 def points_in_box(n, seed=0, box=BOX):
