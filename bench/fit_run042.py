@@ -181,10 +181,12 @@ def main() -> None:
                 "outputs_s",
                 "rays_per_s",
                 "peak_memory_mb",
+                "peak_memory_estimate_mb",
                 "backend",
                 "device",
                 "fsc_truth",
                 "split_halves",
+                "shot_noise_limit",
             )
             if k in metrics
         },

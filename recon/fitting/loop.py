@@ -30,6 +30,7 @@ from recon.errors import BackendUnavailableError, FitError
 from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint, save_checkpoint
 from recon.fitting.config import FitConfig, resolved
 from recon.fitting.data import FitData
+from recon.fitting.em import Gaussian
 from recon.fitting.holdout import StopRule, heldout_deviance, split_held_out
 from recon.fitting.raypool import (
     RayPool,
@@ -180,6 +181,8 @@ class FitResult:
         refinement: the record of what the refinement changed, else None.
         camera_sensitivity: the fitted per-camera light factors (already in ``pool``'s weights),
             else None (:mod:`recon.fitting.sensitivity`).
+        start_gaussian: EM's start, the data's 3D Gaussian with its shot-noise limit
+            (:class:`~recon.fitting.em.Gaussian`); None for Adam or a resumed fit.
     """
 
     field: torch.nn.Module
@@ -196,6 +199,7 @@ class FitResult:
     refined_system: System | None = None
     refinement: dict | None = None
     camera_sensitivity: CameraSensitivity | None = None
+    start_gaussian: Gaussian | None = None
 
     @property
     def converged(self) -> bool:
@@ -299,9 +303,11 @@ def run_fit(
                                                   photons_per_atom=y, seed=cfg.seed)
         pool = scaled_pool(pool, data, sensitivity)
         log(sensitivity.describe())
-    if cfg.em and not resume:  # EM starts from the data's Gaussian (recon.fitting.em, "The start")
-        log(EMSolver.start(field, pool, train, box, mean_density=mean_density, photons_per_atom=y,
-                           seed=cfg.seed))
+    start = None  # EM's start: the data's Gaussian (recon.fitting.em, "The start"), with its shot-noise limit
+    if cfg.em and not resume:
+        line, start = EMSolver.start(field, pool, train, box, mean_density=mean_density, photons_per_atom=y,
+                                     seed=cfg.seed)
+        log(line)
     pool_dev = _device_pool(pool, device)
     train, held = train.to(device), held.to(device)
     max_steps = step_limit(cfg, len(train))
@@ -408,7 +414,8 @@ def run_fit(
         log(f"final gain (the measured over the predicted light of the {len(train)} training pixels): "
             f"{gain:.5f}")
     result = FitResult(field, pool, state, rule, device, mean_density, y, int(len(held)), max_steps,
-                       final_gain=gain, predicted=predicted, camera_sensitivity=sensitivity)
+                       final_gain=gain, predicted=predicted, camera_sensitivity=sensitivity,
+                       start_gaussian=start)
     if cfg.refine:
         result.refined_system, result.refinement, result.pool = solver.refine.finish(data, cfg, log)
         result.predicted = None

@@ -26,6 +26,7 @@ from recon.fitting.checkpoint import FitState
 from recon.fitting.config import FitConfig
 from recon.fitting.em import (
     OSEM,
+    Gaussian,
     fit_gaussian,
     measured_over_predicted,
     pool_view_directions,
@@ -82,12 +83,16 @@ class EMSolver:
 
     @staticmethod
     def start(field, pool: RayPool, train: torch.Tensor, box, *, mean_density: float, photons_per_atom: float,
-              seed: int) -> str:
-        """Set ``field``'s grid to EM's start (the data's Gaussian plus a floor); returns a line saying so."""
+              seed: int) -> tuple[str, Gaussian]:
+        """Set ``field``'s grid to EM's start (the data's Gaussian plus a floor).
+
+        Returns a line saying so, and the Gaussian with its shot-noise limit (``fisher=True``).
+        """
         axes = taper_axes(pool_view_directions(pool))
         volume_mm3 = float((box.max_mm - box.min_mm).prod())
         gaussian = fit_gaussian(pool, train, box.min_mm.tolist(), box.max_mm.tolist(),
-                                atoms=mean_density * volume_mm3, photons_per_atom=photons_per_atom, seed=seed)
+                                atoms=mean_density * volume_mm3, photons_per_atom=photons_per_atom, seed=seed,
+                                fisher=True)
         floor = start_floor(gaussian, box.min_mm.tolist(), box.max_mm.tolist())
         grid = start_grid(gaussian, mean_density, field.shape, box.min_mm.tolist(), box.max_mm.tolist(), axes,
                           floor=floor)
@@ -96,7 +101,7 @@ class EMSolver:
         sd = ", ".join(f"{1e3 * float(v):.0f}" for v in torch.diagonal(gaussian.cov_mm2).sqrt())
         return (f"EM start: the data's Gaussian ({gaussian.atoms:.3g} atoms, σ {sd} µm) + {100 * floor:.2g}% "
                 "uniform" + (f", tapered to 0 at the {'/'.join('xyz'[a] for a in axes)} faces"
-                             if axes else ""))
+                             if axes else "")), gaussian
 
     def step(self, state: FitState) -> tuple[float, int]:
         """One OSEM update; returns (the subset's deviance before it, segments projected)."""

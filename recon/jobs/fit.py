@@ -62,7 +62,8 @@ from recon.model.fields.base import sample_field
 from recon.reporting.renders import write_renders
 from recon.reporting.report import write_report
 
-__all__ = ["FitOutcome", "fit", "run_fit_job", "save_density", "unconverged_warning", "worthless_result"]
+__all__ = ["FitOutcome", "fit", "run_fit_job", "save_density", "shot_noise_limit", "unconverged_warning",
+           "worthless_result"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,6 +407,9 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     if results[0].camera_sensitivity is not None:
         metrics["camera_sensitivity"] = [r.camera_sensitivity.to_json() for r in results] if how else \
             results[0].camera_sensitivity.to_json()
+    start = results[0].start_gaussian if how is None else None
+    if start is not None and start.shot_noise_sd is not None:
+        metrics["shot_noise_limit"] = shot_noise_limit(start)
     if warnings:
         metrics["warnings"] = list(warnings)
     faces = face_warning(metrics["atoms_near_faces"])
@@ -491,6 +495,20 @@ def worthless_result(metrics: dict) -> str | None:
         return (f"the result explains none of the signal: it predicts {predicted:.3g} of the {measured:.3g} "
                 f"measured photoelectrons, and {worse}")
     return None
+
+
+def shot_noise_limit(gaussian) -> dict:
+    """metrics.json's ``shot_noise_limit``: the Cramér–Rao standard deviations of a Gaussian cloud.
+
+    Those of the data's 3D Gaussian (EM's start, :func:`recon.fitting.em.fit_gaussian_and_gains`):
+    what photon counting and read noise allow for the atoms, centre and widths of a Gaussian
+    cloud seen by the training pixels, a floor under any estimator's errors, not the error bars
+    of the fitted density's moments.
+    """
+    atoms, *rest = gaussian.shot_noise_sd
+    return {"model": "the data's 3D Gaussian (Cramér–Rao bound of its parameters)",
+            "atoms_sd": atoms, "atoms_relative_sd": atoms / gaussian.atoms,
+            "centroid_sd_um": [1e3 * v for v in rest[:3]], "width_sd_um": [1e3 * v for v in rest[3:]]}
 
 
 def unconverged_warning(metrics: dict) -> str | None:

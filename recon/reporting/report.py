@@ -14,7 +14,14 @@ from recon.analysis.resolution import COMPARISONS
 from recon.fitting.config import FitConfig
 from recon.fitting.outdir import read_config_json
 from recon.reporting.renders import REPORT_PICTURES
-from recon.reporting.summary import UNDEFINED_NOTE, format_um, sensitivity_text, total_label, truth_text
+from recon.reporting.summary import (
+    UNDEFINED_NOTE,
+    format_um,
+    sensitivity_text,
+    shot_noise_text,
+    total_label,
+    truth_text,
+)
 
 __all__ = ["INLINE_PNG_BYTES", "figure_html", "fsc_sections", "refresh_report", "settings_rows",
            "summary_rows", "write_report"]
@@ -58,6 +65,7 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
         ("width_mm", "width σ x, y, z", _um),
         ("against_truth", "against the truth (fit − truth)", truth_text),
         ("camera_sensitivity", "camera sensitivity (fitted, relative)", sensitivity_text),
+        ("shot_noise_limit", "shot-noise limit of a Gaussian cloud (Cramér–Rao, 1 σ)", shot_noise_text),
         ("atoms_near_faces", "atoms next to the box's faces", lambda v: f"{v:.2%}"),
         ("final_loss", "final loss (deviance per pixel)", lambda v: f"{v:.4g}"),
         ("solver", "solver", str),

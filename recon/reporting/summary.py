@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["UNDEFINED_NOTE", "convergence_line", "format_um", "sensitivity_text", "summary_line",
-           "summary_lines", "total_label", "truth_text"]
+__all__ = ["UNDEFINED_NOTE", "convergence_line", "format_um", "sensitivity_text", "shot_noise_text",
+           "summary_line", "summary_lines", "total_label", "truth_text"]
 
 
 #: What a "—" in a resolution means (the report and the summary line say it where one shows).
@@ -35,6 +35,9 @@ def summary_lines(metrics: dict) -> list[str]:
     if metrics.get("camera_sensitivity"):
         lines.append("camera sensitivity (fitted, relative to the system file): "
                      + sensitivity_text(metrics["camera_sensitivity"]))
+    if metrics.get("shot_noise_limit"):
+        lines.append("shot-noise limit of a Gaussian cloud (Cramér–Rao, 1 σ): "
+                     + shot_noise_text(metrics["shot_noise_limit"]))
     for key, what in (("fsc_truth", "against the truth"), ("split_halves", "between the split halves")):
         if key in metrics:
             f = metrics[key].get("fsc", metrics[key])
@@ -58,6 +61,13 @@ def truth_text(against: dict) -> str:
     return (f"atoms {signed(against['atoms_error'], '.2f', 100)} %, centroid "
             f"{', '.join(signed(v, '.1f') for v in against['centroid_error_um'])} µm, widths "
             f"{', '.join(signed(v, '.1f', 100) for v in against['width_error'])} %")
+
+
+def shot_noise_text(limit: dict) -> str:
+    """metrics.json's ``shot_noise_limit`` in one line: atoms (%), centroid and widths (µm)."""
+    return (f"atoms ±{100 * limit['atoms_relative_sd']:.3g} %, centroid ±"
+            f"{', '.join(f'{v:.2g}' for v in limit['centroid_sd_um'])} µm, widths ±"
+            f"{', '.join(f'{v:.2g}' for v in limit['width_sd_um'])} µm")
 
 
 def sensitivity_text(entries: list) -> str:

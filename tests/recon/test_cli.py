@@ -268,6 +268,11 @@ def test_each_field_fits_a_tiny_run_with_a_falling_loss(tmp_path, bright_run, fi
     assert min(checks) < checks[0]  # the pixels it never saw are predicted better
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["solver"] == ("em" if field == "voxel" else "adam")
+    if field == "voxel":  # EM's start, the data's Gaussian, and the Cramér–Rao bound of its parameters
+        limit = metrics["shot_noise_limit"]
+        assert 0 < limit["atoms_relative_sd"] < 0.1 and all(0 < v < 100 for v in limit["centroid_sd_um"])
+    else:
+        assert "shot_noise_limit" not in metrics
     assert metrics["converged"] == (state["stopped"] == "held-out")
     assert metrics["convergence"][0]["checks"] == [[k, round(d, 6)] for k, d in state["heldout"]]
     volume = read_volume(out / "density.tif")

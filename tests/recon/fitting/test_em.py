@@ -444,3 +444,29 @@ def test_censored_frames_restore_the_light_that_clipping_at_black_hides():
     shifted, k, _ = completed_counts(censored, every, lam)
     assert torch.equal(k, usable + clipped)  # every frame counts
     assert isinstance(censored.censored(every), Censored) and base.censored(every) is None
+
+
+@slow
+def test_the_shot_noise_limit_is_the_spread_of_the_gaussian_fit_over_noise_draws():
+    """Poisson draws of a Gaussian's projections, fitted again each time: the fits scatter as the
+    Cramér–Rao standard deviations say (the MLE is efficient at these counts)."""
+    truth = _rotated_gaussian()
+    clean = _three_axis_pool(truth)
+    scale = 2000.0 / float(clean.summed_electrons.max())  # ≈ 2000 e⁻ in the brightest pixel
+    clean = dataclasses.replace(clean, summed_electrons=clean.summed_electrons * scale)
+    fits = []
+    for seed in range(16):
+        noisy = torch.poisson(clean.summed_electrons, generator=torch.Generator().manual_seed(seed))
+        drawn = dataclasses.replace(clean, summed_electrons=noisy)
+        fitted = fit_gaussian(drawn, torch.arange(clean.n_pixels), [-0.6] * 3, [0.6] * 3, atoms=1e5 * scale,
+                              photons_per_atom=4 * math.pi, iterations=200, max_pixels=10**8, fisher=True)
+        fits.append([fitted.atoms, *fitted.mean_mm.tolist(), *torch.diagonal(fitted.cov_mm2).sqrt().tolist()])
+    spread = torch.tensor(fits, dtype=torch.float64).std(dim=0)
+    bound = torch.tensor(fitted.shot_noise_sd, dtype=torch.float64)
+    ratio = spread / bound
+    # 16 draws: a standard deviation is known to ±18 % (1 σ); a wrong information (a factor of
+    # frames, of 4π, of the weights) would be off by far more
+    assert bool(((ratio > 0.55) & (ratio < 1.6)).all()), ratio.tolist()
+    # the total of a cloud that every view sees whole: 1/√(its expected photoelectrons), relative
+    relative = float(bound[0]) / fitted.atoms
+    assert relative == pytest.approx(1 / math.sqrt(float(clean.summed_electrons.sum())), rel=0.05)

@@ -56,6 +56,7 @@ def test_settings_come_from_options_then_toml_then_the_resumed_fit_then_defaults
     assert written["truth"] == str((micro["run"] / "truth.tif").resolve())  # for `recon fsc OUT/`
     assert first.metrics == json.loads((tmp_path / "fits" / "run" / "metrics.json").read_text())
     assert first.metrics["steps"] == 4
+    assert "shot_noise_limit" not in first.metrics  # an Adam fit fits no Gaussian (EM's start does)
     against = first.metrics["against_truth"]  # the run has a truth: the fit's errors against it
     assert set(against) == {"truth", "atoms_error", "centroid_error_um", "width_error"}
     assert against["atoms_error"] == pytest.approx(first.metrics["atoms"] / against["truth"]["atoms"] - 1)

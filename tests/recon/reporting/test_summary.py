@@ -143,3 +143,11 @@ def test_the_fit_against_its_truth_is_one_line_of_signed_errors():
     assert text == "atoms +1.00 %, centroid +3.2, −1.0, +0.0 µm, widths +1.0, −1.0, +0.0 %"
     assert "against the truth: " + text in summary_lines(_metrics(against_truth=against))
     assert not any(line.startswith("against") for line in summary_lines(_metrics()))
+
+
+def test_the_shot_noise_limit_is_one_line_in_percent_and_micrometres():
+    limit = {"model": "m", "atoms_sd": 850.0, "atoms_relative_sd": 0.000858,
+             "centroid_sd_um": [0.497, 0.398, 0.4876], "width_sd_um": [0.512, 0.4058, 0.649]}
+    lines = summary_lines(_metrics(shot_noise_limit=limit))
+    assert lines[-1] == ("shot-noise limit of a Gaussian cloud (Cramér–Rao, 1 σ): atoms ±0.0858 %, centroid "
+                         "±0.5, 0.4, 0.49 µm, widths ±0.51, 0.41, 0.65 µm")

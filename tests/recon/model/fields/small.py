@@ -22,3 +22,11 @@ def small_config(kind, **kw):
 def points_in_box(n, seed=0, box=BOX):
     lo, hi = torch.tensor(box[0]), torch.tensor(box[1])
     return lo + (hi - lo) * torch.rand(n, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def roughness(field) -> float:
+    """Total variation of the density along the box's x axis, over its range (how fast it wiggles)."""
+    line = torch.stack([torch.linspace(-1.1, 1.1, 2001), torch.zeros(2001), torch.zeros(2001)], dim=1)
+    with torch.no_grad():
+        d = field(line)
+    return float(d.diff().abs().sum() / (d.max() - d.min()))
