@@ -128,9 +128,9 @@ def system_show(
             if beyond:
                 console.print(f"warning: {beyond}")
     if out is not None:
-        drawn = 0 if camera is None else camera
-        draw_layout(system, shown[drawn], out, drawn)
-        console.print(f"layout drawn to {out} (the regions of camera {drawn}; every camera's position)")
+        draw_layout(system, shown, out)
+        console.print(f"layout drawn to {out} (the traced rays and sensor regions of "
+                      f"{'every camera' if camera is None else f'camera {camera}'})")
 
 
 def _triple(values, spec: str) -> str:

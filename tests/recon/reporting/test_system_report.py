@@ -114,11 +114,30 @@ def test_draw_layout_writes_a_png(tmp_path):
     system = make_system(mirrors=[MIRROR], dtype=torch.float32)
     rows = summarize_views(system)
     path = tmp_path / "layout.png"
-    draw_layout(system, rows, path)
+    draw_layout(system, {0: rows}, path)
     head = path.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
-    assert struct.unpack(">II", head[16:24]) == (18 * 110, 6 * 110)  # figsize (18, 6) at 110 dpi
+    assert struct.unpack(">II", head[16:24]) == (18 * 110, 11 * 110)  # figsize (18, 6 + 5) at 110 dpi
     assert list(tmp_path.iterdir()) == [path]  # written atomically, no temporary left
+
+
+def test_the_layout_traces_every_camera_and_gives_each_its_sensor_panel(tmp_path, monkeypatch,
+                                                                        three_camera_system_file):
+    import recon.reporting.system_report as report
+
+    system = load_system(three_camera_system_file)
+    shown = {i: summarize_views(system, i) for i in range(3)}
+    traced = []
+    original = report.trace_pixels
+    monkeypatch.setattr(report, "trace_pixels", lambda *a, camera, **k: traced.append(camera) or original(
+        *a, camera=camera, **k))
+    path = tmp_path / "layout.png"
+    draw_layout(system, shown, path)
+    assert sorted(set(traced)) == [0, 1, 2]  # every camera's rays
+    assert struct.unpack(">II", path.read_bytes()[16:24]) == (18 * 110, 11 * 110)  # three panels: one row
+    four = load_system(Path(__file__).parents[3] / "data" / "systems" / "mot_4cam.toml")
+    draw_layout(four, {i: summarize_views(four, i) for i in range(4)}, path)  # a fourth panel: a second row
+    assert struct.unpack(">II", path.read_bytes()[16:24]) == (18 * 110, 16 * 110)
 
 
 def test_the_camera_table_has_every_camera_where_it_is_and_looks(three_camera_system_file):
