@@ -54,6 +54,7 @@ from optics.tomlio import read_toml
 from recon.errors import ConfigError
 
 __all__ = [
+    "SAFE_VIEW_NAME",
     "RunSpec",
     "SCHEMA",
     "TruthSpec",
@@ -83,7 +84,7 @@ _TOP_KEYS = (
 
 _VIEW_KEYS = ("name", "camera", "roi", "frames", "dark")
 # A view's name becomes part of output file names (renders/view_<name>.png): no separators, no "..".
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+SAFE_VIEW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 
 _TRUTH_KEYS = ("volume", "phantom")
@@ -316,7 +317,7 @@ class RunSpec:
         seen: set[str] = set()
         for i, v in enumerate(self.views):
             where = f"views[{i}]"
-            if not _SAFE_NAME.fullmatch(v.name):
+            if not SAFE_VIEW_NAME.fullmatch(v.name):
                 raise ConfigError(
                     f"{source}: view name {v.name!r} ({where}.name) cannot name an output file; use letters, "
                     "digits, '.', '_', '+' and '-' (1–64 of them, starting with a letter or digit)")

@@ -22,6 +22,7 @@ import numpy as np
 
 from optics.atomic import atomic_path
 from recon.errors import DataError
+from recon.io.runspec import SAFE_VIEW_NAME
 
 __all__ = ["FORMAT", "ViewImage", "load_view_images", "save_view_images"]
 
@@ -124,6 +125,11 @@ def load_view_images(path: str | os.PathLike) -> tuple[list[ViewImage], float]:
         if (names.shape != (views,) or names.dtype.kind != "U" or scales.shape != (views,)
                 or noise.shape != () or not np.isfinite(scales).all() or not np.isfinite(noise)):
             raise bad("has names, pixel sizes or a read noise that do not match its regions of interest")
+        for name in names.tolist():  # a name becomes part of a file name (recon render's view_<name>.png)
+            if not SAFE_VIEW_NAME.fullmatch(name):
+                raise bad(f"names a view {name!r}, which cannot name a file")
+        if len(set(names.tolist())) != views:
+            raise bad("names a view twice")
         images = []
         for i, (x0, y0, w, h) in enumerate(rois.tolist()):
             arrays = [member(f"{kind}_{i}", 4 * w * h) for kind in ("measured", "predicted", "frames")]

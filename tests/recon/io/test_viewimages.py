@@ -50,6 +50,7 @@ def _archive(path, **changes):
     ({"names": np.array(["direct"], dtype=object)}, "unreadable 'names'"),  # would need pickle
     ({"rois": np.array([[10, 20, 0, 5]])}, "positive sizes"),
     ({"object_pixel_mm": np.array([0.1, 0.2])}, "do not match"),
+    ({"names": np.array(["../../escape"])}, "cannot name a file"),  # it would be written outside renders/
 ])
 def test_a_damaged_archive_is_refused_with_its_problem(tmp_path, changes, message):
     path = _archive(tmp_path / "views.npz", **changes)
@@ -68,3 +69,13 @@ def test_a_missing_or_foreign_file_says_so(tmp_path):
         pass
     with pytest.raises(DataError, match="has no 'format'"):
         load_view_images(tmp_path / "empty.npz")
+
+
+def test_two_views_of_one_name_are_refused(tmp_path):
+    images = _images()
+    twins = [images[0], ViewImage(images[0].name, *[getattr(images[1], f) for f in ("roi", "object_pixel_mm",
+                                                                                    "measured", "predicted",
+                                                                                    "frames")])]
+    path = save_view_images(tmp_path / "views.npz", twins, 2.0)
+    with pytest.raises(DataError, match="names a view twice"):
+        load_view_images(path)
