@@ -79,7 +79,7 @@ def write_ome_zarr(path: str | os.PathLike, volume: Volume, *, levels: int = 4,
     """
     path = Path(path)
     if not path.name.endswith(".zarr"):
-        raise ConfigError(f"export: an OME-Zarr path ends in .ome.zarr, got {path.name!r}")
+        raise ConfigError(f"export: an OME-Zarr path ends in .zarr (density.ome.zarr), got {path.name!r}")
     if path.exists() and not overwrite:
         raise ConfigError(f"export: {path} exists; pass --overwrite or choose another --out")
     levels_ = pyramid(volume, levels)

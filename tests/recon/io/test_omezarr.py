@@ -58,7 +58,7 @@ def test_an_export_is_written_whole_or_not_at_all(tmp_path):
     assert json.loads((path / ".zattrs").read_text()) == before
     write_ome_zarr(path, _volume((20, 20, 20)), overwrite=True)
     assert zarr.open_group(str(path), mode="r")["0"].shape == (20, 20, 20)
-    with pytest.raises(ConfigError, match="ends in .ome.zarr"):
+    with pytest.raises(ConfigError, match="ends in .zarr"):
         write_ome_zarr(tmp_path / "d.tif", _volume())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.ome.zarr"]  # no temporary left
 
