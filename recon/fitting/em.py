@@ -350,7 +350,7 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
     params = [shift, log_sd, off, log_atoms] + ([log_gain] if n_groups else [])
     optim = torch.optim.LBFGS(params, lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
 
-    def gains() -> torch.Tensor:
+    def gains(log_gain) -> torch.Tensor:  # the reference group's stays 1
         return torch.exp(torch.where(fixed, torch.zeros_like(log_gain), log_gain))
 
     def predicted(shift, log_sd, off, log_atoms, log_gain, stride: int = 1):
@@ -362,8 +362,7 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
         light = emission[some] * _gaussian_line_integrals(
             *_gaussian_of(centre, half, atoms, shift, log_sd, off, log_atoms), *(t[some] for t in segments))
         if n_groups:
-            gain = torch.exp(torch.where(fixed, torch.zeros_like(log_gain), log_gain))
-            light = light * gain[segment_group[some]]
+            light = light * gains(log_gain)[segment_group[some]]
         empty = torch.zeros(-(-len(chosen) // stride), dtype=torch.float64, device=light.device)
         return empty.index_add(0, torch.div(rays.pixel[some], stride, rounding_mode="floor"), light)
 
@@ -385,7 +384,7 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
                                  var, centre, half, atoms) if fisher else None)
     with torch.no_grad():
         mean, chol, total = unpack()
-        fitted = gains().detach() if n_groups else None
+        fitted = gains(log_gain).detach() if n_groups else None
     return Gaussian(mean.detach(), (chol @ chol.T).detach(), float(total), shot_noise), fitted
 
 

@@ -97,9 +97,9 @@ def write_view_mosaic(path: Path, images: list[ViewImage], read_noise_e: float) 
 
     Each row keeps its view's aspect and sensor orientation, with the view's name, its colour
     scale's top (shared by measured and predicted, :func:`colour_top`) and a scale bar of the
-    object-space length; residuals are in σ of the expected noise, ±4. One figure drawn once:
-    a glance at every view, in a tenth of the time of a figure per view
-    (:func:`write_view_figures`, which ``recon render OUT/ --views`` draws).
+    object-space length; residuals are in σ of the expected noise, ±4. One figure drawn once: a
+    glance at every view, cheaper than a figure per view (:func:`write_view_figures`, which
+    ``recon render OUT/ --views`` draws).
     """
     plt = _pyplot()
     panel_in, label_in = 1.9, 0.55
