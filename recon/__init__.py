@@ -10,10 +10,13 @@ The operations of the command line are Python functions here, imported on first 
     report, where = recon.analysis.fsc("fits/run042", truth="data/run042/truth.tif")
     recon.mesh("fits/run042", "cloud.stl")
     recon.render("fits/run042", frames=0, views=True)
+    recon.simulate_campaign("data/systems/magis_dome.toml", "gaussian", "shots", 40)
+    outcome = recon.batch("shots", out="campaign", workers=2)
 
 Each is documented where it lives: :func:`recon.jobs.fit.fit`, :func:`recon.simulation.simulate.simulate_run`,
 :func:`recon.jobs.compare.compare_paths`, :func:`recon.jobs.mesh.mesh`, :func:`recon.jobs.render.render`,
-:func:`recon.jobs.export.export`,
+:func:`recon.jobs.export.export`, :func:`recon.jobs.batch.batch`,
+:func:`recon.simulation.campaign.simulate_campaign`,
 :func:`recon.jobs.inspect.inspect`,
 :func:`recon.jobs.calibrate.calibrate`, :func:`recon.io.run.load_run`, :func:`recon.io.volume.read_volume`,
 :func:`recon.io.volume.write_volume`.
@@ -27,6 +30,8 @@ __version__ = "0.1.0"
 _API = {
     "fit": ("recon.jobs.fit", "fit"),
     "simulate": ("recon.simulation.simulate", "simulate_run"),
+    "simulate_campaign": ("recon.simulation.campaign", "simulate_campaign"),
+    "batch": ("recon.jobs.batch", "batch"),
     "fsc": ("recon.jobs.compare", "compare_paths"),
     "mesh": ("recon.jobs.mesh", "mesh"),
     "render": ("recon.jobs.render", "render"),

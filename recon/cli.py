@@ -226,12 +226,21 @@ def simulate(
     camera_sensitivity: Annotated[str | None, typer.Option(
         "--camera-sensitivity", help="Comma-separated factors, one per camera, by which each records "
         "more or less light than the system file predicts (unequal cameras). \\[default: all 1]")] = None,
+    campaign: Annotated[int | None, typer.Option(
+        "--campaign", help="Simulate N shots of a drifting cloud into OUT/shot_0000 … (for recon batch).",
+    )] = None,
+    drift_um: Annotated[float, typer.Option(
+        "--drift-um", help="Campaign: the centre's random-walk step per axis and shot, µm.")] = 20.0,
+    atom_spread: Annotated[float, typer.Option(
+        "--atom-spread", help="Campaign: the atom number's relative shot-to-shot sd.")] = 0.03,
 ) -> None:
     """Simulate a run with known truth: views (TIFF), dark frames, truth.tif, run.toml."""
     from recon.reporting.progress import Progress
     from recon.simulation.simulate import simulate_run
 
     if calibration_target is not None:
+        if campaign is not None:
+            raise ReconError("simulate: --campaign and --calibration-target exclude each other; pass one")
         _simulate_target(system_file, out, calibration_target, true_system, target_photons, bead_um, seed,
                          overwrite, phantom)
         return
@@ -240,6 +249,17 @@ def simulate(
     if phantom is None:
         raise ReconError("simulate: pass --phantom NAME (or --calibration-target points:N for a target set)")
     bar = Progress("simulate", log_every=1)
+    if campaign is not None:
+        from recon.simulation.campaign import simulate_campaign
+
+        simulate_campaign(system_file, phantom, out, campaign, atoms=atoms, drift_um=drift_um,
+                          atom_spread=atom_spread, seed=seed, overwrite=overwrite,
+                          progress=lambda done, total: bar.log(f"simulate: shot {done}/{total}"),
+                          photons_per_atom=photons_per_atom, frames=frames, noise=noise, samples=samples,
+                          step_mm=step_mm, truth_voxel_mm=truth_voxel_mm,
+                          camera_sensitivity=_factors(camera_sensitivity), dark_frames=not no_dark)
+        typer.echo(f"wrote {out}: {campaign} shots (shot_0000 …), their truth in {out}/truth.csv")
+        return
     state = {"last": -1}
 
     def progress(done: int, total: int) -> None:
@@ -476,6 +496,45 @@ def mesh(
     if outcome.comparison is not None:
         typer.echo(outcome.comparison.format())
         typer.echo(f"wrote {outcome.written[2]} and {outcome.written[3]}")
+
+
+@app.command()
+@_user_errors
+def batch(
+    shots: Annotated[Path, typer.Argument(help="Folder of run directories (or a file listing them, one per "
+                                          "line).")],
+    out: Annotated[Path, typer.Option("--out", help="Campaign directory (shots/, manifest.json, results.csv, "
+                                      "report.html).")],
+    engine: Annotated[str, typer.Option(help="local (processes here) | ray")] = "local",
+    address: Annotated[str | None, typer.Option(help="A running Ray cluster's address (--engine ray); "
+                                                "default: a private local Ray.")] = None,
+    workers: Annotated[int, typer.Option(help="Shots fitted at once.")] = 1,
+    threads: Annotated[int, typer.Option(help="Torch threads per fit; 0: the cores shared among the local "
+                                         "workers (1 per Ray task).")] = 0,
+    gpus_per_fit: Annotated[float, typer.Option("--gpus-per-fit", help="GPUs each Ray task asks for.")] = 0.0,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="Fit settings (TOML) for every shot.")] = None,
+    retries: Annotated[int, typer.Option(help="Further attempts of a failed shot.")] = 2,
+    pool_cache: Annotated[str | None, typer.Option(
+        "--pool-cache", help="Traced ray pools shared by the shots, or 'off' (default: as recon fit).",
+    )] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Only the summary.")] = False,
+) -> None:
+    """Fit every shot of a campaign, resumably: CAMPAIGN/shots/<name>/, results.csv, report.html.
+
+    Rerunning the same command skips the shots that are done.
+    """
+    from recon.jobs.batch import batch as run_batch
+
+    outcome = run_batch(shots, out=out, engine=engine, address=address, workers=workers, threads=threads,
+                        gpus_per_fit=gpus_per_fit, config=config, retries=retries,
+                        pool_cache=_pool_cache_dir(pool_cache), log=None if quiet else typer.echo)
+    if quiet:
+        typer.echo(f"batch: {outcome['done']} done, {outcome['failed']} failed, "
+                   f"{outcome['pending']} pending; "
+                   f"wrote {outcome['out']}/")
+    if outcome["failed"]:
+        raise typer.Exit(code=1)
 
 
 @app.command()

@@ -31,8 +31,9 @@ ALLOWED = {
     "recon.fitting": _BASE | {"calibration", "recon.model"},
     "recon.reporting": _BASE | {"recon.model", "recon.analysis", "recon.fitting"},
     "recon.environment": {"recon", "recon.model"},
+    "recon.campaign": _BASE,
     "recon.jobs": _BASE | {"calibration", "recon.model", "recon.analysis", "recon.simulation",
-                           "recon.fitting", "recon.reporting", "recon.environment"},
+                           "recon.campaign", "recon.fitting", "recon.reporting", "recon.environment"},
 }
 ALLOWED["recon.cli"] = ALLOWED["recon.jobs"] | {"recon.jobs"}
 

@@ -11,11 +11,12 @@ from optics.atomic import atomic_path
 from recon.io.viewimages import ViewImage
 from recon.io.volume import Volume
 
-__all__ = ["REPORT_PICTURES", "colour_top", "scale_bar_mm", "write_mip", "write_renders", "write_turntable",
-           "write_view_figures", "write_view_mosaic"]
+__all__ = ["REPORT_PICTURES", "colour_top", "pyplot", "save_png", "scale_bar_mm", "write_mip",
+           "write_renders", "write_turntable", "write_view_figures", "write_view_mosaic"]
 
 
-def _png(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG at ``path``, atomically (100 dpi)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
 
@@ -56,7 +57,8 @@ _TITLES = ("measured e⁻", "predicted e⁻", "residual / noise σ")
 _CMAPS = ("magma", "magma", "RdBu_r")
 
 
-def _pyplot():
+def pyplot():
+    """Matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,7 +103,7 @@ def write_view_mosaic(path: Path, images: list[ViewImage], read_noise_e: float) 
     glance at every view, cheaper than a figure per view (:func:`write_view_figures`, which
     ``recon render OUT/ --views`` draws).
     """
-    plt = _pyplot()
+    plt = pyplot()
     panel_in, label_in = 1.9, 0.55
     heights = [view.roi[3] / view.roi[2] for view in images]
     height_in = 0.35 + panel_in * sum(heights) + 0.12 * len(images)
@@ -123,7 +125,7 @@ def write_view_mosaic(path: Path, images: list[ViewImage], read_noise_e: float) 
         xs, ys, at, label = _scale_bar(view, extent)
         row[0].plot(xs, ys, color="white", lw=2, solid_capstyle="butt")
         row[0].text(*at, label, color="white", fontsize=6, ha="left", va="bottom")
-    _png(fig, path)
+    save_png(fig, path)
     plt.close(fig)
     return path
 
@@ -134,7 +136,7 @@ def write_view_figures(directory: Path, images: list[ViewImage], read_noise_e: f
     Axes in sensor pixels, a scale bar of the object-space length, measured and predicted on one
     colour scale (:func:`colour_top`). Returns the paths.
     """
-    plt = _pyplot()
+    plt = pyplot()
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     # One figure for every view (building a figure per view took a third of the time): its images,
@@ -166,7 +168,7 @@ def write_view_figures(directory: Path, images: list[ViewImage], read_noise_e: f
         fig.subplots_adjust(**start)  # tight_layout from the same state for every view
         fig.tight_layout()
         path = directory / f"view_{view.name}.png"
-        _png(fig, path)
+        save_png(fig, path)
         written.append(path)
     plt.close(fig)
     return written
@@ -178,7 +180,7 @@ def write_renders(out_dir: Path, images: list[ViewImage], read_noise_e: float, v
 
     Returns the paths, in :data:`REPORT_PICTURES`' order.
     """
-    plt = _pyplot()
+    plt = pyplot()
     renders = out_dir / "renders"
     renders.mkdir(parents=True, exist_ok=True)
     written = [write_view_mosaic(renders / "views.png", images, read_noise_e),
@@ -191,7 +193,7 @@ def write_renders(out_dir: Path, images: list[ViewImage], read_noise_e: float, v
     ax.set_title("loss")
     fig.tight_layout()
     path = renders / "loss.png"
-    _png(fig, path)
+    save_png(fig, path)
     plt.close(fig)
     written.append(path)
     return written
@@ -199,7 +201,7 @@ def write_renders(out_dir: Path, images: list[ViewImage], read_noise_e: float, v
 
 def write_mip(volume: Volume, path: Path) -> Path:
     """Maximum-intensity projections along z, y and x, labelled in mm (PNG); returns ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     (x_lo, y_lo, z_lo) = volume.origin_mm
     nz, ny, nx = volume.shape
@@ -216,7 +218,7 @@ def write_mip(volume: Volume, path: Path) -> Path:
         ax.set_ylabel(f"{labels[1]} (mm)")
     fig.suptitle(f"maximum-intensity projections ({volume.unit})")
     fig.tight_layout()
-    _png(fig, path)
+    save_png(fig, path)
     plt.close(fig)
     return path
 
@@ -231,7 +233,7 @@ def write_turntable(frames, unit: str, directory: Path, axis: str = "z", mode: s
     """
     from PIL import Image
 
-    plt = _pyplot()
+    plt = pyplot()
 
     directory.mkdir(parents=True, exist_ok=True)
     top = max(float(f.image.max()) for f in frames) or 1.0
@@ -247,7 +249,7 @@ def write_turntable(frames, unit: str, directory: Path, axis: str = "z", mode: s
         what = "maximum intensity" if mode == "mip" else "emission"
         title.set_text(f"{what}, {frame.angle_deg:.0f}° about {axis}")
         path = directory / f"frame_{k:03d}.png"
-        _png(fig, path)
+        save_png(fig, path)
         pngs.append(path)
         with Image.open(path) as picture:
             pictures.append(picture.convert("P", palette=Image.Palette.ADAPTIVE))

@@ -52,6 +52,7 @@ differentiable with respect to the points.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -61,7 +62,7 @@ from recon.errors import ConfigError
 from recon.io.volume import Volume
 from recon.simulation.primitives import Fringes, Primitive, tensor_like
 
-__all__ = ["MODELS", "Phantom", "PrimitivePhantom", "Vec3", "VolumePhantom"]
+__all__ = ["MODELS", "Phantom", "PrimitivePhantom", "ShiftedPhantom", "Vec3", "VolumePhantom"]
 
 
 MODELS = ("emission", "emission-absorption")
@@ -305,3 +306,27 @@ class VolumePhantom(Phantom):
 
 
 Vec3 = tuple[float, float, float]
+
+
+class ShiftedPhantom(Phantom):
+    """Another phantom moved by ``offset_mm``: ``ρ(x) = base(x − offset)``, the same atoms and model.
+
+    A campaign's shots (:mod:`recon.simulation.campaign`) are one cloud drifting from shot to
+    shot. ``params`` and :meth:`to_dict` record the base's and the offset; a phantom file cannot
+    hold the offset, so :attr:`definition` is None.
+    """
+
+    def __init__(self, base: Phantom, offset_mm: Sequence[float]) -> None:
+        offset = [float(v) for v in offset_mm]
+        if len(offset) != 3 or not all(math.isfinite(v) for v in offset):
+            raise ConfigError(f"phantom {base.name}: an offset must be 3 finite numbers (x, y, z mm), "
+                              f"got {list(offset_mm)}")
+        self.base, self.offset_mm = base, tuple(offset)
+        self.name, self.total_atoms, self.model = base.name, base.total_atoms, base.model
+        self.bounds_mm = tuple(tuple(b + o for b, o in zip(bound, offset, strict=True))
+                               for bound in base.bounds_mm)
+        self.params = {"base": base.params, "offset_mm": list(offset)}
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        """The base's density at ``points − offset``."""
+        return self.base.density(points - tensor_like(self.offset_mm, points))

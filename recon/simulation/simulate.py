@@ -18,6 +18,7 @@ from recon.io.runwriter import write_run
 from recon.io.sensor import NOISE_MODELS, simulate_adu
 from recon.model.forward import render_batches, sees_the_box, trace_in_chunks
 from recon.simulation.phantom_file import load_phantom
+from recon.simulation.phantoms import ShiftedPhantom
 from recon.simulation.truth import truth_volume
 
 __all__ = ["TRUTH_VOXELS_MAX", "TRUTH_VOXEL_MM", "check_regions", "expected_views", "simulate_run",
@@ -136,6 +137,7 @@ def simulate_run(
     samples: int = 16, step_mm: float = 0.01,
     truth_voxel_mm: float = 0.0,
     camera_sensitivity: Sequence[float] | None = None,
+    offset_mm: Sequence[float] | None = None,
     dark_frames: bool = True,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -146,7 +148,9 @@ def simulate_run(
     views are named by their path, ``direct``, ``r1m01`` …; with several, ``<camera>-<path>``).
     ``camera_sensitivity``: one factor per camera by which its photoelectrons differ from what
     the system file predicts (unequal exposure, aperture, QE or gain that a fit must find); the
-    truth records them. None: all 1. ``truth_voxel_mm``: the voxel of truth.tif; 0 chooses
+    truth records them. None: all 1. ``offset_mm``: move the phantom by this (x, y, z) vector, mm
+    (:class:`~recon.simulation.phantoms.ShiftedPhantom`; a campaign's drifting cloud).
+    ``truth_voxel_mm``: the voxel of truth.tif; 0 chooses
     :data:`TRUTH_VOXEL_MM`, coarser where the box would hold more than :data:`TRUTH_VOXELS_MAX`
     along its longest edge. ``dark_frames``: write a dark frame per view (with Poisson noise);
     False leaves the black level to the sensor's ``offset_adu`` (a camera whose black level
@@ -189,6 +193,8 @@ def simulate_run(
         raise ConfigError(f"simulate: --camera-sensitivity must give {n_cameras} positive factor(s), one per "
                           f"camera of {system_path.name}, got {list(camera_sensitivity or [])}")
     phantom = load_phantom(phantom_name, atoms=atoms)
+    if offset_mm is not None:
+        phantom = ShiftedPhantom(phantom, offset_mm)
     recorded = []  # (camera, region, view name)
     for cam in range(n_cameras):
         regions = simulation_regions(system, cam)
@@ -238,6 +244,8 @@ def simulate_run(
         "noise": noise,
         "frames": frames,
     }
+    if offset_mm is not None:
+        phantom_info["offset_mm"] = list(phantom.offset_mm)
     if n_cameras > 1 or camera_sensitivity is not None:
         phantom_info["camera_sensitivity"] = {system.cameras[c].name: factors[c] for c in range(n_cameras)}
     spec = {

@@ -540,3 +540,35 @@ def test_resume_with_other_data(fitted, tmp_path):
     args = fit_args(fitted, "--resume")
     args[args.index(fitted / "run")] = other
     invoke_unchanged(fitted, args, "checkpoint.pt", "other data", "start a new --out")
+
+
+# ------------------------------------------------------------------------------- campaigns
+
+
+@pytest.mark.parametrize(("extra", "needle"), [(["--campaign", "0"], "--campaign must be a whole number"),
+                                               (["--campaign", "2", "--drift-um", "-3"], "--drift-um"),
+                                               (["--campaign", "2", "--calibration-target", "points:4"],
+                                                "exclude each other")])
+def test_simulate_campaign_bad_requests(case, micro, extra, needle):
+    invoke_unchanged(case, ["simulate", "--system", micro["system"], "--phantom", "gaussian", "--out",
+                            case / "shots", *extra], needle)
+
+
+def test_batch_bad_inputs_and_outputs(case, micro):
+    shots = case / "shots"
+    shots.mkdir()
+    shutil.copytree(case / "run", shots / "s1")
+    invoke_unchanged(case, ["batch", case / "nowhere", "--out", case / "c"], "does not exist")
+    invoke_unchanged(case, ["batch", case / "run", "--out", case / "c"], "is one run", "recon fit --views")
+    invoke_unchanged(case, ["batch", shots, "--out", case / "c", "--engine", "spark"],
+                     "--engine must be one of")
+    invoke_unchanged(case, ["batch", shots, "--out", case / "c", "--workers", "0"], "--workers")
+    invoke_unchanged(case, ["batch", shots, "--out", case / "c", "--address", "10.0.0.1:6379"],
+                     "--address only applies with --engine ray")
+    invoke_unchanged(case, ["batch", shots, "--out", case / "c", "--config", case / "missing.toml"],
+                     "missing.toml")
+    (case / "blocker").write_text("a regular file")
+    invoke_unchanged(case, ["batch", shots, "--out", case / "blocker" / "c"], "cannot write", NOT_A_DIR)
+    (case / "c").mkdir()
+    (case / "c" / "manifest.json").write_text('{"schema": "recon.campaign/1", "shots": "rm -rf /"}')
+    invoke_unchanged(case, ["batch", shots, "--out", case / "c"], "manifest.json", "choose another --out")

@@ -126,7 +126,7 @@ def _drawn_panels(monkeypatch):
     """Patch the PNG writer to keep, per picture, each axes' box in pixels (origin top-left) as drawn."""
     import recon.reporting.renders as renders
 
-    boxes, write = {}, renders._png
+    boxes, write = {}, renders.save_png
 
     def keep(fig, path):
         write(fig, path)
@@ -134,7 +134,7 @@ def _drawn_panels(monkeypatch):
         boxes[path.name] = [(round(b.x0), round(height - b.y1), round(b.x1), round(height - b.y0))
                             for b in (ax.get_window_extent() for ax in fig.axes)]
 
-    monkeypatch.setattr(renders, "_png", keep)
+    monkeypatch.setattr(renders, "save_png", keep)
     return boxes
 
 
@@ -220,7 +220,7 @@ def test_a_view_is_drawn_in_sensor_pixels_with_a_scale_bar_in_mm(tmp_path, monke
     import recon.reporting.renders as renders
 
     images, read_noise, _, _ = fit
-    figures, write = {}, renders._png
+    figures, write = {}, renders.save_png
 
     def keep(figure, path):
         write(figure, path)
@@ -228,7 +228,7 @@ def test_a_view_is_drawn_in_sensor_pixels_with_a_scale_bar_in_mm(tmp_path, monke
         figures[path.name] = (ax.get_xlim(), ax.get_ylim(), ax.get_xlabel(), ax.get_ylabel(),
                               [t.get_text() for t in ax.texts])
 
-    monkeypatch.setattr(renders, "_png", keep)
+    monkeypatch.setattr(renders, "save_png", keep)
     write_view_figures(tmp_path, images, read_noise)
     xlim, ylim, xlabel, ylabel, texts = figures["view_m1.png"]  # ROI (100, 40, 4, 6)
     assert xlim == (99.5, 103.5) and ylim == (45.5, 39.5)  # row 0 of the ROI at the top
