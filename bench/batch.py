@@ -13,7 +13,9 @@ of its own (its first shot traces the instrument, the others read the traced poo
 
 * ``local-1`` and ``local-2``: every shot, on 1 and 2 local worker processes;
 * ``ray-1`` and ``ray-2``: the first ``--ray-shots`` shots, as Ray tasks on a private local Ray
-  (its start-up included in the wall time), when ray is installed.
+  (its start-up included in the wall time), when ray is installed;
+* ``local-1-warm``: every shot on 1 worker with ``--warm-start`` (each EM starting from the
+  previous shot's density): its fit seconds and series errors against ``local-1``'s.
 
 Printed and saved per case: wall time, shots per hour, the fits' own seconds, the overhead per
 shot (wall × workers / shots − the fits' mean seconds), and, against the truth recorded in each
@@ -81,15 +83,35 @@ def series_errors(rows: list[dict]) -> dict:
         out[f"truth_excursion_{a}_um"] = max(truth) - min(truth)
         out[f"shot_noise_limit_{a}_um_median"] = statistics.median(
             float(r[f"centroid_{a}_sd_um"]) for r in done if r[f"centroid_{a}_sd_um"])
+    # How often the shot-noise limit, taken as a 1σ error bar, holds the truth (68 % if it were the
+    # whole error): atoms, centroid and widths.
+    covered = {"atoms": [abs(float(r["atoms"]) - float(r["truth_atoms"])) <= float(r["atoms_sd"])
+                         for r in done]}
+    for key in ("centroid", "width"):
+        for a in axes:
+            covered[f"{key}_{a}"] = [abs(float(r[f"{key}_{a}_mm"]) - float(r[f"truth_{key}_{a}_mm"])) * 1000
+                                     <= float(r[f"{key}_{a}_sd_um"]) for r in done]
+    out["shot_noise_limit_coverage"] = {k: round(sum(v) / len(v), 3) for k, v in covered.items()}
     return out
 
 
-def run_case(name: str, shots_source: Path, work: Path, workers: int, engine: str) -> dict:
+def _commit() -> str:
+    """The checked-out commit of the code that runs (the tree this script is in)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=ROOT, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_case(name: str, shots_source: Path, work: Path, workers: int, engine: str, *,
+             warm: bool = False) -> dict:
     campaign, cache = work / name, work / f"{name}-pool-cache"
     for path in (campaign, cache):
         shutil.rmtree(path, ignore_errors=True)
     command = [sys.executable, "-m", "recon.cli", "batch", str(shots_source), "--out", str(campaign),
-               "--workers", str(workers), "--threads", "1", "--engine", engine, "--pool-cache", str(cache)]
+               "--workers", str(workers), "--threads", "1", "--engine", engine, "--pool-cache", str(cache),
+               *(["--warm-start"] if warm else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work)
@@ -101,7 +123,7 @@ def run_case(name: str, shots_source: Path, work: Path, workers: int, engine: st
     seconds = [float(r["seconds"]) for r in rows if r["state"] == "done"]
     done = len(seconds)
     return {
-        "command": "recon batch " + " ".join(command[4:]),
+        "command": "recon batch " + " ".join(command[4:]), "commit": _commit(),
         "engine": engine, "workers": workers, "threads_per_fit": 1,
         "shots": len(rows), "done": done, "wall_s": round(wall, 2),
         "shots_per_hour": round(done / wall * 3600, 1),
@@ -140,15 +162,16 @@ def main() -> None:
     subset = shots / "first_shots.txt"  # names its runs as the folder does: shot_0000 …
     subset.write_text("".join(f"shot_{i:04d}\n" for i in range(min(args.ray_shots, args.shots))))
     cases = [("local-1", shots, 1, "local"), ("local-2", shots, 2, "local")]
+    warm = [("local-1-warm", shots, 1, "local")]
     missing = ray_missing()
     if missing:
         report["ray"] = f"not run: {missing}"
     else:
         cases += [("ray-1", subset, 1, "ray"), ("ray-2", subset, 2, "ray")]
-    for name, source, workers, engine in cases:
+    for name, source, workers, engine in cases + warm:
         if name in report["cases"]:
             continue
-        result = run_case(name, source, work, workers, engine)
+        result = run_case(name, source, work, workers, engine, warm=name.endswith("-warm"))
         report["cases"][name] = result
         s = result["series"]
         print(f"{name}: {result['done']}/{result['shots']} shots in {result['wall_s']} s, "
@@ -157,6 +180,10 @@ def main() -> None:
               f"drift RMS {s.get('drift_x_rms_um', math.nan):.1f}/{s.get('drift_y_rms_um', math.nan):.1f}/"
               f"{s.get('drift_z_rms_um', math.nan):.1f} µm", flush=True)
         save_json(args.out, report)
+    for name, case in report["cases"].items():  # the series of every case from its results.csv, anew
+        results = work / name / "results.csv"
+        if results.exists():
+            case["series"] = series_errors(_rows(results))
     base = report["cases"].get("local-2", {}).get("rows", {})
     for name in ("ray-1", "ray-2"):
         case = report["cases"].get(name)
@@ -164,6 +191,14 @@ def main() -> None:
             same = [shot for shot, row in case["rows"].items() if base.get(shot) == row]
             case["identical_to_local_2"] = f"{len(same)}/{len(case['rows'])}"
             print(f"{name}: figures identical to local-2 for {case['identical_to_local_2']} shots")
+    cold, hot = report["cases"].get("local-1"), report["cases"].get("local-1-warm")
+    if cold and hot:
+        steps = {key: statistics.mean(float(r["steps"]) for r in case["rows"].values())
+                 for key, case in (("cold", cold), ("warm", hot))}
+        ratio = round(cold["fit_seconds_mean"] / hot["fit_seconds_mean"], 3)
+        report["warm_start"] = {"fit_seconds_ratio": ratio, "steps_mean_cold": steps["cold"],
+                                "steps_mean_warm": steps["warm"]}
+        print(f"warm start: fits {ratio}× faster on average, steps {steps['cold']:.1f} → {steps['warm']:.1f}")
     save_json(args.out, report)
 
 

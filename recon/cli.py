@@ -515,6 +515,8 @@ def batch(
     config: Annotated[Path | None, typer.Option(
         "--config", help="Fit settings (TOML) for every shot.")] = None,
     retries: Annotated[int, typer.Option(help="Further attempts of a failed shot.")] = 2,
+    warm_start: Annotated[bool, typer.Option(
+        "--warm-start", help="Start each shot's EM from the last finished earlier shot's density.")] = False,
     pool_cache: Annotated[str | None, typer.Option(
         "--pool-cache", help="Traced ray pools shared by the shots, or 'off' (default: as recon fit).",
     )] = None,
@@ -527,7 +529,7 @@ def batch(
     from recon.jobs.batch import batch as run_batch
 
     outcome = run_batch(shots, out=out, engine=engine, address=address, workers=workers, threads=threads,
-                        gpus_per_fit=gpus_per_fit, config=config, retries=retries,
+                        gpus_per_fit=gpus_per_fit, config=config, retries=retries, warm_start=warm_start,
                         pool_cache=_pool_cache_dir(pool_cache), log=None if quiet else typer.echo)
     if quiet:
         typer.echo(f"batch: {outcome['done']} done, {outcome['failed']} failed, "

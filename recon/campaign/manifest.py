@@ -3,8 +3,9 @@
 ``CAMPAIGN/manifest.json`` (schema ``recon.campaign/1``) holds the settings the campaign is
 fitted with and, per shot, its run directory, state (``pending``, ``running``, ``done``,
 ``failed``), attempts, the one-line reason of its last failure, the worker and seconds of its
-last attempt. It is replaced atomically (write, fsync, rename), so a driver killed at any moment
-leaves the previous or the next manifest, never a torn one. A rerun treats ``running`` shots as
+last attempt, and the density its EM started from (``start``; empty: the data's Gaussian). It is
+replaced atomically (write, fsync, rename), so a driver killed at any moment leaves the previous
+or the next manifest, never a torn one. A rerun treats ``running`` shots as
 interrupted: they run again (the fit writes its output directory whole or not at all, so the
 caller can tell a shot that finished before the kill, see :mod:`recon.jobs.batch`).
 
@@ -40,6 +41,7 @@ class ShotState:
     reason: str = ""
     worker: str = ""
     seconds: float = 0.0
+    start: str = ""
 
 
 def _shot(item, where: str) -> ShotState:
@@ -63,7 +65,10 @@ def _shot(item, where: str) -> ShotState:
             f"{where}: shot {item['name']!r} has state {item['state']!r} / attempts "
             f"{item['attempts']} / seconds {item['seconds']}"
         )
-    return ShotState(**{key: item[key] for key in kinds})
+    start = item.get("start", "")
+    if not isinstance(start, str):
+        raise DataError(f"{where}: shot entry key 'start' is not a string")
+    return ShotState(**{key: item[key] for key in kinds}, start=start)
 
 
 class Manifest:

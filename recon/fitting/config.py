@@ -49,6 +49,10 @@ class FitConfig:
             at the mean leaves a haze there that early stopping keeps, a start at 1 % much less
             (chosen by trial fits on fit seed 0 of data/run042; bench/accuracy.py measures the
             result on other seeds).
+        em_start: a density TIFF (another shot's density.tif, e.g. the previous one of a campaign)
+            to start EM from instead of the data's Gaussian: moved onto the Gaussian's centre and
+            scaled to its atoms (:func:`recon.fitting.em.warm_grid`; ``recon batch --warm-start``).
+            Empty: the data's Gaussian.
         em_power: the exponent ω of EM's update ``x ← x · ratio^ω`` (:class:`recon.fitting.em.OSEM`):
             1 is EM; above 1 the over-relaxed EM, with the same fixed points and positivity.
         subset_block: consecutive training pixels kept together in one EM subset
@@ -108,6 +112,7 @@ class FitConfig:
     max_passes: float = 8.0
     subsets: int = 32
     em_init: float = 1.0
+    em_start: str = ""
     em_power: float = 1.0
     subset_block: int = 1
     camera_sensitivity: str = "auto"
@@ -184,6 +189,9 @@ class FitConfig:
             (1 <= self.checkpoint_every <= 10**8, "checkpoint_every", "≥ 1 and ≤ 10⁸"),
             (1 <= self.log_every <= 10**8, "log_every", "≥ 1 and ≤ 10⁸"),
         ]
+        if self.em_start and not Path(self.em_start).is_file():
+            raise ConfigError(f"fit config: 'em_start' must name a density TIFF (a fit's density.tif), but "
+                              f"{self.em_start!r} is not a file")
         for ok, key, expected in checks:
             if not ok:
                 raise ConfigError(f"fit config: '{key}' must be {expected}, got {getattr(self, key)!r}")

@@ -37,7 +37,9 @@ small uniform floor (:func:`start_floor`) tapered (Hann, to 0 at the faces) alon
 whose faces no view sees within :data:`EDGE_ON_DEG` of edge-on (:func:`taper_axes`, from the
 pool's ray directions; :func:`start_grid`), at the data's light (``FitConfig.em_init`` = 1: from
 a much fainter start the first updates raise the bright core faster than the faint wings, and
-the early stop keeps the widths small).
+the early stop keeps the widths small). A warm start (``FitConfig.em_start``, :func:`warm_grid`)
+puts another shot's density in the Gaussian's place, moved onto its centre and scaled to its
+atoms: consecutive shots of a campaign (``recon batch --warm-start``).
 
 After the first pass each update first scales x by the subset's best global gain
 (:func:`best_gain`, Newton's method on the one parameter), which holds the total at the data's
@@ -57,16 +59,17 @@ from dataclasses import dataclass
 
 import torch
 
-from recon.fitting.projector import Projector, predict_pixels, voxel_values
+from recon.errors import DataError
+from recon.fitting.projector import Projector, grid_density, predict_pixels, voxel_values
 from recon.fitting.raypool import RayPool
-from recon.io.volume import grid_points
+from recon.io.volume import Volume, grid_points
 from recon.model.fields.base import box_grid
 from recon.model.loss import data_loss
 
 __all__ = ["EDGE_ON_DEG", "OSEM", "START_FLOOR", "START_FLOOR_SCALE", "Gaussian", "best_gain",
            "completed_counts", "data_gain", "fit_gaussian", "fit_gaussian_and_gains",
            "measured_over_predicted", "partition", "pool_view_directions", "start_floor", "start_grid",
-           "start_window", "taper_axes", "view_weights"]
+           "start_window", "taper_axes", "view_weights", "warm_grid"]
 
 # A pair of box faces seen by some view within this angle of edge-on is resolved by it: the start
 # stays uniform along that axis (see the module docstring).
@@ -469,6 +472,43 @@ def start_grid(gaussian: Gaussian, mean_density: float, shape_zyx: tuple[int, in
     shape, origin, size = box_grid(box_min_mm, box_max_mm, shape_zyx)
     g = gaussian(grid_points(shape, origin, size, dtype=torch.float64))
     return (1 - floor) * g / mean_density + floor * start_window(shape, axes)
+
+
+def warm_grid(previous: Volume, gaussian: Gaussian, mean_density: float, shape_zyx: tuple[int, int, int],
+              box_min_mm, box_max_mm, axes: tuple[int, ...], floor: float = START_FLOOR) -> torch.Tensor:
+    """(Z, Y, X) EM's warm start, relative to ``mean_density``: another fit's density, moved and scaled.
+
+    ``previous`` (a similar shot's density, e.g. the one before in a campaign) is moved so that
+    its centroid lies on the data's Gaussian centre, sampled at this grid's voxel centres
+    (trilinear, 0 outside its own box) and scaled to the Gaussian's atoms inside this box (those
+    of :func:`start_grid`'s Gaussian part: a cloud wider than the box has atoms beyond it that no
+    voxel holds); the tapered floor of
+    :func:`start_grid` is added as there. The shape the data cannot decide (the missing cone)
+    then comes from the previous fit rather than from a Gaussian; what the new data say is
+    fitted by EM as from any start.
+
+    Raises:
+        DataError: a previous density with no positive voxel.
+    """
+    data = torch.as_tensor(previous.data, dtype=torch.float64).clamp_min(0.0)
+    total = float(data.sum())
+    if not total > 0:
+        raise DataError("fit: em_start's density holds no positive voxel; give a fit's density.tif or leave "
+                        "em_start empty")
+    voxel = torch.tensor(previous.voxel_size_mm, dtype=torch.float64)
+    first = torch.tensor(previous.origin_mm, dtype=torch.float64)  # centre of voxel (0, 0, 0), (x, y, z)
+    points = grid_points(tuple(data.shape), tuple(first.tolist()), tuple(voxel.tolist()), dtype=torch.float64)
+    centroid = (data[..., None] * points).sum((0, 1, 2)) / total
+    lo = first - voxel / 2
+    density = grid_density(data, lo.tolist(), (lo + voxel * torch.tensor(data.shape[::-1])).tolist())
+    shape, origin, size = box_grid(box_min_mm, box_max_mm, shape_zyx)
+    here = grid_points(shape, origin, size, dtype=torch.float64)
+    moved = density(here - (gaussian.mean_mm.double().cpu() - centroid))
+    if not float(moved.sum()) > 0:
+        raise DataError("fit: em_start's density does not overlap this fit's box once moved onto the data's "
+                        "centre; give a density of the same instrument or leave em_start empty")
+    scale = float(gaussian(here).sum()) / float(moved.sum())  # the Gaussian's atoms in the box, as start_grid
+    return (1 - floor) * moved * scale / mean_density + floor * start_window(shape, axes)
 
 
 def partition(train: torch.Tensor, subsets: int, seed: int, block: int = 1) -> list[torch.Tensor]:

@@ -47,6 +47,7 @@ from recon.fitting.sensitivity import (
     scaled_pool,
 )
 from recon.fitting.solvers import AdamSolver, EMSolver, NonFiniteStep
+from recon.io.volume import read_volume
 
 __all__ = ["FIRST_PASS_FACTOR", "FitInterrupted", "FitResult", "StopOnSignals", "estimate_atoms", "pace_line",
            "resolve_device", "run_fit", "step_limit"]
@@ -305,8 +306,9 @@ def run_fit(
         log(sensitivity.describe())
     start = None  # EM's start: the data's Gaussian (recon.fitting.em, "The start"), with its shot-noise limit
     if cfg.em and not resume:
+        previous = read_volume(cfg.em_start) if cfg.em_start else None
         line, start = EMSolver.start(field, pool, train, box, mean_density=mean_density, photons_per_atom=y,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, previous=previous)
         log(line)
     pool_dev = _device_pool(pool, device)
     train, held = train.to(device), held.to(device)

@@ -17,6 +17,7 @@ Both keep their optimiser state in ``optimizer`` (what the checkpoint saves and 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -33,11 +34,13 @@ from recon.fitting.em import (
     start_floor,
     start_grid,
     taper_axes,
+    warm_grid,
 )
 from recon.fitting.memory import free_cached_memory, smaller_batch
 from recon.fitting.projector import Projector
 from recon.fitting.raypool import RayPool
 from recon.fitting.refine import Refinement
+from recon.io.volume import Volume
 from recon.model.loss import data_loss, tv_regulariser
 from recon.model.render import render_pixels
 
@@ -83,9 +86,11 @@ class EMSolver:
 
     @staticmethod
     def start(field, pool: RayPool, train: torch.Tensor, box, *, mean_density: float, photons_per_atom: float,
-              seed: int) -> tuple[str, Gaussian]:
+              seed: int, previous: Volume | None = None) -> tuple[str, Gaussian]:
         """Set ``field``'s grid to EM's start (the data's Gaussian plus a floor).
 
+        With ``previous`` (``em_start``: another shot's density), the start is that density
+        moved onto the Gaussian's centre and scaled to its atoms (:func:`~recon.fitting.em.warm_grid`).
         Returns a line saying so, and the Gaussian with its shot-noise limit (``fisher=True``).
         """
         axes = taper_axes(pool_view_directions(pool))
@@ -94,12 +99,15 @@ class EMSolver:
                                 atoms=mean_density * volume_mm3, photons_per_atom=photons_per_atom, seed=seed,
                                 fisher=True)
         floor = start_floor(gaussian, box.min_mm.tolist(), box.max_mm.tolist())
-        grid = start_grid(gaussian, mean_density, field.shape, box.min_mm.tolist(), box.max_mm.tolist(), axes,
-                          floor=floor)
+        make = start_grid if previous is None else functools.partial(warm_grid, previous)
+        grid = make(gaussian, mean_density, field.shape, box.min_mm.tolist(), box.max_mm.tolist(), axes,
+                    floor=floor)
         with torch.no_grad():
             field.grid.copy_(grid[None, None])
         sd = ", ".join(f"{1e3 * float(v):.0f}" for v in torch.diagonal(gaussian.cov_mm2).sqrt())
-        return (f"EM start: the data's Gaussian ({gaussian.atoms:.3g} atoms, σ {sd} µm) + {100 * floor:.2g}% "
+        what = ("the data's Gaussian" if previous is None
+                else "em_start's density moved onto the data's Gaussian")
+        return (f"EM start: {what} ({gaussian.atoms:.3g} atoms, σ {sd} µm) + {100 * floor:.2g}% "
                 "uniform" + (f", tapered to 0 at the {'/'.join('xyz'[a] for a in axes)} faces"
                              if axes else "")), gaussian
 

@@ -17,7 +17,9 @@ shot's state after every change, so that:
 
 With more than one worker and the pool cache on, the first shot runs alone: it traces the
 instrument into the cache (:mod:`recon.fitting.poolcache`), and the shots after it, through the
-same instrument, read the traced pool instead of tracing it again each.
+same instrument, read the traced pool instead of tracing it again each. With ``warm_start``,
+each shot's EM starts from the density of the last earlier shot that is done (``em_start``,
+:func:`recon.fitting.em.warm_grid`); the manifest records which.
 
 At the end (also after an interruption) the driver writes ``results.csv`` (and
 ``results.parquet`` when pyarrow is installed) from the shots' metrics.json, and
@@ -115,14 +117,25 @@ class BatchOutcome(dict):
     """
 
 
-def _settings(config: Path | None, settings: dict, source: Path) -> dict:
+def _settings(config: Path | None, settings: dict, source: Path, warm_start: bool) -> dict:
     """What the campaign's fits depend on: the config file's content, the explicit settings, the source."""
     digest = hashlib.sha256(config.read_bytes()).hexdigest() if config is not None else None
     return {
         "config_sha256": digest,
         "settings": {k: v for k, v in sorted(settings.items()) if v is not None},
         "source": str(source.resolve()),
+        "warm_start": warm_start,
     }
+
+
+def _warm_start(manifest: Manifest, name: str, campaign: Path) -> str:
+    """The density.tif of the last done shot before ``name`` in the campaign's order ("" if none)."""
+    names = list(manifest.shots)
+    for before in reversed(names[: names.index(name)]):
+        density = campaign / SHOTS_DIR / before / "density.tif"
+        if manifest.shots[before].state == "done" and density.is_file():
+            return str(density)
+    return ""
 
 
 def batch(
@@ -136,6 +149,7 @@ def batch(
     gpus_per_fit: float = 0.0,
     config: str | os.PathLike | None = None,
     retries: int = 2,
+    warm_start: bool = False,
     pool_cache: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
     runner: Callable[..., dict] = fit_shot,
@@ -154,6 +168,8 @@ def batch(
         gpus_per_fit: GPUs each Ray task asks for.
         config: a fit TOML applied to every shot.
         retries: further attempts of a failed shot.
+        warm_start: start each shot's EM from the density of the last shot before it that is done
+            (``em_start``; with one worker, the shot just before), not from the data's Gaussian.
         pool_cache: the ray-pool cache directory (None: trace every shot).
         log: called with each progress line (None: silent).
         runner: the function that fits one shot (:func:`fit_shot`; tests give others).
@@ -185,7 +201,7 @@ def batch(
     with OutputLock(campaign, what="batch"):
         campaign.mkdir(parents=True, exist_ok=True)
         manifest = Manifest.open(
-            campaign, _settings(config, settings, source), [(s.name, str(s.run)) for s in found]
+            campaign, _settings(config, settings, source, warm_start), [(s.name, str(s.run)) for s in found]
         )
         for name in manifest.names("pending", "failed"):
             entry = manifest.shots[name]
@@ -201,8 +217,7 @@ def batch(
         todo = manifest.names("pending")
         say(
             f"batch: {len(manifest.shots)} shots, {len(manifest.names('done'))} done already, "
-            f"{len(todo)} to fit "
-            f"on {engine} with {workers} worker(s)"
+            f"{len(todo)} to fit on {engine} with {workers} worker(s)"
         )
         start = time.perf_counter()
         fitted = 0
@@ -216,14 +231,15 @@ def batch(
 
                 def submit(name: str) -> None:
                     entry = manifest.shots[name]
-                    manifest.update(name, state="running", attempts=entry.attempts + 1)
+                    origin = _warm_start(manifest, name, campaign) if warm_start else ""
+                    manifest.update(name, state="running", attempts=entry.attempts + 1, start=origin)
                     runs.submit(
                         name,
                         {
                             "run": entry.run,
                             "out": str(campaign / SHOTS_DIR / name),
                             "config": str(config) if config is not None else None,
-                            "settings": settings,
+                            "settings": {**settings, "em_start": origin} if origin else settings,
                             "pool_cache": cache,
                         },
                     )

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from recon.errors import ConfigError, DataError
 from recon.fitting.checkpoint import read_checkpoint
 from recon.fitting.config import field_factory, load_fit_config
 from recon.fitting.em import (
@@ -22,11 +23,13 @@ from recon.fitting.em import (
     start_window,
     taper_axes,
     view_weights,
+    warm_grid,
 )
 from recon.fitting.holdout import heldout_deviance, split_held_out
 from recon.fitting.loop import run_fit
 from recon.fitting.projector import predict_pixels
 from recon.fitting.raypool import RayPool
+from recon.io.volume import Volume, grid_points, write_volume
 from recon.model.fields.voxel import VoxelField
 from recon.model.loss import data_loss
 from recon.model.render import RayBatch, render_pixels
@@ -408,6 +411,66 @@ def test_the_start_grid_is_the_gaussian_plus_a_tapered_floor():
     window = math.cos(0.5 * math.pi * ((k + 0.5) / 12 * 2 - 1)) ** 2
     assert float(grid[k, j, i]) == pytest.approx(0.9 * float(g(point)) / 50.0 + 0.1 * window, rel=1e-12)
     assert float(grid.min()) >= 0 and float(grid[0].max()) < float(grid[k].max())
+
+
+def _volume_of(gaussian, shape=(60, 60, 60), half=0.9):
+    """A Gaussian's density at the voxel centres of a cube [-half, half]³ (a fit's density.tif)."""
+    size = 2 * half / shape[0]
+    origin = (-half + size / 2,) * 3
+    values = gaussian(grid_points(shape, origin, (size,) * 3, dtype=torch.float64))
+    return Volume(values.float().numpy(), origin, (size,) * 3, unit="atoms/mm^3")
+
+
+def test_the_warm_start_is_the_previous_density_moved_onto_the_data_s_centre_with_its_atoms():
+    before = _rotated_gaussian(atoms=1e5)
+    now = Gaussian(before.mean_mm + torch.tensor([0.04, -0.03, 0.02], dtype=torch.float64), before.cov_mm2,
+                   3e5)
+    shape, lo, hi = (24, 24, 24), [-0.6] * 3, [0.6] * 3
+    grid = warm_grid(_volume_of(before), now, 50.0, shape, lo, hi, (), floor=0.0)
+    density = grid * 50.0
+    voxel = (1.2 / 24) ** 3
+    points = grid_points(shape, (-0.6 + 0.025,) * 3, (0.05,) * 3, dtype=torch.float64)
+    in_box = float(now(points).sum()) * voxel  # the data's Gaussian's atoms inside the box, as start_grid
+    assert in_box < 3e5 * 0.999 and float(density.sum()) * voxel == pytest.approx(in_box, rel=1e-9)
+    expected = now(points) / 50.0  # the same shape: the previous cloud, moved onto the data's centre
+
+    def centroid(values):
+        return (values[..., None] * points).sum((0, 1, 2)) / values.sum()
+
+    assert torch.allclose(centroid(grid), centroid(expected), atol=2e-3)  # (both cut by the box; 40 µm moved)
+    assert float((grid - expected / float(expected.sum()) * float(grid.sum())).abs().max()) < \
+        0.05 * float(expected.max())
+    floored = warm_grid(_volume_of(before), now, 50.0, shape, lo, hi, (2,), floor=0.1)
+    assert torch.allclose(floored, 0.9 * grid + 0.1 * start_window(shape, (2,)))
+
+
+def test_a_warm_start_with_nothing_to_start_from_is_refused(tmp_path):
+    empty = Volume(torch.zeros(4, 4, 4).numpy(), (0.0, 0.0, 0.0), (0.1, 0.1, 0.1))
+    with pytest.raises(DataError, match="no positive voxel"):
+        warm_grid(empty, _rotated_gaussian(), 1.0, (8, 8, 8), [-0.6] * 3, [0.6] * 3, ())
+    far = Volume(torch.ones(4, 4, 4).numpy(), (50.0, 50.0, 50.0), (0.01, 0.01, 0.01))
+    tiny = Gaussian(torch.tensor([50.0, 50.0, 50.0]), torch.eye(3, dtype=torch.float64) * 1e-4, 1.0)
+    with pytest.raises(DataError, match="does not overlap"):  # moved onto a centre far outside the box
+        warm_grid(far, tiny, 1.0, (8, 8, 8), [-0.6] * 3, [0.6] * 3, ())
+    with pytest.raises(ConfigError, match="'em_start' must name a density TIFF"):
+        load_fit_config(None, em_start=str(tmp_path / "missing.tif"))
+
+
+def test_an_em_fit_warm_started_from_its_own_result_stops_sooner(micro, tmp_path):
+    cold = run_fit(micro["data"], _em_cfg(micro, steps=200, patience=2), tmp_path / "cold",
+                   make_field=field_factory)
+    values = cold.field.grid.detach()[0, 0].double() * float(cold.field.density_scale)
+    box = micro["data"].system.volume
+    size = ((box.max_mm - box.min_mm) / 12).tolist()
+    origin = (box.min_mm + torch.tensor(size, dtype=box.min_mm.dtype) / 2).tolist()
+    path = tmp_path / "previous.tif"
+    write_volume(path, Volume(values.float().numpy(), tuple(origin), tuple(size), unit="atoms/mm^3"))
+    log = LogLines()
+    cfg = _em_cfg(micro, steps=200, patience=2, em_start=str(path))
+    warm = run_fit(micro["data"], cfg, tmp_path / "warm", make_field=field_factory, progress=log)
+    assert any("em_start's density moved onto the data's Gaussian" in line for line in log.lines)
+    assert warm.state.stopped == "held-out" and warm.state.step < cold.state.step
+    assert min(d for _, d in warm.state.heldout) <= min(d for _, d in cold.state.heldout) * (1 + 1e-3)
 
 
 def _clipped_counts(lam: torch.Tensor, frames: int, seed: int, offset: float = 2.0, sigma: float = 2.5):
