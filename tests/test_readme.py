@@ -109,6 +109,29 @@ def _quoted_numbers() -> list[str]:
             quoted.append(f"| {names[row['variant']]} | {u['mean']:.1f} ± {u['sd']:.1f} | "
                           f"{_signed(dev['mean'], '.4f')} ± {dev['sd']:.4f} | "
                           f"{_signed(dfsc['mean'], '.1f')} ± {dfsc['sd']:.1f} |")
+    batch = _json("batch.json")
+    cases, series = batch["cases"], batch["cases"]["local-1"]["series"]
+    for name, label in (("local-1", "local, 1 worker |"), ("local-2", "local, 2 workers |"),
+                        ("ray-1", "Ray, 1 worker (private local Ray, its start-up included) |"),
+                        ("ray-2", "Ray, 2 workers |"), ("local-1-warm", "local, 1 worker, `--warm-start` |")):
+        c = cases[name]
+        quoted.append(f"{label} {c['shots']} | {c['wall_s']:.1f} s | {c['shots_per_hour']}")
+        quoted.append(f"{c['fit_seconds_mean']:.2f} s | {c['overhead_per_shot_s']:.2f} s |")
+    quoted += [
+        f"atoms {series['atoms_rms_pct']:.2f} % (the truth's shot-to-shot spread is "
+        f"{series['atoms_truth_spread_pct']:.1f} %)",
+        "centroid " + " / ".join(f"{series[f'centroid_{a}_rms_um']:.1f}" for a in "xyz") + " µm (x / y / z)",
+        " / ".join(f"{series[f'drift_{a}_rms_um']:.1f}" for a in "xyz") + " µm. A fit",
+        f"figures equal the local engine's (2 workers, one thread each) for all "
+        f"{cases['ray-1']['identical_to_local_2'].split('/')[0]} shots",
+        "steps {steps_mean_warm:.1f} against {steps_mean_cold:.1f}".format(**batch["warm_start"]),
+    ]
+    cover = {k: round(100 * v) for k, v in series["shot_noise_limit_coverage"].items()}
+    low = {key: min(cover[f"{key}_{a}"] for a in "xyz") for key in ("centroid", "width")}
+    high = {key: max(cover[f"{key}_{a}"] for a in "xyz") for key in ("centroid", "width")}
+    quoted.append(f"holds the truth in {cover['atoms']} % of the shots for the atoms, {low['centroid']}–"
+                  f"{high['centroid']} % for the centroid and {low['width']}–{high['width']} % for the "
+                  "widths")
     return quoted
 
 

@@ -42,8 +42,8 @@ class FitConfig:
         max_passes: the most passes over the training pixels (a pass is ``subsets`` EM updates, or
             training pixels / ``batch_pixels`` Adam steps).
         subsets: ordered subsets of EM (updates per pass over the data).
-        em_init: scale of EM's start (the data's Gaussian plus a floor, :func:`recon.fitting.em.start_grid`);
-            1 starts at the data's light.
+        em_init: scale of EM's start (the data's Gaussian plus a floor,
+            :func:`recon.fitting.start.start_grid`); 1 starts at the data's light.
             EM changes a voxel by the ratio of measured to predicted light along its rays, and
             where pixels hold less than the read-noise variance that ratio stays near 1: a start
             at the mean leaves a haze there that early stopping keeps, a start at 1 % much less
@@ -51,7 +51,7 @@ class FitConfig:
             result on other seeds).
         em_start: a density TIFF (another shot's density.tif, e.g. the previous one of a campaign)
             to start EM from instead of the data's Gaussian: moved onto the Gaussian's centre and
-            scaled to its atoms (:func:`recon.fitting.em.warm_grid`; ``recon batch --warm-start``).
+            scaled to its atoms (:func:`recon.fitting.start.warm_grid`; ``recon batch --warm-start``).
             Empty: the data's Gaussian.
         em_power: the exponent ω of EM's update ``x ← x · ratio^ω`` (:class:`recon.fitting.em.OSEM`):
             1 is EM; above 1 the over-relaxed EM, with the same fixed points and positivity.

@@ -25,21 +25,12 @@ import torch
 from recon.errors import FitError
 from recon.fitting.checkpoint import FitState
 from recon.fitting.config import FitConfig
-from recon.fitting.em import (
-    OSEM,
-    Gaussian,
-    fit_gaussian,
-    measured_over_predicted,
-    pool_view_directions,
-    start_floor,
-    start_grid,
-    taper_axes,
-    warm_grid,
-)
+from recon.fitting.em import OSEM, Gaussian, fit_gaussian, measured_over_predicted
 from recon.fitting.memory import free_cached_memory, smaller_batch
 from recon.fitting.projector import Projector
 from recon.fitting.raypool import RayPool
 from recon.fitting.refine import Refinement
+from recon.fitting.start import pool_view_directions, start_floor, start_grid, taper_axes, warm_grid
 from recon.io.volume import Volume
 from recon.model.loss import data_loss, tv_regulariser
 from recon.model.render import render_pixels
@@ -90,7 +81,7 @@ class EMSolver:
         """Set ``field``'s grid to EM's start (the data's Gaussian plus a floor).
 
         With ``previous`` (``em_start``: another shot's density), the start is that density
-        moved onto the Gaussian's centre and scaled to its atoms (:func:`~recon.fitting.em.warm_grid`).
+        moved onto the Gaussian's centre and scaled to its atoms (:func:`~recon.fitting.start.warm_grid`).
         Returns a line saying so, and the Gaussian with its shot-noise limit (``fisher=True``).
         """
         axes = taper_axes(pool_view_directions(pool))

@@ -19,7 +19,7 @@ With more than one worker and the pool cache on, the first shot runs alone: it t
 instrument into the cache (:mod:`recon.fitting.poolcache`), and the shots after it, through the
 same instrument, read the traced pool instead of tracing it again each. With ``warm_start``,
 each shot's EM starts from the density of the last earlier shot that is done (``em_start``,
-:func:`recon.fitting.em.warm_grid`); the manifest records which.
+:func:`recon.fitting.start.warm_grid`); the manifest records which.
 
 At the end (also after an interruption) the driver writes ``results.csv`` (and
 ``results.parquet`` when pyarrow is installed) from the shots' metrics.json, and

@@ -18,17 +18,13 @@ from recon.fitting.em import (
     data_gain,
     fit_gaussian,
     partition,
-    pool_view_directions,
-    start_grid,
-    start_window,
-    taper_axes,
     view_weights,
-    warm_grid,
 )
 from recon.fitting.holdout import heldout_deviance, split_held_out
 from recon.fitting.loop import run_fit
 from recon.fitting.projector import predict_pixels
 from recon.fitting.raypool import RayPool
+from recon.fitting.start import pool_view_directions, start_grid, start_window, taper_axes, warm_grid
 from recon.io.volume import Volume, grid_points, write_volume
 from recon.model.fields.voxel import VoxelField
 from recon.model.loss import data_loss
