@@ -10,10 +10,13 @@ driver's choice.
 * ``local``: a :class:`concurrent.futures.ProcessPoolExecutor` of ``workers`` spawned processes
   (no Ray needed), each with ``threads`` torch threads. A dead worker breaks the pool: every shot
   then in flight is reported failed and a new pool is started.
-* ``ray``: one Ray task per shot (``num_cpus = threads``, ``num_gpus = gpus``; Ray's advice for
-  many independent jobs of seconds to minutes is plain tasks, not actors). Without ``address`` a
-  private local Ray is started on the loopback only, with ``workers`` CPUs, and stopped at
-  :meth:`close`; with ``address`` the driver joins that cluster.
+* ``ray``: one stateless Ray task per shot, asking for ``num_cpus = threads`` and
+  ``num_gpus = gpus`` (the scheduler then runs no more per node than its resources hold), at most
+  ``workers`` of them pending, collected with ``ray.wait`` as they finish (the patterns of Ray's
+  guide "Design Patterns": limiting pending tasks with ``ray.wait``, limiting running tasks with
+  resources). Without ``address`` a private local Ray is started on the loopback only, with
+  ``workers × threads`` CPUs, and stopped at :meth:`close`; with ``address`` the driver joins that
+  cluster (``--workers`` is then how many shots it keeps in flight across it).
 """
 
 from __future__ import annotations

@@ -252,31 +252,17 @@ def batch(
                         entry = manifest.shots[name]
                         seconds = float(result.get("seconds", 0.0) or 0.0)
                         worker = str(result.get("worker", ""))
+                        reason = "" if result.get("ok") else str(result.get("reason", ""))
                         if result.get("ok"):
-                            manifest.update(name, state="done", reason="", seconds=seconds, worker=worker)
+                            state, what = "done", f"done in {seconds:.0f} s"
                             fitted += 1
-                            what = f"done in {seconds:.0f} s"
                         elif entry.attempts <= retries:
-                            manifest.update(
-                                name,
-                                state="pending",
-                                reason=str(result.get("reason", "")),
-                                seconds=seconds,
-                                worker=worker,
-                            )
+                            state = "pending"
+                            what = f"failed (attempt {entry.attempts} of {retries + 1}, retried): {reason}"
                             queue.append(name)
-                            what = (
-                                f"failed (attempt {entry.attempts} of {retries + 1}, retried): {entry.reason}"
-                            )
                         else:
-                            manifest.update(
-                                name,
-                                state="failed",
-                                reason=str(result.get("reason", "")),
-                                seconds=seconds,
-                                worker=worker,
-                            )
-                            what = f"FAILED after {entry.attempts} attempt(s): {entry.reason}"
+                            state, what = "failed", f"FAILED after {entry.attempts} attempt(s): {reason}"
+                        manifest.update(name, state=state, reason=reason, seconds=seconds, worker=worker)
                         say(_progress_line(name, what, manifest, fitted, time.perf_counter() - start))
         finally:
             for name in manifest.names("running"):  # interrupted: these run again next time

@@ -16,9 +16,13 @@ __all__ = ["REPORT_PICTURES", "colour_top", "pyplot", "save_png", "scale_bar_mm"
 
 
 def save_png(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG at ``path``, atomically (100 dpi)."""
+    """Save a matplotlib figure as PNG at ``path``, atomically (100 dpi).
+
+    zlib level 1: about a tenth larger than the default level 6 and quicker to encode (a fit's
+    pictures are written while the user waits).
+    """
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=100, format="png", pil_kwargs={"compress_level": 1})
 
 
 def colour_top(measured: np.ndarray, predicted: np.ndarray) -> float:
