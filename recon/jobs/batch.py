@@ -203,18 +203,16 @@ def batch(
         manifest = Manifest.open(
             campaign, _settings(config, settings, source, warm_start), [(s.name, str(s.run)) for s in found]
         )
+        listed = {s.name for s in found}  # a shot no longer in SHOTS keeps its entry but is not fitted
         for name in manifest.names("pending", "failed"):
             entry = manifest.shots[name]
-            if (
-                entry.attempts
-                and entry.state == "pending"
-                and _metrics(campaign / SHOTS_DIR / name) is not None
-            ):
+            finished = _metrics(campaign / SHOTS_DIR / name) is not None
+            if entry.attempts and entry.state == "pending" and finished:
                 entry.state = "done"  # it finished before the driver was killed
-            elif entry.state == "failed":
+            elif entry.state == "failed" and name in listed:
                 entry.state, entry.attempts = "pending", 0
         manifest.save()
-        todo = manifest.names("pending")
+        todo = [name for name in manifest.names("pending") if name in listed]
         say(
             f"batch: {len(manifest.shots)} shots, {len(manifest.names('done'))} done already, "
             f"{len(todo)} to fit on {engine} with {workers} worker(s)"

@@ -112,6 +112,15 @@ def test_a_bad_shot_fails_alone_with_its_reason_after_its_retries(shots, tmp_pat
     (shots / "shot_0002" / "fail").unlink()  # fixed: the rerun fits it, and only it
     assert batch(shots, out=campaign, runner=quick_runner, retries=1)["done"] == 5
     assert _calls(campaign).count("shot_0002") == 3 and len(_calls(campaign)) == 7
+    shutil.move(shots / "shot_0003", tmp_path / "elsewhere")  # gone from SHOTS: kept in the books, not fitted
+    (tmp_path / "elsewhere" / "fail").write_text("")
+    manifest = json.loads((campaign / "manifest.json").read_text())
+    for entry in manifest["shots"]:  # even when the books say it is to be fitted, and where it lies
+        if entry["name"] == "shot_0003":
+            entry.update(state="failed", run=str(tmp_path / "elsewhere"))
+    (campaign / "manifest.json").write_text(json.dumps(manifest))
+    outcome = batch(shots, out=campaign, runner=quick_runner, retries=1)
+    assert (outcome["done"], outcome["failed"]) == (4, 1) and len(_calls(campaign)) == 7
 
 
 def test_a_worker_that_dies_is_retried(shots, tmp_path):
