@@ -178,10 +178,8 @@ class RayEngine(Engine):
         self._ray, self.threads, self._owned = ray, threads, False
         if not ray.is_initialized():
             if address:
-                loopback = address.split(":")[0] in ("127.0.0.1", "localhost")
-                try:  # a head started on the loopback (`ray start --head --node-ip-address=127.0.0.1`)
-                    ray.init(address=address, log_to_driver=False,
-                             **({"_node_ip_address": "127.0.0.1"} if loopback else {}))
+                try:
+                    ray.init(address=address, log_to_driver=False)
                 except (ConnectionError, ValueError, RuntimeError) as err:
                     line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                     raise ConfigError(f"batch: cannot join the Ray cluster at {address} ({line}); check "
