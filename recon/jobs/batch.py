@@ -69,19 +69,12 @@ def fit_shot(*, run: str, out: str, config: str | None, settings: dict, pool_cac
             command=f"recon batch (shot {Path(run).name})",
             **settings,
         )
-    except ReconError as err:
-        return {
-            "ok": False,
-            "reason": str(err).splitlines()[0] if str(err) else type(err).__name__,
-            "seconds": time.perf_counter() - start,
-        }
-    except Exception as err:  # noqa: BLE001 - an unexpected failure fails this shot, not the campaign
-        line = str(err).splitlines()[0] if str(err) else ""
-        return {
-            "ok": False,
-            "reason": f"{type(err).__name__}: {line}",
-            "seconds": time.perf_counter() - start,
-        }
+    except Exception as err:  # noqa: BLE001 - a failure fails this shot, not the campaign
+        text = str(err).strip()
+        line = text.splitlines()[0] if text else ""
+        name = type(err).__name__
+        reason = line if isinstance(err, ReconError) and line else f"{name}: {line}" if line else name
+        return {"ok": False, "reason": reason, "seconds": time.perf_counter() - start}
     return {"ok": True, "seconds": time.perf_counter() - start}
 
 

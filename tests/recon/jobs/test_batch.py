@@ -178,6 +178,20 @@ def test_a_terminated_driver_books_its_shots_and_returns_at_once(shots, tmp_path
     assert batch(shots, out=campaign, runner=quick_runner)["done"] == 5
 
 
+def test_a_shot_s_failure_comes_back_as_one_line(monkeypatch):
+    import recon.jobs.batch as batch_job
+
+    for error, reason in ((ConfigError("fit: bad key\nmore"), "fit: bad key"),
+                          (RuntimeError("boom\ntraceback"), "RuntimeError: boom"),
+                          (MemoryError(), "MemoryError")):
+        def fail(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(batch_job, "fit", fail)
+        result = batch_job.fit_shot(run="r", out="o", config=None, settings={}, pool_cache=None)
+        assert result["ok"] is False and result["reason"] == reason and result["seconds"] >= 0
+
+
 def test_one_driver_per_campaign_and_bad_options_are_refused(shots, tmp_path):
     campaign = tmp_path / "campaign"
     with OutputLock(campaign, what="batch"), pytest.raises(ReconError, match="another recon process"):
