@@ -31,6 +31,7 @@ __all__ = [
     "interrupted_step",
     "prepare_out_dir",
     "read_config_json",
+    "read_json_table",
     "resolve_out",
     "resume_dir",
     "saved_fit_settings",
@@ -187,17 +188,22 @@ def resume_dir(out: Path) -> Path | None:
     return None
 
 
-def read_config_json(fit_dir: Path) -> dict:
-    """A fit directory's config.json as a dict; {} when it is missing, unreadable or not a table.
+def read_json_table(path: Path) -> dict:
+    """A fit directory's JSON file (config.json, metrics.json) as a dict; {} if missing or damaged.
 
-    The file may come from anyone: it is parsed as JSON, nothing in it runs, and each caller
-    checks the type of what it takes.
+    {} also when it is not a table. The file may come from anyone: it is parsed as JSON, nothing in
+    it runs, and each caller checks the type of what it takes.
     """
     try:
-        config = json.loads((fit_dir / "config.json").read_text(encoding="utf-8"))
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return {}
-    return config if isinstance(config, dict) else {}
+    return table if isinstance(table, dict) else {}
+
+
+def read_config_json(fit_dir: Path) -> dict:
+    """A fit directory's config.json as a dict ({} when missing or damaged: :func:`read_json_table`)."""
+    return read_json_table(Path(fit_dir) / "config.json")
 
 
 def saved_fit_settings(out: Path) -> dict:

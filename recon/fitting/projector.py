@@ -99,7 +99,7 @@ class Projector:
             self._lo = np.asarray(self.box_min_mm, dtype=real)
             self._extent = np.asarray(self.box_max_mm, dtype=real) - self._lo
             length = (rays.t_far - rays.t_near).detach().clamp_min(0.0)  # as recon.model.render samples
-            strata = torch.ceil(length / self.step_mm).clamp_min(1)
+            strata = pool.strata(self.step_mm)
             self._rays = (*(np.ascontiguousarray(t.detach().numpy(), dtype=real) for t in (
                 rays.origins, rays.directions, rays.weights, rays.t_near)),
                 strata.to(torch.int32).numpy(), (length / strata).numpy())

@@ -60,6 +60,20 @@ class RayPool:
     censor_bound: torch.Tensor | None = None
     censor_shift: torch.Tensor | None = None
     censor_var: torch.Tensor | None = None
+    #: :meth:`strata` per stratum length (derived, never saved; a replaced pool starts empty).
+    _strata: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def strata(self, step_mm: float) -> torch.Tensor:
+        """(R,) strata of each segment as the renderer samples it: ``ceil(length / step_mm)``, at least 1.
+
+        In the rays' dtype (a segment 3.0 mm long has 100 strata of 0.03 mm in float32 where a
+        float64 division gives 101), computed once per pool and stratum length.
+        """
+        key = float(step_mm)
+        if key not in self._strata:
+            length = (self.rays.t_far - self.rays.t_near).detach().clamp_min(0.0)
+            self._strata[key] = torch.ceil(length / key).clamp_min(1)
+        return self._strata[key]
 
     @property
     def observed_frames(self) -> torch.Tensor:
@@ -90,7 +104,7 @@ class RayPool:
             return []
         keys = pixels * self.samples
         first, last = self.offsets[keys], self.offsets[keys + self.samples]
-        strata = torch.ceil((self.rays.t_far - self.rays.t_near).clamp_min(0) / step_mm).clamp_min(1)
+        strata = self.strata(step_mm)
         total = torch.cat([strata.new_zeros(1, dtype=torch.float64), strata.double().cumsum(0)])
         cost = total[last] - total[first]  # each pixel's strata
         run = torch.div(cost.cumsum(0) - cost, max_samples, rounding_mode="floor")

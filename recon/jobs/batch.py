@@ -29,7 +29,6 @@ At the end (also after an interruption) the driver writes ``results.csv`` (and
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import time
@@ -43,7 +42,7 @@ from recon.campaign.shots import find_shots
 from recon.errors import ConfigError, ReconError
 from recon.fitting.config import load_fit_config
 from recon.fitting.loop import StopOnSignals
-from recon.fitting.outdir import OutputLock
+from recon.fitting.outdir import OutputLock, read_json_table
 from recon.jobs.fit import fit
 from recon.reporting.campaign_report import write_campaign_report
 
@@ -78,20 +77,16 @@ def fit_shot(*, run: str, out: str, config: str | None, settings: dict, pool_cac
     return {"ok": True, "seconds": time.perf_counter() - start}
 
 
-def _metrics(fit_dir: Path) -> dict | None:
-    """A shot's metrics.json, or None when its fit is not complete or the file is not a table."""
-    try:
-        data = json.loads((fit_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+def _metrics(fit_dir: Path) -> dict:
+    """A shot's metrics.json; {} when its fit is not complete (the fit writes it last, whole)."""
+    return read_json_table(fit_dir / "metrics.json")
 
 
 def shot_row(manifest: Manifest, name: str, campaign: Path) -> dict:
     """The results row of one shot: its manifest entry, and its metrics when it is done."""
     entry = manifest.shots[name]
-    metrics = _metrics(campaign / SHOTS_DIR / name) if entry.state == "done" else None
-    row = row_from_metrics(metrics) if metrics is not None else {}
+    metrics = _metrics(campaign / SHOTS_DIR / name) if entry.state == "done" else {}
+    row = row_from_metrics(metrics) if metrics else {}
     row.update(
         shot=name,
         state=entry.state,
@@ -199,7 +194,7 @@ def batch(
         listed = {s.name for s in found}  # a shot no longer in SHOTS keeps its entry but is not fitted
         for name in manifest.names("pending", "failed"):
             entry = manifest.shots[name]
-            finished = _metrics(campaign / SHOTS_DIR / name) is not None
+            finished = bool(_metrics(campaign / SHOTS_DIR / name))
             if entry.attempts and entry.state == "pending" and finished:
                 entry.state = "done"  # it finished before the driver was killed
             elif entry.state == "failed" and name in listed:
