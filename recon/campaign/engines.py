@@ -16,12 +16,16 @@ driver's choice.
   guide "Design Patterns": limiting pending tasks with ``ray.wait``, limiting running tasks with
   resources). Without ``address`` a private local Ray is started on the loopback only, with
   ``workers × threads`` CPUs, and stopped at :meth:`close`; with ``address`` the driver joins that
-  cluster (``--workers`` is then how many shots it keeps in flight across it).
+  cluster (``--workers`` is then how many shots it keeps in flight across it) and leaves it at
+  :meth:`close`. An address that takes no TCP connection within :data:`REACH_TIMEOUT_S`, or a
+  cluster that asks for a token the driver lacks, is a one-line :class:`~recon.errors.ConfigError`
+  at once (Ray would retry for minutes).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -159,6 +163,71 @@ def ray_missing() -> str | None:
     return None
 
 
+#: Seconds to wait for a TCP connection to ``--address`` before saying it cannot be reached
+#: (Ray itself retries for minutes).
+REACH_TIMEOUT_S = 10.0
+
+
+@contextlib.contextmanager
+def _loopback_only(ray):
+    """Start a private Ray whose servers listen on the loopback only.
+
+    Ray turns ``_node_ip_address="127.0.0.1"`` into the machine's own address (so that other
+    nodes could reach it), and its servers then listen on every interface. It keeps the
+    loopback address only where it considers clusters disabled (its Windows and macOS
+    default, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``), read from ``ray_constants`` when the
+    node starts: set for the start, and put back (a later ``--address`` join needs the real
+    address).
+    """
+    constants = ray._private.ray_constants
+    before = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = before
+
+
+def _reachable(address: str) -> str | None:
+    """Why ``host:port`` (or ``ray://host:port``) takes no TCP connection within REACH_TIMEOUT_S, or None.
+
+    Other forms (``auto``, a bare host) are left to Ray.
+    """
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S):
+            return None
+    except OSError as err:
+        return err.strerror or type(err).__name__
+
+
+def _join(ray, address: str) -> None:
+    """``ray.init(address=...)``, or a one-line ConfigError saying why the cluster cannot be joined."""
+    fix = "check --address, or start one with `ray start --head`"
+    why = _reachable(address)
+    if why is not None:
+        raise ConfigError(f"batch: cannot reach the Ray cluster at {address} ({why}); {fix}")
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    local = host in ("localhost", "::1") or host.startswith("127.")
+    try:  # a cluster on this machine's loopback is joined there, not at the machine's own address
+        with _loopback_only(ray) if local else contextlib.nullcontext():
+            ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        causes, cause = [], err
+        while cause is not None:  # Ray wraps the GCS client's AuthenticationError in two more errors
+            causes.append(f"{type(cause).__name__}: {cause}")
+            cause = cause.__cause__ or cause.__context__
+        if any("InvalidAuthToken" in c or "AuthenticationError" in c for c in causes):
+            raise ConfigError(
+                f"batch: the Ray cluster at {address} asks for its token; export RAY_AUTH_MODE=token and the "
+                "token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token; `ray get-auth-token` on the head "
+                "prints it), then run again") from None
+        line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"batch: cannot join the Ray cluster at {address} ({line}); {fix}") from None
+
+
 class RayEngine(Engine):
     """One Ray task per shot, on a private local Ray (loopback only) or the cluster at ``address``."""
 
@@ -178,20 +247,17 @@ class RayEngine(Engine):
         self._ray, self.threads, self._owned = ray, threads, False
         if not ray.is_initialized():
             if address:
-                try:
-                    ray.init(address=address, log_to_driver=False)
-                except (ConnectionError, ValueError, RuntimeError) as err:
-                    line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                    raise ConfigError(f"batch: cannot join the Ray cluster at {address} ({line}); check "
-                                      "--address, or start one with `ray start --head`") from None
+                _join(ray, address)
+                self._owned = True
             else:
-                ray.init(
-                    num_cpus=workers * threads,
-                    num_gpus=0,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    _node_ip_address="127.0.0.1",
-                )
+                with _loopback_only(ray):
+                    ray.init(
+                        num_cpus=workers * threads,
+                        num_gpus=0,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        _node_ip_address="127.0.0.1",
+                    )
                 self._owned = True
         self.capacity = workers if not address else max(workers, 1)
         self._remote = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(_call)
@@ -222,7 +288,10 @@ class RayEngine(Engine):
         return out
 
     def close(self, wait: bool = True) -> None:
-        """Stop the private local Ray (a cluster joined by address keeps running its tasks)."""
+        """Stop the private local Ray, or leave the cluster joined by address (it keeps running).
+
+        A Ray the caller had started before this engine is left as it is.
+        """
         if self._owned:
             self._ray.shutdown()
             self._owned = False
