@@ -2,6 +2,10 @@
 
 No logic lives here. User errors (:class:`recon.errors.ReconError`) print one line and exit with
 status 2; ``recon --debug …`` shows the traceback instead.
+
+Why this module is long: it is the whole command line, one short function per command (fit,
+simulate, batch, fsc, mesh, render, analyze, export, calibrate, system …), most of each the typed
+options that ``--help`` shows; splitting it would scatter the one place a user's options are read.
 """
 
 from __future__ import annotations
@@ -382,6 +386,8 @@ def fit(
     pool_cache: Annotated[str | None, typer.Option(
         "--pool-cache", help="Directory of traced ray pools reused by later shots through the same "
         "instrument, or 'off' (default: $RECON_POOL_CACHE, else ~/.cache/recon/pools).")] = None,
+    fringes: Annotated[bool, typer.Option("--fringes", help="Then fit the density's interference fringes "
+                                          "(as recon analyze OUT/).")] = False,
 ) -> None:
     """Fit a density field to a run and write density.tif, renders, metrics and a report.
 
@@ -402,6 +408,8 @@ def fit(
     typer.echo(f"wrote {out}/ (density.tif, metrics.json, report.html, renders/)")
     if cfg.refine:
         typer.echo(f"refined system: {out}/refined_system.toml (changes in {out}/refinement.json)")
+    if fringes:
+        _echo_fringes(out, None)
 
 
 def _pool_cache_dir(option: str | None) -> Path | None:
@@ -470,6 +478,27 @@ def fsc(
     typer.echo(summary_line(report))
     verb = "replaced the earlier comparison in" if written in before else "wrote"
     typer.echo(f"{verb} {written}/ (fsc.csv, fsc.json, fsc.png)")
+
+
+@app.command()
+@_user_errors
+def analyze(
+    source: Annotated[Path, typer.Argument(help="Fit output directory or density TIFF.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Directory for fringes.json and fringes.png. \\[default: the fit's directory]")] = None,
+) -> None:
+    """Fit the interference fringes of a density: period, direction, contrast, phase, with sds."""
+    _echo_fringes(source, out)
+
+
+def _echo_fringes(source: Path, out: Path | None) -> None:
+    """Fit the fringes of ``source``'s density (recon.jobs.analyze) and print what was found and written."""
+    from recon.jobs.analyze import analyze as run_analyze
+
+    outcome = run_analyze(source, out=out)
+    typer.echo(outcome.summary())
+    verb = "replaced" if outcome.replaced else "wrote"
+    typer.echo(f"{verb} {outcome.written[0]} and {outcome.written[1]}")
 
 
 @app.command()

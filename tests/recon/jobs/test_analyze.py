@@ -1,0 +1,95 @@
+"""`recon analyze`: fringes of a fit's density into fringes.json and fringes.png, the truth beside them."""
+
+import json
+import math
+import re
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from recon.analysis.fringes import _centres, fringe_model
+from recon.cli import app
+from recon.io.volume import Volume, write_volume
+from tests.micro import make_micro_case
+
+runner = CliRunner()
+
+
+def _fit_dir(tmp_path, contrast=0.7):
+    """A fit directory holding a density with fringes of period 0.25 mm along (0.3, 0.2, 0.93)."""
+    out = tmp_path / "fit"
+    out.mkdir()
+    n = np.array([0.3, 0.2, 0.93]) / np.linalg.norm([0.3, 0.2, 0.93])
+    k = 2 * math.pi / 0.25 * n
+    params = torch.tensor([math.log(1e5), 0.0, 0.0, 0.0, *[math.log(0.3)] * 3, 0.0, 0.0, 0.0, contrast, *k,
+                           0.5, 10.0], dtype=torch.float64)
+    grid = Volume(np.zeros((40, 40, 40), np.float32), (-0.975,) * 3, (0.05,) * 3, "atoms/mm^3")
+    with torch.no_grad():
+        rho = fringe_model(params, torch.from_numpy(_centres(grid))).reshape(grid.shape).numpy()
+    write_volume(out / "density.tif", Volume(rho.astype(np.float32), grid.origin_mm, grid.voxel_size_mm,
+                                             "atoms/mm^3"))
+    run = tmp_path / "run"
+    run.mkdir()
+    # the truth the fit recorded: K = 2π/0.25 n, φ = 0.5 at the origin, i.e. a sin² phase φ₀ = (π − 0.5)/2
+    truth = {"period_mm": 0.25, "phase_rad": (math.pi - 0.5) / 2, "direction": n.tolist(),
+             "center_mm": [0, 0, 0]}
+    (run / "phantom.json").write_text(json.dumps({"phantom": "fringes", "params": truth}))
+    (out / "config.json").write_text(json.dumps({"truth": str(run / "truth.tif")}))
+    return out
+
+
+def test_analyze_writes_fringes_and_compares_with_the_truth(tmp_path):
+    out = _fit_dir(tmp_path)
+    res = runner.invoke(app, ["analyze", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "period 250.00 ± 0.00 µm" in res.output and "contrast 0.700" in res.output
+    assert re.search(r"against the truth: period [+-]0\.00 %, direction 0\.00° off, phase at the origin "
+                     r"[+-]0\.0000 rad", res.output)
+    assert f"wrote {out / 'fringes.json'} and {out / 'fringes.png'}" in res.output
+    record = json.loads((out / "fringes.json").read_text())
+    assert record["schema"] == "recon.fringes/1" and record["detected"]
+    assert math.isclose(record["phase_at_origin_rad"], 0.5, abs_tol=1e-6)
+    assert record["truth"]["period_mm"] == 0.25
+    assert set(record["sd"]) >= {"phase_rad", "contrast", "period_mm"}
+    assert (out / "fringes.png").stat().st_size > 10_000
+    again = runner.invoke(app, ["analyze", str(out / "density.tif"), "--out", str(tmp_path / "elsewhere")])
+    assert again.exit_code == 0 and "against the truth" not in again.output  # a bare volume has no truth
+    assert (tmp_path / "elsewhere" / "fringes.json").exists()
+    rerun = runner.invoke(app, ["analyze", str(out)])
+    assert rerun.exit_code == 0 and f"replaced {out / 'fringes.json'}" in rerun.output
+
+
+def test_analyze_says_when_there_are_no_fringes(tmp_path):
+    out = _fit_dir(tmp_path, contrast=0.0)
+    res = runner.invoke(app, ["analyze", str(out)])
+    assert res.exit_code == 0 and res.output.startswith("no fringes detected: ")
+
+
+def test_analyze_bad_inputs_are_one_line_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(app, ["analyze", str(empty)])
+    assert res.exit_code == 2 and res.output.strip().splitlines() == [
+        f"error: {empty} holds no density.tif; pass a fit output directory or a volume TIFF"]
+    zero = tmp_path / "zero"
+    zero.mkdir()
+    write_volume(zero / "density.tif", Volume(np.zeros((8, 8, 8), np.float32), (0, 0, 0), (0.1,) * 3))
+    res = runner.invoke(app, ["analyze", str(zero)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert "holds no positive, finite density" in res.output
+    assert sorted(p.name for p in zero.iterdir()) == ["density.tif"]  # nothing written
+    (tmp_path / "bad.tif").write_bytes(b"not a tiff")
+    res = runner.invoke(app, ["analyze", str(tmp_path / "bad.tif")])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+
+
+def test_fit_with_fringes_analyses_its_density(tmp_path):
+    """`recon fit --fringes` runs the analysis on the density it wrote (the micro cloud has no fringes)."""
+    case = make_micro_case(tmp_path)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["fit", "--views", str(case["run"]), "--out", str(out), "--config",
+                              str(case["cfg"]), "--quiet", "--pool-cache", "off", "--fringes"])
+    assert res.exit_code == 0, res.output
+    assert "no fringes detected" in res.output and f"wrote {out / 'fringes.json'}" in res.output
+    assert json.loads((out / "fringes.json").read_text())["detected"] is False
