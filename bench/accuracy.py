@@ -151,11 +151,31 @@ def _noisy(expected: dict[str, torch.Tensor], scale: float, sigma: float, seed: 
     return out
 
 
+def settings_from(pairs: list[str]) -> dict:
+    """FitConfig overrides from ``KEY=VALUE`` strings (the value parsed as TOML, else kept as text)."""
+    import tomllib
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in {f.name for f in dataclasses.fields(FitConfig)}:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE with KEY a FitConfig field")
+        try:
+            overrides[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+#: The fits' settings: FitConfig's defaults (what ``recon fit`` runs) unless ``--set`` changes some.
+FIT_DEFAULTS = FitConfig()
+
+
 def _pool_for(pools: dict, base: FitData, data: FitData, seed: int):
     """The pool of fit seed ``seed`` (traced once per seed) holding ``data``'s electrons and read noise."""
     if seed not in pools:
-        per_sample = rays_per_sample(base, FitConfig().defocused_rays)
-        pools[seed] = build_ray_pool(base, samples=FitConfig().pool_samples, seed=seed,
+        per_sample = rays_per_sample(base, FIT_DEFAULTS.defocused_rays)
+        pools[seed] = build_ray_pool(base, samples=FIT_DEFAULTS.pool_samples, seed=seed,
                                      rays_per_sample=per_sample)
     pool = pools[seed]
     return dataclasses.replace(pool, summed_electrons=torch.cat(
@@ -166,7 +186,7 @@ def _pool_for(pools: dict, base: FitData, data: FitData, seed: int):
 def _split_halves(pools: dict, base: FitData, data: FitData, fit_seed: int, truth: Volume, work: Path,
                   full: dict) -> dict:
     """Fit the thinned halves as ``recon fit --split-halves`` does: their FSC-0.143, the truth's FSC-0.5."""
-    cfg = FitConfig(seed=fit_seed, device="cpu")
+    cfg = dataclasses.replace(FIT_DEFAULTS, seed=fit_seed, device="cpu")
     jobs, _ = _fit_jobs(data, cfg, work, "thinning")  # the halves and seeds of `recon fit --split-halves`
     maps = []
     for half, half_cfg, half_dir in jobs:
@@ -238,8 +258,14 @@ def main() -> None:
     parser.add_argument("--sim-step", type=float, default=0.02, help="step of the simulation, mm")
     parser.add_argument("--out", default="bench/results/accuracy.json")
     parser.add_argument("--fresh", action="store_true", help="ignore the cases already in --out")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a FIT.toml setting other than the default for every fit (repeatable), "
+                             "e.g. --set pool_samples=4")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    overrides = settings_from(args.set)
+    global FIT_DEFAULTS
+    FIT_DEFAULTS = FitConfig(**overrides)
     budgets = [float(b) for b in args.budgets.split(",")]
     fit_seeds = [int(s) for s in args.fit_seeds.split(",")]
     noise_seeds = [int(s) for s in args.noise_seeds.split(",")]
@@ -249,7 +275,7 @@ def main() -> None:
     box = system.volume
     regions = [r for r in simulation_regions(system) if r.name in {v.name for v in base.views}]
     sigma = float(base.read_noise_e)
-    voxel = density_grid(base, FitConfig().voxel_size_mm)[2][0]  # the grid of recon fit's density.tif
+    voxel = density_grid(base, FIT_DEFAULTS.voxel_size_mm)[2][0]  # the grid of recon fit's density.tif
     pools = {}
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() and not args.fresh else {}
@@ -261,10 +287,12 @@ def main() -> None:
     def save() -> None:
         save_json(out, {
             "command": "python bench/accuracy.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "fresh")),
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                if k not in ("out", "fresh", "set"))
+            + "".join(f" --set {pair}" for pair in args.set),
             "tuned_on": {"fit_seeds": [0], "noise_seeds": [42], "phantoms": ["run042"]},
             "reported_on": {"fit_seeds": fit_seeds, "noise_seeds": noise_seeds},
-            "settings": dataclasses.asdict(FitConfig()),
+            "settings": dataclasses.asdict(FIT_DEFAULTS), "overrides": overrides,
             "simulation": {"samples": args.sim_samples, "step_mm": args.sim_step, "seed": 1000,
                            "noise": "Poisson(λ) + N(0, σ²), σ = run042's read noise after dark subtraction",
                            "photons_per_atom_1x": PHOTONS},
@@ -294,7 +322,7 @@ def main() -> None:
             data = _with_electrons(base, _noisy(expected, budget, sigma, noise_seed))
             data = dataclasses.replace(data, photons_per_atom=PHOTONS * budget)
             pool = _pool_for(pools, base, data, fit_seed)
-            cfg = FitConfig(seed=fit_seed, device="cpu")  # recon fit's own defaults
+            cfg = dataclasses.replace(FIT_DEFAULTS, seed=fit_seed, device="cpu")  # recon fit's, or --set's
             checks = []
 
             def on_check(step, field, deviance, checks=checks, truth=truth, truth_m=truth_m):

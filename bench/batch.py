@@ -2,6 +2,8 @@
 
     python bench/batch.py [--shots 40] [--ray-shots 12] [--work /tmp/recon_batch_bench]
                           [--out bench/results/batch.json] [--fresh]
+    python bench/batch.py --instrument dome --shots 6 --cases local-1,local-1-warm \
+                          --work /tmp/recon_batch_dome --out bench/results/batch_dome.json
 
 The campaign: ``recon simulate --campaign`` of data/phantoms/campaign_cloud.toml (1e6 atoms, 200
 photons per atom) through data/systems/three_cameras.toml (three views, ≈ 74 000 pixels a
@@ -16,6 +18,11 @@ of its own (its first shot traces the instrument, the others read the traced poo
   (its start-up included in the wall time), when ray is installed;
 * ``local-1-warm``: every shot on 1 worker with ``--warm-start`` (each EM starting from the
   previous shot's density): its fit seconds and series errors against ``local-1``'s.
+
+``--instrument dome`` simulates the campaign through data/run042's instrument instead (the
+MAGIS dome, 21 views, ≈ 910 000 pixels a shot) with run042's phantom (``interferometer``), 8
+samples per pixel and 20 µm strata (as bench/accuracy.py renders it): a cloud whose EM needs
+many steps, where a warm start could pay. ``--cases`` picks the cases to run.
 
 Printed and saved per case: wall time, shots per hour, the fits' own seconds, the overhead per
 shot (wall × workers / shots − the fits' mean seconds), and, against the truth recorded in each
@@ -47,10 +54,15 @@ from bench.benchlib import machine_info, save_json  # noqa: E402
 from recon.campaign.engines import ray_missing  # noqa: E402
 from recon.simulation.campaign import simulate_campaign  # noqa: E402
 
-SYSTEM = ROOT / "data" / "systems" / "three_cameras.toml"
-PHANTOM = ROOT / "data" / "phantoms" / "campaign_cloud.toml"
 SIM = {"atoms": 1e6, "photons_per_atom": 200.0, "seed": 1, "drift_um": 20.0, "atom_spread": 0.03,
        "samples": 4, "step_mm": 0.02}
+#: name: (system file, phantom, simulation settings)
+INSTRUMENTS = {
+    "three_cameras": (ROOT / "data" / "systems" / "three_cameras.toml",
+                      str(ROOT / "data" / "phantoms" / "campaign_cloud.toml"), SIM),
+    "dome": (ROOT / "data" / "run042" / "system.toml", "interferometer", {**SIM, "samples": 8}),
+}
+CASES = ("local-1", "local-2", "ray-1", "ray-2", "local-1-warm")
 FIGURES = ("atoms", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "width_x_mm", "width_y_mm",
            "width_z_mm", "steps")
 
@@ -143,12 +155,19 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/recon_batch_bench"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "batch.json")
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--instrument", choices=sorted(INSTRUMENTS), default="three_cameras")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"which of {', '.join(CASES)}")
     args = parser.parse_args()
+    chosen = args.cases.split(",")
+    if not set(chosen) <= set(CASES):
+        parser.error(f"--cases: choose among {', '.join(CASES)}")
+    system, phantom, sim = INSTRUMENTS[args.instrument]
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     report = {} if args.fresh or not args.out.exists() else json.loads(args.out.read_text())
-    settings = {"shots": args.shots, "ray_shots": args.ray_shots, "simulation": {**SIM, "system": str(
-        SYSTEM.relative_to(ROOT)), "phantom": str(PHANTOM.relative_to(ROOT))}}
+    settings = {"shots": args.shots, "ray_shots": args.ray_shots, "simulation": {
+        **sim, "system": str(system.relative_to(ROOT)),
+        "phantom": str(Path(phantom).relative_to(ROOT)) if Path(phantom).is_absolute() else phantom}}
     if report.get("settings") != settings:
         report = {}
     report.update(benchmark="batch", settings=settings, machine=machine_info())
@@ -156,7 +175,7 @@ def main() -> None:
     shots = work / "shots"
     if not (shots / "truth.csv").exists() or len(list(shots.glob("shot_*"))) != args.shots:
         start = time.perf_counter()
-        simulate_campaign(SYSTEM, str(PHANTOM), shots, args.shots, overwrite=True, **SIM)
+        simulate_campaign(system, phantom, shots, args.shots, overwrite=True, **sim)
         report["simulate_s"] = round(time.perf_counter() - start, 1)
         print(f"simulated {args.shots} shots in {report['simulate_s']} s")
     subset = shots / "first_shots.txt"  # names its runs as the folder does: shot_0000 …
@@ -169,7 +188,7 @@ def main() -> None:
     else:
         cases += [("ray-1", subset, 1, "ray"), ("ray-2", subset, 2, "ray")]
     for name, source, workers, engine in cases + warm:
-        if name in report["cases"]:
+        if name in report["cases"] or name not in chosen:
             continue
         result = run_case(name, source, work, workers, engine, warm=name.endswith("-warm"))
         report["cases"][name] = result

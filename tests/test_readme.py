@@ -126,6 +126,17 @@ def _quoted_numbers() -> list[str]:
         f"{cases['ray-1']['identical_to_local_2'].split('/')[0]} shots",
         "steps {steps_mean_warm:.1f} against {steps_mean_cold:.1f}".format(**batch["warm_start"]),
     ]
+    dome = _json("batch_dome.json")
+    cold, warm = dome["cases"]["local-1"], dome["cases"]["local-1-warm"]
+    quoted += [
+        "EM's steps to the held-out stop from {steps_mean_cold:.1f} to {steps_mean_warm:.1f}".format(
+            **dome["warm_start"]),
+        f"atoms {warm['series']['atoms_rms_pct']:.2f} % RMS against {cold['series']['atoms_rms_pct']:.2f} %",
+        f"(its first shot, fitted cold in both cases, took {warm['first_shot_s']:.1f} s against "
+        f"{cold['first_shot_s']:.1f} s)",
+        "drift " + " / ".join(f"{warm['series'][f'drift_{a}_rms_um']:.1f}" for a in "xyz") + " µm against "
+        + " / ".join(f"{cold['series'][f'drift_{a}_rms_um']:.1f}" for a in "xyz") + " µm",
+    ]
     cover = {k: round(100 * v) for k, v in series["shot_noise_limit_coverage"].items()}
     low = {key: min(cover[f"{key}_{a}"] for a in "xyz") for key in ("centroid", "width")}
     high = {key: max(cover[f"{key}_{a}"] for a in "xyz") for key in ("centroid", "width")}
