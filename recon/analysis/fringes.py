@@ -281,11 +281,21 @@ def phantom_fringes(params: dict) -> dict | None:
     """The fringe model's period, direction and phase at the origin for a simulated phantom, or None.
 
     ``params``: a ``phantom.json``'s parameters with ``period_mm``, ``phase_rad``, ``direction``
-    and ``center_mm`` (the named ``fringes`` and ``interferometer`` phantoms): their density is
+    and ``center_mm`` (the named ``fringes`` and ``interferometer`` phantoms), or a campaign shot's
+    ``{"base": those, "offset_mm": (3,)}`` (the cloud moved by the offset): their density is
     modulated by ``sin²(k n·(x − c) − φ₀)``, k = π / period, which is ``½ (1 + cos(K·x + φ))`` with
     ``K = 2k n`` and ``φ = π − 2φ₀ − K·c`` at the origin (taken with K's largest component
     positive, as :func:`fit_fringes` reports it).
     """
+    if isinstance(params.get("base"), dict):  # a shot of a campaign: the base phantom, moved
+        moved = dict(params["base"])
+        try:
+            centre = np.asarray(moved.get("center_mm", (0.0, 0.0, 0.0)), dtype=float).reshape(3)
+            offset = np.asarray(params.get("offset_mm", (0.0, 0.0, 0.0)), dtype=float).reshape(3)
+            moved["center_mm"] = centre + offset
+        except (TypeError, ValueError):
+            return None
+        return phantom_fringes(moved)
     try:
         period = float(params["period_mm"])
         n = np.asarray(params["direction"], dtype=float).reshape(3)

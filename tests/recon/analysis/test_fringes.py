@@ -81,6 +81,11 @@ def test_phantom_fringes_reads_only_fringe_parameters():
     assert phantom_fringes({"period_mm": -1, "phase_rad": 0, "direction": (0, 1, 0)}) is None
     t = phantom_fringes({"period_mm": 0.2, "phase_rad": 0.0, "direction": (0, -1, 0), "center_mm": (0, 0, 0)})
     assert t["direction"] == [0.0, 1.0, 0.0] and t["phase_at_origin_rad"] == pytest.approx(math.pi)
+    base = {"period_mm": 0.2, "phase_rad": 0.3, "direction": (0, 1, 0), "center_mm": (0, 0.01, 0)}
+    shot = phantom_fringes({"base": base, "offset_mm": (0.0, 0.02, 0.0)})  # a campaign's shot, moved
+    assert shot["phase_at_origin_rad"] == pytest.approx(
+        phantom_fringes({**base, "center_mm": (0, 0.03, 0)})["phase_at_origin_rad"])
+    assert phantom_fringes({"base": base, "offset_mm": "far"}) is None
 
 
 @pytest.mark.slow
