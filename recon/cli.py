@@ -386,8 +386,8 @@ def fit(
     pool_cache: Annotated[str | None, typer.Option(
         "--pool-cache", help="Directory of traced ray pools reused by later shots through the same "
         "instrument, or 'off' (default: $RECON_POOL_CACHE, else ~/.cache/recon/pools).")] = None,
-    fringes: Annotated[bool, typer.Option("--fringes", help="Then fit the density's interference fringes "
-                                          "(as recon analyze OUT/).")] = False,
+    fringes: Annotated[bool, typer.Option("--fringes", help="Also fit the density's interference fringes "
+                                          "(metrics.json, renders/fringes.png, the report).")] = False,
 ) -> None:
     """Fit a density field to a run and write density.tif, renders, metrics and a report.
 
@@ -401,15 +401,14 @@ def fit(
                       overwrite=overwrite, make_progress=lambda cfg: Progress("fit", log_every=cfg.log_every,
                                                                              quiet=quiet),
                       field=field, backend=backend, device=device, steps=steps, seed=seed, refine=refine,
-                      pool_cache=_pool_cache_dir(pool_cache), command=shlex.join(["recon", *sys.argv[1:]]))
+                      pool_cache=_pool_cache_dir(pool_cache), command=shlex.join(["recon", *sys.argv[1:]]),
+                      fringes=fringes or None)
     metrics, out, cfg = outcome.metrics, outcome.out, outcome.config
     for line in summary_lines(metrics):
         typer.echo(line)
     typer.echo(f"wrote {out}/ (density.tif, metrics.json, report.html, renders/)")
     if cfg.refine:
         typer.echo(f"refined system: {out}/refined_system.toml (changes in {out}/refinement.json)")
-    if fringes:
-        _echo_fringes(out, None)
 
 
 def _pool_cache_dir(option: str | None) -> Path | None:
@@ -488,11 +487,6 @@ def analyze(
         "--out", help="Directory for fringes.json and fringes.png. \\[default: the fit's directory]")] = None,
 ) -> None:
     """Fit the interference fringes of a density: period, direction, contrast, phase, with sds."""
-    _echo_fringes(source, out)
-
-
-def _echo_fringes(source: Path, out: Path | None) -> None:
-    """Fit the fringes of ``source``'s density (recon.jobs.analyze) and print what was found and written."""
     from recon.jobs.analyze import analyze as run_analyze
 
     outcome = run_analyze(source, out=out)

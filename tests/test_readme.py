@@ -126,6 +126,14 @@ def _quoted_numbers() -> list[str]:
         f"{cases['ray-1']['identical_to_local_2'].split('/')[0]} shots",
         "steps {steps_mean_warm:.1f} against {steps_mean_cold:.1f}".format(**batch["warm_start"]),
     ]
+    labels = {"robust": "robust", "least_squares": "least squares"}
+    for row in _json("fringes.json")["rows"]:
+        quoted.append(
+            f"| {row['phantom']} | {labels[row['loss']]} | {_signed(row['period_pct']['mean'], '.2f')} ± "
+            f"{row['period_pct']['sd']:.2f} % | {row['direction_deg']['mean']:.2f} ± "
+            f"{row['direction_deg']['sd']:.2f}° | "
+            f"{_signed(row['phase_rad']['mean'], '.3f')} ± {row['phase_rad']['sd']:.3f} rad | "
+            f"{row['phase_sd_formal']['mean']:.3f} rad | {row['contrast']['mean']:.2f} |")
     dome = _json("batch_dome.json")
     cold, warm = dome["cases"]["local-1"], dome["cases"]["local-1-warm"]
     quoted += [
@@ -191,7 +199,7 @@ def test_the_readme_lists_every_fit_setting_with_its_default():
     defaults = {}
     for f in dataclasses.fields(FitConfig):
         value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        defaults[f.name] = json.dumps(value) if isinstance(value, str | dict) else repr(value)
+        defaults[f.name] = json.dumps(value) if isinstance(value, str | dict | bool) else repr(value)
     assert dict(rows) == defaults
 
 

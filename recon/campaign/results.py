@@ -5,8 +5,10 @@ where it ran (``finished_utc``, ``seconds``, ``worker``, ``backend``, ``device``
 centroid (mm) and widths (σ, mm) with their shot-noise limits (the Cramér–Rao sd of the data's
 Gaussian, ``*_sd``: a lower bound of the figure's photon-noise sd, not its whole error bar);
 the resolution (FSC 0.5 against a simulated run's truth; empty for a real shot); the kept
-held-out deviance, the steps, whether it converged and why it stopped; and, for simulated shots,
-the truth's atoms, centroid and widths.
+held-out deviance, the steps, whether it converged and why it stopped; for simulated shots,
+the truth's atoms, centroid and widths; and where the fit analysed its fringes (FIT.toml's
+``fringes = true``) and found them, their period (µm), contrast, phase at the origin (rad) and
+its formal sd.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ COLUMNS = (
     "truth_atoms",
     *(f"truth_centroid_{a}_mm" for a in AXES),
     *(f"truth_width_{a}_mm" for a in AXES),
+    "fringe_period_um",
+    "fringe_contrast",
+    "fringe_phase_rad",
+    "fringe_phase_sd_rad",
 )
 
 
@@ -85,6 +91,13 @@ def row_from_metrics(metrics: dict) -> dict:
     if isinstance(runs, list) and runs and isinstance(runs[0], dict):
         row["heldout_deviance"] = _number(runs[0].get("heldout_deviance"))
         row["stopped_by"] = str(runs[0].get("stopped_by", ""))
+    fringes = metrics.get("fringes")
+    if isinstance(fringes, dict) and fringes.get("detected") is True:
+        period, sd = _number(fringes.get("period_mm")), fringes.get("sd")
+        row["fringe_period_um"] = None if period is None else 1e3 * period
+        row["fringe_contrast"] = _number(fringes.get("contrast"))
+        row["fringe_phase_rad"] = _number(fringes.get("phase_at_origin_rad"))
+        row["fringe_phase_sd_rad"] = _number(sd.get("phase_at_origin_rad")) if isinstance(sd, dict) else None
     truth = metrics.get("against_truth", {})
     truth = truth.get("truth") if isinstance(truth, dict) else None
     if isinstance(truth, dict):

@@ -102,6 +102,9 @@ class FitConfig:
             e.g. ``"mirrors"`` or ``"mirrors,pose,focus"``; empty: the optics stay fixed.
         refine_warmup: density-only steps before the refinement starts.
         refine_lr: Adam learning rate of the optical parameters (in units of their prior σ).
+        fringes: after the fit, fit the density's interference fringes
+            (:mod:`recon.analysis.fringes`: period, direction, contrast, phase): metrics.json's
+            ``fringes``, renders/fringes.png, the report and the summary (``recon fit --fringes``).
     """
 
     field: str = "voxel"
@@ -140,6 +143,7 @@ class FitConfig:
     refine: str = ""
     refine_warmup: int = 300
     refine_lr: float = 2e-3
+    fringes: bool = False
 
     @property
     def em(self) -> bool:

@@ -10,7 +10,6 @@ and phase are written beside the fit's.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,9 @@ from recon.fitting.outdir import read_json_table
 from recon.io.volume import read_volume
 from recon.jobs.mesh import density_path
 from recon.reporting.fringe_figures import write_fringe_figure
+from recon.reporting.summary import fringes_text
 
-__all__ = ["AnalyzeOutcome", "analyze"]
+__all__ = ["AnalyzeOutcome", "analyze", "fringe_record", "truth_fringes"]
 
 
 @dataclass(frozen=True)
@@ -38,26 +38,27 @@ class AnalyzeOutcome:
     replaced: bool  # an earlier fringes.json was replaced
 
     def summary(self) -> str:
-        """The result in a few lines, with formal sds (and the truth where known)."""
-        f, sd = self.fringes, self.fringes.sd
-        if not f.detected:
-            return f"no fringes detected: {f.why_not}"
-        lines = [
-            f"fringes: period {1e3 * f.period_mm:.2f} ± {1e3 * sd['period_mm']:.2f} µm, direction "
-            f"({', '.join(f'{v:.4f}' for v in f.direction)}), contrast {f.contrast:.3f} ± "
-            f"{sd['contrast']:.3f}",
-            f"phase {f.phase_rad:+.4f} ± {sd['phase_rad']:.4f} rad at the envelope's centre "
-            f"({', '.join(f'{1e3 * v:.1f}' for v in f.centre_mm)} µm), {f.phase_at_origin_rad:+.4f} ± "
-            f"{sd['phase_at_origin_rad']:.4f} rad at the origin (formal sds: voxel residuals taken as "
-            "independent, so too small for a reconstruction)",
-        ]
-        if self.truth is not None:
-            t = self.truth
-            angle = math.degrees(math.acos(min(1.0, abs(float(np.dot(t["direction"], f.direction))))))
-            dphi = math.remainder(f.phase_at_origin_rad - t["phase_at_origin_rad"], 2 * math.pi)
-            lines.append(f"against the truth: period {100 * (f.period_mm / t['period_mm'] - 1):+.2f} %, "
-                         f"direction {angle:.2f}° off, phase at the origin {dphi:+.4f} rad")
-        return "\n".join(lines)
+        """The result in one line (:func:`~recon.reporting.summary.fringes_text`)."""
+        return "fringes: " + fringes_text(self.record)
+
+    @property
+    def record(self) -> dict:
+        """What fringes.json holds."""
+        return fringe_record(self.fringes, self.truth)
+
+
+def fringe_record(fit: FringeFit, truth: dict | None) -> dict:
+    """fringes.json (and metrics.json's ``fringes``) of a fringe fit, with the truth's fringes or None."""
+    return {"schema": "recon.fringes/1", **fit.to_json(), "truth": truth}
+
+
+def truth_fringes(truth_tif: str | os.PathLike | None) -> dict | None:
+    """The fringes of the simulated truth whose phantom.json lies beside ``truth_tif``, or None."""
+    if not truth_tif:
+        return None
+    phantom = Path(truth_tif).parent / "phantom.json"
+    params = read_json_table(phantom).get("params") if phantom.is_file() else None
+    return phantom_fringes(params) if isinstance(params, dict) else None
 
 
 def _truth(source: Path) -> dict | None:
@@ -65,15 +66,8 @@ def _truth(source: Path) -> dict | None:
     config = source / "config.json"
     if not (source.is_dir() and config.is_file()):
         return None
-    try:
-        truth = read_json_table(config).get("truth")
-        phantom = Path(truth).parent / "phantom.json" if isinstance(truth, str) else None
-        if phantom is None or not phantom.is_file():
-            return None
-        params = read_json_table(phantom).get("params", {})
-    except (ConfigError, OSError):
-        return None
-    return phantom_fringes(params) if isinstance(params, dict) else None
+    truth = read_json_table(config).get("truth")
+    return truth_fringes(truth) if isinstance(truth, str) else None
 
 
 def analyze(source: str | os.PathLike, *, out: str | os.PathLike | None = None) -> AnalyzeOutcome:
@@ -97,7 +91,7 @@ def analyze(source: str | os.PathLike, *, out: str | os.PathLike | None = None) 
     target.mkdir(parents=True, exist_ok=True)
     json_path, png_path = target / "fringes.json", target / "fringes.png"
     replaced = json_path.exists()
-    record = {"schema": "recon.fringes/1", "source": str(path), **fit.to_json(), "truth": truth}
+    record = {**fringe_record(fit, truth), "source": str(path)}
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(record, indent=2, allow_nan=False))
     write_fringe_figure(volume, fit, png_path)

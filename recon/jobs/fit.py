@@ -25,11 +25,12 @@ import torch
 from optics.atomic import atomic_write_json
 from optics.camera import rois_overlap
 from optics.system import System, save_system
+from recon.analysis.fringes import fit_fringes
 from recon.analysis.inspect import fit_blockers, inspect_run
 from recon.analysis.moments import cloud_metrics, face_fraction, face_warning, truth_errors
 from recon.analysis.resolution import load_truth
 from recon.environment import versions
-from recon.errors import ConfigError, DataError, FitError, OutputError
+from recon.errors import ConfigError, DataError, FitError, OutputError, ReconError
 from recon.fitting.budget import MemoryPlan, check_memory, estimate_memory
 from recon.fitting.checkpoint import check_resumable
 from recon.fitting.config import (
@@ -57,8 +58,10 @@ from recon.fitting.raypool import RayPool
 from recon.io.run import Run, load_run
 from recon.io.viewimages import save_view_images
 from recon.io.volume import Volume, write_volume
+from recon.jobs.analyze import fringe_record, truth_fringes
 from recon.jobs.compare import fsc_halves, fsc_truth
 from recon.model.fields.base import sample_field
+from recon.reporting.fringe_figures import write_fringe_figure
 from recon.reporting.renders import write_renders
 from recon.reporting.report import write_report
 
@@ -372,6 +375,9 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         extra["fsc_truth"] = _fsc_metrics(fsc_truth(volume, truth, work))
         extra["against_truth"] = truth_errors(moments, cloud_metrics(truth))
         done("wrote fsc-truth/")
+    if cfg.fringes:
+        extra["fringes"] = _fringes(volume, truth_path, work / "renders" / "fringes.png", images)
+        done("fitted the fringes")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
@@ -432,6 +438,20 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     write_report(work, metrics, images)
     finish_out_dir(work, out)
     return metrics
+
+
+def _fringes(volume: Volume, truth_path: Path | None, picture: Path, images: list[Path]) -> dict:
+    """metrics.json's ``fringes``: the density's fringe fit (its picture added to ``images``), or why none.
+
+    A density the fringe model cannot describe leaves the fit as it is; the record says why.
+    """
+    try:
+        found = fit_fringes(volume)
+    except ReconError as err:
+        return {"detected": False, "why_not": str(err)}
+    write_fringe_figure(volume, found, picture)
+    images.append(picture)
+    return fringe_record(found, truth_fringes(truth_path))
 
 
 def _prediction_step(step_mm: float, voxel_mm: float, em: bool) -> float:

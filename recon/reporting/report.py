@@ -17,6 +17,7 @@ from recon.reporting.renders import REPORT_PICTURES
 from recon.reporting.summary import (
     UNDEFINED_NOTE,
     format_um,
+    fringes_text,
     sensitivity_text,
     shot_noise_text,
     total_label,
@@ -66,6 +67,7 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
         ("against_truth", "against the truth (fit − truth)", truth_text),
         ("camera_sensitivity", "camera sensitivity (fitted, relative)", sensitivity_text),
         ("shot_noise_limit", "shot-noise limit of a Gaussian cloud (Cramér–Rao, 1 σ)", shot_noise_text),
+        ("fringes", "fringes (recon.analysis.fringes)", fringes_text),
         ("atoms_near_faces", "atoms next to the box's faces", lambda v: f"{v:.2%}"),
         ("final_loss", "final loss (deviance per pixel)", lambda v: f"{v:.4g}"),
         ("solver", "solver", str),

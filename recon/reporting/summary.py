@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["UNDEFINED_NOTE", "convergence_line", "format_um", "sensitivity_text", "shot_noise_text",
-           "summary_line", "summary_lines", "total_label", "truth_text"]
+__all__ = ["UNDEFINED_NOTE", "convergence_line", "format_um", "fringes_text", "sensitivity_text",
+           "shot_noise_text", "summary_line", "summary_lines", "total_label", "truth_text"]
 
 
 #: What a "—" in a resolution means (the report and the summary line say it where one shows).
@@ -38,6 +38,8 @@ def summary_lines(metrics: dict) -> list[str]:
     if metrics.get("shot_noise_limit"):
         lines.append("shot-noise limit of a Gaussian cloud (Cramér–Rao, 1 σ): "
                      + shot_noise_text(metrics["shot_noise_limit"]))
+    if metrics.get("fringes"):
+        lines.append("fringes: " + fringes_text(metrics["fringes"]))
     for key, what in (("fsc_truth", "against the truth"), ("split_halves", "between the split halves")):
         if key in metrics:
             f = metrics[key].get("fsc", metrics[key])
@@ -119,3 +121,26 @@ def summary_line(report: dict) -> str:
         words += (f"; along x/y/z {format_um(d['resolution_x_um'])} / {format_um(d['resolution_y_um'])} / "
                   f"{format_um(d['resolution_z_um'])}, sphericity {d['sphericity']:.3f}")
     return words
+
+
+def fringes_text(record: dict) -> str:
+    """A fringe fit's record (fringes.json, metrics.json's ``fringes``) in one line, the truth beside it.
+
+    The sds are the fit's formal ones (:mod:`recon.analysis.fringes`), and the line says so.
+    """
+    if not record.get("detected"):
+        return "none detected (" + str(record.get("why_not") or record.get("error") or "no fit") + ")"
+    sd = record["sd"]
+    text = (f"period {1e3 * record['period_mm']:.2f} ± {1e3 * sd['period_mm']:.2f} µm, direction "
+            f"({', '.join(f'{v:.4f}' for v in record['direction'])}), contrast {record['contrast']:.3f} ± "
+            f"{sd['contrast']:.3f}, phase at the origin {record['phase_at_origin_rad']:+.4f} ± "
+            f"{sd['phase_at_origin_rad']:.4f} rad (formal sds: too small for a reconstruction)")
+    truth = record.get("truth")
+    if truth:
+        dot = sum(a * b for a, b in zip(truth["direction"], record["direction"], strict=True))
+        angle = math.degrees(math.acos(min(1.0, abs(dot))))
+        dphi = math.remainder(record["phase_at_origin_rad"] - truth["phase_at_origin_rad"], 2 * math.pi)
+        period = 100 * (record["period_mm"] / truth["period_mm"] - 1)
+        text += (f"; against the truth: period {period:+.2f} %, direction {angle:.2f}° off, "
+                 f"phase {dphi:+.4f} rad")
+    return text

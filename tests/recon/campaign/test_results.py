@@ -27,6 +27,18 @@ def test_a_row_holds_the_figures_their_limits_and_the_truth():
     assert (row["truth_atoms"], row["truth_centroid_z_mm"], row["truth_width_x_mm"]) == (1.49e6, 0.31, 0.41)
 
 
+def test_a_rows_fringes_come_from_a_detection_only():
+    found = {"detected": True, "period_mm": 0.18, "contrast": 0.7, "phase_at_origin_rad": 1.2,
+             "sd": {"phase_at_origin_rad": 0.01}}
+    row = row_from_metrics({**METRICS, "fringes": found})
+    assert (row["fringe_period_um"], row["fringe_contrast"], row["fringe_phase_rad"],
+            row["fringe_phase_sd_rad"]) == (180.0, 0.7, 1.2, 0.01)
+    for fringes in ({**found, "detected": False}, {**found, "sd": "x", "period_mm": "y"}, "z"):
+        row = row_from_metrics({**METRICS, "fringes": fringes})
+        assert row["fringe_phase_sd_rad"] is None and row["fringe_period_um"] is None
+    assert row_from_metrics(METRICS)["fringe_phase_rad"] is None
+
+
 def test_damaged_metrics_give_empty_cells_not_errors():
     bad = {"atoms": "1e6; rm -rf /", "centroid_mm": [1, 2], "width_mm": [float("nan"), True, 3],
            "shot_noise_limit": [], "convergence": "x", "against_truth": {"truth": 5}, "steps": math.inf}

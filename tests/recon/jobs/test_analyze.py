@@ -43,9 +43,9 @@ def test_analyze_writes_fringes_and_compares_with_the_truth(tmp_path):
     out = _fit_dir(tmp_path)
     res = runner.invoke(app, ["analyze", str(out)])
     assert res.exit_code == 0, res.output
-    assert "period 250.00 ± 0.00 µm" in res.output and "contrast 0.700" in res.output
-    assert re.search(r"against the truth: period [+-]0\.00 %, direction 0\.00° off, phase at the origin "
-                     r"[+-]0\.0000 rad", res.output)
+    assert "fringes: period 250.00 ± 0.00 µm" in res.output and "contrast 0.700" in res.output
+    assert re.search(r"against the truth: period [+-]0\.00 %, direction 0\.00° off, phase [+-]0\.0000 rad",
+                     res.output)
     assert f"wrote {out / 'fringes.json'} and {out / 'fringes.png'}" in res.output
     record = json.loads((out / "fringes.json").read_text())
     assert record["schema"] == "recon.fringes/1" and record["detected"]
@@ -63,7 +63,7 @@ def test_analyze_writes_fringes_and_compares_with_the_truth(tmp_path):
 def test_analyze_says_when_there_are_no_fringes(tmp_path):
     out = _fit_dir(tmp_path, contrast=0.0)
     res = runner.invoke(app, ["analyze", str(out)])
-    assert res.exit_code == 0 and res.output.startswith("no fringes detected: ")
+    assert res.exit_code == 0 and res.output.startswith("fringes: none detected (")
 
 
 def test_analyze_bad_inputs_are_one_line_errors(tmp_path):
@@ -85,11 +85,14 @@ def test_analyze_bad_inputs_are_one_line_errors(tmp_path):
 
 
 def test_fit_with_fringes_analyses_its_density(tmp_path):
-    """`recon fit --fringes` runs the analysis on the density it wrote (the micro cloud has no fringes)."""
+    """`recon fit --fringes` puts its density's fringes in metrics.json and the report (here: none)."""
     case = make_micro_case(tmp_path)
     out = tmp_path / "out"
     res = runner.invoke(app, ["fit", "--views", str(case["run"]), "--out", str(out), "--config",
                               str(case["cfg"]), "--quiet", "--pool-cache", "off", "--fringes"])
     assert res.exit_code == 0, res.output
-    assert "no fringes detected" in res.output and f"wrote {out / 'fringes.json'}" in res.output
-    assert json.loads((out / "fringes.json").read_text())["detected"] is False
+    assert "fringes: none detected (" in res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fringes"]["detected"] is False and metrics["fringes"]["why_not"]
+    assert json.loads((out / "config.json").read_text())["fit"]["fringes"] is True
+    assert "fringes (recon.analysis.fringes)" in (out / "report.html").read_text()
