@@ -192,7 +192,8 @@ def fit_fringes(volume: Volume, *, threshold: float = 1e-2, max_voxels: int = 25
             counts less (the soft-L1 loss; None: plain least squares).
 
     Raises:
-        ShapeError: a volume with no positive density or too few voxels for the model.
+        ShapeError: a volume with no positive density, too few voxels for the model, or one the
+            model cannot be fitted to (moments without an envelope, a model that became non-finite).
     """
     from scipy.optimize import least_squares
 
@@ -200,7 +201,12 @@ def fit_fringes(volume: Volume, *, threshold: float = 1e-2, max_voxels: int = 25
     if not np.isfinite(rho).all() or not (np.clip(rho, 0, None).sum() > 0):
         raise ShapeError("fit_fringes: the volume holds no positive, finite density")
     points = _centres(volume)
-    p0 = _start(rho, volume, points)
+    try:
+        p0 = _start(rho, volume, points)
+    except np.linalg.LinAlgError as err:
+        raise ShapeError(f"fit_fringes: the density's moments give no envelope ({err})") from None
+    if not np.isfinite(p0).all():
+        raise ShapeError("fit_fringes: the density's moments give no envelope (not finite)")
     start = torch.from_numpy(p0)
     with torch.no_grad():
         envelope = fringe_model(torch.cat([start[:10], torch.zeros(6, dtype=start.dtype)]),
@@ -231,8 +237,11 @@ def fit_fringes(volume: Volume, *, threshold: float = 1e-2, max_voxels: int = 25
     upper = np.full(_N_PARAMS, np.inf)
     lower[10], upper[10] = 0.0, 1.0
     robust = {"loss": "soft_l1", "f_scale": robust_scale} if robust_scale else {}
-    result = least_squares(residual, p0, jac=jacobian, bounds=(lower, upper), method="trf", x_scale="jac",
-                           xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=200, **robust)
+    try:
+        result = least_squares(residual, p0, jac=jacobian, bounds=(lower, upper), method="trf",
+                               x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=200, **robust)
+    except (ValueError, np.linalg.LinAlgError) as err:  # a model that became non-finite on the way
+        raise ShapeError(f"fit_fringes: the fringe model cannot be fitted to this density ({err})") from None
     p = torch.from_numpy(result.x)
     # The covariance of iteratively reweighted least squares at the solution: each voxel weighted
     # by the loss's ρ'(z) = 1/√(1 + z), z = (r / f)² (1 for plain least squares).

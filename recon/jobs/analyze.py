@@ -14,11 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from optics.atomic import atomic_path
 from recon.analysis.fringes import FringeFit, fit_fringes, phantom_fringes
-from recon.errors import ConfigError
+from recon.errors import ConfigError, ShapeError
 from recon.fitting.outdir import read_json_table
 from recon.io.volume import read_volume
 from recon.jobs.mesh import density_path
@@ -84,7 +82,7 @@ def analyze(source: str | os.PathLike, *, out: str | os.PathLike | None = None) 
     volume = read_volume(path)
     try:
         fit = fit_fringes(volume)
-    except (ValueError, np.linalg.LinAlgError) as err:
+    except ShapeError as err:
         raise ConfigError(f"analyze: {path}: {err}") from None
     truth = _truth(source)
     target = Path(out) if out is not None else (source if source.is_dir() else path.parent)
