@@ -134,6 +134,9 @@ def _quoted_numbers() -> list[str]:
             f"{row['direction_deg']['sd']:.2f}° | "
             f"{_signed(row['phase_rad']['mean'], '.3f')} ± {row['phase_rad']['sd']:.3f} rad | "
             f"{row['phase_sd_formal']['mean']:.3f} rad | {row['contrast']['mean']:.2f} |")
+    browser = _json("report_browser.json")
+    quoted.append(f"{browser['bytes'] / 2**20:.2f} MB, {browser['images']} images, "
+                  f"{'no problems' if not browser['problems'] else 'problems'}; its screenshot")
     dome = _json("batch_dome.json")
     cold, warm = dome["cases"]["local-1"], dome["cases"]["local-1-warm"]
     quoted += [
