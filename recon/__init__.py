@@ -7,14 +7,16 @@ The operations of the command line are Python functions here, imported on first 
 
     run, stats = recon.inspect("data/run042")
     outcome = recon.fit("data/run042", out="fits/run042", steps=500)
-    report, where = recon.analysis.fsc("fits/run042", truth="data/run042/truth.tif")
+    report, where = recon.fsc("fits/run042", truth="data/run042/truth.tif")
+    found = recon.analyze("fits/run042")  # interference fringes: found.fringes, found.summary()
     recon.mesh("fits/run042", "cloud.stl")
     recon.render("fits/run042", frames=0, views=True)
     recon.simulate_campaign("data/systems/magis_dome.toml", "gaussian", "shots", 40)
     outcome = recon.batch("shots", out="campaign", workers=2)
 
 Each is documented where it lives: :func:`recon.jobs.fit.fit`, :func:`recon.simulation.simulate.simulate_run`,
-:func:`recon.jobs.compare.compare_paths`, :func:`recon.jobs.mesh.mesh`, :func:`recon.jobs.render.render`,
+:func:`recon.jobs.compare.compare_paths`, :func:`recon.jobs.analyze.analyze`,
+:func:`recon.jobs.mesh.mesh`, :func:`recon.jobs.render.render`,
 :func:`recon.jobs.export.export`, :func:`recon.jobs.batch.batch`,
 :func:`recon.simulation.campaign.simulate_campaign`,
 :func:`recon.jobs.inspect.inspect`,
@@ -33,6 +35,7 @@ _API = {
     "simulate_campaign": ("recon.simulation.campaign", "simulate_campaign"),
     "batch": ("recon.jobs.batch", "batch"),
     "fsc": ("recon.jobs.compare", "compare_paths"),
+    "analyze": ("recon.jobs.analyze", "analyze"),
     "mesh": ("recon.jobs.mesh", "mesh"),
     "render": ("recon.jobs.render", "render"),
     "export": ("recon.jobs.export", "export"),

@@ -8,6 +8,7 @@ map 1 against half map 2) — as ``fsc.csv``, ``fsc.json`` and ``fsc.png``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from recon.analysis.resolution import (
@@ -73,13 +74,13 @@ def existing_fsc_outputs(first: Path, out: Path | None = None) -> set[Path]:
 
 
 def compare_paths(
-    first: Path,
-    second: Path | None = None,
+    first: str | os.PathLike,
+    second: str | os.PathLike | None = None,
     *,
-    truth: Path | None = None,
+    truth: str | os.PathLike | None = None,
     threshold: str | None = None,
     mask: str | None = None,
-    out: Path | None = None,
+    out: str | os.PathLike | None = None,
 ) -> tuple[dict, Path]:
     """What ``recon fsc`` compares, by its arguments, written where it belongs.
 
@@ -94,6 +95,7 @@ def compare_paths(
     Returns:
         The ``fsc.json`` dict, and the directory written.
     """
+    first, second, truth, out = (None if p is None else Path(p) for p in (first, second, truth, out))
     if first.is_dir():
         if second is not None:
             raise ConfigError(f"fsc: {first} is a fit directory; compare it with --truth, or pass two TIFFs")

@@ -96,3 +96,14 @@ def test_fit_with_fringes_analyses_its_density(tmp_path):
     assert metrics["fringes"]["detected"] is False and metrics["fringes"]["why_not"]
     assert json.loads((out / "config.json").read_text())["fit"]["fringes"] is True
     assert "fringes (recon.analysis.fringes)" in (out / "report.html").read_text()
+
+
+def test_the_python_api_is_the_job(tmp_path):
+    import recon
+    from recon.jobs.analyze import analyze
+
+    assert recon.analyze is analyze
+    found = recon.analyze(_fit_dir(tmp_path) / "density.tif", out=tmp_path / "api")
+    assert found.fringes.detected and found.truth is None  # a bare volume: no truth recorded
+    assert found.record["schema"] == "recon.fringes/1"
+    assert found.summary().startswith("fringes: period 250.00")

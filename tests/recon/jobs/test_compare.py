@@ -53,6 +53,8 @@ def test_compare_paths_dispatch_and_errors(tmp_path):
     assert report["threshold"] == "half-bit" and where == tmp_path / "ab" and (where / "fsc.json").is_file()
     report, where = compare_paths(a, truth=b, out=tmp_path / "t")
     assert report["threshold"] == "0.5" and where == tmp_path / "t" / "fsc-truth"
+    again, where = compare_paths(str(a), truth=str(b), out=str(tmp_path / "s"))  # as the Python API is called
+    assert again["resolution_um"] == report["resolution_um"] and where == tmp_path / "s" / "fsc-truth"
     other = tmp_path / "other.tif"
     write_volume(other, _blob(20, 0.05, (-0.475,) * 3))
     with pytest.raises(ShapeError, match="different grids"):
