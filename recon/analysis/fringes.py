@@ -84,12 +84,17 @@ class FringeFit:
     params: tuple[float, ...] = ()  # the fitted parameter vector of :func:`fringe_model`
 
     def to_json(self) -> dict:
-        """A JSON-ready dict (``recon analyze``'s fringes.json)."""
+        """A JSON-ready dict (``recon analyze``'s fringes.json); a non-finite number becomes null."""
+        def plain(v):
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
         names = ("centre_mm", "width_mm", "contrast", "period_mm", "direction", "wavevector_rad_per_mm",
                  "phase_rad", "phase_at_origin_rad", "peak", "floor", "residual_rms", "voxels", "stride",
                  "detected", "why_not")
-        out = {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(self, k)) for k in names)}
-        out["sd"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.sd.items()}
+        out = {k: plain(getattr(self, k)) for k in names}
+        out["sd"] = {k: plain(v) for k, v in self.sd.items()}
         out["sd_kind"] = "formal (least squares, voxel residuals taken as independent)"
         return out
 

@@ -110,6 +110,17 @@ def test_a_cloud_without_fringes_is_not_detected():
     assert fit.contrast < 5 * fit.sd["contrast"] or fit.contrast < 0.05
 
 
+def test_the_record_is_plain_json_even_with_undefined_sds():
+    import dataclasses
+    import json
+
+    fit = fit_fringes(_volume(_params()))
+    sd = {**fit.sd, "phase_rad": float("nan"), "width_mm": (1.0, float("inf"), 2.0)}
+    odd = dataclasses.replace(fit, sd=sd)
+    record = json.loads(json.dumps(odd.to_json(), allow_nan=False))
+    assert record["sd"]["phase_rad"] is None and record["sd"]["width_mm"] == [1.0, None, 2.0]
+
+
 def test_an_empty_volume_is_refused():
     with pytest.raises(ShapeError, match="no positive, finite density"):
         fit_fringes(Volume(np.zeros(SHAPE, np.float32), ORIGIN, VOXEL))
