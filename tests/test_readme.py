@@ -134,6 +134,17 @@ def _quoted_numbers() -> list[str]:
             f"{row['direction_deg']['sd']:.2f}° | "
             f"{_signed(row['phase_rad']['mean'], '.3f')} ± {row['phase_rad']['sd']:.3f} rad | "
             f"{row['phase_sd_formal']['mean']:.3f} rad | {row['contrast']['mean']:.2f} |")
+    physics = _json("physics.json")
+    for key, name, unit, spec in (
+            ("atoms", "atoms", "", ".0f"), ("centroid_x_um", "centroid x", " µm", ".2f"),
+            ("centroid_z_um", "centroid z", " µm", ".2f"), ("width_z_um", "width σ z", " µm", ".2f"),
+            ("period_um", "fringe period", " µm", ".3f"),
+            ("phase_rad", "fringe phase at the origin", " rad", ".4f"),
+            ("contrast", "fringe contrast − 1", "", ".3f")):
+        f = physics["figures"][key]
+        quoted.append(f"| {name} | {_signed(f['bias'], spec)}{unit} | {format(f['rms'], spec)}{unit} | "
+                      f"{format(f['sd_of_errors'], spec)}{unit} | "
+                      f"{format(f['reported_sd_median'], spec)}{unit} | {100 * f['coverage']:.0f} % |")
     browser = _json("report_browser.json")
     quoted.append(f"{browser['bytes'] / 2**20:.2f} MB, {browser['images']} images, "
                   f"{'no problems' if not browser['problems'] else 'problems'}; its screenshot")

@@ -1,0 +1,136 @@
+"""Physics of every shot against the truth: bias, RMS error and coverage of the reported error bars.
+
+A campaign of ``--shots`` simulated shots (``recon simulate --campaign``: one fringed cloud whose
+centre drifts by a random walk and whose atom number fluctuates, independent noise per shot)
+through data/run042's instrument, fitted by ``recon batch`` with ``recon fit``'s defaults, and
+each shot's density analysed by ``recon analyze``'s fringe fit (:mod:`recon.analysis.fringes`).
+Per figure (atoms, centroid x/y/z, widths x/y/z from results.csv; fringe period, direction, phase
+at the origin and contrast from the fringe fit) over the shots: the bias and RMS error against
+each shot's truth, the median reported sd, and the **coverage** — the fraction of shots whose
+reported ±1 sd interval holds the truth (68 % for honest error bars). The sds are what the
+project reports today: the shot-noise limit (Cramér–Rao of the data's Gaussian) for atoms,
+centroid and widths, and the fringe fit's formal least-squares sds.
+
+    python bench/physics.py [--shots 30] [--workers 2] [--work /tmp/recon_physics]
+                            [--out bench/results/physics.json]
+
+The phantom: the named ``fringes`` phantom as it is (a Gaussian of σ 0.5 mm × sin² fringes of
+200 µm along y, phase 0 at its centre: the fringe model holds the truth), 1e6 atoms, 200 photons
+per atom; walk 20 µm per axis and shot, atoms' spread 3 %, walk seed 7; the simulation at 4
+samples per pixel and 20 µm strata. The
+simulated shots and the fits are kept in ``--work`` and reused by a rerun (``recon batch`` skips
+finished shots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.benchlib import machine_info, save_json  # noqa: E402
+from recon.analysis.fringes import fit_fringes, phantom_fringes  # noqa: E402
+from recon.io.volume import read_volume  # noqa: E402
+from recon.simulation.campaign import simulate_campaign  # noqa: E402
+
+SYSTEM = ROOT / "data" / "run042" / "system.toml"
+SIM = {"atoms": 1e6, "photons_per_atom": 200.0, "seed": 7, "drift_um": 20.0, "atom_spread": 0.03,
+       "samples": 4, "step_mm": 0.02}
+
+
+def _stats(errors: list[float], sds: list[float]) -> dict:
+    """Bias, RMS error, median reported sd and coverage of ±1 sd over the shots."""
+    pairs = [(e, s) for e, s in zip(errors, sds, strict=True) if math.isfinite(e)]
+    if not pairs:
+        return {"shots": 0}
+    e = np.array([p[0] for p in pairs])
+    s = np.array([p[1] for p in pairs], dtype=float)
+    known = np.isfinite(s)
+    return {"shots": len(e), "bias": float(e.mean()), "rms": float(np.sqrt((e ** 2).mean())),
+            "sd_of_errors": float(e.std(ddof=1)) if len(e) > 1 else 0.0,
+            "reported_sd_median": float(np.median(s[known])) if known.any() else None,
+            "coverage": float((np.abs(e[known]) <= s[known]).mean()) if known.any() else None}
+
+
+def _float(row: dict, key: str) -> float:
+    try:
+        return float(row[key])
+    except (KeyError, TypeError, ValueError):
+        return math.nan
+
+
+def _shot_errors(row: dict, fit, truth: dict) -> dict:
+    """Each figure's (error against the truth, reported sd) for one shot; nan where none is reported."""
+    def error(key: str, scale: float = 1.0) -> float:
+        return scale * (_float(row, key) - _float(row, f"truth_{key}"))
+
+    angle = math.degrees(math.acos(min(1.0, abs(float(np.dot(fit.direction, truth["direction"]))))))
+    phase = math.remainder(fit.phase_at_origin_rad - truth["phase_at_origin_rad"], 2 * math.pi)
+    out = {"atoms": (error("atoms"), _float(row, "atoms_sd")),
+           "period_um": (1e3 * (fit.period_mm - truth["period_mm"]), 1e3 * fit.sd["period_mm"]),
+           "direction_deg": (angle, math.nan),
+           "phase_rad": (phase, fit.sd["phase_at_origin_rad"]),
+           "contrast": (fit.contrast - 1.0, fit.sd["contrast"])}  # sin² fringes: contrast 1
+    for axis in "xyz":
+        out[f"centroid_{axis}_um"] = (error(f"centroid_{axis}_mm", 1e3),
+                                      _float(row, f"centroid_{axis}_sd_um"))
+        out[f"width_{axis}_um"] = (error(f"width_{axis}_mm", 1e3), _float(row, f"width_{axis}_sd_um"))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shots", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/recon_physics"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "physics.json")
+    args = parser.parse_args()
+    work = args.work.resolve()
+    shots, campaign = work / "shots", work / "campaign"
+    report = {"benchmark": "physics", "shots": args.shots, "system": str(SYSTEM.relative_to(ROOT)),
+              "phantom": "fringes", "simulation": SIM}
+    if not (shots / "truth.csv").exists() or len(list(shots.glob("shot_*"))) != args.shots:
+        start = time.perf_counter()
+        simulate_campaign(SYSTEM, "fringes", shots, args.shots, overwrite=True, **SIM)
+        report["simulate_s"] = round(time.perf_counter() - start, 1)
+        print(f"simulated {args.shots} shots in {report['simulate_s']} s", flush=True)
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "recon.cli", "batch", str(shots), "--out", str(campaign), "--workers",
+               str(args.workers), "--threads", "1", "--quiet"]
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode != 0:
+        raise SystemExit(f"recon batch failed ({proc.returncode}): {proc.stderr[-1500:]}")
+    report["batch_s"] = round(time.perf_counter() - start, 1)
+    with open(campaign / "results.csv", newline="") as f:
+        rows = {r["shot"]: r for r in csv.DictReader(f)}
+    per_shot = []
+    for name, row in sorted(rows.items()):
+        truth = phantom_fringes(json.loads((shots / name / "phantom.json").read_text())["params"])
+        fit = fit_fringes(read_volume(campaign / "shots" / name / "density.tif"))
+        per_shot.append({"shot": name, "detected": fit.detected, **_shot_errors(row, fit, truth)})
+    figures = [k for k in per_shot[0] if k not in ("shot", "detected")]
+    report["figures"] = {k: _stats([r[k][0] for r in per_shot], [r[k][1] for r in per_shot]) for k in figures}
+    report["detected"] = sum(r["detected"] for r in per_shot)
+    report["per_shot"] = per_shot
+    report["machine"] = machine_info()
+    save_json(args.out, report)
+    print(f"{'figure':<16}{'bias':>10}{'RMS':>10}{'sd(err)':>10}{'reported sd':>13}{'coverage':>10}")
+    for k, s in report["figures"].items():
+        cov = "—" if s.get("coverage") is None else f"{100 * s['coverage']:.0f} %"
+        sd = "—" if s.get("reported_sd_median") is None else f"{s['reported_sd_median']:.4g}"
+        print(f"{k:<16}{s['bias']:>10.4g}{s['rms']:>10.4g}{s['sd_of_errors']:>10.4g}{sd:>13}{cov:>10}")
+
+
+if __name__ == "__main__":
+    main()
