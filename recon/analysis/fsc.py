@@ -266,10 +266,14 @@ def first_drop(fsc: np.ndarray, thr: np.ndarray, n_voxels: np.ndarray,
     """(shell, interpolated shell, reached_nyquist) of the first drop below ``thr`` (r ≥ 1).
 
     Shells with fewer than ``min_voxels`` voxels (the first shells of narrow cones) are
-    skipped; interpolation runs between the neighbouring shells that are kept.
+    skipped; interpolation runs between the neighbouring shells that are kept. Where no shell is
+    kept (every shell of a narrow cone on a small grid), nothing was measured: (0, 0.0, False),
+    an undefined resolution, not Nyquist.
     """
     shells = np.flatnonzero(n_voxels >= max(min_voxels, 1.0))
     shells = shells[shells >= 1]
+    if shells.size == 0:
+        return 0, 0.0, False
     gap = fsc[shells] - thr[shells]  # (S,)
     below = np.flatnonzero(gap < 0.0)
     if below.size == 0:
