@@ -23,14 +23,16 @@ def write_series_figure(path: Path, rows: list[dict]) -> bool:
     """Atoms, centroid, widths and resolution against shot number (PNG); False with no done shot.
 
     Error bars are the shot-noise limits the fits report (Cramér–Rao sd of the data's Gaussian); a
-    simulated campaign's truth is drawn as a line of the same colour.
+    simulated campaign's truth is drawn as a line of the same colour. Where shots hold fringes
+    (``fringes = true``), a fifth panel shows their phase at the origin with its formal sd.
     """
     done = [row for row in rows if row.get("state") == "done" and row.get("atoms") is not None]
     if not done:
         return False
     plt = pyplot()
     index = [rows.index(row) for row in done]
-    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
+    fringes = any(row.get("fringe_phase_rad") is not None for row in done)
+    fig, axes = plt.subplots(5 if fringes else 4, 1, figsize=(9, 12 if fringes else 10), sharex=True)
     ax = axes[0]
     ax.errorbar(index, _values(done, "atoms"), yerr=_values(done, "atoms_sd"), fmt="o", ms=3, label="fit")
     if any(row.get("truth_atoms") is not None for row in done):
@@ -48,10 +50,15 @@ def write_series_figure(path: Path, rows: list[dict]) -> bool:
                 ax.plot(index, truth, "-", color=colour, lw=1)
         ax.set_ylabel(label)
         ax.legend(loc="best", fontsize=8, ncol=3)
+    if fringes:
+        ax = axes[4]
+        ax.errorbar(index, _values(done, "fringe_phase_rad"), yerr=_values(done, "fringe_phase_sd_rad"),
+                    fmt="o", ms=3, color="C5")
+        ax.set_ylabel("fringe phase at the\norigin (rad, formal sd)")
     ax = axes[3]
     ax.plot(index, _values(done, "resolution_um"), "o", ms=3, color="C3")
     ax.set_ylabel("FSC 0.5 vs truth (µm)", color="C3")
-    ax.set_xlabel("shot")
+    axes[-1].set_xlabel("shot")
     twin = ax.twinx()
     twin.plot(index, _values(done, "seconds"), "s", ms=3, color="C4")
     twin.set_ylabel("fit time (s)", color="C4")
@@ -121,7 +128,8 @@ def write_campaign_report(path: Path, rows: list[dict], outcome: dict) -> None:
         "width_z_mm",
         "resolution_um",
         "converged",
-    )
+    ) + (("fringe_period_um", "fringe_phase_rad", "fringe_phase_sd_rad")
+         if any(row.get("fringe_phase_rad") is not None for row in rows) else ())
     table = (
         "<table><tr>"
         + "".join(f"<th>{k}</th>" for k in keys)
