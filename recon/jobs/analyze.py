@@ -86,11 +86,15 @@ def analyze(source: str | os.PathLike, *, out: str | os.PathLike | None = None) 
         raise ConfigError(f"analyze: {path}: {err}") from None
     truth = _truth(source)
     target = Path(out) if out is not None else (source if source.is_dir() else path.parent)
-    target.mkdir(parents=True, exist_ok=True)
     json_path, png_path = target / "fringes.json", target / "fringes.png"
     replaced = json_path.exists()
     record = {**fringe_record(fit, truth), "source": str(path)}
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, allow_nan=False))
-    write_fringe_figure(volume, fit, png_path)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        write_fringe_figure(volume, fit, png_path)
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(record, indent=2, allow_nan=False))
+    except OSError as err:
+        raise ConfigError(f"analyze: cannot write {target} ({err.strerror or err}); "
+                          "choose another --out") from None
     return AnalyzeOutcome(fit, truth, (json_path, png_path), replaced)

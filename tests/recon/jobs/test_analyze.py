@@ -79,6 +79,11 @@ def test_analyze_bad_inputs_are_one_line_errors(tmp_path):
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
     assert "holds no positive, finite density" in res.output
     assert sorted(p.name for p in zero.iterdir()) == ["density.tif"]  # nothing written
+    good = _fit_dir(tmp_path)
+    below_a_file = good / "density.tif" / "sub"
+    res = runner.invoke(app, ["analyze", str(good), "--out", str(below_a_file)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert "choose another --out" in res.output
     (tmp_path / "bad.tif").write_bytes(b"not a tiff")
     res = runner.invoke(app, ["analyze", str(tmp_path / "bad.tif")])
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
