@@ -28,7 +28,7 @@ ALLOWED = {
     "recon.model": _BASE,
     "recon.analysis": _BASE,
     "recon.simulation": _BASE | {"calibration", "recon.model", "recon.analysis"},
-    "recon.fitting": _BASE | {"calibration", "recon.model"},
+    "recon.fitting": _BASE | {"calibration", "recon.model", "recon.analysis"},
     "recon.reporting": _BASE | {"recon.model", "recon.analysis", "recon.fitting"},
     "recon.environment": {"recon", "recon.model"},
     "recon.campaign": _BASE,

@@ -39,7 +39,7 @@ import torch
 from recon.errors import ShapeError
 from recon.io.volume import Volume
 
-__all__ = ["FringeFit", "fit_fringes", "fringe_model", "phantom_fringes"]
+__all__ = ["FringeFit", "fit_fringes", "fringe_model", "fringe_quantities", "phantom_fringes"]
 
 #: The soft-L1 loss's scale, as a fraction of the largest density: clumps and spikes that the
 #: smooth model does not hold count less. Chosen on data/run042's own default fit (fit seed 0, the
@@ -172,7 +172,7 @@ def _wrap(phase: float) -> float:
     return float(wrapped + 2 * math.pi if wrapped <= -math.pi else wrapped)
 
 
-def _quantities(p: torch.Tensor) -> torch.Tensor:
+def fringe_quantities(p: torch.Tensor) -> torch.Tensor:
     """The reported quantities of a parameter vector, in one vector (their order in :func:`fit_fringes`)."""
     amp, mu, chol, contrast, k, phase, floor = _unpack(p)
     cov = chol @ chol.T
@@ -256,8 +256,8 @@ def fit_fringes(volume: Volume, *, threshold: float = 1e-2, max_voxels: int = 25
     dof = max(len(y) - _N_PARAMS, 1)
     s2 = float(weighted @ weighted) / dof
     cov_p = s2 * np.linalg.pinv(jac.T @ jac)
-    q = _quantities(p).numpy()
-    dq = torch.func.jacfwd(_quantities)(p).numpy()
+    q = fringe_quantities(p).numpy()
+    dq = torch.func.jacfwd(fringe_quantities)(p).numpy()
     sd = np.sqrt(np.clip(np.diag(dq @ cov_p @ dq.T), 0, None))
     k = q[11:14]
     sign = 1.0 if k[int(np.argmax(np.abs(k)))] >= 0 else -1.0  # K and −K with −φ: the same fringes

@@ -1,0 +1,93 @@
+r"""The shot-noise limit of a fringed cloud's figures: the Cramér–Rao bound through the instrument.
+
+For the fringe model of :mod:`recon.analysis.fringes` with parameters θ (envelope, contrast, wave
+vector, phase, floor) sampled on EM's voxel grid, the expected photoelectrons of every pooled
+pixel are ``λ(θ) = A ρ_θ`` (:class:`~recon.fitting.projector.Projector`, the same quadrature EM
+inverts). With the shifted-Poisson counts of the fit (mean and variance ``K (λ + σ²)`` for K
+frames) the Fisher information is
+
+.. math::
+
+    I(θ) = \sum_i \frac{K_i}{λ_i + σ^2}\, ∂_θ λ_i\, ∂_θ λ_i^T,\qquad ∂_θ λ = A\, ∂_θ ρ_θ
+
+(one forward projection per parameter of the model's forward-mode derivative on the grid), and
+the bound of each reported figure q(θ) (period, phase at the origin, contrast, centre …) is
+``√(∇q I⁻¹ ∇qᵀ)``. It is what photon counting and read noise allow for such a cloud seen by
+these pixels — the reference the physics issue asks the fitted phase to be compared with.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from recon.analysis.fringes import fringe_model, fringe_quantities
+from recon.fitting.projector import Projector
+from recon.fitting.raypool import RayPool
+
+__all__ = ["BOUND_FIGURES", "fringe_bound", "voxel_centres"]
+
+#: The figures :func:`fringe_bound` returns, in :func:`recon.analysis.fringes.fringe_quantities`' order.
+BOUND_FIGURES = ("centre_mm", "width_mm", "contrast", "period_mm", "direction", "wavevector_rad_per_mm",
+                 "phase_rad", "phase_at_origin_rad", "peak", "floor")
+_SIZES = (3, 3, 1, 1, 3, 3, 1, 1, 1, 1)
+
+
+def voxel_centres(projector: Projector) -> torch.Tensor:
+    """(Z·Y·X, 3) float64 centres (x, y, z) of the projector's voxels, mm, in the grid's C order."""
+    nz, ny, nx = projector.shape
+    lo = torch.tensor(projector.box_min_mm, dtype=torch.float64)
+    size = (torch.tensor(projector.box_max_mm, dtype=torch.float64) - lo) / torch.tensor([nx, ny, nz])
+    axes = [lo[a] + size[a] * (torch.arange(n, dtype=torch.float64) + 0.5)
+            for a, n in enumerate((nx, ny, nz))]
+    z, y, x = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1), z.reshape(-1)], dim=1)
+
+
+def fringe_bound(params, pool: RayPool, projector: Projector, *, pixels: torch.Tensor | None = None) -> dict:
+    """The Cramér–Rao sd of each fringe figure for parameters ``params`` seen through ``pool``.
+
+    Args:
+        params: (16,) the fringe model's parameter vector (:attr:`FringeFit.params`), densities in
+            the unit the projector's grid holds (atoms/mm³ for a run with photons per atom).
+        pool: the ray pool (its frames and read noise weight each pixel).
+        projector: A over ``pool`` on the grid the model is sampled on.
+        pixels: the pixels that count (default: every pooled pixel with a usable frame).
+
+    Returns:
+        ``{figure: sd}`` for :data:`BOUND_FIGURES` (tuples for vectors); None for each where the
+        information is singular.
+    """
+    theta = torch.as_tensor(np.asarray(params, dtype=np.float64))
+    if pixels is None:
+        pixels = (pool.observed_frames > 0).nonzero(as_tuple=True)[0]
+    nz, ny, nx = projector.shape
+    points = voxel_centres(projector)
+    dtype = pool.rays.weights.dtype
+
+    def project(grid: torch.Tensor) -> torch.Tensor:
+        return projector.forward(grid.reshape(nz, ny, nx).to(dtype), pixels).double()
+
+    with torch.no_grad():
+        lam = project(fringe_model(theta, points)).clamp_min(0.0)
+    unit = torch.eye(len(theta), dtype=torch.float64)
+    slopes = torch.stack([project(torch.func.jvp(lambda t: fringe_model(t, points), (theta,), (unit[j],))[1])
+                          for j in range(len(theta))], dim=1)  # (P, 16) ∂λ/∂θ
+    var = pool.read_noise_e ** 2 + 1e-3  # as the likelihood's shift
+    frames = pool.n_frames[pixels].double()
+    information = slopes.T @ (slopes * (frames / (lam + var))[:, None])
+    gradient = torch.func.jacfwd(fringe_quantities)(theta)  # (Q, 16)
+    out: dict = {}
+    try:
+        factor = torch.linalg.cholesky(information)
+    except RuntimeError:  # not positive definite: no bound to give
+        return dict.fromkeys(BOUND_FIGURES)
+    variance = (gradient * torch.cholesky_solve(gradient.T, factor).T).sum(1)
+    sd = [math.sqrt(v) if math.isfinite(v) and v >= 0 else math.nan for v in variance.tolist()]
+    start = 0
+    for name, n in zip(BOUND_FIGURES, _SIZES, strict=True):
+        out[name] = tuple(sd[start:start + n]) if n > 1 else sd[start]
+        start += n
+    return out
