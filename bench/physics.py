@@ -7,7 +7,9 @@ each shot's density analysed by ``recon analyze``'s fringe fit (:mod:`recon.anal
 Per figure (atoms, centroid x/y/z, widths x/y/z from results.csv; fringe period, direction, phase
 at the origin and contrast from the fringe fit) over the shots: the bias and RMS error against
 each shot's truth, the median reported sd, and the **coverage** — the fraction of shots whose
-reported ±1 sd interval holds the truth (68 % for honest error bars). The sds are what the
+reported ±1 sd interval holds the truth (68 % for honest error bars). And the Cramér–Rao bound
+of the fringe figures for shot 0's truth through its pixels (:mod:`recon.fitting.fringe_bound`),
+the shot-noise reference for the phase. The sds are what the
 project reports today: the shot-noise limit (Cramér–Rao of the data's Gaussian) for atoms,
 centroid and widths, and the fringe fit's formal least-squares sds.
 
@@ -41,10 +43,16 @@ sys.path.insert(0, str(ROOT))
 
 from bench.benchlib import machine_info, save_json  # noqa: E402
 from recon.analysis.fringes import fit_fringes, phantom_fringes  # noqa: E402
+from recon.fitting.config import FitConfig, field_factory, resolved  # noqa: E402
+from recon.fitting.data import load_fit_data  # noqa: E402
+from recon.fitting.fringe_bound import fringe_bound  # noqa: E402
+from recon.fitting.projector import Projector  # noqa: E402
+from recon.fitting.raypool import build_ray_pool, rays_per_sample  # noqa: E402
 from recon.io.volume import read_volume  # noqa: E402
 from recon.simulation.campaign import simulate_campaign  # noqa: E402
 
 SYSTEM = ROOT / "data" / "run042" / "system.toml"
+POOL_CACHE = Path(os.environ.get("RECON_POOL_CACHE", Path.home() / ".cache" / "recon" / "pools"))
 SIM = {"atoms": 1e6, "photons_per_atom": 200.0, "seed": 7, "drift_um": 20.0, "atom_spread": 0.03,
        "samples": 4, "step_mm": 0.02}
 
@@ -89,6 +97,26 @@ def _shot_errors(row: dict, fit, truth: dict) -> dict:
     return out
 
 
+def _phase_bound(run: Path) -> dict:
+    """The Cramér–Rao sds of the fringe figures for one shot's truth, through its instrument and pixels.
+
+    The truth's own fringe model (``fit_fringes`` of its truth.tif) on EM's grid, projected by the
+    fit's projector over the shot's pool (:func:`recon.fitting.fringe_bound.fringe_bound`).
+    """
+    data, _, _ = load_fit_data(run)
+    cfg = resolved(FitConfig(), data)
+    pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed,
+                          rays_per_sample=rays_per_sample(data, cfg.defocused_rays), cache_dir=POOL_CACHE)
+    box = data.system.volume
+    shape = field_factory(cfg, box.min_mm.tolist(), box.max_mm.tolist(), 1.0, "cpu").grid.shape[2:]
+    projector = Projector(pool, box.min_mm.tolist(), box.max_mm.tolist(), shape,
+                          photons_per_atom=data.photons_per_atom, step_mm=cfg.step_mm)
+    truth = fit_fringes(read_volume(run / "truth.tif"))
+    bound = fringe_bound(truth.params, pool, projector)
+    return {"shot": run.name, "grid": list(shape), **{k: list(v) if isinstance(v, tuple) else v
+                                                      for k, v in bound.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shots", type=int, default=30)
@@ -119,12 +147,16 @@ def main() -> None:
         truth = phantom_fringes(json.loads((shots / name / "phantom.json").read_text())["params"])
         fit = fit_fringes(read_volume(campaign / "shots" / name / "density.tif"))
         per_shot.append({"shot": name, "detected": fit.detected, **_shot_errors(row, fit, truth)})
+    report["bound"] = _phase_bound(shots / "shot_0000")
     figures = [k for k in per_shot[0] if k not in ("shot", "detected")]
     report["figures"] = {k: _stats([r[k][0] for r in per_shot], [r[k][1] for r in per_shot]) for k in figures}
     report["detected"] = sum(r["detected"] for r in per_shot)
     report["per_shot"] = per_shot
     report["machine"] = machine_info()
     save_json(args.out, report)
+    bound = report["bound"]
+    print(f"Cramér–Rao bound at shot 0's truth: phase at the origin {bound['phase_at_origin_rad']:.4g} rad, "
+          f"period {1e3 * bound['period_mm']:.4g} µm, contrast {bound['contrast']:.4g}")
     print(f"{'figure':<16}{'bias':>10}{'RMS':>10}{'sd(err)':>10}{'reported sd':>13}{'coverage':>10}")
     for k, s in report["figures"].items():
         cov = "—" if s.get("coverage") is None else f"{100 * s['coverage']:.0f} %"

@@ -145,6 +145,13 @@ def _quoted_numbers() -> list[str]:
         quoted.append(f"| {name} | {_signed(f['bias'], spec)}{unit} | {format(f['rms'], spec)}{unit} | "
                       f"{format(f['sd_of_errors'], spec)}{unit} | "
                       f"{format(f['reported_sd_median'], spec)}{unit} | {100 * f['coverage']:.0f} % |")
+    bound, figures = physics["bound"], physics["figures"]
+    quoted.append(f"is {bound['phase_at_origin_rad']:.4f} rad for the phase at the origin, "
+                  f"{1e3 * bound['period_mm']:.3f} µm for the period and {bound['contrast']:.4f} for the "
+                  "contrast")
+    phase_ratio = figures["phase_rad"]["rms"] / bound["phase_at_origin_rad"]
+    quoted.append(f"RMS error is {phase_ratio:.2f}× that bound")
+    quoted.append(f"its period's {figures['period_um']['rms'] / (1e3 * bound['period_mm']):.1f}×")
     browser = _json("report_browser.json")
     quoted.append(f"{browser['bytes'] / 2**20:.2f} MB, {browser['images']} images, "
                   f"{'no problems' if not browser['problems'] else 'problems'}; its screenshot")
