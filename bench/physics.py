@@ -7,11 +7,11 @@ each shot's density analysed by ``recon analyze``'s fringe fit (:mod:`recon.anal
 Per figure (atoms, centroid x/y/z, widths x/y/z from results.csv; fringe period, direction, phase
 at the origin and contrast from the fringe fit) over the shots: the bias and RMS error against
 each shot's truth, the median reported sd, and the **coverage** — the fraction of shots whose
-reported ±1 sd interval holds the truth (68 % for honest error bars). And the Cramér–Rao bound
-of the fringe figures for shot 0's truth through its pixels (:mod:`recon.fitting.fringe_bound`),
-the shot-noise reference for the phase. The sds are what the
+reported ±1 sd interval holds the truth (68 % for honest error bars). The sds are what the
 project reports today: the shot-noise limit (Cramér–Rao of the data's Gaussian) for atoms,
-centroid and widths, and the fringe fit's formal least-squares sds.
+centroid and widths, and the fringe fit's formal least-squares sds. Also the Cramér–Rao bound of
+the fringe figures for shot 0's truth through its pixels (:mod:`recon.fitting.fringe_bound`), the
+shot-noise reference for the phase.
 
     python bench/physics.py [--shots 30] [--workers 2] [--work /tmp/recon_physics]
                             [--out bench/results/physics.json]
@@ -19,9 +19,8 @@ centroid and widths, and the fringe fit's formal least-squares sds.
 The phantom: the named ``fringes`` phantom as it is (a Gaussian of σ 0.5 mm × sin² fringes of
 200 µm along y, phase 0 at its centre: the fringe model holds the truth), 1e6 atoms, 200 photons
 per atom; walk 20 µm per axis and shot, atoms' spread 3 %, walk seed 7; the simulation at 4
-samples per pixel and 20 µm strata. The
-simulated shots and the fits are kept in ``--work`` and reused by a rerun (``recon batch`` skips
-finished shots).
+samples per pixel and 20 µm strata. The simulated shots and the fits are kept in ``--work`` and
+reused by a rerun (``recon batch`` skips finished shots).
 """
 
 from __future__ import annotations
