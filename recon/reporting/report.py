@@ -54,7 +54,8 @@ def figure_html(png: Path, caption: str) -> str:
 
 
 def _um(values) -> str:
-    return ", ".join(f"{1000 * v:.1f}" for v in values) + " µm"
+    """Values in mm as µm, one decimal, with a true minus sign (as the report's other rows write them)."""
+    return ", ".join(f"{1000 * v:.1f}".replace("-", "−") for v in values) + " µm"
 
 
 def summary_rows(metrics: dict) -> list[tuple[str, str]]:

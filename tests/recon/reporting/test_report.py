@@ -71,7 +71,7 @@ def test_report_holds_the_summary_rows_in_order_with_units_and_few_digits(tmp_pa
     page = (tmp_path / "report.html").read_text()
     rows = _rows(page)
     assert rows == {
-        "atoms": "9.877e+05", "centroid x, y, z": "10.0, -20.0, 30.0 µm",
+        "atoms": "9.877e+05", "centroid x, y, z": "10.0, −20.0, 30.0 µm",
         "width σ x, y, z": "500.0, 500.0, 500.0 µm",
         "final loss (deviance per pixel)": "1.012", "steps": "200",
         "converged": "yes (held-out deviance stopped falling)", "fit time": "3.5 s", "outputs time": "2.2 s",
