@@ -46,7 +46,8 @@ def voxel_centres(projector: Projector) -> torch.Tensor:
     return torch.stack([x.reshape(-1), y.reshape(-1), z.reshape(-1)], dim=1)
 
 
-def fringe_bound(params, pool: RayPool, projector: Projector, *, pixels: torch.Tensor | None = None) -> dict:
+def fringe_bound(params, pool: RayPool, projector: Projector, *, pixels: torch.Tensor | None = None,
+                 stride: int = 1) -> dict:
     """The Cramér–Rao sd of each fringe figure for parameters ``params`` seen through ``pool``.
 
     Args:
@@ -55,6 +56,8 @@ def fringe_bound(params, pool: RayPool, projector: Projector, *, pixels: torch.T
         pool: the ray pool (its frames and read noise weight each pixel).
         projector: A over ``pool`` on the grid the model is sampled on.
         pixels: the pixels that count (default: every pooled pixel with a usable frame).
+        stride: use every ``stride``-th of them, each standing for ``stride`` (the information is
+            a sum over pixels: an estimate at a ``stride``-th of the cost).
 
     Returns:
         ``{figure: sd}`` for :data:`BOUND_FIGURES` (tuples for vectors); None for each where the
@@ -63,6 +66,7 @@ def fringe_bound(params, pool: RayPool, projector: Projector, *, pixels: torch.T
     theta = torch.as_tensor(np.asarray(params, dtype=np.float64))
     if pixels is None:
         pixels = (pool.observed_frames > 0).nonzero(as_tuple=True)[0]
+    pixels = pixels[::max(1, int(stride))]
     nz, ny, nx = projector.shape
     points = voxel_centres(projector)
     dtype = pool.rays.weights.dtype
@@ -76,7 +80,7 @@ def fringe_bound(params, pool: RayPool, projector: Projector, *, pixels: torch.T
     slopes = torch.stack([project(torch.func.jvp(lambda t: fringe_model(t, points), (theta,), (unit[j],))[1])
                           for j in range(len(theta))], dim=1)  # (P, 16) ∂λ/∂θ
     var = pool.read_noise_e ** 2 + 1e-3  # as the likelihood's shift
-    frames = pool.n_frames[pixels].double()
+    frames = pool.n_frames[pixels].double() * max(1, int(stride))
     information = slopes.T @ (slopes * (frames / (lam + var))[:, None])
     gradient = torch.func.jacfwd(fringe_quantities)(theta)  # (Q, 16)
     out: dict = {}

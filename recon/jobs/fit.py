@@ -43,6 +43,7 @@ from recon.fitting.config import (
     resolved,
 )
 from recon.fitting.data import HALF_SEED_OFFSET, FitData, density_grid, fit_data, split_fit_data
+from recon.fitting.fringe_bound import fringe_bound
 from recon.fitting.loop import FitResult, StopOnSignals, run_fit
 from recon.fitting.outdir import (
     OutputLock,
@@ -54,6 +55,7 @@ from recon.fitting.outdir import (
     saved_fit_settings,
 )
 from recon.fitting.prediction import predict_fit, residual_stats, view_images
+from recon.fitting.projector import Projector
 from recon.fitting.raypool import RayPool
 from recon.io.run import Run, load_run
 from recon.io.viewimages import save_view_images
@@ -376,7 +378,8 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         extra["against_truth"] = truth_errors(moments, cloud_metrics(truth))
         done("wrote fsc-truth/")
     if cfg.fringes:
-        extra["fringes"] = _fringes(volume, truth_path, work / "renders" / "fringes.png", images)
+        extra["fringes"] = _fringes(volume, truth_path, work / "renders" / "fringes.png", images,
+                                    pool=pool, data=data, step_mm=step_mm)
         done("fitted the fringes")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if device.type == "cuda":
@@ -440,10 +443,14 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     return metrics
 
 
-def _fringes(volume: Volume, truth_path: Path | None, picture: Path, images: list[Path]) -> dict:
+def _fringes(volume: Volume, truth_path: Path | None, picture: Path, images: list[Path], *, pool: RayPool,
+             data: FitData, step_mm: float) -> dict:
     """metrics.json's ``fringes``: the density's fringe fit (its picture added to ``images``), or why none.
 
     A density the fringe model cannot describe leaves the fit as it is; the record says why.
+    Detected fringes also get their shot-noise limit (``shot_noise_limit``: the Cramér–Rao sd of
+    the phase at the origin, the period and the contrast at the fitted model, through this pool's
+    pixels, every :data:`BOUND_STRIDE`-th of them; :mod:`recon.fitting.fringe_bound`).
     """
     try:
         found = fit_fringes(volume)
@@ -451,7 +458,21 @@ def _fringes(volume: Volume, truth_path: Path | None, picture: Path, images: lis
         return {"detected": False, "why_not": str(err)}
     write_fringe_figure(volume, found, picture)
     images.append(picture)
-    return fringe_record(found, truth_fringes(truth_path))
+    record = fringe_record(found, truth_fringes(truth_path))
+    if found.detected:
+        box = data.system.volume
+        projector = Projector(pool, box.min_mm.tolist(), box.max_mm.tolist(), volume.shape,
+                              photons_per_atom=data.photons_per_atom or 4 * math.pi, step_mm=step_mm)
+        bound = fringe_bound(found.params, pool, projector, stride=BOUND_STRIDE)
+        finite = {k: v for k, v in bound.items() if isinstance(v, float) and math.isfinite(v)}
+        record["shot_noise_limit"] = {k: finite.get(k)
+                                      for k in ("phase_at_origin_rad", "period_mm", "contrast")}
+    return record
+
+
+#: Every how many pixels the fringes' shot-noise limit is computed from (its information is summed
+#: over pixels; a fourth of them estimates it at a fourth of the cost, as EM's start does).
+BOUND_STRIDE = 4
 
 
 def _prediction_step(step_mm: float, voxel_mm: float, em: bool) -> float:

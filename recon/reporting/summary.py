@@ -135,6 +135,10 @@ def fringes_text(record: dict) -> str:
             f"({', '.join(f'{v:.4f}' for v in record['direction'])}), contrast {record['contrast']:.3f} ± "
             f"{sd['contrast']:.3f}, phase at the origin {record['phase_at_origin_rad']:+.4f} ± "
             f"{sd['phase_at_origin_rad']:.4f} rad (formal sds: too small for a reconstruction)")
+    limit = record.get("shot_noise_limit")
+    phase = limit.get("phase_at_origin_rad") if isinstance(limit, dict) else None
+    if isinstance(phase, float) and math.isfinite(phase):
+        text += f"; the phase's shot-noise limit {phase:.4f} rad (Cramér–Rao)"
     truth = record.get("truth")
     if truth:
         dot = sum(a * b for a, b in zip(truth["direction"], record["direction"], strict=True))

@@ -77,3 +77,10 @@ def test_a_figure_free_to_trade_with_others_is_known_less_than_alone(micro):
     alone = 1 / math.sqrt(info)
     free = fringe_bound(micro["params"], pool, op)["floor"]
     assert free >= alone * (1 - 1e-6) and free < 100 * alone
+
+
+def test_a_pixel_stride_estimates_the_same_bound(micro):
+    full = fringe_bound(micro["params"], micro["pool"], micro["projector"])["phase_at_origin_rad"]
+    thinned = fringe_bound(micro["params"], micro["pool"], micro["projector"], stride=3)
+    thinned = thinned["phase_at_origin_rad"]
+    assert thinned == pytest.approx(full, rel=0.15)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from recon.analysis.fringes import _centres, fringe_model
 from recon.cli import app
 from recon.io.volume import Volume, write_volume
+from recon.reporting.summary import fringes_text
 from tests.micro import make_micro_case
 
 runner = CliRunner()
@@ -112,3 +113,33 @@ def test_the_python_api_is_the_job(tmp_path):
     assert found.fringes.detected and found.truth is None  # a bare volume: no truth recorded
     assert found.record["schema"] == "recon.fringes/1"
     assert found.summary().startswith("fringes: period 250.00")
+
+
+def test_a_fits_fringes_carry_their_shot_noise_limit(tmp_path):
+    """Detected fringes in a fit get the Cramér–Rao sd of their phase through the fit's own pixels."""
+    from recon.jobs.fit import _fringes
+    from tests.micro import make_micro_pool_case
+
+    case = make_micro_pool_case(tmp_path)
+    data, pool = case["data"], case["pool"]
+    box = data.system.volume
+    lo, hi = box.min_mm.tolist(), box.max_mm.tolist()
+    shape = (20, 20, 20)
+    voxel = [(b - a) / n for a, b, n in zip(lo, hi, shape, strict=True)]
+    grid = Volume(np.zeros(shape, np.float32), tuple(a + v / 2 for a, v in zip(lo, voxel, strict=True)),
+                  tuple(voxel))
+    centre = [(a + b) / 2 for a, b in zip(lo, hi, strict=True)]
+    k = 2 * math.pi / (min(hi[0] - lo[0], hi[1] - lo[1]) / 4) * torch.tensor([0.6, 0.8, 0.0])
+    sd = math.log(min(b - a for a, b in zip(lo, hi, strict=True)) / 6)
+    params = torch.tensor([math.log(1e5), *centre, sd, sd, sd, 0, 0, 0, 0.7, *k, 0.4, 0.0],
+                          dtype=torch.float64)
+    with torch.no_grad():
+        rho = fringe_model(params, torch.from_numpy(_centres(grid))).reshape(shape).numpy()
+    images = []
+    record = _fringes(Volume(rho, grid.origin_mm, grid.voxel_size_mm), None, tmp_path / "f.png", images,
+                      pool=pool, data=data, step_mm=0.05)
+    assert record["detected"] and images == [tmp_path / "f.png"]
+    limit = record["shot_noise_limit"]
+    assert 0 < limit["phase_at_origin_rad"] < 1 and limit["period_mm"] > 0
+    assert "the phase's shot-noise limit" in fringes_text(record)
+    json.dumps(record, allow_nan=False)
