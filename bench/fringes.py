@@ -31,12 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from accuracy import PHOTONS, RUN, _noisy, _on, _pool_for, _with_electrons
 from benchlib import machine_info, save_json, using_pool
 
-from recon.analysis.fringes import fit_fringes, phantom_fringes
+from recon.analysis.fringes import fit_fringes, fringe_errors, phantom_fringes
 from recon.fitting.config import FitConfig, field_factory
 from recon.fitting.data import density_grid, load_fit_data
 from recon.fitting.loop import run_fit
@@ -54,10 +53,10 @@ LOSSES = {"robust": {}, "least_squares": {"robust_scale": None}}
 
 
 def _errors(fit, truth: dict) -> dict:
-    angle = math.degrees(math.acos(min(1.0, abs(float(np.dot(fit.direction, truth["direction"]))))))
-    return {"period_pct": 100 * (fit.period_mm / truth["period_mm"] - 1), "direction_deg": angle,
-            "phase_rad": math.remainder(fit.phase_at_origin_rad - truth["phase_at_origin_rad"], 2 * math.pi),
-            "contrast": fit.contrast, "phase_sd_formal": fit.sd["phase_at_origin_rad"],
+    errors = fringe_errors(fit.to_json(), truth)
+    return {"period_pct": 100 * errors["period"], "direction_deg": errors["direction_deg"],
+            "phase_rad": errors["phase_rad"], "contrast": fit.contrast,
+            "phase_sd_formal": fit.sd["phase_at_origin_rad"],
             "period_sd_formal_pct": 100 * fit.sd["period_mm"] / truth["period_mm"], "detected": fit.detected}
 
 

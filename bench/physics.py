@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.benchlib import machine_info, save_json  # noqa: E402
-from recon.analysis.fringes import fit_fringes, phantom_fringes  # noqa: E402
+from recon.analysis.fringes import fit_fringes, fringe_errors, phantom_fringes  # noqa: E402
 from recon.fitting.config import FitConfig, field_factory, resolved  # noqa: E402
 from recon.fitting.data import load_fit_data  # noqa: E402
 from recon.fitting.fringe_bound import fringe_bound  # noqa: E402
@@ -82,12 +82,11 @@ def _shot_errors(row: dict, fit, truth: dict) -> dict:
     def error(key: str, scale: float = 1.0) -> float:
         return scale * (_float(row, key) - _float(row, f"truth_{key}"))
 
-    angle = math.degrees(math.acos(min(1.0, abs(float(np.dot(fit.direction, truth["direction"]))))))
-    phase = math.remainder(fit.phase_at_origin_rad - truth["phase_at_origin_rad"], 2 * math.pi)
+    errors = fringe_errors(fit.to_json(), truth)
     out = {"atoms": (error("atoms"), _float(row, "atoms_sd")),
            "period_um": (1e3 * (fit.period_mm - truth["period_mm"]), 1e3 * fit.sd["period_mm"]),
-           "direction_deg": (angle, math.nan),
-           "phase_rad": (phase, fit.sd["phase_at_origin_rad"]),
+           "direction_deg": (errors["direction_deg"], math.nan),
+           "phase_rad": (errors["phase_rad"], fit.sd["phase_at_origin_rad"]),
            "contrast": (fit.contrast - 1.0, fit.sd["contrast"])}  # sin² fringes: contrast 1
     for axis in "xyz":
         out[f"centroid_{axis}_um"] = (error(f"centroid_{axis}_mm", 1e3),

@@ -39,7 +39,8 @@ import torch
 from recon.errors import ShapeError
 from recon.io.volume import Volume
 
-__all__ = ["FringeFit", "fit_fringes", "fringe_model", "fringe_quantities", "phantom_fringes"]
+__all__ = ["FIGURES", "FringeFit", "fit_fringes", "fringe_errors", "fringe_model", "fringe_quantities",
+           "phantom_fringes", "split_figures"]
 
 #: The soft-L1 loss's scale, as a fraction of the largest density: clumps and spikes that the
 #: smooth model does not hold count less. Chosen on data/run042's own default fit (fit seed 0, the
@@ -118,15 +119,6 @@ def fringe_model(p: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return envelope * (1 + contrast * torch.cos(d @ k + phase)) + floor
 
 
-def _centres(volume: Volume) -> np.ndarray:
-    """(Z·Y·X, 3) voxel centres (x, y, z), mm, in the data's C order."""
-    nz, ny, nx = volume.shape
-    axes = [o + s * np.arange(n) for o, s, n in zip(volume.origin_mm, volume.voxel_size_mm, (nx, ny, nz),
-                                                     strict=True)]
-    z, y, x = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
-    return np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
-
-
 def _start(rho: np.ndarray, volume: Volume, points: np.ndarray) -> np.ndarray:
     """The start (module docstring) as a parameter vector."""
     weights = np.clip(rho, 0, None).ravel()
@@ -172,8 +164,24 @@ def _wrap(phase: float) -> float:
     return float(wrapped + 2 * math.pi if wrapped <= -math.pi else wrapped)
 
 
+#: The figures a fringe fit reports, in :func:`fringe_quantities`' order, and their lengths.
+FIGURES = (("centre_mm", 3), ("width_mm", 3), ("contrast", 1), ("period_mm", 1), ("direction", 3),
+           ("wavevector_rad_per_mm", 3), ("phase_rad", 1), ("phase_at_origin_rad", 1), ("peak", 1),
+           ("floor", 1))
+
+
+def split_figures(values) -> dict:
+    """``{figure: value}`` of a vector in :data:`FIGURES`' order (tuples of floats for vectors)."""
+    out, start = {}, 0
+    for name, n in FIGURES:
+        part = [float(v) for v in values[start:start + n]]
+        out[name] = tuple(part) if n > 1 else part[0]
+        start += n
+    return out
+
+
 def fringe_quantities(p: torch.Tensor) -> torch.Tensor:
-    """The reported quantities of a parameter vector, in one vector (their order in :func:`fit_fringes`)."""
+    """The reported figures of a parameter vector, in one vector (:data:`FIGURES`' order)."""
     amp, mu, chol, contrast, k, phase, floor = _unpack(p)
     cov = chol @ chol.T
     norm = torch.linalg.vector_norm(k)
@@ -205,7 +213,7 @@ def fit_fringes(volume: Volume, *, threshold: float = 1e-2, max_voxels: int = 25
     rho = np.asarray(volume.data, dtype=np.float64)
     if not np.isfinite(rho).all() or not (np.clip(rho, 0, None).sum() > 0):
         raise ShapeError("fit_fringes: the volume holds no positive, finite density")
-    points = _centres(volume)
+    points = volume.points(torch.float64).reshape(-1, 3).numpy()
     try:
         p0 = _start(rho, volume, points)
     except np.linalg.LinAlgError as err:
@@ -259,36 +267,29 @@ def fit_fringes(volume: Volume, *, threshold: float = 1e-2, max_voxels: int = 25
     q = fringe_quantities(p).numpy()
     dq = torch.func.jacfwd(fringe_quantities)(p).numpy()
     sd = np.sqrt(np.clip(np.diag(dq @ cov_p @ dq.T), 0, None))
-    k = q[11:14]
+    figures, sds = split_figures(q), split_figures(sd)
+    k = np.asarray(figures["wavevector_rad_per_mm"])
     sign = 1.0 if k[int(np.argmax(np.abs(k)))] >= 0 else -1.0  # K and −K with −φ: the same fringes
-
-    def vec(v) -> tuple[float, float, float]:
-        return tuple(float(t) for t in v)
+    for name in ("direction", "wavevector_rad_per_mm"):
+        figures[name] = tuple(sign * v for v in figures[name])
+    for name in ("phase_rad", "phase_at_origin_rad"):
+        figures[name] = _wrap(sign * figures[name])
 
     lo = np.asarray(volume.origin_mm) - 0.5 * np.asarray(volume.voxel_size_mm)
     hi = lo + np.asarray(volume.voxel_size_mm) * np.asarray(volume.shape[::-1])
-    if not np.all((q[0:3] >= lo) & (q[0:3] <= hi)):
+    centre, period, contrast = np.asarray(figures["centre_mm"]), figures["period_mm"], figures["contrast"]
+    if not np.all((centre >= lo) & (centre <= hi)):
         why_not = "the envelope's centre left the volume (the density is not one fringed cloud)"
-    elif not 2 * max(volume.voxel_size_mm) <= q[7] <= float(np.max(hi - lo)):
-        why_not = f"a period of {1e3 * q[7]:.1f} µm, not between two voxels and the volume's extent"
-    elif not q[6] >= MIN_CONTRAST:
-        why_not = f"contrast {q[6]:.3f} below {MIN_CONTRAST}"
-    elif not q[6] > DETECTION_SIGMAS * sd[6]:
-        why_not = f"contrast {q[6]:.3f} ± {sd[6]:.3f}, below {DETECTION_SIGMAS:g} sd"
+    elif not 2 * max(volume.voxel_size_mm) <= period <= float(np.max(hi - lo)):
+        why_not = f"a period of {1e3 * period:.1f} µm, not between two voxels and the volume's extent"
+    elif not contrast >= MIN_CONTRAST:
+        why_not = f"contrast {contrast:.3f} below {MIN_CONTRAST}"
+    elif not contrast > DETECTION_SIGMAS * sds["contrast"]:
+        why_not = f"contrast {contrast:.3f} ± {sds['contrast']:.3f}, below {DETECTION_SIGMAS:g} sd"
     else:
         why_not = ""
-
-    fit = FringeFit(
-        centre_mm=vec(q[0:3]), width_mm=vec(q[3:6]), contrast=float(q[6]), period_mm=float(q[7]),
-        direction=vec(sign * q[8:11]), wavevector_rad_per_mm=vec(sign * k), phase_rad=_wrap(sign * q[14]),
-        phase_at_origin_rad=_wrap(sign * q[15]), peak=float(q[16]), floor=float(q[17]),
-        sd={"centre_mm": vec(sd[0:3]), "width_mm": vec(sd[3:6]), "contrast": float(sd[6]),
-            "period_mm": float(sd[7]), "direction": vec(sd[8:11]), "wavevector_rad_per_mm": vec(sd[11:14]),
-            "phase_rad": float(sd[14]), "phase_at_origin_rad": float(sd[15]), "peak": float(sd[16]),
-            "floor": float(sd[17])},
-        residual_rms=math.sqrt(s2), voxels=int(len(y)), stride=stride,
-        detected=not why_not, why_not=why_not, params=tuple(float(v) for v in result.x))
-    return fit
+    return FringeFit(**figures, sd=sds, residual_rms=math.sqrt(s2), voxels=int(len(y)), stride=stride,
+                     detected=not why_not, why_not=why_not, params=tuple(float(v) for v in result.x))
 
 
 def phantom_fringes(params: dict) -> dict | None:
@@ -325,3 +326,16 @@ def phantom_fringes(params: dict) -> dict | None:
     sign = 1.0 if k[int(np.argmax(np.abs(k)))] >= 0 else -1.0
     return {"period_mm": period, "direction": [float(v) for v in sign * n],
             "phase_at_origin_rad": _wrap(sign * phase)}
+
+
+def fringe_errors(record: dict, truth: dict) -> dict:
+    """A fringe record's errors against the truth's fringes (:func:`phantom_fringes`).
+
+    ``record``: fringes.json / metrics.json's ``fringes`` (or :meth:`FringeFit.to_json`). Returns
+    ``period`` (relative: fit / truth − 1), ``direction_deg`` (the angle between the directions)
+    and ``phase_rad`` (fit − truth at the origin, wrapped to (−π, π]).
+    """
+    dot = sum(a * b for a, b in zip(record["direction"], truth["direction"], strict=True))
+    return {"period": record["period_mm"] / truth["period_mm"] - 1,
+            "direction_deg": math.degrees(math.acos(min(1.0, abs(dot)))),
+            "phase_rad": _wrap(record["phase_at_origin_rad"] - truth["phase_at_origin_rad"])}

@@ -52,7 +52,7 @@ from recon.fitting.raypool import RayPool
 from recon.model.loss import data_loss
 
 __all__ = ["FISHER_STRIDE", "OSEM", "Gaussian", "best_gain", "completed_counts", "data_gain", "fit_gaussian",
-           "fit_gaussian_and_gains", "measured_over_predicted", "partition", "view_weights"]
+           "fit_gaussian_and_gains", "measured_over_predicted", "partition", "shifted_counts", "view_weights"]
 
 # The Gaussian's Fisher information is summed over every this-many-th of its sampled pixels (each
 # weighing this many times more): an unbiased estimate in a quarter of the time.
@@ -84,7 +84,7 @@ def best_gain(lam: torch.Tensor, shifted: torch.Tensor, frames: torch.Tensor, va
     return g
 
 
-def _shifted_counts(pool: RayPool, pixels: torch.Tensor, dtype: torch.dtype):
+def shifted_counts(pool: RayPool, pixels: torch.Tensor, dtype: torch.dtype):
     """``(S + K σ²)_+``, K and σ² of ``pixels``, as :func:`recon.model.loss.data_loss` shifts them."""
     var = pool.read_noise_e ** 2 + 1e-3  # as data_loss: finite where λ = 0 and σ = 0
     k = pool.n_frames[pixels].to(dtype)
@@ -92,13 +92,13 @@ def _shifted_counts(pool: RayPool, pixels: torch.Tensor, dtype: torch.dtype):
 
 
 def completed_counts(pool: RayPool, pixels: torch.Tensor, lam: torch.Tensor):
-    """:func:`_shifted_counts` with each censored frame completed by ``E[N | N ≤ k; λ + σ_f²]``.
+    """:func:`shifted_counts` with each censored frame completed by ``E[N | N ≤ k; λ + σ_f²]``.
 
     The E-step of censored data (:mod:`recon.model.loss`): the shifted counts and frames of
     ``pixels`` as if every frame clipped at the black level had been read, at the prediction
     ``lam`` (per frame). Frames whose bound is negative stay out.
     """
-    shifted, k, var = _shifted_counts(pool, pixels, lam.dtype)
+    shifted, k, var = shifted_counts(pool, pixels, lam.dtype)
     censored = pool.censored(pixels)
     if censored is None:
         return shifted, k, var
@@ -258,14 +258,14 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
     lo = torch.as_tensor(box_min_mm, dtype=torch.float64)
     hi = torch.as_tensor(box_max_mm, dtype=torch.float64)
     centre, half = (lo + hi) / 2, (hi - lo) / 2
-    _, frames, var = _shifted_counts(pool, pixels, torch.float64)
+    _, frames, var = shifted_counts(pool, pixels, torch.float64)
     rate = (pool.summed_electrons[pixels].double() / frames.clamp_min(1)).clamp_min(0) + var
     prob = (max_pixels * rate / rate.sum()).clamp(max=1.0).cpu()
     gen = torch.Generator().manual_seed(seed)
     keep = (torch.rand(len(prob), generator=gen, dtype=torch.float64) < prob).nonzero(as_tuple=True)[0]
     chosen = pixels[keep.to(pixels.device)]
     weight = (1 / prob[keep]).to(pool.summed_electrons.device)
-    shifted, k, _ = _shifted_counts(pool, chosen, torch.float64)
+    shifted, k, _ = shifted_counts(pool, chosen, torch.float64)
     censored = pool.censored(chosen)  # frames clipped at the black level: log P(N ≤ bound)
     c_frames = None if censored is None else censored.used()
     rays = pool.gather(chosen)

@@ -23,27 +23,20 @@ import math
 import numpy as np
 import torch
 
-from recon.analysis.fringes import fringe_model, fringe_quantities
+from recon.analysis.fringes import FIGURES, fringe_model, fringe_quantities, split_figures
+from recon.fitting.em import shifted_counts
 from recon.fitting.projector import Projector
 from recon.fitting.raypool import RayPool
+from recon.io.volume import grid_points
 
-__all__ = ["BOUND_FIGURES", "fringe_bound", "voxel_centres"]
-
-#: The figures :func:`fringe_bound` returns, in :func:`recon.analysis.fringes.fringe_quantities`' order.
-BOUND_FIGURES = ("centre_mm", "width_mm", "contrast", "period_mm", "direction", "wavevector_rad_per_mm",
-                 "phase_rad", "phase_at_origin_rad", "peak", "floor")
-_SIZES = (3, 3, 1, 1, 3, 3, 1, 1, 1, 1)
+__all__ = ["fringe_bound", "voxel_centres"]
 
 
 def voxel_centres(projector: Projector) -> torch.Tensor:
     """(Z·Y·X, 3) float64 centres (x, y, z) of the projector's voxels, mm, in the grid's C order."""
-    nz, ny, nx = projector.shape
-    lo = torch.tensor(projector.box_min_mm, dtype=torch.float64)
-    size = (torch.tensor(projector.box_max_mm, dtype=torch.float64) - lo) / torch.tensor([nx, ny, nz])
-    axes = [lo[a] + size[a] * (torch.arange(n, dtype=torch.float64) + 0.5)
-            for a, n in enumerate((nx, ny, nz))]
-    z, y, x = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
-    return torch.stack([x.reshape(-1), y.reshape(-1), z.reshape(-1)], dim=1)
+    lo = np.asarray(projector.box_min_mm, dtype=np.float64)
+    size = (np.asarray(projector.box_max_mm, dtype=np.float64) - lo) / np.asarray(projector.shape[::-1])
+    return grid_points(projector.shape, tuple(lo + size / 2), tuple(size), dtype=torch.float64).reshape(-1, 3)
 
 
 def fringe_bound(params, pool: RayPool, projector: Projector, *, pixels: torch.Tensor | None = None,
@@ -60,8 +53,9 @@ def fringe_bound(params, pool: RayPool, projector: Projector, *, pixels: torch.T
             a sum over pixels: an estimate at a ``stride``-th of the cost).
 
     Returns:
-        ``{figure: sd}`` for :data:`BOUND_FIGURES` (tuples for vectors); None for each where the
-        information is singular.
+        ``{figure: sd}`` for :data:`recon.analysis.fringes.FIGURES` (tuples for vectors; nan where
+        a variance is not a finite non-negative number); None for each where the information is
+        singular.
     """
     theta = torch.as_tensor(np.asarray(params, dtype=np.float64))
     if pixels is None:
@@ -79,19 +73,15 @@ def fringe_bound(params, pool: RayPool, projector: Projector, *, pixels: torch.T
     unit = torch.eye(len(theta), dtype=torch.float64)
     slopes = torch.stack([project(torch.func.jvp(lambda t: fringe_model(t, points), (theta,), (unit[j],))[1])
                           for j in range(len(theta))], dim=1)  # (P, 16) ∂λ/∂θ
-    var = pool.read_noise_e ** 2 + 1e-3  # as the likelihood's shift
-    frames = pool.n_frames[pixels].double() * max(1, int(stride))
+    _, frames, var = shifted_counts(pool, pixels, torch.float64)
+    censored = pool.censored(pixels)  # a frame clipped at the black level counts as read (as in EM's start)
+    frames = (frames if censored is None else frames + censored.used()) * max(1, int(stride))
     information = slopes.T @ (slopes * (frames / (lam + var))[:, None])
     gradient = torch.func.jacfwd(fringe_quantities)(theta)  # (Q, 16)
-    out: dict = {}
     try:
         factor = torch.linalg.cholesky(information)
     except RuntimeError:  # not positive definite: no bound to give
-        return dict.fromkeys(BOUND_FIGURES)
+        return dict.fromkeys(name for name, _ in FIGURES)
     variance = (gradient * torch.cholesky_solve(gradient.T, factor).T).sum(1)
-    sd = [math.sqrt(v) if math.isfinite(v) and v >= 0 else math.nan for v in variance.tolist()]
-    start = 0
-    for name, n in zip(BOUND_FIGURES, _SIZES, strict=True):
-        out[name] = tuple(sd[start:start + n]) if n > 1 else sd[start]
-        start += n
-    return out
+    return split_figures([math.sqrt(v) if math.isfinite(v) and v >= 0 else math.nan
+                          for v in variance.tolist()])

@@ -19,6 +19,7 @@ from recon.analysis.fringes import FringeFit, fit_fringes, phantom_fringes
 from recon.errors import ConfigError, ShapeError
 from recon.fitting.outdir import read_json_table
 from recon.io.volume import read_volume
+from recon.jobs.compare import recorded_truth
 from recon.jobs.mesh import density_path
 from recon.reporting.fringe_figures import write_fringe_figure
 from recon.reporting.summary import fringes_text
@@ -61,11 +62,7 @@ def truth_fringes(truth_tif: str | os.PathLike | None) -> dict | None:
 
 def _truth(source: Path) -> dict | None:
     """The simulated truth's fringes, where the fit directory ``source`` recorded a run with a phantom."""
-    config = source / "config.json"
-    if not (source.is_dir() and config.is_file()):
-        return None
-    truth = read_json_table(config).get("truth")
-    return truth_fringes(truth) if isinstance(truth, str) else None
+    return truth_fringes(recorded_truth(source)) if source.is_dir() else None
 
 
 def analyze(source: str | os.PathLike, *, out: str | os.PathLike | None = None) -> AnalyzeOutcome:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from recon.analysis.fringes import fringe_errors
+
 __all__ = ["UNDEFINED_NOTE", "convergence_line", "format_um", "fringes_text", "sensitivity_text",
            "shot_noise_text", "summary_line", "summary_lines", "total_label", "truth_text"]
 
@@ -141,10 +143,7 @@ def fringes_text(record: dict) -> str:
         text += f"; the phase's shot-noise limit {phase:.4f} rad (Cramér–Rao)"
     truth = record.get("truth")
     if truth:
-        dot = sum(a * b for a, b in zip(truth["direction"], record["direction"], strict=True))
-        angle = math.degrees(math.acos(min(1.0, abs(dot))))
-        dphi = math.remainder(record["phase_at_origin_rad"] - truth["phase_at_origin_rad"], 2 * math.pi)
-        period = 100 * (record["period_mm"] / truth["period_mm"] - 1)
-        text += (f"; against the truth: period {period:+.2f} %, direction {angle:.2f}° off, "
-                 f"phase {dphi:+.4f} rad")
+        errors = fringe_errors(record, truth)
+        text += (f"; against the truth: period {100 * errors['period']:+.2f} %, direction "
+                 f"{errors['direction_deg']:.2f}° off, phase {errors['phase_rad']:+.4f} rad")
     return text

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon.analysis.fringes import _centres, fit_fringes, fringe_model, phantom_fringes
+from recon.analysis.fringes import fit_fringes, fringe_model, phantom_fringes
 from recon.errors import ShapeError
 from recon.io.volume import Volume
 from recon.simulation.phantom_file import load_phantom
@@ -27,7 +27,7 @@ def _params(phase=0.9, contrast=0.6, k_dir=(0.2, 0.95, 0.24), period=0.3, floor=
 def _volume(params, noise_sd=0.0, seed=0):
     grid = Volume(np.zeros(SHAPE, np.float32), ORIGIN, VOXEL)
     with torch.no_grad():
-        rho = fringe_model(params, torch.from_numpy(_centres(grid))).reshape(SHAPE).numpy()
+        rho = fringe_model(params, grid.points(torch.float64).reshape(-1, 3)).reshape(SHAPE).numpy()
     if noise_sd:
         rho = rho + np.random.default_rng(seed).normal(0.0, noise_sd, SHAPE)
     return Volume(rho, ORIGIN, VOXEL)

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from recon.analysis.fringes import fringe_model
-from recon.fitting.fringe_bound import BOUND_FIGURES, fringe_bound, voxel_centres
+from recon.analysis.fringes import FIGURES, fringe_model
+from recon.fitting.fringe_bound import fringe_bound, voxel_centres
 from recon.fitting.projector import Projector
 from tests.micro import make_micro_pool_case
 
@@ -34,7 +34,7 @@ def _phase_sd(micro, params, pool=None):
 
 def test_every_figure_has_a_finite_bound(micro):
     bound = fringe_bound(micro["params"], micro["pool"], micro["projector"])
-    assert set(bound) == set(BOUND_FIGURES)
+    assert set(bound) == {name for name, _ in FIGURES}
     for key in ("phase_rad", "phase_at_origin_rad", "contrast", "period_mm"):
         assert math.isfinite(bound[key]) and bound[key] > 0, key
     assert len(bound["centre_mm"]) == 3 and all(v > 0 for v in bound["centre_mm"])

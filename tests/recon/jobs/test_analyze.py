@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from typer.testing import CliRunner
 
-from recon.analysis.fringes import _centres, fringe_model
+from recon.analysis.fringes import fringe_model
 from recon.cli import app
 from recon.io.volume import Volume, write_volume
 from recon.reporting.summary import fringes_text
@@ -27,7 +27,7 @@ def _fit_dir(tmp_path, contrast=0.7):
                            0.5, 10.0], dtype=torch.float64)
     grid = Volume(np.zeros((40, 40, 40), np.float32), (-0.975,) * 3, (0.05,) * 3, "atoms/mm^3")
     with torch.no_grad():
-        rho = fringe_model(params, torch.from_numpy(_centres(grid))).reshape(grid.shape).numpy()
+        rho = fringe_model(params, grid.points(torch.float64).reshape(-1, 3)).reshape(grid.shape).numpy()
     write_volume(out / "density.tif", Volume(rho.astype(np.float32), grid.origin_mm, grid.voxel_size_mm,
                                              "atoms/mm^3"))
     run = tmp_path / "run"
@@ -134,7 +134,7 @@ def test_a_fits_fringes_carry_their_shot_noise_limit(tmp_path):
     params = torch.tensor([math.log(1e5), *centre, sd, sd, sd, 0, 0, 0, 0.7, *k, 0.4, 0.0],
                           dtype=torch.float64)
     with torch.no_grad():
-        rho = fringe_model(params, torch.from_numpy(_centres(grid))).reshape(shape).numpy()
+        rho = fringe_model(params, grid.points(torch.float64).reshape(-1, 3)).reshape(shape).numpy()
     images = []
     record = _fringes(Volume(rho, grid.origin_mm, grid.voxel_size_mm), None, tmp_path / "f.png", images,
                       pool=pool, data=data, step_mm=0.05)
