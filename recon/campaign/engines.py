@@ -188,16 +188,28 @@ def _loopback_only(ray):
         constants.ENABLE_RAY_CLUSTER = before
 
 
+def _first_line(err: BaseException) -> str:
+    """An error's first line, or its type where it says nothing."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of ``host:port`` or ``ray://host:port``; None for other forms (``auto``, a bare host)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    return (host.strip("[]"), int(port)) if sep and port.isdigit() and host else None
+
+
 def _reachable(address: str) -> str | None:
     """Why ``host:port`` (or ``ray://host:port``) takes no TCP connection within REACH_TIMEOUT_S, or None.
 
     Other forms (``auto``, a bare host) are left to Ray.
     """
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    where = _host_port(address)
+    if where is None:
         return None
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S):
+        with socket.create_connection(where, timeout=REACH_TIMEOUT_S):
             return None
     except OSError as err:
         return err.strerror or type(err).__name__
@@ -209,7 +221,7 @@ def _join(ray, address: str) -> None:
     why = _reachable(address)
     if why is not None:
         raise ConfigError(f"batch: cannot reach the Ray cluster at {address} ({why}); {fix}")
-    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    host = (_host_port(address) or ("", 0))[0]
     local = host in ("localhost", "::1") or host.startswith("127.")
     try:  # a cluster on this machine's loopback is joined there, not at the machine's own address
         with _loopback_only(ray) if local else contextlib.nullcontext():
@@ -224,8 +236,8 @@ def _join(ray, address: str) -> None:
                 f"batch: the Ray cluster at {address} asks for its token; export RAY_AUTH_MODE=token and the "
                 "token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token; `ray get-auth-token` on the head "
                 "prints it), then run again") from None
-        line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"batch: cannot join the Ray cluster at {address} ({line}); {fix}") from None
+        raise ConfigError(f"batch: cannot join the Ray cluster at {address} ({_first_line(err)}); "
+                          f"{fix}") from None
 
 
 class RayEngine(Engine):
@@ -283,8 +295,7 @@ class RayEngine(Engine):
             try:
                 out.append((name, self._ray.get(ref)))
             except self._ray.exceptions.RayError as err:  # the task's worker died, or the task raised
-                line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                out.append((name, {"ok": False, "reason": f"Ray task failed: {line}"}))
+                out.append((name, {"ok": False, "reason": f"Ray task failed: {_first_line(err)}"}))
         return out
 
     def close(self, wait: bool = True) -> None:
