@@ -15,8 +15,8 @@ truth (°), the phase at the origin's error (rad), the contrast, and the reporte
 The robust loss's scale (``ROBUST_SCALE``) was chosen on data/run042's own default fit (fit seed
 0, noise seed 42 as shipped); the defaults here report on other seeds, and on a phantom it was not
 chosen on (``fringes_oblique``: a plain Gaussian × sin² cloud with fringes of 150 µm along no axis,
-15° from the x–y plane: the dome has no view within 35° of z, so fringes along z, in its missing
-cone, are not resolved at all — a first run with fringes 65° from that plane found none).
+15° from the x–y plane: the dome has no view within 35° of z, so fringes along z lie in its missing
+cone).
 The JSON is written after every case; a rerun goes on from the cases already there.
 """
 
