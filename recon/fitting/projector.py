@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from recon.errors import BackendUnavailableError, ShapeError
-from recon.fitting.projector_kernels import adjoint_kernel, forward_kernel
+from recon.fitting.projector_kernels import adjoint_kernel, fold, forward_kernel, pad
 from recon.fitting.raypool import RayPool
 from recon.model.render import render_pixels
 
@@ -156,8 +156,7 @@ class Projector:
         first, last = self._segments(pixels)
         out = np.zeros(len(first), dtype=np.float64)
         self._threads()
-        forward_kernel(np.ascontiguousarray(x.detach().cpu().numpy()), self._lo, self._extent, *self._rays,
-                       first, last, out)
+        forward_kernel(pad(x.detach().cpu().numpy()), self._lo, self._extent, *self._rays, first, last, out)
         return torch.from_numpy(out * self.emission).to(x.dtype)
 
     @torch.no_grad()
@@ -180,10 +179,10 @@ class Projector:
                         out += torch.autograd.grad(pred, x, values)[0]
             return out
         first, last = self._segments(pixels)
-        partial = np.zeros((self._threads(), *self.shape), dtype=self._real)
+        partial = np.zeros((self._threads(), *(n + 2 for n in self.shape)), dtype=self._real)
         adjoint_kernel(y.detach().cpu().numpy().astype(np.float64), self._lo, self._extent, *self._rays,
                        first, last, partial)
-        return torch.from_numpy(partial.sum(0, dtype=np.float64) * self.emission).to(y.dtype)
+        return torch.from_numpy(fold(partial.sum(0, dtype=np.float64)) * self.emission).to(y.dtype)
 
 
 def voxel_values(field) -> torch.Tensor | None:

@@ -194,3 +194,42 @@ def test_a_segment_whose_length_is_a_whole_number_of_steps_gets_torchs_strata():
     spec = render_pixels(grid_density(x, lo, hi), rays, 1, photons_per_atom=4 * math.pi, step_mm=0.03,
                          jitter=False)
     assert float(fast) == pytest.approx(float(spec), rel=1e-6)
+
+
+def test_the_inside_run_is_every_sample_the_box_holds():
+    """The run of samples found per segment is exactly the samples that test inside, one by one.
+
+    Random segments in padded index space, with steps along and across the faces, tiny and zero
+    steps, starts outside, and samples on the faces.
+    """
+    import numpy as np
+
+    from recon.fitting.projector_kernels import _inside, _inside_run
+
+    rng = np.random.default_rng(0)
+    nx, ny, nz = 7, 5, 9
+    steps = [0.0, 1e-14, -1e-14, 0.37, -0.37, 1.0, -1.0, 2.5, 0.5, -0.5]
+    checked = 0
+    for _ in range(3000):
+        c = rng.uniform(-4.0, 14.0, 3)
+        if rng.random() < 0.2:  # start on a face
+            c[rng.integers(3)] = rng.choice([0.5, nx + 0.5])
+        d = [rng.choice(steps) if rng.random() < 0.4 else rng.normal(0.0, 0.8) for _ in range(3)]
+        n = int(rng.integers(1, 40))
+        inside = [k for k in range(n) if _inside(c[0] + k * d[0], c[1] + k * d[1], c[2] + k * d[2], nx, ny, nz)]
+        k0, k1 = _inside_run(c[0], c[1], c[2], d[0], d[1], d[2], n, nx, ny, nz)
+        assert list(range(k0, k1)) == inside, (c, d, n)
+        checked += len(inside) > 0
+    assert checked > 300
+
+
+def test_pad_and_fold_are_each_others_transpose():
+    import numpy as np
+
+    from recon.fitting.projector_kernels import fold, pad
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(4, 3, 5)), rng.normal(size=(6, 5, 7))
+    assert pad(x).shape == (6, 5, 7)
+    assert np.array_equal(pad(x)[1:-1, 1:-1, 1:-1], x)
+    assert np.isclose((pad(x) * y).sum(), (x * fold(y)).sum(), rtol=1e-12)
