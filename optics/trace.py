@@ -120,14 +120,78 @@ def sample_pixel_samples(
     return subpixel, aperture
 
 
+def _mirrors_in_reach(mirrors, origins: torch.Tensor, directions: torch.Tensor) -> list[bool]:
+    """Which mirrors some ray ``o + t d`` (t > 0) of the batch may meet: a necessary condition.
+
+    The batch's directions lie within θ of their mean axis a (θ < 60°, else every mirror is
+    kept); s and perp are a point's coordinates along and across a from a reference point. Two
+    bounds, each necessary, for a mirror inside a sphere (c, R):
+
+    - from the origins (within r of their mean): a ray's point has ``perp ≤ r + (s + r) tan θ``
+      (a diverging bundle);
+    - from the point p nearest to every ray in least squares, which every ray passes within ρ
+      of: ``perp ≤ ρ + (|s| + ρ) tan θ`` (a converging bundle, as a lens focuses one view's
+      pixels onto the box through one mirror).
+
+    The sphere's nearest point is at ``perp(c) − R`` across and ``s(c) ± R`` along; a mirror is out
+    of reach when that breaks either bound beyond a margin for rounding. Mirrors out of reach are
+    not hit by any ray of the batch, so they need not be intersected: for one view's pixels that
+    is most of the dome.
+    """
+    if len(mirrors) == 0 or origins.numel() == 0:
+        return [bool(origins.numel())] * len(mirrors)
+    with torch.no_grad():  # the batch-sized arrays in the rays' dtype (the margin covers float32)
+        o, d = torch.broadcast_tensors(origins.detach().reshape(-1, 3), directions.detach().reshape(-1, 3))
+        d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        axis = d.mean(0, dtype=torch.float64)
+        if not float(axis.norm()) >= 1e-6:
+            return [True] * len(mirrors)
+        axis = axis / axis.norm()
+        cos = float((d @ axis.to(d.dtype)).min()) - 1e-6
+        if not cos >= 0.5:  # (NaN included)
+            return [True] * len(mirrors)
+        tan = math.sqrt(max(0.0, 1.0 - cos * cos)) / cos
+        centre = o.mean(0, dtype=torch.float64)
+        r = float((o - centre.to(o.dtype)).norm(dim=-1).max())
+        # p minimises Σ |(I − d dᵀ)(p − o)|²: Σ (I − d dᵀ) p = Σ (I − d dᵀ) o
+        normal_matrix = len(d) * torch.eye(3, dtype=torch.float64) - (d.T @ d).double()
+        rhs = o.sum(0, dtype=torch.float64) - (d.T @ (d * o).sum(-1)).double()
+        focus = torch.linalg.lstsq(normal_matrix, rhs[:, None]).solution[:, 0]
+        offset = focus.to(o.dtype) - o
+        rho = float((offset - (offset * d).sum(-1, keepdim=True) * d).norm(dim=-1).max())
+        if not math.isfinite(rho):
+            rho = math.inf
+        reach = []
+        for mirror in mirrors:
+            size = float(mirror.radius_mm if mirror.shape == "circle" else mirror.half_size_mm.norm())
+            ok = True
+            for ref, spread, two_sided in ((centre, r, False), (focus, rho, True)):
+                rel = mirror.center_mm.detach().double() - ref
+                s_c = float(rel @ axis)
+                perp = float((rel - s_c * axis).norm())
+                margin = 1e-3 + 1e-4 * (float(rel.norm()) + size + spread)
+                along = abs(s_c) + size + spread if two_sided else max(s_c + size + spread, 0.0)
+                ok &= perp - size <= spread + along * tan + margin
+                ok &= two_sided or s_c + size + spread >= -margin
+            reach.append(bool(ok))
+        return reach
+
+
 def _mirror_hits(system: System, origins, directions, skip: int | None = None):
-    """(..., M) hit parameters, hit masks and front-face masks against every mirror."""
+    """(..., M) hit parameters, hit masks and front-face masks against every mirror.
+
+    Mirrors out of the batch's reach (:func:`_mirrors_in_reach`) and mirror ``skip`` give no hit
+    (and t = 0: t is meaningful only where ``hit``).
+    """
     ts, hits, fronts = [], [], []
+    reach = _mirrors_in_reach(system.mirrors, origins, directions)
+    batch = torch.broadcast_shapes(origins.shape[:-1], directions.shape[:-1])
     for k, mirror in enumerate(system.mirrors):
-        t, hit, front = intersect_mirror(mirror, origins, directions)
-        if skip is not None and k == skip:
-            hit = torch.zeros_like(hit)
-            front = hit
+        if (skip is not None and k == skip) or not reach[k]:
+            hit = torch.zeros(batch, dtype=torch.bool, device=origins.device)
+            t, front = torch.zeros(batch, dtype=origins.dtype, device=origins.device), hit
+        else:
+            t, hit, front = intersect_mirror(mirror, origins, directions)
         ts.append(t)
         hits.append(hit)
         fronts.append(front)
@@ -237,6 +301,8 @@ def _segments_beyond_windows(system: System, origins, directions, weights) -> Ob
     lit = (weights > 0).nonzero(as_tuple=True)[0]
     add_segment(0, lit, origins[lit], directions[lit], weights[lit], t_first[lit])
     for k, mirror in enumerate(system.mirrors):
+        if not bool(fronts[:, k].any()):  # no ray meets this mirror's face (most are out of reach)
+            continue
         w_k = weights * mirror.reflectivity
         sel = (hits[:, k] & (k_first == k) & fronts[:, k] & (w_k > 0)).nonzero(as_tuple=True)[0]
         d_sel = directions[sel]

@@ -45,14 +45,15 @@ def pad(grid: np.ndarray) -> np.ndarray:
 
 
 def fold(padded: np.ndarray) -> np.ndarray:
-    """The transpose of :func:`pad`: each pad layer added onto the border it copies; (Z, Y, X)."""
-    g = padded.copy()
+    """The transpose of :func:`pad`: each pad layer added onto the border it copies; (Z, Y, X).
+
+    In place: ``padded``'s faces are changed and the result is a view of its interior.
+    """
     for axis in range(3):
-        g = np.moveaxis(g, axis, 0)
+        g = np.moveaxis(padded, axis, 0)
         g[1] += g[0]
         g[-2] += g[-1]
-        g = np.moveaxis(g, 0, axis)
-    return g[1:-1, 1:-1, 1:-1]
+    return padded[1:-1, 1:-1, 1:-1]
 
 
 @nb.njit(inline="always", cache=True)

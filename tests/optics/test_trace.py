@@ -212,3 +212,73 @@ def test_a_window_in_a_cameras_path_but_outside_its_aperture_blocks_only_with_a_
     d["windows"] = [{**small, "mount_radius_mm": 100.0}]
     walled = trace_pixels(system_from_dict(d, dtype=torch.float64), uv, camera=mz, subpixel=sub, aperture=ap)
     assert free.valid[..., 0].all() and not walled.valid[..., 0].any()
+
+
+def _bundle(gen, converging: bool, n: int = 400):
+    """A bundle of rays, from a disk towards a focus (converging) or from a point outward, and its axis."""
+    axis = torch.nn.functional.normalize(torch.randn(3, generator=gen, dtype=torch.float64), dim=0)
+    start = torch.randn(3, generator=gen, dtype=torch.float64) * 50
+    spread = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    if converging:
+        origins = start + 12.0 * spread
+        focus = start + 300.0 * axis + 2.0 * torch.randn(n, 3, generator=gen, dtype=torch.float64)
+        directions = torch.nn.functional.normalize(focus - origins, dim=-1)
+    else:
+        origins = start + 0.5 * spread
+        directions = torch.nn.functional.normalize(axis + 0.05 * spread, dim=-1)
+    return origins, directions, start, axis
+
+
+def test_a_mirror_out_of_reach_is_hit_by_no_ray():
+    """The reach test is necessary: any mirror some ray meets is kept (random bundles and mirrors).
+
+    It must also cull: mirrors far enough from a narrow bundle are out of its reach.
+    """
+    from optics.mirror import intersect_mirror
+    from optics.trace import _mirrors_in_reach
+
+    gen = torch.Generator().manual_seed(11)
+    hit_kept = culled = 0
+    for trial in range(300):
+        origins, directions, start, axis = _bundle(gen, converging=trial % 2 == 0)
+        along = 50 + 400 * torch.rand(6, 1, generator=gen, dtype=torch.float64)
+        centres = start + along * axis + 25 * torch.randn(6, 3, generator=gen, dtype=torch.float64)
+        mirrors = make_system(mirrors=[
+            {"name": f"m{i}", "center_mm": centres[i].tolist(),
+             "normal": torch.randn(3, generator=gen, dtype=torch.float64).tolist(),
+             **({"shape": "circle", "radius_mm": 15.0} if i % 2 else {"shape": "rectangle", "size_mm": [40.0, 16.0], "u_axis": [1.0, 0.3, 0.2]}),
+             "reflectivity": 0.9} for i in range(6)]).mirrors
+        reach = _mirrors_in_reach(mirrors, origins, directions)
+        for mirror, kept in zip(mirrors, reach, strict=True):
+            hit = bool(intersect_mirror(mirror, origins, directions)[1].any())
+            assert kept or not hit, (trial, mirror.name)
+            hit_kept += hit
+            culled += not kept
+    assert hit_kept > 500 and culled > 200
+
+
+def test_the_dome_traces_the_same_without_the_reach_test(monkeypatch):
+    """Bit for bit, every third view of the dome; most mirrors are culled for most batches."""
+    import optics.trace as trace
+
+    s = load_system("data/systems/magis_dome.toml", dtype=torch.float32)
+    kept = []
+    real = trace._mirrors_in_reach
+
+    def counting(mirrors, origins, directions):
+        reach = real(mirrors, origins, directions)
+        kept.append(sum(reach))
+        return reach
+
+    for region in view_regions(s)[::3]:
+        x0, y0, w, h = region.roi
+        uv = torch.stack(torch.meshgrid(torch.arange(x0, x0 + w, 5.0), torch.arange(y0, y0 + h, 5.0),
+                                        indexing="xy"), -1).reshape(-1, 2)
+        sub, ap = sample_pixel_samples(len(uv), 4, generator=torch.Generator().manual_seed(5))
+        monkeypatch.setattr(trace, "_mirrors_in_reach", counting)
+        fast = trace.trace_pixel_segments(s, uv, camera=0, subpixel=sub, aperture=ap)
+        monkeypatch.setattr(trace, "_mirrors_in_reach", lambda m, o, d: [True] * len(m))
+        full = trace.trace_pixel_segments(s, uv, camera=0, subpixel=sub, aperture=ap)
+        for name in ("ray", "path", "origins", "directions", "weights", "t_near", "t_far"):
+            assert torch.equal(getattr(fast, name), getattr(full, name)), (region.name, name)
+    assert sorted(kept)[len(kept) // 2] <= 2 < len(s.mirrors)  # the median batch intersects 2 of 14
