@@ -68,6 +68,8 @@ def _quoted_numbers() -> list[str]:
         f"agree to {_small(proj['max_rel_difference_vs_float64_spec']['numba'])} of the largest pixel",
         f"only to {_small(proj['max_rel_difference_vs_float64_spec']['torch_float32'])}",
         f"nine fits took {acc['wall_s']:.0f} s",
+        f"six default fits {_json('accuracy_six.json')['wall_s']:.0f} s",
+        f"took {_json('accuracy_six.json')['wall_s']:.0f} s with the simulation",
         f"{acc['wall_s']:.0f} s for its nine fits",
         f"**{default['fsc05_um']['mean']:.1f} ± {default['fsc05_um']['sd']:.1f}**",
         f"**{_signed(default['atoms_pct']['mean'], '.2f')} ± {default['atoms_pct']['sd']:.2f}**",

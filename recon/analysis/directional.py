@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 
 from recon.analysis import spectra as fourier
@@ -158,28 +159,43 @@ def _sphericity(directions: np.ndarray, radii: np.ndarray) -> float:
     return float(wadell(units * rad[:, None]) / wadell(units))
 
 
-def _cone_sums(fa: np.ndarray, fb: np.ndarray, geo: fourier.FourierGrid, dirs: np.ndarray, cos_max: float,
-               chunk: int = 16384) -> np.ndarray:
-    """(D, R, 4) per cone and shell: Σ Re F1F2*, Σ|F1|², Σ|F2|², voxel count (full grid)."""
+def _cone_sums(fa: np.ndarray, fb: np.ndarray, geo: fourier.FourierGrid, dirs: np.ndarray, cos_max: float
+               ) -> np.ndarray:
+    """(D, R, 4) per cone and shell: Σ Re F1F2*, Σ|F1|², Σ|F2|², voxel count (full grid).
+
+    A voxel of shell r ≥ 1 belongs to the cone around d when ``|k̂ · d| ≥ cos_max`` (both halves
+    of the double cone: the half-space transform stands for its Hermitian mirror); shell 0, the
+    mean, belongs to every cone. Compiled (:func:`_cone_kernel`): each voxel is tested against
+    every direction without the (voxels × directions) matrix.
+    """
     keep = np.flatnonzero(geo.shell <= geo.r_max)
-    order = keep[np.argsort(geo.shell[keep], kind="stable")]
-    shell = geo.shell[order]
-    w = geo.weight[order]
-    a, b = fa[order], fb[order]
+    shell = geo.shell[keep].astype(np.int64)
+    w = geo.weight[keep]
+    a, b = fa[keep], fb[keep]
     terms = np.stack([w * (a.real * b.real + a.imag * b.imag), w * np.abs(a) ** 2,
                       w * np.abs(b) ** 2, w], axis=-1)  # (M, 4)
-    k = geo.k_xyz[order]
+    k = geo.k_xyz[keep]
     k_len = np.linalg.norm(k, axis=-1)
     units = k / np.where(k_len > 0, k_len, 1.0)[:, None]  # (M, 3); the k = 0 voxel is (0, 0, 0)
-    bounds = np.searchsorted(shell, np.arange(geo.r_max + 2))
     sums = np.zeros((len(dirs), geo.r_max + 1, 4))
-    sums[:, 0, :] = terms[bounds[0]:bounds[1]].sum(0)  # the mean belongs to every cone
-    for r in range(1, geo.r_max + 1):
-        for lo in range(bounds[r], bounds[r + 1], chunk):
-            hi = min(lo + chunk, bounds[r + 1])
-            inside = (np.abs(units[lo:hi] @ dirs.T) >= cos_max - 1e-12).astype(np.float64)  # (m, D)
-            sums[:, r, :] += inside.T @ terms[lo:hi]
+    sums[:, 0, :] = terms[shell == 0].sum(0)  # the mean belongs to every cone
+    _cone_kernel(np.ascontiguousarray(units), shell, np.ascontiguousarray(terms),
+                 np.ascontiguousarray(dirs, dtype=np.float64), float(cos_max), sums)
     return sums
+
+
+@nb.njit(cache=True)
+def _cone_kernel(units, shell, terms, dirs, cos_max, sums):
+    """``sums[d, r] += terms[i]`` for every voxel i of shell r ≥ 1 in the double cone around ``dirs[d]``."""
+    for i in range(units.shape[0]):
+        r = shell[i]
+        if r == 0:
+            continue
+        ux, uy, uz = units[i, 0], units[i, 1], units[i, 2]
+        for d in range(dirs.shape[0]):
+            if abs(ux * dirs[d, 0] + uy * dirs[d, 1] + uz * dirs[d, 2]) >= cos_max - 1e-12:
+                for j in range(4):
+                    sums[d, r, j] += terms[i, j]
 
 
 def directional_from_spectra(spectra: fourier.Spectra, geo: fourier.FourierGrid,

@@ -61,3 +61,34 @@ def test_cones_without_a_usable_shell_do_not_claim_nyquist():
     cones = directional_fsc(a, b, 0.1)
     assert not cones.reached_nyquist[:3].any(), cones.resolution_um[:3]
     assert np.isinf(cones.resolution_um[:3]).all()  # undefined, shown as "—"
+
+
+def test_the_cone_sums_are_the_voxel_by_direction_membership_sums():
+    """Against the (voxels × directions) membership matrix, on an elongated grid with unequal voxels."""
+    import math
+
+    from recon.analysis import spectra as fourier
+    from recon.analysis.directional import _cone_sums, fibonacci_directions
+
+    rng = np.random.default_rng(4)
+    shape = (9, 12, 16)
+    a = rng.normal(size=shape)
+    b = a + rng.normal(size=shape)
+    geo = fourier.fourier_grid(shape, (0.02, 0.03, 0.05))
+    fa, fb = fourier.rfft_flat(a), fourier.rfft_flat(b)
+    dirs = np.concatenate([np.eye(3), fibonacci_directions(40)])
+    cos_max = math.cos(math.radians(25))
+    got = _cone_sums(fa, fb, geo, dirs, cos_max)
+
+    keep = geo.shell <= geo.r_max
+    w, shell, k = geo.weight[keep], geo.shell[keep], geo.k_xyz[keep]
+    terms = np.stack([w * (fa[keep] * fb[keep].conj()).real, w * abs(fa[keep]) ** 2, w * abs(fb[keep]) ** 2, w], -1)
+    length = np.linalg.norm(k, axis=-1)
+    cosines = np.abs(k @ dirs.T) / np.where(length > 0, length, 1)[:, None]
+    inside = (cosines >= cos_max - 1e-12) | (shell == 0)[:, None]  # (M, D); the mean in every cone
+    expected = np.stack([np.stack([(inside[shell == r, d, None] * terms[shell == r]).sum(0)
+                                   for r in range(geo.r_max + 1)]) for d in range(len(dirs))])
+    assert np.array_equal(got[..., 3], expected[..., 3])
+    assert np.allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    whole = np.array([w[shell == r].sum() for r in range(geo.r_max + 1)])
+    assert (got[:, 1:, 3] < whole[1:]).all()  # a 25° cone holds part of every shell
