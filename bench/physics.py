@@ -14,7 +14,7 @@ the fringe figures for shot 0's truth through its pixels (:mod:`recon.fitting.fr
 shot-noise reference for the phase.
 
     python bench/physics.py [--shots 30] [--workers 2] [--work /tmp/recon_physics]
-                            [--out bench/results/physics.json]
+                            [--photons-per-atom 200] [--out bench/results/physics.json]
 
 The phantom: the named ``fringes`` phantom as it is (a Gaussian of σ 0.5 mm × sin² fringes of
 200 µm along y, phase 0 at its centre: the fringe model holds the truth), 1e6 atoms, 200 photons
@@ -30,6 +30,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -121,14 +122,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/recon_physics"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "physics.json")
+    parser.add_argument("--photons-per-atom", type=float, default=SIM["photons_per_atom"],
+                        help="photons per atom of the simulated shots (run042's budget: 200)")
     args = parser.parse_args()
     work = args.work.resolve()
     shots, campaign = work / "shots", work / "campaign"
+    sim = {**SIM, "photons_per_atom": args.photons_per_atom}
     report = {"benchmark": "physics", "shots": args.shots, "system": str(SYSTEM.relative_to(ROOT)),
-              "phantom": "fringes", "simulation": SIM}
-    if not (shots / "truth.csv").exists() or len(list(shots.glob("shot_*"))) != args.shots:
+              "phantom": "fringes", "simulation": sim}
+    recorded = shots / "simulation.json"  # the shots in --work are reused only if simulated alike
+    if (not (shots / "truth.csv").exists() or len(list(shots.glob("shot_*"))) != args.shots
+            or not recorded.exists() or json.loads(recorded.read_text()) != sim):
         start = time.perf_counter()
-        simulate_campaign(SYSTEM, "fringes", shots, args.shots, overwrite=True, **SIM)
+        simulate_campaign(SYSTEM, "fringes", shots, args.shots, overwrite=True, **sim)
+        recorded.write_text(json.dumps(sim))
+        shutil.rmtree(campaign, ignore_errors=True)  # fits of other shots must not be reused
         report["simulate_s"] = round(time.perf_counter() - start, 1)
         print(f"simulated {args.shots} shots in {report['simulate_s']} s", flush=True)
     start = time.perf_counter()
