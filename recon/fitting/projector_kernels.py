@@ -104,7 +104,8 @@ def _inside_run(cx, cy, cz, dx, dy, dz, n, nx, ny, nz):
 
 
 @nb.njit(parallel=True, fastmath=True, cache=True)
-def forward_kernel(padded, lo, extent, origins, directions, weights, t_near, strata, deltas, first, last, out):
+def forward_kernel(padded, lo, extent, origins, directions, weights, t_near, strata, deltas, first, last,
+                   out):
     """``out[p] = Σ_{r ∈ [first[p], last[p])} weights[r] · Σ_k δ_r · trilinear(grid, o_r + t_k d_r)``.
 
     Args:

@@ -246,7 +246,8 @@ def test_a_mirror_out_of_reach_is_hit_by_no_ray():
         mirrors = make_system(mirrors=[
             {"name": f"m{i}", "center_mm": centres[i].tolist(),
              "normal": torch.randn(3, generator=gen, dtype=torch.float64).tolist(),
-             **({"shape": "circle", "radius_mm": 15.0} if i % 2 else {"shape": "rectangle", "size_mm": [40.0, 16.0], "u_axis": [1.0, 0.3, 0.2]}),
+             **({"shape": "circle", "radius_mm": 15.0} if i % 2 else
+                {"shape": "rectangle", "size_mm": [40.0, 16.0], "u_axis": [1.0, 0.3, 0.2]}),
              "reflectivity": 0.9} for i in range(6)]).mirrors
         reach = _mirrors_in_reach(mirrors, origins, directions)
         for mirror, kept in zip(mirrors, reach, strict=True):

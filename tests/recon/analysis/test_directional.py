@@ -82,7 +82,8 @@ def test_the_cone_sums_are_the_voxel_by_direction_membership_sums():
 
     keep = geo.shell <= geo.r_max
     w, shell, k = geo.weight[keep], geo.shell[keep], geo.k_xyz[keep]
-    terms = np.stack([w * (fa[keep] * fb[keep].conj()).real, w * abs(fa[keep]) ** 2, w * abs(fb[keep]) ** 2, w], -1)
+    terms = np.stack([w * (fa[keep] * fb[keep].conj()).real, w * abs(fa[keep]) ** 2,
+                      w * abs(fb[keep]) ** 2, w], -1)
     length = np.linalg.norm(k, axis=-1)
     cosines = np.abs(k @ dirs.T) / np.where(length > 0, length, 1)[:, None]
     inside = (cosines >= cos_max - 1e-12) | (shell == 0)[:, None]  # (M, D); the mean in every cone

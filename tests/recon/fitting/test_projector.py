@@ -216,7 +216,8 @@ def test_the_inside_run_is_every_sample_the_box_holds():
             c[rng.integers(3)] = rng.choice([0.5, nx + 0.5])
         d = [rng.choice(steps) if rng.random() < 0.4 else rng.normal(0.0, 0.8) for _ in range(3)]
         n = int(rng.integers(1, 40))
-        inside = [k for k in range(n) if _inside(c[0] + k * d[0], c[1] + k * d[1], c[2] + k * d[2], nx, ny, nz)]
+        inside = [k for k in range(n)
+                  if _inside(c[0] + k * d[0], c[1] + k * d[1], c[2] + k * d[2], nx, ny, nz)]
         k0, k1 = _inside_run(c[0], c[1], c[2], d[0], d[1], d[2], n, nx, ny, nz)
         assert list(range(k0, k1)) == inside, (c, d, n)
         checked += len(inside) > 0
