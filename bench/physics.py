@@ -11,10 +11,12 @@ reported ±1 sd interval holds the truth (68 % for honest error bars). The sds a
 project reports today: the shot-noise limit (Cramér–Rao of the data's Gaussian) for atoms,
 centroid and widths, and the fringe fit's formal least-squares sds. Also the Cramér–Rao bound of
 the fringe figures for shot 0's truth through its pixels (:mod:`recon.fitting.fringe_bound`), the
-shot-noise reference for the phase.
+shot-noise reference for the phase. With ``--config`` fitting ``uncertainty_splits = K`` (and
+``fringes = true`` for the fringe figures), also each figure's sd from the fit's thinning splits
+(:mod:`recon.fitting.uncertainty`) and the coverage of its 68 % interval, ± t_K sd.
 
     python bench/physics.py [--shots 30] [--workers 2] [--work /tmp/recon_physics]
-                            [--photons-per-atom 200] [--out bench/results/physics.json]
+                            [--photons-per-atom 200] [--config FIT.toml] [--out bench/results/physics.json]
 
 The phantom: the named ``fringes`` phantom as it is (a Gaussian of σ 0.5 mm × sin² fringes of
 200 µm along y, phase 0 at its centre: the fringe model holds the truth), 1e6 atoms, 200 photons
@@ -57,18 +59,27 @@ SIM = {"atoms": 1e6, "photons_per_atom": 200.0, "seed": 7, "drift_um": 20.0, "at
        "samples": 4, "step_mm": 0.02}
 
 
-def _stats(errors: list[float], sds: list[float]) -> dict:
-    """Bias, RMS error, median reported sd and coverage of ±1 sd over the shots."""
-    pairs = [(e, s) for e, s in zip(errors, sds, strict=True) if math.isfinite(e)]
-    if not pairs:
+def _stats(errors: list[float], sds: list[float], split_sds: list[float], factor: float | None) -> dict:
+    """Bias, RMS error, median reported sd and coverage of ±1 sd over the shots.
+
+    With the fits' thinning-split sds (``recon fit --uncertainty K``): their median and the coverage
+    of their 68 % interval, ± ``factor`` (Student's t_K) × sd.
+    """
+    rows = [(e, s, q) for e, s, q in zip(errors, sds, split_sds, strict=True) if math.isfinite(e)]
+    if not rows:
         return {"shots": 0}
-    e = np.array([p[0] for p in pairs])
-    s = np.array([p[1] for p in pairs], dtype=float)
-    known = np.isfinite(s)
-    return {"shots": len(e), "bias": float(e.mean()), "rms": float(np.sqrt((e ** 2).mean())),
-            "sd_of_errors": float(e.std(ddof=1)) if len(e) > 1 else 0.0,
-            "reported_sd_median": float(np.median(s[known])) if known.any() else None,
-            "coverage": float((np.abs(e[known]) <= s[known]).mean()) if known.any() else None}
+    e, s, q = (np.array([r[i] for r in rows], dtype=float) for i in range(3))
+    known, split = np.isfinite(s), np.isfinite(q)
+    out = {"shots": len(e), "bias": float(e.mean()), "rms": float(np.sqrt((e ** 2).mean())),
+           "sd_of_errors": float(e.std(ddof=1)) if len(e) > 1 else 0.0,
+           "reported_sd_median": float(np.median(s[known])) if known.any() else None,
+           "coverage": float((np.abs(e[known]) <= s[known]).mean()) if known.any() else None}
+    if factor is not None and split.any():
+        out.update(split_sd_median=float(np.median(q[split])),
+                   split_sd_rms=float(np.sqrt((q[split] ** 2).mean())),
+                   split_coverage=float((np.abs(e[split]) <= factor * q[split]).mean()),
+                   split_shots=int(split.sum()))
+    return out
 
 
 def _float(row: dict, key: str) -> float:
@@ -78,21 +89,30 @@ def _float(row: dict, key: str) -> float:
         return math.nan
 
 
-def _shot_errors(row: dict, fit, truth: dict) -> dict:
-    """Each figure's (error against the truth, reported sd) for one shot; nan where none is reported."""
+def _shot_errors(row: dict, fit, truth: dict, split: dict) -> dict:
+    """Each figure's (error against the truth, reported sd, thinning-split sd) for one shot.
+
+    nan where none is reported; ``split`` is the shot's metrics.json ``uncertainty["sd"]`` ({} if none).
+    """
     def error(key: str, scale: float = 1.0) -> float:
         return scale * (_float(row, key) - _float(row, f"truth_{key}"))
 
+    def q(name: str) -> float:
+        value = split.get(name)
+        return math.nan if value is None else float(value)
+
     errors = fringe_errors(fit.to_json(), truth)
-    out = {"atoms": (error("atoms"), _float(row, "atoms_sd")),
-           "period_um": (1e3 * (fit.period_mm - truth["period_mm"]), 1e3 * fit.sd["period_mm"]),
-           "direction_deg": (errors["direction_deg"], math.nan),
-           "phase_rad": (errors["phase_rad"], fit.sd["phase_at_origin_rad"]),
-           "contrast": (fit.contrast - 1.0, fit.sd["contrast"])}  # sin² fringes: contrast 1
+    out = {"atoms": (error("atoms"), _float(row, "atoms_sd"), q("atoms")),
+           "period_um": (1e3 * (fit.period_mm - truth["period_mm"]), 1e3 * fit.sd["period_mm"],
+                         q("period_um")),
+           "direction_deg": (errors["direction_deg"], math.nan, math.nan),
+           "phase_rad": (errors["phase_rad"], fit.sd["phase_at_origin_rad"], q("phase_at_origin_rad")),
+           "contrast": (fit.contrast - 1.0, fit.sd["contrast"], q("contrast"))}  # sin² fringes: contrast 1
     for axis in "xyz":
         out[f"centroid_{axis}_um"] = (error(f"centroid_{axis}_mm", 1e3),
-                                      _float(row, f"centroid_{axis}_sd_um"))
-        out[f"width_{axis}_um"] = (error(f"width_{axis}_mm", 1e3), _float(row, f"width_{axis}_sd_um"))
+                                      _float(row, f"centroid_{axis}_sd_um"), q(f"centroid_{axis}_um"))
+        out[f"width_{axis}_um"] = (error(f"width_{axis}_mm", 1e3), _float(row, f"width_{axis}_sd_um"),
+                                   q(f"width_{axis}_um"))
     return out
 
 
@@ -124,38 +144,51 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "physics.json")
     parser.add_argument("--photons-per-atom", type=float, default=SIM["photons_per_atom"],
                         help="photons per atom of the simulated shots (run042's budget: 200)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="fit settings for every shot (e.g. uncertainty_splits = 2, fringes = true); "
+                             "their campaign is kept apart: WORK/campaign-<its name>")
     args = parser.parse_args()
     work = args.work.resolve()
-    shots, campaign = work / "shots", work / "campaign"
+    shots = work / "shots"
+    campaign = work / ("campaign" if args.config is None else f"campaign-{args.config.stem}")
     sim = {**SIM, "photons_per_atom": args.photons_per_atom}
     report = {"benchmark": "physics", "shots": args.shots, "system": str(SYSTEM.relative_to(ROOT)),
-              "phantom": "fringes", "simulation": sim}
+              "phantom": "fringes", "simulation": sim,
+              "fit_config": None if args.config is None else args.config.read_text()}
     recorded = shots / "simulation.json"  # the shots in --work are reused only if simulated alike
     if (not (shots / "truth.csv").exists() or len(list(shots.glob("shot_*"))) != args.shots
             or not recorded.exists() or json.loads(recorded.read_text()) != sim):
         start = time.perf_counter()
         simulate_campaign(SYSTEM, "fringes", shots, args.shots, overwrite=True, **sim)
         recorded.write_text(json.dumps(sim))
-        shutil.rmtree(campaign, ignore_errors=True)  # fits of other shots must not be reused
+        for old in work.glob("campaign*"):  # fits of other shots must not be reused
+            shutil.rmtree(old, ignore_errors=True)
         report["simulate_s"] = round(time.perf_counter() - start, 1)
         print(f"simulated {args.shots} shots in {report['simulate_s']} s", flush=True)
     start = time.perf_counter()
     command = [sys.executable, "-m", "recon.cli", "batch", str(shots), "--out", str(campaign), "--workers",
-               str(args.workers), "--threads", "1", "--quiet"]
+               str(args.workers), "--threads", "1", "--quiet",
+               *(["--config", str(args.config)] if args.config else [])]
     proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode != 0:
         raise SystemExit(f"recon batch failed ({proc.returncode}): {proc.stderr[-1500:]}")
     report["batch_s"] = round(time.perf_counter() - start, 1)
     with open(campaign / "results.csv", newline="") as f:
         rows = {r["shot"]: r for r in csv.DictReader(f)}
-    per_shot = []
+    per_shot, factors = [], set()
     for name, row in sorted(rows.items()):
         truth = phantom_fringes(json.loads((shots / name / "phantom.json").read_text())["params"])
         fit = fit_fringes(read_volume(campaign / "shots" / name / "density.tif"))
-        per_shot.append({"shot": name, "detected": fit.detected, **_shot_errors(row, fit, truth)})
+        noise = json.loads((campaign / "shots" / name / "metrics.json").read_text()).get("uncertainty") or {}
+        if noise:
+            factors.add(noise["interval_factor"])
+        per_shot.append({"shot": name, "detected": fit.detected,
+                         **_shot_errors(row, fit, truth, noise.get("sd") or {})})
+    factor = factors.pop() if len(factors) == 1 else None
     report["bound"] = _phase_bound(shots / "shot_0000")
     figures = [k for k in per_shot[0] if k not in ("shot", "detected")]
-    report["figures"] = {k: _stats([r[k][0] for r in per_shot], [r[k][1] for r in per_shot]) for k in figures}
+    report["figures"] = {k: _stats(*([r[k][i] for r in per_shot] for i in range(3)), factor) for k in figures}
+    report["split_interval_factor"] = factor
     report["detected"] = sum(r["detected"] for r in per_shot)
     report["per_shot"] = per_shot
     report["machine"] = machine_info()
@@ -163,11 +196,14 @@ def main() -> None:
     bound = report["bound"]
     print(f"Cramér–Rao bound at shot 0's truth: phase at the origin {bound['phase_at_origin_rad']:.4g} rad, "
           f"period {1e3 * bound['period_mm']:.4g} µm, contrast {bound['contrast']:.4g}")
-    print(f"{'figure':<16}{'bias':>10}{'RMS':>10}{'sd(err)':>10}{'reported sd':>13}{'coverage':>10}")
+    print(f"{'figure':<16}{'bias':>10}{'RMS':>10}{'sd(err)':>10}{'reported sd':>13}{'coverage':>10}"
+          f"{'split sd':>10}{'coverage':>10}")
     for k, s in report["figures"].items():
         cov = "—" if s.get("coverage") is None else f"{100 * s['coverage']:.0f} %"
         sd = "—" if s.get("reported_sd_median") is None else f"{s['reported_sd_median']:.4g}"
-        print(f"{k:<16}{s['bias']:>10.4g}{s['rms']:>10.4g}{s['sd_of_errors']:>10.4g}{sd:>13}{cov:>10}")
+        q = "—" if s.get("split_sd_median") is None else f"{s['split_sd_median']:.4g}"
+        qc = "—" if s.get("split_coverage") is None else f"{100 * s['split_coverage']:.0f} %"
+        print(f"{k:<16}{s['bias']:>10.4g}{s['rms']:>10.4g}{s['sd_of_errors']:>10.4g}{sd:>13}{cov:>10}{q:>10}{qc:>10}")
 
 
 if __name__ == "__main__":

@@ -388,6 +388,9 @@ def fit(
         "instrument, or 'off' (default: $RECON_POOL_CACHE, else ~/.cache/recon/pools).")] = None,
     fringes: Annotated[bool, typer.Option("--fringes", help="Also fit the density's interference fringes "
                                           "(metrics.json, renders/fringes.png, the report).")] = False,
+    uncertainty: Annotated[int | None, typer.Option(
+        "--uncertainty", help="Refit K binomial-thinning splits of the photons into halves (2K fits of half "
+        "the data) for each figure's noise sd (metrics.json, the summary, the report).")] = None,
 ) -> None:
     """Fit a density field to a run and write density.tif, renders, metrics and a report.
 
@@ -402,7 +405,7 @@ def fit(
                                                                              quiet=quiet),
                       field=field, backend=backend, device=device, steps=steps, seed=seed, refine=refine,
                       pool_cache=_pool_cache_dir(pool_cache), command=shlex.join(["recon", *sys.argv[1:]]),
-                      fringes=fringes or None)
+                      fringes=fringes or None, uncertainty_splits=uncertainty)
     metrics, out, cfg = outcome.metrics, outcome.out, outcome.config
     for line in summary_lines(metrics):
         typer.echo(line)

@@ -49,6 +49,10 @@ COLUMNS = (
     "fringe_contrast",
     "fringe_phase_rad",
     "fringe_phase_sd_rad",
+    "atoms_split_sd",  # the uncertainty's thinning splits (recon fit --uncertainty K), where fitted
+    *(f"centroid_{a}_split_sd_um" for a in AXES),
+    *(f"width_{a}_split_sd_um" for a in AXES),
+    "fringe_phase_split_sd_rad",
 )
 
 
@@ -98,6 +102,14 @@ def row_from_metrics(metrics: dict) -> dict:
         row["fringe_contrast"] = _number(fringes.get("contrast"))
         row["fringe_phase_rad"] = _number(fringes.get("phase_at_origin_rad"))
         row["fringe_phase_sd_rad"] = _number(sd.get("phase_at_origin_rad")) if isinstance(sd, dict) else None
+    noise = metrics.get("uncertainty")
+    noise = noise.get("sd") if isinstance(noise, dict) else None
+    if isinstance(noise, dict):
+        row["atoms_split_sd"] = _number(noise.get("atoms"))
+        for key in ("centroid", "width"):
+            for a in AXES:
+                row[f"{key}_{a}_split_sd_um"] = _number(noise.get(f"{key}_{a}_um"))
+        row["fringe_phase_split_sd_rad"] = _number(noise.get("phase_at_origin_rad"))
     truth = metrics.get("against_truth", {})
     truth = truth.get("truth") if isinstance(truth, dict) else None
     if isinstance(truth, dict):

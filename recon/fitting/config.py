@@ -13,7 +13,13 @@ from calibration.model import parse_fit_groups
 from optics.limits import check_types
 from optics.tomlio import read_toml
 from recon.errors import ConfigError
-from recon.fitting.data import AUTO_VOXELS_MAX, HALF_SEED_OFFSET, density_grid, object_pixel_mm
+from recon.fitting.data import (
+    AUTO_VOXELS_MAX,
+    HALF_SEED_OFFSET,
+    SPLIT_SEED_OFFSET,
+    density_grid,
+    object_pixel_mm,
+)
 from recon.model.fields.config import FIELD_KINDS, FieldConfig, voxel_shape
 from recon.model.fields.registry import make_field
 from recon.model.hashgrid import HashGridConfig
@@ -105,6 +111,10 @@ class FitConfig:
         fringes: after the fit, fit the density's interference fringes
             (:mod:`recon.analysis.fringes`: period, direction, contrast, phase): metrics.json's
             ``fringes``, renders/fringes.png, the report and the summary (``recon fit --fringes``).
+        uncertainty_splits: K > 0 refits K binomial-thinning splits of the photons into halves
+            (2K fits of half the data, :mod:`recon.fitting.uncertainty`) and reports each
+            figure's noise sd from their spread (metrics.json's ``uncertainty``, the summary,
+            the report; ``recon fit --uncertainty K``); 0: none.
     """
 
     field: str = "voxel"
@@ -144,6 +154,7 @@ class FitConfig:
     refine_warmup: int = 300
     refine_lr: float = 2e-3
     fringes: bool = False
+    uncertainty_splits: int = 0
 
     @property
     def em(self) -> bool:
@@ -188,10 +199,12 @@ class FitConfig:
             (0 < self.attenuation <= 1e6, "attenuation", "> 0 and ≤ 1e6 (mm⁻¹ per unit density)"),
             (self.voxel_size_mm == 0 or 1e-4 <= self.voxel_size_mm <= 100, "voxel_size_mm",
              "≥ 0 (0 = automatic) and in 1e-4 … 100 mm otherwise"),
-            (0 <= self.seed < 2**63 - 2 * HALF_SEED_OFFSET, "seed", "≥ 0 and < 2⁶³ − 2000"),
+            (0 <= self.seed < 2**63 - 20 * HALF_SEED_OFFSET - 8 * SPLIT_SEED_OFFSET, "seed",
+             "≥ 0 and < 2⁶³ − 90000"),
             (0 <= self.memory_gb <= 1e6, "memory_gb", "≥ 0 (0 = the machine's) and ≤ 10⁶ GB"),
             (1 <= self.checkpoint_every <= 10**8, "checkpoint_every", "≥ 1 and ≤ 10⁸"),
             (1 <= self.log_every <= 10**8, "log_every", "≥ 1 and ≤ 10⁸"),
+            (0 <= self.uncertainty_splits <= 8, "uncertainty_splits", "in 0 … 8 (splits refitted; 0: none)"),
         ]
         if self.em_start and not Path(self.em_start).is_file():
             raise ConfigError(f"fit config: 'em_start' must name a density TIFF (a fit's density.tif), but "

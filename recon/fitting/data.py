@@ -102,6 +102,7 @@ def load_fit_data(run_dir: Path) -> tuple[FitData, str, Path | None]:
 
 
 HALF_SEED_OFFSET = 1000  # half i of a split-halves fit uses seed + i · HALF_SEED_OFFSET
+SPLIT_SEED_OFFSET = 7919  # split k of the uncertainty's thinning uses seed + k · SPLIT_SEED_OFFSET
 
 #: How ``--split-halves`` divides the data.
 SPLITS = ("auto", "thinning", "frames")

@@ -22,6 +22,7 @@ from recon.reporting.summary import (
     shot_noise_text,
     total_label,
     truth_text,
+    uncertainty_text,
 )
 
 __all__ = ["INLINE_PNG_BYTES", "figure_html", "fsc_sections", "refresh_report", "settings_rows",
@@ -69,6 +70,7 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
         ("camera_sensitivity", "camera sensitivity (fitted, relative)", sensitivity_text),
         ("shot_noise_limit", "shot-noise limit of a Gaussian cloud (Cramér–Rao, 1 σ)", shot_noise_text),
         ("fringes", "fringes (recon.analysis.fringes)", fringes_text),
+        ("uncertainty", "noise of the figures (refitted halves of the photons)", uncertainty_text),
         ("atoms_near_faces", "atoms next to the box's faces", lambda v: f"{v:.2%}"),
         ("final_loss", "final loss (deviance per pixel)", lambda v: f"{v:.4g}"),
         ("solver", "solver", str),

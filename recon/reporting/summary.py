@@ -7,7 +7,8 @@ import math
 from recon.analysis.fringes import fringe_errors
 
 __all__ = ["UNDEFINED_NOTE", "convergence_line", "format_um", "fringes_text", "sensitivity_text",
-           "shot_noise_text", "summary_line", "summary_lines", "total_label", "truth_text"]
+           "shot_noise_text", "summary_line", "summary_lines", "total_label", "truth_text",
+           "uncertainty_text"]
 
 
 #: What a "—" in a resolution means (the report and the summary line say it where one shows).
@@ -42,6 +43,9 @@ def summary_lines(metrics: dict) -> list[str]:
                      + shot_noise_text(metrics["shot_noise_limit"]))
     if metrics.get("fringes"):
         lines.append("fringes: " + fringes_text(metrics["fringes"]))
+    if metrics.get("uncertainty"):
+        lines.append("noise of the figures (refitted halves of the photons): "
+                     + uncertainty_text(metrics["uncertainty"]))
     for key, what in (("fsc_truth", "against the truth"), ("split_halves", "between the split halves")):
         if key in metrics:
             f = metrics[key].get("fsc", metrics[key])
@@ -72,6 +76,25 @@ def shot_noise_text(limit: dict) -> str:
     return (f"atoms ±{100 * limit['atoms_relative_sd']:.3g} %, centroid ±"
             f"{', '.join(f'{v:.2g}' for v in limit['centroid_sd_um'])} µm, widths ±"
             f"{', '.join(f'{v:.2g}' for v in limit['width_sd_um'])} µm")
+
+
+def uncertainty_text(record: dict) -> str:
+    """metrics.json's ``uncertainty`` in one line: each figure's noise sd and the 68 % factor."""
+    sd = record["sd"]
+
+    def some(keys, scale=1.0, digits=".2g"):
+        values = [sd.get(k) for k in keys]
+        return ", ".join("—" if v is None else f"{scale * v:{digits}}" for v in values)
+
+    atoms = sd.get("atoms")
+    parts = [f"atoms ±{atoms:.3g}" if atoms is not None else "atoms —",
+             f"centroid ±{some([f'centroid_{a}_um' for a in 'xyz'])} µm",
+             f"widths ±{some([f'width_{a}_um' for a in 'xyz'])} µm"]
+    if sd.get("phase_at_origin_rad") is not None:
+        parts.append(f"fringe phase ±{sd['phase_at_origin_rad']:.2g} rad, period "
+                     f"±{some(['period_um'])} µm, contrast ±{some(['contrast'])}")
+    return (", ".join(parts) + f" (1 sd from {record['splits']} thinning split(s); a 68 % interval is "
+            f"±{record['interval_factor']:.2f} sd)")
 
 
 def sensitivity_text(entries: list) -> str:
