@@ -38,7 +38,8 @@ def test_the_splits_give_the_noise_of_an_estimate_from_all_the_photons(tiny_run,
     sigma = float(data.read_noise_e)
 
     def total(d):
-        return sum(float(torch.where(v.mask, v.electrons, torch.zeros_like(v.electrons)).sum()) for v in d.views)
+        return sum(float(torch.where(v.mask, v.electrons, torch.zeros_like(v.electrons)).sum())
+                   for v in d.views)
 
     seen = []
 
