@@ -78,4 +78,5 @@ def test_recon_fit_reports_the_noise_of_its_figures(tiny_run, tmp_path):
     row = row_from_metrics(outcome.metrics)
     assert row["atoms_split_sd"] == sd["atoms"] and row["width_z_split_sd_um"] == sd["width_z_um"]
     assert not (tmp_path / "fit" / "uncertainty").exists()
+    assert 0 < outcome.metrics["outputs_s"] < record["seconds"]  # the refits are timed apart
     assert "noise of the figures" in (tmp_path / "fit" / "report.html").read_text()
