@@ -149,6 +149,17 @@ def forward_kernel(padded, lo, extent, origins, directions, weights, t_near, str
         out[p] = acc
 
 
+@nb.njit(inline="always", cache=True)
+def _splat(out, i, sy, w, fx, fy, one):
+    """Add ``w`` to the four voxels of one z plane around flat index ``i`` with bilinear weights."""
+    a = w * (one - fy)
+    out[i] += a * (one - fx)
+    out[i + 1] += a * fx
+    a = w * fy
+    out[i + sy] += a * (one - fx)
+    out[i + sy + 1] += a * fx
+
+
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def adjoint_kernel(values, lo, extent, origins, directions, weights, t_near, strata, deltas, first, last,
                    partial):
@@ -179,17 +190,5 @@ def adjoint_kernel(values, lo, extent, origins, directions, weights, t_near, str
                     ix, iy, iz = int(x), int(y), int(z)
                     fx, fy, fz = real(x - ix), real(y - iy), real(z - iz)
                     i = (iz * py + iy) * px + ix
-                    gx, lower, upper = one - fx, c * (one - fz), c * fz
-                    a = lower * (one - fy)
-                    out[i] += a * gx
-                    out[i + 1] += a * fx
-                    a = lower * fy
-                    out[i + sy] += a * gx
-                    out[i + sy + 1] += a * fx
-                    i += sz
-                    a = upper * (one - fy)
-                    out[i] += a * gx
-                    out[i + 1] += a * fx
-                    a = upper * fy
-                    out[i + sy] += a * gx
-                    out[i + sy + 1] += a * fx
+                    _splat(out, i, sy, c * (one - fz), fx, fy, one)  # the lower z plane
+                    _splat(out, i + sz, sy, c * fz, fx, fy, one)  # the upper one
