@@ -119,6 +119,9 @@ def fit(
     cfg = load_fit_config(config, **settings)
     if split != "auto" and not split_halves:
         raise ConfigError(f"fit: --split {split} only applies with --split-halves; add --split-halves")
+    if split_halves and cfg.uncertainty_splits:
+        raise ConfigError("fit: --uncertainty and --split-halves cannot be combined (the uncertainty splits "
+                          "the photons itself); run them as two fits")
     if split_halves and cfg.refine:
         raise ConfigError("fit: --refine and --split-halves cannot be combined; refine first, then fit the "
                           "halves with the refined system")
@@ -475,7 +478,7 @@ def _fringes(volume: Volume, truth_path: Path | None, picture: Path, images: lis
     return record
 
 
-def figures(volume: Volume, fringes: bool) -> dict[str, float]:
+def _figures(volume: Volume, fringes: bool) -> dict[str, float]:
     """The figures a fit reports, by name: atoms, centroid and widths (µm), and its fringes' when asked.
 
     The fringe figures (``phase_at_origin_rad``, ``period_um``, ``contrast``) only where fringes are
@@ -500,14 +503,14 @@ def _uncertainty(data: FitData, cfg: FitConfig, work: Path, grid, pool_cache, pr
     """metrics.json's ``uncertainty``: the figures' noise sd from refitted thinning splits, and its seconds.
 
     Each half is fitted as the whole was (:func:`recon.fitting.loop.run_fit`, the same pool cache)
-    and measured on the output grid (:func:`figures`); :mod:`recon.fitting.uncertainty`.
+    and measured on the output grid (:func:`_figures`); :mod:`recon.fitting.uncertainty`.
     """
     shape, origin, voxel = grid
 
     def fit_half(half: FitData, half_cfg: FitConfig, where: Path) -> dict[str, float]:
         result = run_fit(half, half_cfg, where, make_field=field_factory, pool_cache=pool_cache)
         values = sample_field(result.field, shape, origin, voxel, result.device)
-        return figures(Volume(values.astype(np.float32), tuple(origin), tuple(voxel)), cfg.fringes)
+        return _figures(Volume(values.astype(np.float32), tuple(origin), tuple(voxel)), cfg.fringes)
 
     start = time.perf_counter()
     record = thinning_uncertainty(data, cfg, work / "uncertainty", splits=cfg.uncertainty_splits,

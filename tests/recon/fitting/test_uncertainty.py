@@ -80,3 +80,14 @@ def test_recon_fit_reports_the_noise_of_its_figures(tiny_run, tmp_path):
     assert not (tmp_path / "fit" / "uncertainty").exists()
     assert 0 < outcome.metrics["outputs_s"] < record["seconds"]  # the refits are timed apart
     assert "noise of the figures" in (tmp_path / "fit" / "report.html").read_text()
+
+
+def test_uncertainty_and_split_halves_are_refused_together(tiny_run, tmp_path):
+    from recon.errors import ConfigError
+    from recon.jobs.fit import fit
+
+    with pytest.raises(ConfigError, match="--uncertainty and --split-halves"):
+        fit(tiny_run, out=tmp_path / "fit", uncertainty_splits=1, split_halves=True)
+    assert not (tmp_path / "fit").exists()
+    with pytest.raises(ConfigError, match="uncertainty_splits"):
+        fit(tiny_run, out=tmp_path / "fit", uncertainty_splits=9)
