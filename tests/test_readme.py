@@ -154,6 +154,20 @@ def _quoted_numbers() -> list[str]:
     phase_ratio = figures["phase_rad"]["rms"] / bound["phase_at_origin_rad"]
     quoted.append(f"RMS error is {phase_ratio:.2f}× that bound")
     quoted.append(f"its period's {figures['period_um']['rms'] / (1e3 * bound['period_mm']):.1f}×")
+    low = _json("physics_low.json")
+    for key, name, unit, spec in (
+            ("atoms", "atoms", "", ".0f"), ("centroid_z_um", "centroid z", " µm", ".2f"),
+            ("phase_rad", "fringe phase at the origin", " rad", ".4f"),
+            ("contrast", "fringe contrast − 1", "", ".3f")):
+        f = low["figures"][key]
+        quoted.append(f"| {name} | {_signed(f['bias'], spec)}{unit} | {format(f['rms'], spec)}{unit} | "
+                      f"{format(f['sd_of_errors'], spec)}{unit} | "
+                      f"{format(f['reported_sd_median'], spec)}{unit} | {100 * f['coverage']:.0f} % |")
+    low_bound = low["bound"]["phase_at_origin_rad"]
+    quoted.append(f"({low_bound:.4f} rad; the fitted phase's RMS error is "
+                  f"{low['figures']['phase_rad']['rms'] / low_bound:.2f}× that bound")
+    quoted.append(f"simulated in {low['simulate_s']:.0f} s, fitted by `recon batch` in "
+                  f"{low['batch_s']:.0f} s")
     browser = _json("report_browser.json")
     quoted.append(f"{browser['bytes'] / 2**20:.2f} MB, {browser['images']} images, "
                   f"{'no problems' if not browser['problems'] else 'problems'}; its screenshot")
