@@ -503,14 +503,20 @@ def _uncertainty(data: FitData, cfg: FitConfig, work: Path, grid, pool_cache, pr
     """metrics.json's ``uncertainty``: the figures' noise sd from refitted thinning splits, and its seconds.
 
     Each half is fitted as the whole was (:func:`recon.fitting.loop.run_fit`, the same pool cache)
-    and measured on the output grid (:func:`_figures`); :mod:`recon.fitting.uncertainty`.
+    and measured on the output grid (:func:`_figures`), with its camera factors where it fits them
+    (``camera_<name>``); :mod:`recon.fitting.uncertainty`.
     """
     shape, origin, voxel = grid
 
     def fit_half(half: FitData, half_cfg: FitConfig, where: Path) -> dict[str, float]:
         result = run_fit(half, half_cfg, where, make_field=field_factory, pool_cache=pool_cache)
         values = sample_field(result.field, shape, origin, voxel, result.device)
-        return _figures(Volume(values.astype(np.float32), tuple(origin), tuple(voxel)), cfg.fringes)
+        out = _figures(Volume(values.astype(np.float32), tuple(origin), tuple(voxel)), cfg.fringes)
+        sensitivity = result.camera_sensitivity  # fitted per-camera factors (the reference's is 1)
+        if sensitivity is not None:
+            out.update({f"camera_{name}": factor for name, factor in
+                        zip(sensitivity.names, sensitivity.factors, strict=True)})
+        return out
 
     start = time.perf_counter()
     record = thinning_uncertainty(data, cfg, work / "uncertainty", splits=cfg.uncertainty_splits,

@@ -93,6 +93,10 @@ def uncertainty_text(record: dict) -> str:
     if sd.get("phase_at_origin_rad") is not None:
         parts.append(f"fringe phase ±{sd['phase_at_origin_rad']:.2g} rad, period "
                      f"±{some(['period_um'])} µm, contrast ±{some(['contrast'])}")
+    cameras = [(k.removeprefix("camera_"), v) for k, v in sd.items() if k.startswith("camera_")]
+    if cameras:
+        parts.append("camera factors ±" + ", ".join(f"{name} {'—' if v is None else format(v, '.2g')}"
+                                                      for name, v in cameras))
     return (", ".join(parts) + f" (1 sd from {record['splits']} thinning split(s); a 68 % interval is "
             f"±{record['interval_factor']:.2f} sd)")
 

@@ -91,3 +91,15 @@ def test_uncertainty_and_split_halves_are_refused_together(tiny_run, tmp_path):
     assert not (tmp_path / "fit").exists()
     with pytest.raises(ConfigError, match="uncertainty_splits"):
         fit(tiny_run, out=tmp_path / "fit", uncertainty_splits=9)
+
+
+def test_the_camera_factors_get_their_noise_too(three_camera_run, tmp_path):
+    """Three cameras of unequal sensitivity: each fitted factor's sd from the halves' (the reference's 0)."""
+    from recon.jobs.fit import fit
+    from recon.reporting.summary import uncertainty_text
+
+    outcome = fit(three_camera_run, out=tmp_path / "fit", uncertainty_splits=1, steps=24)
+    sd = outcome.metrics["uncertainty"]["sd"]
+    assert sd["camera_south"] == 0.0  # the reference camera keeps 1 in every half
+    assert 0 < sd["camera_east"] < 0.1 and 0 < sd["camera_north"] < 0.3
+    assert "camera factors ±south 0, east" in uncertainty_text(outcome.metrics["uncertainty"])
