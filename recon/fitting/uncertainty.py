@@ -31,14 +31,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from recon.errors import FitError
-from recon.fitting.config import FitConfig
-from recon.fitting.data import HALF_SEED_OFFSET, SPLIT_SEED_OFFSET, FitData, split_fit_data
+import numpy as np
 
-__all__ = ["interval_factor", "split_spread", "thinning_uncertainty"]
+from recon.analysis.fringes import fit_fringes
+from recon.analysis.moments import cloud_metrics
+from recon.errors import FitError, ReconError
+from recon.fitting.config import FitConfig, field_factory
+from recon.fitting.data import HALF_SEED_OFFSET, SPLIT_SEED_OFFSET, FitData, split_fit_data
+from recon.fitting.loop import run_fit
+from recon.io.volume import Volume
+from recon.model.fields.base import sample_field
+
+__all__ = ["figures", "interval_factor", "refit_uncertainty", "split_spread", "thinning_uncertainty"]
 
 # Split k thins the photons with seed ``seed + k · SPLIT_SEED_OFFSET``; its half i is fitted with
 # seed ``seed + (2k + i) · HALF_SEED_OFFSET`` (a ray pool of its own, shared by every shot).
@@ -115,3 +123,49 @@ def thinning_uncertainty(data: FitData, cfg: FitConfig, work: Path, *, splits: i
     return {"method": "binomial thinning: each figure's spread between independent halves of the photons, "
                       "refitted",
             "splits": splits, "interval_factor": interval_factor(splits), "sd": split_spread(pairs)}
+
+
+def figures(volume: Volume, fringes: bool) -> dict[str, float]:
+    """The figures a fit reports, by name: atoms, centroid and widths (µm), and its fringes' when asked.
+
+    The fringe figures (``phase_at_origin_rad``, ``period_um``, ``contrast``) only where fringes are
+    detected. What :func:`refit_uncertainty` measures on each half.
+    """
+    m = cloud_metrics(volume)
+    out = {"atoms": float(m["atoms"])}
+    for axis, c, w in zip("xyz", m["centroid_mm"], m["width_mm"], strict=True):
+        out[f"centroid_{axis}_um"], out[f"width_{axis}_um"] = 1e3 * float(c), 1e3 * float(w)
+    if fringes:
+        try:
+            found = fit_fringes(volume)
+        except ReconError:
+            found = None
+        if found is not None and found.detected:
+            out.update(phase_at_origin_rad=found.phase_at_origin_rad, period_um=1e3 * found.period_mm,
+                       contrast=found.contrast)
+    return out
+
+
+def refit_uncertainty(data: FitData, cfg: FitConfig, work: Path, grid, *, pool_cache=None,
+                      say: Callable[[str], None] = lambda text: None) -> dict:
+    """metrics.json's ``uncertainty``: :func:`thinning_uncertainty` of the fit's figures, and its seconds.
+
+    Each half is fitted as the whole was (:func:`recon.fitting.loop.run_fit`, the same pool cache)
+    and measured on the output ``grid`` (shape, origin, voxel) by :func:`figures`, with its camera
+    factors where it fits them (``camera_<name>``).
+    """
+    shape, origin, voxel = grid
+
+    def fit_half(half: FitData, half_cfg: FitConfig, where: Path) -> dict[str, float]:
+        result = run_fit(half, half_cfg, where, make_field=field_factory, pool_cache=pool_cache)
+        values = sample_field(result.field, shape, origin, voxel, result.device)
+        out = figures(Volume(values.astype(np.float32), tuple(origin), tuple(voxel)), cfg.fringes)
+        sensitivity = result.camera_sensitivity  # fitted per-camera factors (the reference's is 1)
+        if sensitivity is not None:
+            out.update({f"camera_{name}": factor for name, factor in
+                        zip(sensitivity.names, sensitivity.factors, strict=True)})
+        return out
+
+    start = time.perf_counter()
+    record = thinning_uncertainty(data, cfg, work, splits=cfg.uncertainty_splits, fit_half=fit_half, say=say)
+    return {**record, "seconds": round(time.perf_counter() - start, 2)}

@@ -57,7 +57,7 @@ from recon.fitting.outdir import (
 from recon.fitting.prediction import predict_fit, residual_stats, view_images
 from recon.fitting.projector import Projector
 from recon.fitting.raypool import RayPool
-from recon.fitting.uncertainty import thinning_uncertainty
+from recon.fitting.uncertainty import refit_uncertainty
 from recon.io.run import Run, load_run
 from recon.io.viewimages import save_view_images
 from recon.io.volume import Volume, write_volume
@@ -386,7 +386,9 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
                                     pool=pool, data=data, step_mm=step_mm)
         done("fitted the fringes")
     if cfg.uncertainty_splits and how is None:
-        extra["uncertainty"] = _uncertainty(data, cfg, work, (shape, origin, voxel), pool_cache, progress)
+        extra["uncertainty"] = refit_uncertainty(data, cfg, work / "uncertainty", (shape, origin, voxel),
+                                                 pool_cache=pool_cache,
+                                                 say=progress.log if progress else lambda text: None)
         done(f"refitted {cfg.uncertainty_splits} thinning split(s) for the uncertainty")
     refits_s = extra["uncertainty"]["seconds"] if "uncertainty" in extra else 0.0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -476,52 +478,6 @@ def _fringes(volume: Volume, truth_path: Path | None, picture: Path, images: lis
         record["shot_noise_limit"] = {k: finite.get(k)
                                       for k in ("phase_at_origin_rad", "period_mm", "contrast")}
     return record
-
-
-def _figures(volume: Volume, fringes: bool) -> dict[str, float]:
-    """The figures a fit reports, by name: atoms, centroid and widths (µm), and its fringes' when asked.
-
-    The fringe figures (``phase_at_origin_rad``, ``period_um``, ``contrast``) only where fringes are
-    detected. What :func:`_uncertainty` measures on each half.
-    """
-    m = cloud_metrics(volume)
-    out = {"atoms": float(m["atoms"])}
-    for axis, c, w in zip("xyz", m["centroid_mm"], m["width_mm"], strict=True):
-        out[f"centroid_{axis}_um"], out[f"width_{axis}_um"] = 1e3 * float(c), 1e3 * float(w)
-    if fringes:
-        try:
-            found = fit_fringes(volume)
-        except ReconError:
-            found = None
-        if found is not None and found.detected:
-            out.update(phase_at_origin_rad=found.phase_at_origin_rad, period_um=1e3 * found.period_mm,
-                       contrast=found.contrast)
-    return out
-
-
-def _uncertainty(data: FitData, cfg: FitConfig, work: Path, grid, pool_cache, progress) -> dict:
-    """metrics.json's ``uncertainty``: the figures' noise sd from refitted thinning splits, and its seconds.
-
-    Each half is fitted as the whole was (:func:`recon.fitting.loop.run_fit`, the same pool cache)
-    and measured on the output grid (:func:`_figures`), with its camera factors where it fits them
-    (``camera_<name>``); :mod:`recon.fitting.uncertainty`.
-    """
-    shape, origin, voxel = grid
-
-    def fit_half(half: FitData, half_cfg: FitConfig, where: Path) -> dict[str, float]:
-        result = run_fit(half, half_cfg, where, make_field=field_factory, pool_cache=pool_cache)
-        values = sample_field(result.field, shape, origin, voxel, result.device)
-        out = _figures(Volume(values.astype(np.float32), tuple(origin), tuple(voxel)), cfg.fringes)
-        sensitivity = result.camera_sensitivity  # fitted per-camera factors (the reference's is 1)
-        if sensitivity is not None:
-            out.update({f"camera_{name}": factor for name, factor in
-                        zip(sensitivity.names, sensitivity.factors, strict=True)})
-        return out
-
-    start = time.perf_counter()
-    record = thinning_uncertainty(data, cfg, work / "uncertainty", splits=cfg.uncertainty_splits,
-                                  fit_half=fit_half, say=progress.log if progress else lambda text: None)
-    return {**record, "seconds": round(time.perf_counter() - start, 2)}
 
 
 #: Every how many pixels the fringes' shot-noise limit is computed from (its information is summed
