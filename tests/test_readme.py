@@ -154,6 +154,17 @@ def _quoted_numbers() -> list[str]:
     phase_ratio = figures["phase_rad"]["rms"] / bound["phase_at_origin_rad"]
     quoted.append(f"RMS error is {phase_ratio:.2f}× that bound")
     quoted.append(f"its period's {figures['period_um']['rms'] / (1e3 * bound['period_mm']):.1f}×")
+    split = _json("physics_uncertainty.json")
+    for key, name, unit, spec in (
+            ("atoms", "atoms", "", ".0f"), ("centroid_y_um", "centroid y", " µm", ".2f"),
+            ("width_z_um", "width σ z", " µm", ".2f"),
+            ("phase_rad", "fringe phase at the origin", " rad", ".4f")):
+        f = split["figures"][key]
+        quoted.append(f"| {name} | {_signed(f['bias'], spec)}{unit} | {format(f['rms'], spec)}{unit} | "
+                      f"{format(f['split_sd_rms'], spec)}{unit} | {100 * f['split_coverage']:.0f} % | "
+                      f"{100 * f['coverage']:.0f} % |")
+    quoted.append(f"the campaign took {split['batch_s']:.0f} s")
+    quoted.append(f"± {split['split_interval_factor']:.2f} sd for two splits")
     low = _json("physics_low.json")
     for key, name, unit, spec in (
             ("atoms", "atoms", "", ".0f"), ("centroid_z_um", "centroid z", " µm", ".2f"),
