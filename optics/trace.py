@@ -141,7 +141,7 @@ def _mirrors_in_reach(mirrors, origins: torch.Tensor, directions: torch.Tensor) 
     if len(mirrors) == 0 or origins.numel() == 0:
         return [bool(origins.numel())] * len(mirrors)
     with torch.no_grad():  # the batch-sized arrays in the rays' dtype (the margin covers float32)
-        o, d = torch.broadcast_tensors(origins.detach().reshape(-1, 3), directions.detach().reshape(-1, 3))
+        o, d = (t.reshape(-1, 3) for t in torch.broadcast_tensors(origins.detach(), directions.detach()))
         d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-30)
         axis = d.mean(0, dtype=torch.float64)
         if not float(axis.norm()) >= 1e-6:
