@@ -27,6 +27,26 @@ def _signed(value: float, spec: str) -> str:
     return ("−" if value < 0 and float(text) != 0 else "+") + text
 
 
+#: The physics benches' figures as their README tables name them: (label, unit, format).
+_FIGURES = {"atoms": ("atoms", "", ".0f"), "centroid_x_um": ("centroid x", " µm", ".2f"),
+            "centroid_y_um": ("centroid y", " µm", ".2f"), "centroid_z_um": ("centroid z", " µm", ".2f"),
+            "width_z_um": ("width σ z", " µm", ".2f"), "period_um": ("fringe period", " µm", ".3f"),
+            "phase_rad": ("fringe phase at the origin", " rad", ".4f"),
+            "contrast": ("fringe contrast − 1", "", ".3f")}
+
+
+def _figure_rows(bench: dict, keys: tuple, columns: tuple) -> list[str]:
+    """A physics bench's table rows: label | bias | RMS | then ``columns`` (coverages as percentages)."""
+    rows = []
+    for key in keys:
+        name, unit, spec = _FIGURES[key]
+        f = bench["figures"][key]
+        cells = [_signed(f["bias"], spec) + unit, format(f["rms"], spec) + unit]
+        cells += [f"{100 * f[c]:.0f} %" if "coverage" in c else format(f[c], spec) + unit for c in columns]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def _small(value: float) -> str:
     """``2.1e-7``: two figures, the exponent without its leading zero."""
     return f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e")
@@ -137,16 +157,9 @@ def _quoted_numbers() -> list[str]:
             f"{_signed(row['phase_rad']['mean'], '.3f')} ± {row['phase_rad']['sd']:.3f} rad | "
             f"{row['phase_sd_formal']['mean']:.3f} rad | {row['contrast']['mean']:.2f} |")
     physics = _json("physics.json")
-    for key, name, unit, spec in (
-            ("atoms", "atoms", "", ".0f"), ("centroid_x_um", "centroid x", " µm", ".2f"),
-            ("centroid_z_um", "centroid z", " µm", ".2f"), ("width_z_um", "width σ z", " µm", ".2f"),
-            ("period_um", "fringe period", " µm", ".3f"),
-            ("phase_rad", "fringe phase at the origin", " rad", ".4f"),
-            ("contrast", "fringe contrast − 1", "", ".3f")):
-        f = physics["figures"][key]
-        quoted.append(f"| {name} | {_signed(f['bias'], spec)}{unit} | {format(f['rms'], spec)}{unit} | "
-                      f"{format(f['sd_of_errors'], spec)}{unit} | "
-                      f"{format(f['reported_sd_median'], spec)}{unit} | {100 * f['coverage']:.0f} % |")
+    quoted += _figure_rows(physics, ("atoms", "centroid_x_um", "centroid_z_um", "width_z_um", "period_um",
+                                     "phase_rad", "contrast"),
+                           ("sd_of_errors", "reported_sd_median", "coverage"))
     bound, figures = physics["bound"], physics["figures"]
     quoted.append(f"is {bound['phase_at_origin_rad']:.4f} rad for the phase at the origin, "
                   f"{1e3 * bound['period_mm']:.3f} µm for the period and {bound['contrast']:.4f} for the "
@@ -155,25 +168,13 @@ def _quoted_numbers() -> list[str]:
     quoted.append(f"RMS error is {phase_ratio:.2f}× that bound")
     quoted.append(f"its period's {figures['period_um']['rms'] / (1e3 * bound['period_mm']):.1f}×")
     split = _json("physics_uncertainty.json")
-    for key, name, unit, spec in (
-            ("atoms", "atoms", "", ".0f"), ("centroid_y_um", "centroid y", " µm", ".2f"),
-            ("width_z_um", "width σ z", " µm", ".2f"),
-            ("phase_rad", "fringe phase at the origin", " rad", ".4f")):
-        f = split["figures"][key]
-        quoted.append(f"| {name} | {_signed(f['bias'], spec)}{unit} | {format(f['rms'], spec)}{unit} | "
-                      f"{format(f['split_sd_rms'], spec)}{unit} | {100 * f['split_coverage']:.0f} % | "
-                      f"{100 * f['coverage']:.0f} % |")
+    quoted += _figure_rows(split, ("atoms", "centroid_y_um", "width_z_um", "phase_rad"),
+                           ("split_sd_rms", "split_coverage", "coverage"))
     quoted.append(f"the campaign took {split['batch_s']:.0f} s")
     quoted.append(f"± {split['split_interval_factor']:.2f} sd for two splits")
     low = _json("physics_low.json")
-    for key, name, unit, spec in (
-            ("atoms", "atoms", "", ".0f"), ("centroid_z_um", "centroid z", " µm", ".2f"),
-            ("phase_rad", "fringe phase at the origin", " rad", ".4f"),
-            ("contrast", "fringe contrast − 1", "", ".3f")):
-        f = low["figures"][key]
-        quoted.append(f"| {name} | {_signed(f['bias'], spec)}{unit} | {format(f['rms'], spec)}{unit} | "
-                      f"{format(f['sd_of_errors'], spec)}{unit} | "
-                      f"{format(f['reported_sd_median'], spec)}{unit} | {100 * f['coverage']:.0f} % |")
+    quoted += _figure_rows(low, ("atoms", "centroid_z_um", "phase_rad", "contrast"),
+                           ("sd_of_errors", "reported_sd_median", "coverage"))
     low_bound = low["bound"]["phase_at_origin_rad"]
     quoted.append(f"({low_bound:.4f} rad; the fitted phase's RMS error is "
                   f"{low['figures']['phase_rad']['rms'] / low_bound:.2f}× that bound")
