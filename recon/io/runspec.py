@@ -243,7 +243,7 @@ class RunSpec:
         schema = _string(data, "schema", "", source, required=True)
         if schema != SCHEMA:
             raise ConfigError(
-                f"{source}: key 'schema' is '{schema}', which this version cannot read; "
+                f"{source}: key 'schema' is {schema!r}, which this version cannot read; "
                 f"expected '{SCHEMA}'"
             )
         views_data = data.get("views")

@@ -50,3 +50,13 @@ def test_arbitrary_run_toml_content_only_raises_config_error(content):
             read_run_spec(tmp)
         except ConfigError as err:
             assert_one_line(err)
+
+
+def test_a_schema_with_a_line_break_is_refused_in_one_line():
+    """Found by the run.toml fuzz test on a fresh clone: the schema was quoted as written."""
+    import pytest
+
+    with pytest.raises(ConfigError) as err:
+        RunSpec.from_dict({"schema": "\n", "views": []})
+    assert_one_line(str(err.value))
+    assert "'\\n'" in str(err.value)
