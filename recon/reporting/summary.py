@@ -82,9 +82,8 @@ def uncertainty_text(record: dict) -> str:
     """metrics.json's ``uncertainty`` in one line: each figure's noise sd and the 68 % factor."""
     sd = record["sd"]
 
-    def some(keys, scale=1.0, digits=".2g"):
-        values = [sd.get(k) for k in keys]
-        return ", ".join("—" if v is None else f"{scale * v:{digits}}" for v in values)
+    def some(keys):
+        return ", ".join("—" if sd.get(k) is None else f"{sd[k]:.2g}" for k in keys)
 
     atoms = sd.get("atoms")
     parts = [f"atoms ±{atoms:.3g}" if atoms is not None else "atoms —",
