@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from optics.atomic import atomic_write_text
+from recon.analysis.moments import WINDOW_WIDTHS
 from recon.analysis.resolution import COMPARISONS
 from recon.fitting.config import FitConfig
 from recon.fitting.outdir import read_config_json
@@ -72,6 +73,7 @@ def summary_rows(metrics: dict) -> list[tuple[str, str]]:
         ("fringes", "fringes (recon.analysis.fringes)", fringes_text),
         ("uncertainty", "noise of the figures (refitted halves of the photons)", uncertainty_text),
         ("atoms_near_faces", "atoms next to the box's faces", lambda v: f"{v:.2%}"),
+        ("atoms_outside_window", f"atoms outside the moments' window (±{WINDOW_WIDTHS:g} σ)", lambda v: f"{v:.2%}"),
         ("final_loss", "final loss (deviance per pixel)", lambda v: f"{v:.4g}"),
         ("solver", "solver", str),
         ("steps", "steps", str),
