@@ -30,7 +30,8 @@ FACE_WARNING_FRACTION = 0.05
 WINDOW_WIDTHS = 5.0
 
 
-def cloud_moments(density: np.ndarray, origin_mm, voxel_size_mm, window: float | None = WINDOW_WIDTHS) -> dict:
+def cloud_moments(density: np.ndarray, origin_mm, voxel_size_mm,
+                  window: float | None = WINDOW_WIDTHS) -> dict:
     """Total (sum × voxel volume), centroid and widths (standard deviations) of a (Z, Y, X) density.
 
     The centroid and widths within ±``window`` widths of the centroid along each axis, iterated
