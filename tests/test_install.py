@@ -1,6 +1,7 @@
 """The package as `pip install .` installs it (not editable): nothing reads the source checkout."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,17 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+def _build_wheel(tmp_path: Path) -> Path:
+    """``pip wheel`` of the checkout (no dependencies, no build isolation: offline) into tmp_path/wheel."""
+    wheel_dir = tmp_path / "wheel"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
+                            "--no-build-isolation", "-q", "-w", str(wheel_dir)],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = wheel_dir.glob("recon-*.whl")
+    return wheel
+
 
 SCRIPT = """
 import sys
@@ -29,12 +41,7 @@ print(float(doe(1.0, voxel_size_mm=0.05).volume.data.sum()))
 def test_the_built_wheel_works_outside_the_checkout(tmp_path):
     """Build the wheel, unpack it away from the checkout and use it from there: the DOE phantom
     (once read from data/meshes/) and the tracing code's hash come from the installed files."""
-    wheel_dir = tmp_path / "wheel"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
-                            "--no-build-isolation", "-q", "-w", str(wheel_dir)],
-                           capture_output=True, text=True, cwd=tmp_path)
-    assert build.returncode == 0, build.stderr
-    (wheel,) = wheel_dir.glob("recon-*.whl")
+    wheel = _build_wheel(tmp_path)
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
@@ -60,3 +67,47 @@ def test_the_doe_phantom_is_the_voxelised_reference_mesh_file():
     mesh = pv.read(str(ROOT / "data" / "meshes" / "doe.stl"))
     read = voxelize_mesh(mesh, phantom.shape, phantom.origin_mm, phantom.voxel_size_mm, supersample=2)
     assert np.array_equal(read.data, phantom.data)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("setuptools") is None,
+                    reason="needs setuptools to build the wheel")
+@pytest.mark.skipif(importlib.util.find_spec("ensurepip") is None,
+                    reason="needs ensurepip to make a virtual environment with pip (Debian: python3-venv)")
+def test_recon_installed_from_the_wheel_in_a_fresh_venv_simulates_and_fits(tmp_path, tiny_system_file):
+    """As a user installs it: `pip install recon-*.whl` into a new virtual environment (the test's own
+    third-party packages lent by a path file, recon itself only from the wheel), then the installed
+    `recon` command simulates the DOE phantom through a one-mirror instrument and fits it."""
+    import sysconfig
+    import venv
+
+    wheel = _build_wheel(tmp_path)
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # torch, numpy, … from this environment; its .pth files (an editable recon) are not processed
+    Path(site, "lent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert install.returncode == 0, install.stderr
+    recon = env_dir / "bin" / "recon"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RECON_POOL_CACHE": str(tmp_path / "pools")}
+    env.pop("PYTHONPATH", None)
+    where = subprocess.run([python, "-c", "import recon; print(recon.__file__)"], capture_output=True,
+                           text=True, cwd=tmp_path, env=env, check=True).stdout.strip()
+    assert Path(where).resolve().is_relative_to(Path(site).resolve()), where
+    run = tmp_path / "doe_run"
+    sim = subprocess.run([recon, "simulate", "--system", str(tiny_system_file), "--phantom", "doe",
+                          "--atoms", "1e6", "--photons-per-atom", "2000", "--samples", "2",
+                          "--step-mm", "0.05", "--seed", "1", "--out", str(run)],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert sim.returncode == 0, sim.stderr
+    assert (run / "run.toml").is_file() and (run / "truth.tif").is_file()
+    fit = subprocess.run([recon, "fit", "--views", str(run), "--out", str(tmp_path / "fit"), "--steps", "8",
+                          "--quiet"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert fit.returncode == 0, fit.stderr
+    assert (tmp_path / "fit" / "density.tif").is_file()
+    metrics = json.loads((tmp_path / "fit" / "metrics.json").read_text())
+    assert metrics["atoms"] > 0 and metrics["steps"] >= 1
