@@ -34,6 +34,8 @@ class Sensor:
         offset_adu: black level, ADU.
         bit_depth: bits of the ADC; values saturate at 2^bits − 1.
         principal_point: (u, v) of the optical axis on the sensor, px; None: the sensor centre.
+        sensitivity: the light this camera records relative to what the numbers above predict
+            (exposure, transmission or gain errors), as a calibration measured it; 1 by default.
     """
 
     width_px: int
@@ -45,6 +47,12 @@ class Sensor:
     offset_adu: float
     bit_depth: int
     principal_point: tuple[float, float] | None = None
+    sensitivity: float = 1.0
+
+    @property
+    def efficiency(self) -> float:
+        """Photoelectrons recorded per photon reaching a pixel: quantum efficiency × sensitivity."""
+        return self.quantum_efficiency * self.sensitivity
 
     @property
     def pixel_pitch_mm(self) -> float:

@@ -179,7 +179,7 @@ def trace_point_to_sensor(
     n_aim = ap.shape[-2]
     area = math.pi * aim_r**2
     solid = area / n_aim * cos_a.clamp_min(0.0) / dist**2  # (..., A) sr
-    weight = solid / (4.0 * math.pi) * cam.sensor.quantum_efficiency
+    weight = solid / (4.0 * math.pi) * cam.sensor.efficiency
     x_b = x.expand_as(offset)
     box = system.volume
     box_r = 0.5 * float(box.size_mm.norm())

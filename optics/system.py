@@ -27,6 +27,8 @@ Schema ``recon.system/1`` (lengths in mm, angles nowhere — directions are vect
                                             #   euler_xyz_deg = [α, β, γ] (R = Rz(γ) Ry(β) Rx(α): about
                                             #   the world's x, then y, then z), quaternion_wxyz
     [cameras.sensor] principal_point_px = [cx, cy]   # optional; default the sensor centre
+    [cameras.sensor] sensitivity = 0.62     # optional, default 1: the recorded light relative to
+                                            #   what the file predicts, from a calibration
     [[mirrors]]
     name = "m01", center_mm = [...], normal = [...], reflectivity = 0.95
     shape = "circle", radius_mm = 2.5       # or shape = "rectangle", size_mm = [w, h], u_axis
@@ -265,6 +267,7 @@ def _parse_sensor(r: _Reader) -> Sensor:
             raise r.error("principal_point_px", f"must lie on the sensor (0 … {sensor.width_px - 1}, "
                           f"0 … {sensor.height_px - 1} px), got {centre}")
         sensor = replace(sensor, principal_point=(float(centre[0]), float(centre[1])))
+    sensor = replace(sensor, sensitivity=r.positive("sensitivity", required=False, default=1.0))
     if sensor.quantum_efficiency > 1:
         raise r.error("quantum_efficiency", f"must be in (0, 1], got {sensor.quantum_efficiency}")
     if sensor.read_noise_e < 0:
@@ -516,7 +519,10 @@ def _vec(t: torch.Tensor) -> list:
 
 
 def _sensor_dict(sensor: Sensor) -> dict:
-    out = {k: getattr(sensor, k) for k in Sensor.__dataclass_fields__ if k != "principal_point"}
+    out = {k: getattr(sensor, k) for k in Sensor.__dataclass_fields__
+           if k not in ("principal_point", "sensitivity")}
+    if sensor.sensitivity != 1.0:  # written only where a calibration set it
+        out["sensitivity"] = float(sensor.sensitivity)
     if sensor.principal_point is not None:
         out["principal_point_px"] = [float(v) for v in sensor.principal_point]
     return out

@@ -413,7 +413,7 @@ def _pixel_rays(cam: Camera, pixels_uv, subpixel, aperture):
     o_cam, d_cam, etendue = camera_rays(cam.lens, sensor_xy, aperture)
     origins = cam.pose.to_world(o_cam)
     directions = cam.pose.directions_to_world(d_cam)
-    weights = etendue * (cam.sensor.quantum_efficiency * cam.sensor.pixel_area_mm2 / n_samples)
+    weights = etendue * (cam.sensor.efficiency * cam.sensor.pixel_area_mm2 / n_samples)
     return origins, directions, weights
 
 

@@ -152,3 +152,30 @@ def test_the_principal_point_moves_the_optical_axis_on_the_sensor(tmp_path):
     d["cameras"][0]["sensor"]["principal_point_px"] = [2500.0, 10.0]
     with pytest.raises(ConfigError, match="principal_point_px' must lie on the sensor"):
         system_from_dict(d)
+
+
+def test_a_calibrated_sensitivity_scales_the_cameras_light_and_round_trips(tmp_path):
+    from optics.project import aperture_pattern, trace_point_to_sensor
+    from optics.trace import trace_pixels
+
+    d = system_dict(mirrors=[dict(MIRROR)])
+    plain = system_from_dict(d, dtype=torch.float64)
+    d["cameras"][0]["sensor"]["sensitivity"] = 1.45  # QE × 1.45 exceeds 1: only this key can say it
+    calibrated = system_from_dict(d, dtype=torch.float64)
+    assert plain.cameras[0].sensor.sensitivity == 1.0
+    uv = torch.tensor([[1000.0, 750.0], [1003.0, 741.0]], dtype=torch.float64)
+    a, b = trace_pixels(plain, uv), trace_pixels(calibrated, uv)
+    torch.testing.assert_close(b.weights, 1.45 * a.weights)
+    torch.testing.assert_close(b.t_far, a.t_far)
+    x = torch.tensor([[0.1, -0.2, 0.05]], dtype=torch.float64)
+    flux = [float(trace_point_to_sensor(s, x, 0, aperture_pattern(40)).centroids()[1].sum())
+            for s in (plain, calibrated)]
+    assert flux[1] == pytest.approx(1.45 * flux[0], rel=1e-12)
+    save_system(calibrated, tmp_path / "cal.toml")
+    assert load_system(tmp_path / "cal.toml").cameras[0].sensor.sensitivity == 1.45
+    save_system(plain, tmp_path / "plain.toml")
+    assert "sensitivity" not in (tmp_path / "plain.toml").read_text()  # files without it unchanged
+    for bad, fragment in ((0.0, "must be > 0"), (-2.0, "must be > 0"), ("x", "must be a number")):
+        d["cameras"][0]["sensor"]["sensitivity"] = bad
+        with pytest.raises(ConfigError, match=f"sensitivity' {fragment}"):
+            system_from_dict(d, source="bad.toml")

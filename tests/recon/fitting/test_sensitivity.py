@@ -92,3 +92,31 @@ def test_a_fit_of_unequal_cameras_finds_their_factors_and_the_cloud(three_camera
     assert "camera_sensitivity" not in trusting
     worst = max(abs(w / t - 1) for w, t in zip(trusting["width_mm"], truth["width_mm"], strict=True))
     assert worst > 0.1 and math.isfinite(worst)
+
+
+def test_factors_from_a_calibration_in_the_system_file_are_what_fixed_trusts(three_camera_run, tmp_path):
+    """The cameras' measured factors written into the system file (`sensitivity`): the fit that
+    trusts the file then finds the cloud as the fit of the factors does."""
+    import shutil
+
+    import tomllib
+
+    from optics.system import save_system, system_from_dict
+    from recon.analysis.moments import cloud_metrics
+    from recon.io.volume import read_volume
+    from recon.jobs.fit import fit
+
+    run = tmp_path / "run"
+    shutil.copytree(three_camera_run, run)
+    with open(run / "system.toml", "rb") as f:
+        described = tomllib.load(f)
+    for camera, factor in zip(described["cameras"], THREE_CAMERA_SENSITIVITY, strict=True):
+        camera["sensor"]["sensitivity"] = factor
+    save_system(system_from_dict(described, dtype=torch.float64), run / "system.toml")
+    (tmp_path / "fixed.toml").write_text('camera_sensitivity = "fixed"\n')
+    metrics = fit(run, out=tmp_path / "fit", config=tmp_path / "fixed.toml").metrics
+    truth = cloud_metrics(read_volume(run / "truth.tif"))
+    assert "camera_sensitivity" not in metrics  # nothing fitted
+    assert metrics["atoms"] == pytest.approx(truth["atoms"], rel=0.05)
+    for w, t in zip(metrics["width_mm"], truth["width_mm"], strict=True):
+        assert w == pytest.approx(t, rel=0.06)
