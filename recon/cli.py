@@ -75,7 +75,8 @@ def _console():
 @_user_errors
 def system_show(
     system_file: Annotated[Path, typer.Argument(help="System file (TOML).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Write the layout drawing (PNG).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the layout drawing (PNG; default: none, the table only).")] = None,
     camera: Annotated[int | None, typer.Option(
         help="Only this camera (index). \\[default: every camera]")] = None,
 ) -> None:
@@ -231,7 +232,8 @@ def simulate(
         "--camera-sensitivity", help="Comma-separated factors, one per camera, by which each records "
         "more or less light than the system file predicts (unequal cameras). \\[default: all 1]")] = None,
     campaign: Annotated[int | None, typer.Option(
-        "--campaign", help="Simulate N shots of a drifting cloud into OUT/shot_0000 … (for recon batch).",
+        "--campaign", help="Simulate N shots of a drifting cloud into OUT/shot_0000 … (for recon batch; "
+        "default: one run).",
     )] = None,
     drift_um: Annotated[float, typer.Option(
         "--drift-um", help="Campaign: the centre's random-walk step per axis and shot, µm.")] = 20.0,
@@ -367,12 +369,15 @@ def fit(
         "--out", help="Output directory \\[default: fits/<run>].")] = None,
     field: Annotated[str | None, typer.Option(
         help="voxel (default: EM) | hashgrid | siren | fourier | gauss (Adam)")] = None,
-    backend: Annotated[str | None, typer.Option(help="Hash-grid backend: auto | torch | tcnn")] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="Hash-grid backend: auto | torch | tcnn (default auto, or --config's)")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto | cpu | cuda (default auto, or --config's)")] = None,
     steps: Annotated[int | None, typer.Option(help="The most steps (default 1500); held-out pixels stop "
                                               "the fit before.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="Fit settings (TOML).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="Fit settings (TOML; every key with its default: data/fit_defaults.toml).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0, or --config's).")] = None,
     split_halves: Annotated[bool, typer.Option("--split-halves", help="Fit two independent halves of the "
                                                "data and report their FSC (0.143).")] = False,
     split: Annotated[str, typer.Option(help="How to halve: auto | thinning (binomial, one frame) | frames "
@@ -382,7 +387,8 @@ def fit(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the summary.")] = False,
     refine: Annotated[str | None, typer.Option(
-        "--refine", help="Self-calibrate: refine mirrors[,pose,focus] jointly with the density.")] = None,
+        "--refine", help="Self-calibrate: refine mirrors[,pose,focus] jointly with the density "
+        "(default: nothing refined).")] = None,
     pool_cache: Annotated[str | None, typer.Option(
         "--pool-cache", help="Directory of traced ray pools reused by later shots through the same "
         "instrument, or 'off' (default: $RECON_POOL_CACHE, else ~/.cache/recon/pools).")] = None,
@@ -390,7 +396,8 @@ def fit(
                                           "(metrics.json, renders/fringes.png, the report).")] = False,
     uncertainty: Annotated[int | None, typer.Option(
         "--uncertainty", help="Refit K binomial-thinning splits of the photons into halves (2K fits of half "
-        "the data) for each figure's noise sd (metrics.json, the summary, the report).")] = None,
+        "the data) for each figure's noise sd (metrics.json, the summary, the report; default 0: none, "
+        "or --config's).")] = None,
 ) -> None:
     """Fit a density field to a run and write density.tif, renders, metrics and a report.
 
@@ -506,7 +513,8 @@ def mesh(
     level: Annotated[str, typer.Option(help="auto (Otsu), a value, or fraction:F of the maximum.")] = "auto",
     fmt: Annotated[str | None, typer.Option("--format", help="stl|ply|obj|vtp (default: suffix).")] = None,
     smooth: Annotated[str, typer.Option(help="none or taubin (volume-preserving).")] = "none",
-    decimate: Annotated[float | None, typer.Option(help="Fraction of triangles to remove, (0, 1).")] = None,
+    decimate: Annotated[float | None, typer.Option(
+        help="Fraction of triangles to remove, (0, 1) (default: keep them all).")] = None,
     largest: Annotated[bool, typer.Option("--largest", help="Keep only the largest component.")] = False,
     compare: Annotated[Path | None, typer.Option("--compare", help="CAD mesh to compare with.")] = None,
     align: Annotated[str, typer.Option(help="none or icp (rigid) before comparing.")] = "none",
@@ -539,7 +547,8 @@ def batch(
                                          "workers (1 per Ray task).")] = 0,
     gpus_per_fit: Annotated[float, typer.Option("--gpus-per-fit", help="GPUs each Ray task asks for.")] = 0.0,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="Fit settings (TOML) for every shot.")] = None,
+        "--config",
+        help="Fit settings (TOML) for every shot (default: recon fit's, data/fit_defaults.toml).")] = None,
     retries: Annotated[int, typer.Option(help="Further attempts of a failed shot.")] = 2,
     warm_start: Annotated[bool, typer.Option(
         "--warm-start", help="Start each shot's EM from the last finished earlier shot's density.")] = False,

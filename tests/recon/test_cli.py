@@ -325,3 +325,36 @@ def test_help_shows_the_defaults_written_in_brackets(command, defaults):
     text = " ".join(res.output.replace("│", " ").split())
     for default in defaults:
         assert default in text, text
+
+
+# Options that have no default by nature: an input one may give or not.
+NO_DEFAULT = {"--views", "--phantom", "--calibration-target", "--true-system", "--truth", "--compare",
+              "--view", "--sheet"}
+
+
+def test_every_valued_option_says_its_default():
+    """`--help` of every command: each option taking a value shows its default (typer's
+    "[default: …]" for a set one, the help text's words for one that falls back on a file or mode)."""
+    import typer
+
+    root = typer.main.get_command(app)
+    missing, seen = [], 0
+
+    def visit(command, path: str) -> None:  # typer's own click classes: duck-typed
+        nonlocal seen
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                visit(sub, f"{path} {name}")
+            return
+        for param in command.params:
+            if param.param_type_name != "option" or param.is_flag or param.hidden:
+                continue
+            seen += 1
+            name = max(param.opts, key=len)
+            if name in NO_DEFAULT or param.required:
+                continue
+            if param.default is None and "default" not in (param.help or "").lower():
+                missing.append(f"{path} {name}")
+
+    visit(root, "recon")
+    assert seen > 50 and not missing, missing
