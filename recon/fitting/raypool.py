@@ -262,6 +262,7 @@ def _trace_segments(data: FitData, samples: int, seed: int, rays_per_sample: Seq
         return (f"{traced / max(total, 1):.0%} of {total:.3g} rays, {rate:.3g} rays/s, about "
                 f"{(total - traced) / max(rate, 1e-9):.0f} s left")
 
+    say(f"tracing {total:.3g} rays ({samples} a pixel) of {len(data.views)} views into the ray pool")
     for vi, view in enumerate(data.views):
         uv = view.pixel_coords()
         m = per_view[vi]
