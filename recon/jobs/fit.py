@@ -444,9 +444,14 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
             progress.log(f"warning: {remark}")
     if problem:
         shutil.rmtree(work, ignore_errors=True)  # nothing in it is worth resuming
-        raise FitError(f"fit: {problem}; nothing was written. The fit diverged or is over-regularised: check "
-                       f"lr ({cfg.lr:g}), tv_weight ({cfg.tv_weight:g}) and sparsity_weight "
-                       f"({cfg.sparsity_weight:g}) in --config, and the run with `recon inspect`")
+        if metrics.get("solver") == "em":  # no step size or regulariser to blame: the data
+            hint = ("EM found no light the views explain: check the run with `recon inspect` (each view's "
+                    "signal to noise; a view that barely sees the object) and its photons_per_atom")
+        else:
+            hint = (f"The fit diverged or is over-regularised: check lr ({cfg.lr:g}), tv_weight "
+                    f"({cfg.tv_weight:g}) and sparsity_weight ({cfg.sparsity_weight:g}) in --config, and the "
+                    "run with `recon inspect`")
+        raise FitError(f"fit: {problem}; nothing was written. {hint}")
     atomic_write_json(work / "metrics.json", metrics)
     write_report(work, metrics, images)
     finish_out_dir(work, out)
@@ -534,10 +539,12 @@ def worthless_result(metrics: dict) -> str | None:
     no smaller than those of a flat image at each view's mean (χ² over the views' pixels), where
     the views hold structure at all.
     """
+    if metrics["atoms"] == 0:  # before the finiteness: a zero density has no centroid either
+        return "the fitted density is zero everywhere"
     figures = [metrics["atoms"], *metrics["centroid_mm"], *metrics["width_mm"]]
     if not all(math.isfinite(v) for v in figures):
         return f"the result is not finite (atoms {metrics['atoms']:.4g}, centroid {metrics['centroid_mm']})"
-    if metrics["atoms"] <= 0:
+    if metrics["atoms"] < 0:
         return "the fitted density is zero everywhere"
     measured = sum(v["measured_e"] for v in metrics["views"])
     predicted = sum(v["predicted_e"] for v in metrics["views"])

@@ -572,3 +572,21 @@ def test_batch_bad_inputs_and_outputs(case, micro):
     (case / "c").mkdir()
     (case / "c" / "manifest.json").write_text('{"schema": "recon.campaign/1", "shots": "rm -rf /"}')
     invoke_unchanged(case, ["batch", shots, "--out", case / "c"], "manifest.json", "choose another --out")
+
+
+def test_an_em_fit_that_finds_no_light_blames_the_data_not_a_learning_rate(tiny_system_file, tmp_path):
+    """The DOE through a one-mirror instrument at 200 photons per atom: both views barely see it
+    (SNR about 1), EM removes every atom, and the one-line error points at the views, not at Adam's
+    settings (which EM does not have)."""
+    from recon.simulation.simulate import simulate_run
+
+    run = tmp_path / "run"
+    simulate_run(tiny_system_file, "doe", run, atoms=2e5, photons_per_atom=200.0, samples=2, step_mm=0.05,
+                 seed=1)
+    out = tmp_path / "fit"
+    res = runner.invoke(app, ["fit", "--views", str(run), "--out", str(out), "--steps", "8"])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("error: fit: the fitted density is zero everywhere; nothing was written."), line
+    assert "EM found no light the views explain" in line and "recon inspect" in line and "lr (" not in line
+    assert not out.exists()

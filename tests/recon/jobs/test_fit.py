@@ -129,6 +129,9 @@ def test_non_finite_figures_are_worthless(figures):
 @pytest.mark.parametrize("atoms", [0.0, -5.0, -0.0])
 def test_no_or_negative_atoms_are_worthless(atoms):
     assert worthless_result(_metrics(atoms=atoms)) == "the fitted density is zero everywhere"
+    # a zero density has no centroid: that is not "not finite"
+    nowhere = _metrics(atoms=0.0, centroid_mm=[math.nan] * 3, width_mm=[math.nan] * 3)
+    assert worthless_result(nowhere) == "the fitted density is zero everywhere"
 
 
 def test_a_prediction_far_above_the_measurement_that_a_flat_image_beats_is_worthless():
