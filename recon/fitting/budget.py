@@ -38,6 +38,7 @@ from recon.fitting.config import FitConfig, field_config
 from recon.fitting.data import FitData, density_grid
 from recon.fitting.raypool import rays_per_sample
 from recon.model.fields.config import voxel_shape
+from recon.model.fields.tensorf import TENSORF_MODES
 from recon.model.forward import trace_in_chunks
 from recon.model.hashgrid import hashgrid_levels
 
@@ -93,6 +94,10 @@ def neural_bytes(cfg: FitConfig, samples_per_step: float, run_samples: int = 1 <
         params = sum(level.table_size for level in levels) * fc.encoding.n_features_per_level
         per_sample = 12 * 8 * len(levels) + 4 * fc.hidden_width * fc.hidden_layers
         samples = per_sample * max(samples_per_step, run_samples)
+    elif cfg.field == "tensorf":  # three modes of R vectors and matrices; per sample 6 R values, kept
+        n = voxel_shape(fc.tensorf_resolution)[::-1]  # (nx, ny, nz)
+        params = fc.tensorf_rank * sum(n[a] * n[b] + n[c] for (a, b), c in TENSORF_MODES)
+        samples = 4 * 6 * fc.tensorf_rank * 3 * max(samples_per_step, run_samples)  # not measured
     else:  # a coordinate MLP: SIREN's, or a Fourier-feature or Gaussian one
         width, layers = ((fc.siren_width, fc.siren_hidden_layers) if cfg.field == "siren"
                          else (fc.mlp_width, fc.mlp_hidden_layers))

@@ -36,7 +36,8 @@ class FitConfig:
     """Settings of a fit (every field documented; all can come from ``--config FIT.toml``).
 
     Attributes:
-        field: ``voxel`` (default), ``hashgrid`` or ``siren``.
+        field: a kind of :data:`~recon.model.fields.config.FIELD_KINDS`: ``voxel`` (default), ``hashgrid``,
+            ``siren``, ``fourier``, ``gauss`` or ``tensorf``.
         solver: ``auto`` (default: ``em`` for a voxel field of the emission model fitted by the
             Poisson likelihood without regularisers or ``refine``, else ``adam``), ``em``
             (ordered-subsets EM, :mod:`recon.fitting.em`) or ``adam`` (gradient steps on the data

@@ -14,6 +14,10 @@ Kinds (:class:`FieldConfig` ``kind``):
   the classical baseline;
 - ``"siren"`` (:class:`SirenField`): a sine-activated MLP (Sitzmann et al., NeurIPS 2020,
   arXiv:2006.09661), the network of the public SLAC pipeline (3 × 256, ω₀ = 30).
+- ``"fourier"`` and ``"gauss"``: Fourier-feature and Gaussian-activation MLPs
+  (:mod:`recon.model.fields.fourier`, :mod:`recon.model.fields.gauss`);
+- ``"tensorf"`` (:class:`TensoRFField`): TensoRF's vector–matrix factorisation of the density
+  (:mod:`recon.model.fields.tensorf`).
 
 Density activation: ``density = density_scale * act(raw)``. ``act`` is ``softplus`` by default:
 it never overflows, keeps a gradient everywhere, and approaches 0 smoothly so empty space is

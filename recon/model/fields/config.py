@@ -15,7 +15,7 @@ from recon.model.hashgrid import HashGridConfig
 __all__ = ["ACTIVATIONS", "FIELD_KINDS", "FOURIER_ENCODINGS", "FieldConfig", "voxel_shape"]
 
 
-FIELD_KINDS = ("hashgrid", "voxel", "siren", "fourier", "gauss")
+FIELD_KINDS = ("hashgrid", "voxel", "siren", "fourier", "gauss", "tensorf")
 
 #: The position maps of a ``"fourier"`` field (:mod:`recon.model.fields.fourier`).
 FOURIER_ENCODINGS = ("gaussian", "positional")
@@ -30,8 +30,9 @@ class FieldConfig:
 
     Attributes:
         kind: ``"hashgrid"``, ``"voxel"``, ``"siren"``, ``"fourier"`` (Fourier features + ReLU
-            MLP, :mod:`recon.model.fields.fourier`) or ``"gauss"`` (Gaussian-activation MLP,
-            :mod:`recon.model.fields.gauss`).
+            MLP, :mod:`recon.model.fields.fourier`), ``"gauss"`` (Gaussian-activation MLP,
+            :mod:`recon.model.fields.gauss`) or ``"tensorf"`` (TensoRF's vector–matrix
+            factorisation, :mod:`recon.model.fields.tensorf`).
         encoding: hash grid of a ``"hashgrid"`` field (see :class:`HashGridConfig`).
         hidden_layers: hidden ReLU layers of the hash-grid MLP (instant-ngp's density network
             has one; each more costs ~20 % throughput on CPU).
@@ -49,6 +50,9 @@ class FieldConfig:
         fourier_scale: σ of those frequencies, cycles per box edge.
         fourier_frequencies: L, the octaves of ``"positional"`` (3 + 6L features).
         gauss_a: a, the width of the Gaussian activation ``exp(−x²/(2a²))``.
+        tensorf_rank: R, the components per mode of a ``"tensorf"`` field.
+        tensorf_resolution: its samples per axis along every vector and matrix, one int or
+            ``(nx, ny, nz)``.
         activation: ``"softplus"``, ``"exp"`` (truncated exponential) or ``"linear"`` (``max(raw, 0)``:
             the density linear in the parameters, for the EM solver).
         init_density: ``density_scale``, the density every field starts at (same unit as the
@@ -70,6 +74,8 @@ class FieldConfig:
     fourier_scale: float = 10.0
     fourier_frequencies: int = 10
     gauss_a: float = 0.1
+    tensorf_rank: int = 16
+    tensorf_resolution: int | tuple[int, int, int] = 128
     activation: str = "softplus"
     init_density: float = 1.0
 
@@ -109,12 +115,18 @@ class FieldConfig:
         if not (math.isfinite(self.gauss_a) and self.gauss_a > 0):
             raise ConfigError(f"{where}: gauss_a must be > 0, got {self.gauss_a}")
         voxel_shape(self.voxel_resolution)  # validates
+        if not 1 <= self.tensorf_rank <= 256:
+            raise ConfigError(f"{where}: tensorf_rank must be in 1 … 256, got {self.tensorf_rank}")
+        if min(voxel_shape(self.tensorf_resolution)) < 2:
+            raise ConfigError(f"{where}: tensorf_resolution needs at least 2 samples per axis, got "
+                              f"{self.tensorf_resolution}")
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict (the inverse of :meth:`from_dict`)."""
         data = asdict(self)
-        if isinstance(self.voxel_resolution, tuple):
-            data["voxel_resolution"] = list(self.voxel_resolution)
+        for key in ("voxel_resolution", "tensorf_resolution"):
+            if isinstance(data[key], tuple):
+                data[key] = list(data[key])
         return data
 
     @classmethod
@@ -128,8 +140,9 @@ class FieldConfig:
         data = dict(data)
         if isinstance(data.get("encoding"), dict):
             data["encoding"] = HashGridConfig.from_dict(data["encoding"])
-        if isinstance(data.get("voxel_resolution"), list):
-            data["voxel_resolution"] = tuple(data["voxel_resolution"])
+        for key in ("voxel_resolution", "tensorf_resolution"):
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
         return cls(**data)
 
 

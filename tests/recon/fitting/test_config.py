@@ -22,6 +22,7 @@ SMALL_FIELDS = {
     "siren": {"siren_hidden_layers": 1, "siren_width": 16},
     "fourier": {"mlp_hidden_layers": 2, "mlp_width": 16, "fourier_features": 8},
     "gauss": {"mlp_hidden_layers": 2, "mlp_width": 16},
+    "tensorf": {"tensorf_rank": 4, "tensorf_resolution": [8, 6, 5]},
 }
 
 
