@@ -98,11 +98,13 @@ def neural_bytes(cfg: FitConfig, samples_per_step: float, run_samples: int = 1 <
         n = voxel_shape(fc.tensorf_resolution)[::-1]  # (nx, ny, nz)
         params = fc.tensorf_rank * sum(n[a] * n[b] + n[c] for (a, b), c in TENSORF_MODES)
         samples = 4 * 6 * fc.tensorf_rank * 3 * max(samples_per_step, run_samples)  # not measured
-    else:  # a coordinate MLP: SIREN's, or a Fourier-feature or Gaussian one
+    else:  # a coordinate MLP: SIREN's, or a Fourier-feature, Gaussian or split-activation one
         width, layers = ((fc.siren_width, fc.siren_hidden_layers) if cfg.field == "siren"
                          else (fc.mlp_width, fc.mlp_hidden_layers))
-        params = width**2 * layers
-        samples = max(23 * width * (layers + 1) * samples_per_step, 2 * 4 * width * run_samples)
+        branches = 4 if cfg.field == "splitnet" else 1  # SplitNet's layers are four times as wide
+        params = branches * width**2 * layers
+        samples = max(23 * branches * width * (layers + 1) * samples_per_step,
+                      2 * 4 * branches * width * run_samples)
     return 16 * params + samples
 
 

@@ -239,7 +239,7 @@ def bright_run(tmp_path_factory, tiny_system_file):
     return out
 
 
-@pytest.mark.parametrize("field", ["hashgrid", "voxel", "siren", "fourier", "gauss", "tensorf"])
+@pytest.mark.parametrize("field", ["hashgrid", "voxel", "siren", "fourier", "gauss", "tensorf", "splitnet"])
 def test_each_field_fits_a_tiny_run_with_a_falling_loss(tmp_path, bright_run, field):
     import json
 
@@ -251,7 +251,7 @@ def test_each_field_fits_a_tiny_run_with_a_falling_loss(tmp_path, bright_run, fi
                    "patience = 100\n"
                    # the coordinate MLPs small enough for a test
                    + ("field_options = {mlp_hidden_layers = 2, mlp_width = 64}\n"
-                      if field in ("fourier", "gauss") else "")
+                      if field in ("fourier", "gauss", "splitnet") else "")
                    + ("field_options = {tensorf_rank = 8, tensorf_resolution = 24}\n"
                       if field == "tensorf" else "")
                    # EM on this bright run is best by step 5 (a check then would be the first); it

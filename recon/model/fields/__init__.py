@@ -1,7 +1,7 @@
 """Density fields behind one interface (:class:`Field`): hash grid, voxel grid, coordinate MLPs, TensoRF.
 
-The MLPs: SIREN, Fourier features + ReLU, Gaussian activations; TensoRF: a vector–matrix
-factorised grid.
+The MLPs: SIREN, Fourier features + ReLU, Gaussian activations, split activations (SplitNet);
+TensoRF: a vector–matrix factorised grid.
 
 :func:`make_field` builds one from a :class:`FieldConfig`; each kind lives in its own module.
 """
@@ -13,6 +13,7 @@ from recon.model.fields.gauss import GaussianMLPField
 from recon.model.fields.hashgrid import HashGridField
 from recon.model.fields.registry import make_field
 from recon.model.fields.siren import SirenField
+from recon.model.fields.splitnet import SplitNetField
 from recon.model.fields.tensorf import TensoRFField
 from recon.model.fields.voxel import VoxelField
 
@@ -25,6 +26,7 @@ __all__ = [
     "GaussianMLPField",
     "HashGridField",
     "SirenField",
+    "SplitNetField",
     "TensoRFField",
     "VoxelField",
     "box_grid",

@@ -16,6 +16,8 @@ Kinds (:class:`FieldConfig` ``kind``):
   arXiv:2006.09661), the network of the public SLAC pipeline (3 × 256, ω₀ = 30).
 - ``"fourier"`` and ``"gauss"``: Fourier-feature and Gaussian-activation MLPs
   (:mod:`recon.model.fields.fourier`, :mod:`recon.model.fields.gauss`);
+- ``"splitnet"`` (:class:`SplitNetField`): an MLP whose neurons multiply tanh, sigmoid, sine
+  and cosine responses, LSUV-initialised (:mod:`recon.model.fields.splitnet`);
 - ``"tensorf"`` (:class:`TensoRFField`): TensoRF's vector–matrix factorisation of the density
   (:mod:`recon.model.fields.tensorf`).
 

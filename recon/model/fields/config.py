@@ -15,7 +15,7 @@ from recon.model.hashgrid import HashGridConfig
 __all__ = ["ACTIVATIONS", "FIELD_KINDS", "FOURIER_ENCODINGS", "FieldConfig", "voxel_shape"]
 
 
-FIELD_KINDS = ("hashgrid", "voxel", "siren", "fourier", "gauss", "tensorf")
+FIELD_KINDS = ("hashgrid", "voxel", "siren", "fourier", "gauss", "tensorf", "splitnet")
 
 #: The position maps of a ``"fourier"`` field (:mod:`recon.model.fields.fourier`).
 FOURIER_ENCODINGS = ("gaussian", "positional")
@@ -31,8 +31,9 @@ class FieldConfig:
     Attributes:
         kind: ``"hashgrid"``, ``"voxel"``, ``"siren"``, ``"fourier"`` (Fourier features + ReLU
             MLP, :mod:`recon.model.fields.fourier`), ``"gauss"`` (Gaussian-activation MLP,
-            :mod:`recon.model.fields.gauss`) or ``"tensorf"`` (TensoRF's vector–matrix
-            factorisation, :mod:`recon.model.fields.tensorf`).
+            :mod:`recon.model.fields.gauss`), ``"tensorf"`` (TensoRF's vector–matrix
+            factorisation, :mod:`recon.model.fields.tensorf`) or ``"splitnet"`` (split-activation
+            MLP, :mod:`recon.model.fields.splitnet`).
         encoding: hash grid of a ``"hashgrid"`` field (see :class:`HashGridConfig`).
         hidden_layers: hidden ReLU layers of the hash-grid MLP (instant-ngp's density network
             has one; each more costs ~20 % throughput on CPU).
@@ -43,13 +44,14 @@ class FieldConfig:
         siren_hidden_layers: sine layers of a ``"siren"`` field (all ``siren_width`` wide).
         siren_width: their width.
         siren_omega0: ω₀, the frequency factor of every sine layer.
-        mlp_hidden_layers: hidden layers of a ``"fourier"`` or ``"gauss"`` field's MLP.
+        mlp_hidden_layers: hidden layers of a ``"fourier"``, ``"gauss"`` or ``"splitnet"`` field's MLP.
         mlp_width: their width.
         fourier_encoding: ``"gaussian"`` (random features) or ``"positional"`` (NeRF's).
         fourier_features: m, the random frequencies of ``"gaussian"`` (2m features).
         fourier_scale: σ of those frequencies, cycles per box edge.
         fourier_frequencies: L, the octaves of ``"positional"`` (3 + 6L features).
         gauss_a: a, the width of the Gaussian activation ``exp(−x²/(2a²))``.
+        splitnet_omega: ω, the frequency of a ``"splitnet"`` field's sine and cosine branches.
         tensorf_rank: R, the components per mode of a ``"tensorf"`` field.
         tensorf_resolution: its samples per axis along every vector and matrix, one int or
             ``(nx, ny, nz)``.
@@ -74,6 +76,7 @@ class FieldConfig:
     fourier_scale: float = 10.0
     fourier_frequencies: int = 10
     gauss_a: float = 0.1
+    splitnet_omega: float = 1.0
     tensorf_rank: int = 16
     tensorf_resolution: int | tuple[int, int, int] = 128
     activation: str = "softplus"
@@ -115,6 +118,8 @@ class FieldConfig:
         if not (math.isfinite(self.gauss_a) and self.gauss_a > 0):
             raise ConfigError(f"{where}: gauss_a must be > 0, got {self.gauss_a}")
         voxel_shape(self.voxel_resolution)  # validates
+        if not (math.isfinite(self.splitnet_omega) and self.splitnet_omega > 0):
+            raise ConfigError(f"{where}: splitnet_omega must be > 0, got {self.splitnet_omega}")
         if not 1 <= self.tensorf_rank <= 256:
             raise ConfigError(f"{where}: tensorf_rank must be in 1 … 256, got {self.tensorf_rank}")
         if min(voxel_shape(self.tensorf_resolution)) < 2:

@@ -14,6 +14,7 @@ from recon.model.fields.fourier import FourierFeatureField
 from recon.model.fields.gauss import GaussianMLPField
 from recon.model.fields.hashgrid import HashGridField
 from recon.model.fields.siren import SirenField
+from recon.model.fields.splitnet import SplitNetField
 from recon.model.fields.tensorf import TensoRFField
 from recon.model.fields.voxel import VoxelField
 
@@ -69,6 +70,9 @@ def make_field(
     elif cfg.kind == "gauss":
         out = GaussianMLPField(box_min_mm, box_max_mm, hidden_layers=cfg.mlp_hidden_layers,
                                hidden_width=cfg.mlp_width, a=cfg.gauss_a, seed=seed, **common)
+    elif cfg.kind == "splitnet":
+        out = SplitNetField(box_min_mm, box_max_mm, hidden_layers=cfg.mlp_hidden_layers,
+                            hidden_width=cfg.mlp_width, omega=cfg.splitnet_omega, seed=seed, **common)
     elif cfg.kind == "tensorf":
         out = TensoRFField(box_min_mm, box_max_mm, rank=cfg.tensorf_rank, resolution=cfg.tensorf_resolution,
                            seed=seed, **common)

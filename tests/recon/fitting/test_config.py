@@ -23,6 +23,7 @@ SMALL_FIELDS = {
     "fourier": {"mlp_hidden_layers": 2, "mlp_width": 16, "fourier_features": 8},
     "gauss": {"mlp_hidden_layers": 2, "mlp_width": 16},
     "tensorf": {"tensorf_rank": 4, "tensorf_resolution": [8, 6, 5]},
+    "splitnet": {"mlp_hidden_layers": 2, "mlp_width": 16},
 }
 
 
