@@ -53,6 +53,7 @@ COLUMNS = (
     *(f"centroid_{a}_split_sd_um" for a in AXES),
     *(f"width_{a}_split_sd_um" for a in AXES),
     "fringe_phase_split_sd_rad",
+    "split_interval_factor",  # t_K: the 68 % interval is ± t_K × a split sd
 )
 
 
@@ -102,9 +103,10 @@ def row_from_metrics(metrics: dict) -> dict:
         row["fringe_contrast"] = _number(fringes.get("contrast"))
         row["fringe_phase_rad"] = _number(fringes.get("phase_at_origin_rad"))
         row["fringe_phase_sd_rad"] = _number(sd.get("phase_at_origin_rad")) if isinstance(sd, dict) else None
-    noise = metrics.get("uncertainty")
-    noise = noise.get("sd") if isinstance(noise, dict) else None
+    uncertainty = metrics.get("uncertainty")
+    noise = uncertainty.get("sd") if isinstance(uncertainty, dict) else None
     if isinstance(noise, dict):
+        row["split_interval_factor"] = _number(uncertainty.get("interval_factor"))
         row["atoms_split_sd"] = _number(noise.get("atoms"))
         for key in ("centroid", "width"):
             for a in AXES:

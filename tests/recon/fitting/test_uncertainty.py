@@ -77,6 +77,7 @@ def test_recon_fit_reports_the_noise_of_its_figures(tiny_run, tmp_path):
     assert any(line.startswith("noise of the figures") for line in summary_lines(outcome.metrics))
     row = row_from_metrics(outcome.metrics)
     assert row["atoms_split_sd"] == sd["atoms"] and row["width_z_split_sd_um"] == sd["width_z_um"]
+    assert row["split_interval_factor"] == pytest.approx(interval_factor(1))
     assert not (tmp_path / "fit" / "uncertainty").exists()
     assert 0 < outcome.metrics["outputs_s"] < record["seconds"]  # the refits are timed apart
     assert "noise of the figures" in (tmp_path / "fit" / "report.html").read_text()
