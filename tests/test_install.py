@@ -89,14 +89,18 @@ def test_recon_installed_from_the_wheel_in_a_fresh_venv_simulates_and_fits(tmp_p
                           capture_output=True, text=True, check=True).stdout.strip()
     # torch, numpy, … from this environment; its .pth files (an editable recon) are not processed
     Path(site, "lent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                             capture_output=True, text=True, cwd=tmp_path)
-    assert install.returncode == 0, install.stderr
-    recon = env_dir / "bin" / "recon"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RECON_POOL_CACHE": str(tmp_path / "pools")}
     env.pop("PYTHONPATH", None)
-    where = subprocess.run([python, "-c", "import recon; print(recon.__file__)"], capture_output=True,
-                           text=True, cwd=tmp_path, env=env, check=True).stdout.strip()
+    # --force-reinstall: the lent packages hold this environment's own (editable) recon of the same
+    # version, which pip would otherwise take as already installed
+    install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall",
+                              "-q", str(wheel)], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert install.returncode == 0, install.stderr
+    recon = env_dir / "bin" / "recon"
+    found = subprocess.run([python, "-c", "import recon; print(recon.__file__)"], capture_output=True,
+                           text=True, cwd=tmp_path, env=env)
+    assert found.returncode == 0, found.stderr
+    where = found.stdout.strip()
     assert Path(where).resolve().is_relative_to(Path(site).resolve()), where
     run = tmp_path / "doe_run"
     sim = subprocess.run([recon, "simulate", "--system", str(tiny_system_file), "--phantom", "doe",

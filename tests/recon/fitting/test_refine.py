@@ -116,7 +116,7 @@ def test_finish_without_a_step_returns_the_start_system_and_its_pool(data, cfg, 
     assert torch.allclose(pool.rays.origins, static.rays.origins, atol=1e-5)
     assert torch.allclose(pool.rays.weights, static.rays.weights, rtol=1e-5)
     assert torch.equal(pool.summed_electrons, static.summed_electrons)
-    views = [line.split(" (")[0] for line in log if not line.startswith("tracing view")]
+    views = [line.split(" (")[0] for line in log if not line.startswith("tracing ")]  # start, pace
     assert views == [f"traced view {v.name}: {W * H} pixels" for v in data.views]
     assert log[-1].endswith("about 0 s left)") and "(100% of " in log[-1]  # the tracing's pace
 
