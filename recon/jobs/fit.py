@@ -539,13 +539,12 @@ def worthless_result(metrics: dict) -> str | None:
     no smaller than those of a flat image at each view's mean (χ² over the views' pixels), where
     the views hold structure at all.
     """
-    if metrics["atoms"] == 0:  # before the finiteness: a zero density has no centroid either
+    atoms = metrics["atoms"]
+    if atoms == 0 or (math.isfinite(atoms) and atoms < 0):  # before the centroid, which then has no value
         return "the fitted density is zero everywhere"
-    figures = [metrics["atoms"], *metrics["centroid_mm"], *metrics["width_mm"]]
+    figures = [atoms, *metrics["centroid_mm"], *metrics["width_mm"]]
     if not all(math.isfinite(v) for v in figures):
-        return f"the result is not finite (atoms {metrics['atoms']:.4g}, centroid {metrics['centroid_mm']})"
-    if metrics["atoms"] < 0:
-        return "the fitted density is zero everywhere"
+        return f"the result is not finite (atoms {atoms:.4g}, centroid {metrics['centroid_mm']})"
     measured = sum(v["measured_e"] for v in metrics["views"])
     predicted = sum(v["predicted_e"] for v in metrics["views"])
     worse = _worse_than_flat(metrics)
