@@ -56,10 +56,12 @@ def test_one_rank_one_mode_is_separable():
 def test_gradients_match_finite_differences():
     field = TensoRFField(*BOX, rank=2, resolution=(4, 3, 5), seed=4).double()
     pts = points_in_box(6, seed=1).double()
-    params = list(field.parameters())
-    torch.autograd.gradcheck(lambda *p: torch.func.functional_call(
-        field, {**dict(field.named_parameters()), **dict(zip([n for n, _ in field.named_parameters()], p,
-                                                              strict=True))}, (pts,)), tuple(params))
+    names = [name for name, _ in field.named_parameters()]
+
+    def density(*values):  # the field as a function of its factors (and scale)
+        return torch.func.functional_call(field, dict(zip(names, values, strict=True)), (pts,))
+
+    torch.autograd.gradcheck(density, tuple(p.detach().clone().requires_grad_() for p in field.parameters()))
     pts.requires_grad_(True)
     torch.autograd.gradcheck(lambda x: field(x), (pts,))
 
