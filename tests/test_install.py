@@ -13,15 +13,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-def _build_wheel(tmp_path: Path) -> Path:
-    """``pip wheel`` of the checkout (no dependencies, no build isolation: offline) into tmp_path/wheel."""
-    wheel_dir = tmp_path / "wheel"
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """``pip wheel`` of the checkout (no dependencies, no build isolation: offline), built once."""
+    wheel_dir = tmp_path_factory.mktemp("wheel")
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
                             "--no-build-isolation", "-q", "-w", str(wheel_dir)],
-                           capture_output=True, text=True, cwd=tmp_path)
+                           capture_output=True, text=True, cwd=wheel_dir)
     assert build.returncode == 0, build.stderr
-    (wheel,) = wheel_dir.glob("recon-*.whl")
-    return wheel
+    (built,) = wheel_dir.glob("recon-*.whl")
+    return built
 
 
 SCRIPT = """
@@ -38,10 +40,9 @@ print(float(doe(1.0, voxel_size_mm=0.05).volume.data.sum()))
 
 @pytest.mark.skipif(importlib.util.find_spec("setuptools") is None,
                     reason="needs setuptools to build the wheel")
-def test_the_built_wheel_works_outside_the_checkout(tmp_path):
+def test_the_built_wheel_works_outside_the_checkout(tmp_path, wheel):
     """Build the wheel, unpack it away from the checkout and use it from there: the DOE phantom
     (once read from data/meshes/) and the tracing code's hash come from the installed files."""
-    wheel = _build_wheel(tmp_path)
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
@@ -74,14 +75,14 @@ def test_the_doe_phantom_is_the_voxelised_reference_mesh_file():
                     reason="needs setuptools to build the wheel")
 @pytest.mark.skipif(importlib.util.find_spec("ensurepip") is None,
                     reason="needs ensurepip to make a virtual environment with pip (Debian: python3-venv)")
-def test_recon_installed_from_the_wheel_in_a_fresh_venv_simulates_and_fits(tmp_path, tiny_system_file):
+def test_recon_installed_from_the_wheel_in_a_fresh_venv_simulates_and_fits(tmp_path, tiny_system_file,
+                                                                            wheel):
     """As a user installs it: `pip install recon-*.whl` into a new virtual environment (the test's own
     third-party packages lent by a path file, recon itself only from the wheel), then the installed
     `recon` command simulates the DOE phantom through a one-mirror instrument and fits it."""
     import sysconfig
     import venv
 
-    wheel = _build_wheel(tmp_path)
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"

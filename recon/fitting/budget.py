@@ -94,10 +94,13 @@ def neural_bytes(cfg: FitConfig, samples_per_step: float, run_samples: int = 1 <
         params = sum(level.table_size for level in levels) * fc.encoding.n_features_per_level
         per_sample = 12 * 8 * len(levels) + 4 * fc.hidden_width * fc.hidden_layers
         samples = per_sample * max(samples_per_step, run_samples)
-    elif cfg.field == "tensorf":  # three modes of R vectors and matrices; per sample 6 R values, kept
+    elif cfg.field == "tensorf":  # three modes of R vectors and matrices
         n = voxel_shape(fc.tensorf_resolution)[::-1]  # (nx, ny, nz)
         params = fc.tensorf_rank * sum(n[a] * n[b] + n[c] for (a, b), c in TENSORF_MODES)
-        samples = 4 * 6 * fc.tensorf_rank * 3 * max(samples_per_step, run_samples)  # not measured
+        # per sample and mode about 6 R float32 values (the matrix's, the vector's and their product's
+        # R each, and what autograd and the stacking copy of them): a rough estimate, not measured
+        # (bench/memory_estimate.py has no TensoRF case)
+        samples = 4 * 6 * fc.tensorf_rank * 3 * max(samples_per_step, run_samples)
     else:  # a coordinate MLP: SIREN's, or a Fourier-feature, Gaussian or split-activation one
         width, layers = ((fc.siren_width, fc.siren_hidden_layers) if cfg.field == "siren"
                          else (fc.mlp_width, fc.mlp_hidden_layers))

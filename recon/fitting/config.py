@@ -30,6 +30,10 @@ __all__ = ["AUTO_STEP_MIN_MM", "AUTO_STEP_VOXELS", "MAX_GRID_VOXELS", "SENSITIVI
            "auto_step_mm", "check_grid_sizes", "config_dict", "field_config", "field_factory", "fit_voxel_mm",
            "load_fit_config", "plan_line", "resolved"]
 
+# The most a fit adds to its seed: the uncertainty's split k ≤ 8 thins with seed + k · SPLIT_SEED_OFFSET
+# and fits its halves with seed + (2k + i) · HALF_SEED_OFFSET (split halves: + i · HALF_SEED_OFFSET).
+SEED_MARGIN = 20 * HALF_SEED_OFFSET + 8 * SPLIT_SEED_OFFSET
+
 
 @dataclass
 class FitConfig:
@@ -200,8 +204,7 @@ class FitConfig:
             (0 < self.attenuation <= 1e6, "attenuation", "> 0 and ≤ 1e6 (mm⁻¹ per unit density)"),
             (self.voxel_size_mm == 0 or 1e-4 <= self.voxel_size_mm <= 100, "voxel_size_mm",
              "≥ 0 (0 = automatic) and in 1e-4 … 100 mm otherwise"),
-            (0 <= self.seed < 2**63 - 20 * HALF_SEED_OFFSET - 8 * SPLIT_SEED_OFFSET, "seed",
-             "≥ 0 and < 2⁶³ − 90000"),
+            (0 <= self.seed < 2**63 - SEED_MARGIN, "seed", f"≥ 0 and < 2⁶³ − {SEED_MARGIN}"),
             (0 <= self.memory_gb <= 1e6, "memory_gb", "≥ 0 (0 = the machine's) and ≤ 10⁶ GB"),
             (1 <= self.checkpoint_every <= 10**8, "checkpoint_every", "≥ 1 and ≤ 10⁸"),
             (1 <= self.log_every <= 10**8, "log_every", "≥ 1 and ≤ 10⁸"),

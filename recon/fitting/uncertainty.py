@@ -48,8 +48,6 @@ from recon.model.fields.base import sample_field
 
 __all__ = ["figures", "interval_factor", "refit_uncertainty", "split_spread", "thinning_uncertainty"]
 
-# Split k thins the photons with seed ``seed + k · SPLIT_SEED_OFFSET``; its half i is fitted with
-# seed ``seed + (2k + i) · HALF_SEED_OFFSET`` (a ray pool of its own, shared by every shot).
 _ONE_SIGMA = 0.5 * (1.0 + math.erf(1.0 / math.sqrt(2.0)))  # 0.8413: the upper end of ±1 σ
 
 
@@ -104,7 +102,8 @@ def thinning_uncertainty(data: FitData, cfg: FitConfig, work: Path, *, splits: i
         raise ValueError(f"thinning_uncertainty: splits must be ≥ 1, got {splits}")
     pairs = []
     try:
-        for k in range(1, splits + 1):
+        for k in range(1, splits + 1):  # split k thins with seed + k · SPLIT_SEED_OFFSET; its half i
+            # is fitted with seed + (2k + i) · HALF_SEED_OFFSET (a ray pool of its own, shared by every shot)
             halves, _ = split_fit_data(data, "thinning", cfg.seed + SPLIT_SEED_OFFSET * k)
             estimates = []
             for i, half in enumerate(halves, 1):
