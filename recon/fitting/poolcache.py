@@ -5,7 +5,7 @@ views' regions, the pool's samples and seed, and the tracing code — not on the
 saved as one uncompressed ``.npz`` of plain arrays, named by a key that hashes all of these
 (:func:`pool_key`): the system's full description, each view's camera and region, samples, seed,
 rays per sample, the pixel chunking, the source of every module the tracing runs, and the torch
-version. A changed instrument or code gets another key, so a stale file is never read.
+and numba versions. A changed instrument or code gets another key, so a stale file is never read.
 
 A file is never trusted: it is read without pickles (``allow_pickle=False``), and its key,
 format, array shapes and dtypes, a BLAKE2b checksum of every array's bytes, and the pool's
@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 
@@ -66,6 +67,7 @@ def pool_key(data, *, samples: int, seed: int, rays_per_sample: Sequence[int] | 
         "format": POOL_CACHE_FORMAT,
         "code": tracing_code_version(),
         "torch": torch.__version__,
+        "numba": numba.__version__,
         "dtype": str(data.system.dtype),
         "system": system_to_dict(data.system),
         "views": [[int(v.camera), [int(c) for c in v.roi]] for v in data.views],

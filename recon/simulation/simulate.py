@@ -112,8 +112,13 @@ def expected_views(
     out = {}
     for reg in regions:
         uv = roi_pixel_centers(reg.roi, system.dtype).reshape(-1, 2)
+        # Traced by torch, not the compiled kernels: a segment's strata count (ceil(length / step))
+        # follows the last bits of its length, the strata's jitter draws from the generator that
+        # draws the next chunk's samples, and the Poisson draws that follow consume the noise's
+        # generator by the expected counts: the kernels' last bits would change every frame of a run
+        # simulated before them (data/run042 is regenerated bit for bit: bench/regenerate_run042.py).
         traced = trace_in_chunks(system, uv, camera=camera, samples=samples, generator=gen,
-                                 chunk_pixels=chunk_pixels)
+                                 chunk_pixels=chunk_pixels, compiled=False)
         image = render_batches(density, traced, len(uv),
                                photons_per_atom=photons_per_atom, step_mm=step_mm, model=model,
                                attenuation=attenuation, generator=gen,

@@ -110,7 +110,8 @@ def test_gradcheck_wrt_mirror_lens_pose_window():
 
 
 def test_the_compact_segments_are_the_dense_traces_valid_slots_bit_for_bit():
-    """Every view of the dome (windows, 14 mirrors): same values, same order as valid.nonzero()."""
+    """Every view of the dome (windows, 14 mirrors), traced by torch: same values, same order as
+    valid.nonzero() (the compiled kernels against torch: tests/optics/test_trace_kernels.py)."""
     from optics.trace import trace_pixel_segments
 
     s = load_system("data/systems/magis_dome.toml", dtype=torch.float32)
@@ -121,7 +122,7 @@ def test_the_compact_segments_are_the_dense_traces_valid_slots_bit_for_bit():
                                         indexing="xy"), -1).reshape(-1, 2)
         sub, ap = sample_pixel_samples(len(uv), 4, generator=gen)
         dense = trace_pixels(s, uv, subpixel=sub, aperture=ap)
-        seg = trace_pixel_segments(s, uv, camera=0, subpixel=sub, aperture=ap)
+        seg = trace_pixel_segments(s, uv, camera=0, subpixel=sub, aperture=ap, compiled=False)
         n, k, p = dense.valid.nonzero(as_tuple=True)
         assert len(n) > 0, region.name
         assert torch.equal(seg.ray, n * 4 + k) and torch.equal(seg.path, p)
@@ -277,9 +278,9 @@ def test_the_dome_traces_the_same_without_the_reach_test(monkeypatch):
                                         indexing="xy"), -1).reshape(-1, 2)
         sub, ap = sample_pixel_samples(len(uv), 4, generator=torch.Generator().manual_seed(5))
         monkeypatch.setattr(trace, "_mirrors_in_reach", counting)
-        fast = trace.trace_pixel_segments(s, uv, camera=0, subpixel=sub, aperture=ap)
+        fast = trace.trace_pixel_segments(s, uv, camera=0, subpixel=sub, aperture=ap, compiled=False)
         monkeypatch.setattr(trace, "_mirrors_in_reach", lambda m, o, d: [True] * len(m))
-        full = trace.trace_pixel_segments(s, uv, camera=0, subpixel=sub, aperture=ap)
+        full = trace.trace_pixel_segments(s, uv, camera=0, subpixel=sub, aperture=ap, compiled=False)
         for name in ("ray", "path", "origins", "directions", "weights", "t_near", "t_far"):
             assert torch.equal(getattr(fast, name), getattr(full, name)), (region.name, name)
     assert sorted(kept)[len(kept) // 2] <= 2 < len(s.mirrors)  # the median batch intersects 2 of 14
