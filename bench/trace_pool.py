@@ -83,7 +83,8 @@ def main() -> None:
                     "numba": numba.__version__, "threads": 1, "load_average": list(os.getloadavg())},
     }
     print(f"pool of {result['pixels']} pixels, {result['segments']} segments: "
-          f"compiled {best['compiled']:.2f} s, torch {best['torch']:.2f} s ({result['speedup']:.1f}×); same segments: {same}; "
+          f"compiled {best['compiled']:.2f} s, torch {best['torch']:.2f} s ({result['speedup']:.1f}×); "
+          f"same segments: {same}; "
           f"largest differences {differences}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
