@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 
 from optics.system import System
-from optics.trace import sample_pixel_samples, trace_pixel_segments, trace_pixels
+from optics.trace import sample_pixel_samples, trace_pixel_segments
 from recon.model.render import RayBatch, render_pixels
 
 __all__ = ["render_batches", "sees_the_box", "trace_in_chunks"]
@@ -134,5 +134,5 @@ def sees_the_box(
     uv = torch.stack([u, v], -1).reshape(-1, 2)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     sub, ap = sample_pixel_samples(len(uv), samples, generator=gen, dtype=torch.float64)
-    valid = trace_pixels(system.to(torch.float64), uv, camera=camera, subpixel=sub, aperture=ap).valid
-    return bool((valid if path is None else valid[..., path]).any())
+    seg = trace_pixel_segments(system.to(torch.float64), uv, camera=camera, subpixel=sub, aperture=ap)
+    return bool(len(seg.path) if path is None else (seg.path == path).any())
