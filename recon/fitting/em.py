@@ -42,11 +42,24 @@ wandering from one update to the next (by about ±1 % on run042), the sum over e
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+import numba
 import torch
 
+from recon.fitting.poolcache import (
+    PoolCacheError,
+    array_digest,
+    load_sensitivities,
+    save_sensitivities,
+    sensitivity_path,
+    tracing_code_version,
+)
 from recon.fitting.projector import Projector, predict_pixels, voxel_values
 from recon.fitting.raypool import RayPool
 from recon.model.loss import data_loss
@@ -402,6 +415,11 @@ def partition(train: torch.Tensor, subsets: int, seed: int, block: int = 1) -> l
     return [train[which == s].sort().values for s in range(n)]
 
 
+#: The modules whose code decides EM's sensitivities (besides the pool's, which its key covers).
+_SENSITIVITY_CODE = ("recon/fitting/em.py", "recon/fitting/projector.py",
+                     "recon/fitting/projector_kernels.py", "recon/model/render.py")
+
+
 class OSEM:
     """OSEM updates of a :class:`~recon.model.fields.voxel.VoxelField` (``linear`` activation).
 
@@ -417,6 +435,12 @@ class OSEM:
         block: consecutive training pixels kept in one subset (:func:`partition`).
         power: the update's exponent ω: ``x ← g·x·(Aᵀ(w r)/Aᵀ(w K))^ω`` (1: EM; above 1 the
             over-relaxed EM of Lewitt & Muehllehner 1986, with the same fixed points and positivity).
+        cache_dir: the pool cache's folder (the pool built with it): the subsets' sensitivities
+            Aᵀ(w K), a third of the first pass's work, are read from there when the same pool,
+            partition, w K and projector had them computed before (a key hashing all of these), and
+            written there after the first pass otherwise; a file that fails its checks is
+            computed anew and replaced. None: neither.
+        log: called with a line of text (what the cache did).
 
     Both sums of the update are back-projections by the projector's adjoint; the prediction is
     its forward map. The object has ``state_dict``/``load_state_dict`` like an optimiser (the
@@ -426,14 +450,69 @@ class OSEM:
 
     def __init__(self, field, pool: RayPool, train: torch.Tensor, *, subsets: int, seed: int,
                  photons_per_atom: float, step_mm: float, backend: str = "auto", power: float = 1.0,
-                 block: int = 1) -> None:
+                 block: int = 1, cache_dir: str | os.PathLike | None = None, log=None) -> None:
         self.field, self.pool, self.power = field, pool, float(power)
         self.subsets = partition(train, subsets, seed, block)
         self.projector = Projector(pool, *field.box_mm, field.shape, photons_per_atom=photons_per_atom,
                                    step_mm=step_mm, backend=backend)
         self._sensitivity: dict[int, torch.Tensor] = {}
+        self._visited: set[int] = set()  # the subsets updated since this object was made
+        self.sensitivities_read = False  # whether the sensitivities came from the cache
         weights = view_weights(pool).to(pool.summed_electrons.device, field.grid.dtype)
         self.weights = weights[pool.view_of_pixel]
+        self._log = log or (lambda text: None)
+        self._cache = self._read_sensitivities(cache_dir)
+
+    def _sensitivity_key(self) -> str:
+        """What the subsets' sensitivities Aᵀ(w K) depend on, hashed.
+
+        The pool's segments (its key) and weights, the partition, w K of every subset's pixels, the
+        projector, the code.
+        """
+        pool, op = self.pool, self.projector
+        wk = [self.weights[p] * completed_counts(pool, p, torch.zeros(len(p), dtype=self.weights.dtype))[1]
+              for p in self.subsets]
+        description = {
+            "pool": pool.key, "weights": array_digest(pool.rays.weights),
+            "subsets": array_digest(*self.subsets), "wk": array_digest(*wk),
+            "projector": [repr(op), op.box_min_mm, op.box_max_mm, op.emission, str(self.field.grid.dtype),
+                          op._threads() if op.backend == "numba" else 1],
+            "code": tracing_code_version(_SENSITIVITY_CODE), "numba": numba.__version__,
+            "torch": torch.__version__,
+        }
+        return hashlib.blake2b(json.dumps(description, sort_keys=True).encode(), digest_size=20).hexdigest()
+
+    def _read_sensitivities(self, cache_dir) -> tuple[Path, str] | None:
+        """Where the sensitivities are kept, and their key; read them if they are there and sound.
+
+        None where there is no cache (no folder, a pool traced without the cache, or the grid on
+        another device than the CPU).
+        """
+        if cache_dir is None or self.pool.key is None or self.field.grid.device.type != "cpu":
+            return None
+        where, key = sensitivity_path(cache_dir, self.pool.key), self._sensitivity_key()
+        try:
+            grids = load_sensitivities(where, key, count=len(self.subsets), shape=tuple(self.field.shape),
+                                       dtype=self.field.grid.dtype)
+        except PoolCacheError as err:
+            if where.exists():
+                self._log(f"EM sensitivities: {err}; computing them anew")
+            return where, key
+        self._sensitivity = dict(enumerate(grids))
+        self.sensitivities_read = True
+        self._log(f"EM sensitivities: read from the cache {where}")
+        return None  # nothing to write
+
+    def _write_sensitivities(self) -> None:
+        """Keep the sensitivities for the next shot through the instrument (once, after the first pass)."""
+        if self._cache is None:
+            return
+        where, key = self._cache
+        self._cache = None
+        try:
+            save_sensitivities(where, key, [self._sensitivity[s] for s in range(len(self.subsets))])
+        except OSError as err:  # it only costs the next shot the first pass's time
+            self._log(f"warning: EM sensitivities: cannot write {where} ({err.strerror or err}); going on")
 
     def _backproject(self, pixels: torch.Tensor, need_sensitivity: bool, fit_gain: bool
                      ) -> tuple[torch.Tensor, torch.Tensor | None, float, float, int]:
@@ -453,14 +532,16 @@ class OSEM:
     def update(self, step: int) -> tuple[float, int]:
         """One OSEM update with subset ``step mod n``; returns (its deviance before, segments)."""
         s = step % len(self.subsets)
-        first = s not in self._sensitivity
-        back, sens, gain, dev, segments = self._backproject(self.subsets[s], first,
+        back, sens, gain, dev, segments = self._backproject(self.subsets[s], s not in self._sensitivity,
                                                             fit_gain=step >= len(self.subsets))
         grid = self.field.grid[0, 0]
-        if first:
+        if s not in self._sensitivity:
             self._sensitivity[s] = sens
-            if len(self._sensitivity) == len(self.subsets):  # voxels no pixel sees: no evidence, 0
-                grid.masked_fill_(sum(self._sensitivity.values()) <= 0, 0.0)
+        if s not in self._visited:
+            self._visited.add(s)
+            if len(self._visited) == len(self.subsets):  # voxels no pixel sees: no evidence, 0
+                grid.masked_fill_(sum(self._sensitivity[k] for k in range(len(self.subsets))) <= 0, 0.0)
+                self._write_sensitivities()
         sens = self._sensitivity[s]
         seen = sens > 0
         sens = sens.clamp_min(1e-30)

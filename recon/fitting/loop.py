@@ -143,16 +143,19 @@ def step_limit(cfg: FitConfig, n_train: int) -> int:
 FIRST_PASS_FACTOR = 1.5
 
 
-def pace_line(seconds: float, *, step: int, per_pass: float, steps_left: int, em: bool) -> str:
+def pace_line(seconds: float, *, step: int, per_pass: float, steps_left: int, em: bool,
+              sensitivities: bool = True) -> str:
     """What a step's time says about the fit's cost: per pass, and at most in all.
 
     ``seconds``: the time of step ``step`` (not the first, which loads the compiled kernels).
+    ``sensitivities``: EM's first pass computes the subsets' sensitivities (False: they were read
+    from the cache, and the first pass costs what the later ones do).
     """
     what = "update" if em else "step"
-    later = seconds / FIRST_PASS_FACTOR if em and step <= per_pass else seconds
+    dearer = em and sensitivities and step <= per_pass
+    later = seconds / FIRST_PASS_FACTOR if dearer else seconds
     passes = (f"this first pass (with EM's sensitivities) ≈ {_duration(seconds * per_pass)}, later passes ≈ "
-              f"{_duration(later * per_pass)}" if em and step <= per_pass
-              else f"a pass ≈ {_duration(seconds * per_pass)}")
+              f"{_duration(later * per_pass)}" if dearer else f"a pass ≈ {_duration(seconds * per_pass)}")
     return (f"{what} {step}: {seconds:.2f} s; {passes} ({per_pass:.0f} {what}s each); the held-out stop "
             f"usually ends a fit within a few passes, the step limit in ≤ {_duration(later * steps_left)}")
 
@@ -249,6 +252,184 @@ def _traced_pool(data: FitData, cfg: FitConfig, pool_cache, log) -> RayPool:
     return pool
 
 
+@dataclass
+class _Prepared:
+    """What :func:`_prepare` sets up for the steps: the pool, the field, the split and the solver."""
+
+    pool: RayPool  # the host pool (its weights scaled by fitted camera factors)
+    pool_dev: RayPool  # the same on the fit's device
+    field: torch.nn.Module
+    train: torch.Tensor  # on the device
+    held: torch.Tensor
+    solver: EMSolver | AdamSolver
+    generator: torch.Generator
+    mean_density: float
+    photons_per_atom: float
+    max_steps: int
+    sensitivity: CameraSensitivity | None
+    start: Gaussian | None
+
+
+def _prepare(data: FitData, cfg: FitConfig, *, make_field: Callable, resume: bool, pool_cache, log,
+             device: torch.device) -> _Prepared:
+    """The pool, the field, the held-out split, the camera factors, EM's start and the solver.
+
+    In this order: each draws from the seeded generators in turn.
+    """
+    pool = _traced_pool(data, cfg, pool_cache, log)
+    usable = (pool.observed_frames > 0).nonzero(as_tuple=True)[0]
+    mean_density = estimate_atoms(data, pool)
+    y = data.photons_per_atom or 4 * math.pi
+    box = data.system.volume
+    field = make_field(cfg, box.min_mm.tolist(), box.max_mm.tolist(),
+                       mean_density * (cfg.em_init if cfg.em else 1.0), device)
+    # A --refine fit moves the optics, so held-out pixels traced through the static ones say
+    # nothing about it: it runs its steps with every pixel.
+    train, held = split_held_out(pool, usable, 0.0 if cfg.refine else cfg.holdout, cfg.seed)
+    sensitivity = None
+    if fits_sensitivity(cfg.camera_sensitivity, data):  # also on resume: it depends only on the data
+        if cfg.refine:
+            raise FitError("fit: --refine traces through its own optics and cannot apply fitted camera "
+                           "sensitivities; set camera_sensitivity = \"fixed\" in FIT.toml")
+        volume_mm3 = float((box.max_mm - box.min_mm).prod())
+        sensitivity = estimate_camera_sensitivity(data, pool, train, atoms=mean_density * volume_mm3,
+                                                  photons_per_atom=y, seed=cfg.seed)
+        pool = scaled_pool(pool, data, sensitivity)
+        log(sensitivity.describe())
+    start = None  # EM's start: the data's Gaussian (recon.fitting.em, "The start"), with its shot-noise limit
+    if cfg.em and not resume:
+        previous = read_volume(cfg.em_start) if cfg.em_start else None
+        line, start = EMSolver.start(field, pool, train, box, mean_density=mean_density, photons_per_atom=y,
+                                     seed=cfg.seed, previous=previous)
+        log(line)
+    pool_dev = _device_pool(pool, device)
+    train, held = train.to(device), held.to(device)
+    max_steps = step_limit(cfg, len(train))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    if cfg.refine and resume:
+        raise FitError("fit: --resume cannot continue a --refine fit (the optical parameters are not in "
+                       "the checkpoint); start the fit again without --resume")
+    if cfg.em:
+        solver = EMSolver(field, pool_dev, train, cfg, photons_per_atom=y, cache_dir=pool_cache, log=log)
+    else:
+        refine = Refinement.start(data, cfg, len(train), device) if cfg.refine else None
+        solver = AdamSolver(field, pool_dev, train, cfg, photons_per_atom=y, mean_density=mean_density,
+                            box=box, generator=gen, max_steps=max_steps, refine=refine, warn=log)
+    return _Prepared(pool, pool_dev, field, train, held, solver, gen, mean_density, y, max_steps, sensitivity,
+                     start)
+
+
+class _Steps:
+    """The solver's steps with what the loop keeps around them: held-out checks, the best field, checkpoints.
+
+    :meth:`run` makes steps until the stop rule, the step limit or a signal; a NaN/inf step or a
+    signal raise, the checkpoint on disk being the last good state.
+    """
+
+    def __init__(self, prep: _Prepared, data: FitData, cfg: FitConfig, out_dir: Path, *, on_check, log):
+        self.prep, self.cfg, self.log, self.on_check = prep, cfg, log, on_check
+        self.rule = StopRule(patience=cfg.patience)
+        self.best: dict = {}  # the field's parameters at the best held-out check
+        self.state = FitState()
+        self.path = out_dir / "checkpoint.pt"
+        self.data_key = data_fingerprint(data)
+        self.saved_step: int | None = None
+        self.check_every = cfg.check_every or (max(1, cfg.subsets // 8) if cfg.em else 100)
+
+    def resume(self, data: FitData) -> None:
+        """Continue from the checkpoint: the field, the solver, the generator, the checks and the rule."""
+        p = self.prep
+        self.state = load_checkpoint(self.path, p.field, p.solver.optimizer, p.generator, self.cfg, data=data,
+                                     best_field=self.best)
+        if self.state.stop_rule:
+            self.rule.load_state_dict(self.state.stop_rule)
+        if self.state.stopped in ("steps", "passes") and self.state.step < p.max_steps:
+            self.state.stopped = ""  # resumed with a higher limit: go on
+        self.saved_step = self.state.step
+        self.log(f"resumed from step {self.state.step}")
+
+    def checkpoint(self) -> None:
+        p = self.prep
+        self.state.stop_rule = self.rule.state_dict()
+        save_checkpoint(self.path, p.field, p.solver.optimizer, p.generator, self.cfg, self.state,
+                        data_key=self.data_key, best_field=self.best or None)
+        self.saved_step = self.state.step
+
+    def check(self) -> None:
+        """Measure the held-out deviance; keep the field if it is the best; stop when the rule says."""
+        p, cfg, state, rule = self.prep, self.cfg, self.state, self.rule
+        deviance = heldout_deviance(p.field, p.pool_dev, p.held, photons_per_atom=p.photons_per_atom,
+                                    step_mm=cfg.step_mm, projector=p.solver.projector, model=cfg.model,
+                                    attenuation=cfg.attenuation)
+        state.heldout.append([state.step, deviance])
+        if rule.update(state.step, deviance):
+            self.best.clear()
+            self.best.update({k: v.detach().clone() for k, v in p.field.state_dict().items()})
+        if self.on_check is not None:
+            self.on_check(state.step, p.field, deviance)
+        if rule.done:
+            state.stopped = "held-out"
+        self.log(f"step {state.step}: held-out deviance {deviance:.5f} (best {rule.best:.5f} at step "
+                 f"{rule.best_step})")
+
+    def _step(self) -> tuple[float, int] | None:
+        """One solver step; a NaN/inf step becomes a FitError that says what was kept."""
+        try:
+            return self.prep.solver.step(self.state)
+        except NonFiniteStep as err:  # nothing written: the checkpoint on disk is the last good state
+            if self.saved_step is not None:
+                kept = f"the last good checkpoint (step {self.saved_step}) is {self.path}"
+                then = "rerun with --resume"
+            else:
+                kept = f"no checkpoint was written yet (checkpoint_every = {self.cfg.checkpoint_every})"
+                then = "fit again"
+            raise FitError(f"fit: {err.what} at step {self.state.step + 1}; {kept}. "
+                           f"{err.advice.format(then=then)}") from None
+
+    def run(self, progress) -> None:
+        """Steps until the stop rule, the step limit (``state.stopped`` says which) or a signal."""
+        p, cfg, state = self.prep, self.cfg, self.state
+        max_steps = p.max_steps
+        if progress:
+            progress.start(max_steps, state.step)
+        first_step = state.step
+        per_pass = cfg.subsets if cfg.em else max(1.0, len(p.train) / max(cfg.batch_pixels, 1))
+        t_start = time.perf_counter() - state.elapsed_s
+        try:
+            with _Signals() as signals:
+                while state.step < max_steps and not state.stopped:
+                    if signals.signum is not None:
+                        self.checkpoint()
+                        raise FitInterrupted(f"fit stopped at step {state.step}/{max_steps}; checkpoint "
+                                             f"saved to {self.path}; run the same command with --resume to "
+                                             "continue", signals.signum)
+                    t_step = time.perf_counter()
+                    done = self._step()
+                    if done is None:  # out of memory: the batch was halved, the step is made again
+                        continue
+                    loss, n_rays = done
+                    state.step += 1
+                    if state.step == first_step + 2:  # say early what the fit will cost
+                        self.log(pace_line(time.perf_counter() - t_step, step=state.step, per_pass=per_pass,
+                                           steps_left=max_steps - state.step, em=cfg.em,
+                                           sensitivities=not getattr(p.solver.optimizer, "sensitivities_read",
+                                                                     False)))
+                    state.rays_rendered += n_rays
+                    state.losses.append(loss)
+                    if len(p.held) and (state.step % self.check_every == 0 or state.step == max_steps):
+                        self.check()
+                    state.elapsed_s = time.perf_counter() - t_start
+                    if progress:
+                        progress.update(state.step, loss, state.rays_rendered / max(state.elapsed_s, 1e-9))
+                    if state.step >= max_steps and not state.stopped:
+                        state.stopped = "steps" if max_steps == cfg.steps else "passes"
+                    if state.step % cfg.checkpoint_every == 0 or state.stopped:
+                        self.checkpoint()
+        finally:
+            if progress:
+                progress.stop()
+
+
 def run_fit(
     data: FitData,
     cfg: FitConfig,
@@ -284,141 +465,25 @@ def run_fit(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     log = progress.log if progress else (lambda text: None)
-    pool = _traced_pool(data, cfg, pool_cache, log)
-    usable = (pool.observed_frames > 0).nonzero(as_tuple=True)[0]
-    mean_density = estimate_atoms(data, pool)
-    y = data.photons_per_atom or 4 * math.pi
-    box = data.system.volume
-    field = make_field(cfg, box.min_mm.tolist(), box.max_mm.tolist(),
-                       mean_density * (cfg.em_init if cfg.em else 1.0), device)
-    # A --refine fit moves the optics, so held-out pixels traced through the static ones say
-    # nothing about it: it runs its steps with every pixel.
-    train, held = split_held_out(pool, usable, 0.0 if cfg.refine else cfg.holdout, cfg.seed)
-    sensitivity = None
-    if fits_sensitivity(cfg.camera_sensitivity, data):  # also on resume: it depends only on the data
-        if cfg.refine:
-            raise FitError("fit: --refine traces through its own optics and cannot apply fitted camera "
-                           "sensitivities; set camera_sensitivity = \"fixed\" in FIT.toml")
-        volume_mm3 = float((box.max_mm - box.min_mm).prod())
-        sensitivity = estimate_camera_sensitivity(data, pool, train, atoms=mean_density * volume_mm3,
-                                                  photons_per_atom=y, seed=cfg.seed)
-        pool = scaled_pool(pool, data, sensitivity)
-        log(sensitivity.describe())
-    start = None  # EM's start: the data's Gaussian (recon.fitting.em, "The start"), with its shot-noise limit
-    if cfg.em and not resume:
-        previous = read_volume(cfg.em_start) if cfg.em_start else None
-        line, start = EMSolver.start(field, pool, train, box, mean_density=mean_density, photons_per_atom=y,
-                                     seed=cfg.seed, previous=previous)
-        log(line)
-    pool_dev = _device_pool(pool, device)
-    train, held = train.to(device), held.to(device)
-    max_steps = step_limit(cfg, len(train))
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    if cfg.refine and resume:
-        raise FitError("fit: --resume cannot continue a --refine fit (the optical parameters are not in "
-                       "the checkpoint); start the fit again without --resume")
-    if cfg.em:
-        solver = EMSolver(field, pool_dev, train, cfg, photons_per_atom=y)
-    else:
-        refine = Refinement.start(data, cfg, len(train), device) if cfg.refine else None
-        solver = AdamSolver(field, pool_dev, train, cfg, photons_per_atom=y, mean_density=mean_density,
-                            box=box, generator=gen, max_steps=max_steps, refine=refine, warn=log)
-    check_every = cfg.check_every or (max(1, cfg.subsets // 8) if cfg.em else 100)
-    rule = StopRule(patience=cfg.patience)
-    best: dict = {}
-    state = FitState()
-    ckpt_path = out_dir / "checkpoint.pt"
-    data_key = data_fingerprint(data)
-    saved_step = None
+    prep = _prepare(data, cfg, make_field=make_field, resume=resume, pool_cache=pool_cache, log=log,
+                    device=device)
+    steps = _Steps(prep, data, cfg, out_dir, on_check=on_check, log=log)
     if resume:
-        state = load_checkpoint(ckpt_path, field, solver.optimizer, gen, cfg, data=data, best_field=best)
-        if state.stop_rule:
-            rule.load_state_dict(state.stop_rule)
-        if state.stopped in ("steps", "passes") and state.step < max_steps:
-            state.stopped = ""  # resumed with a higher limit: go on
-        saved_step = state.step
-        log(f"resumed from step {state.step}")
-    if not state.batch_pixels:
-        state.batch_pixels = cfg.batch_pixels
-
-    def checkpoint() -> None:
-        nonlocal saved_step
-        state.stop_rule = rule.state_dict()
-        save_checkpoint(ckpt_path, field, solver.optimizer, gen, cfg, state, data_key=data_key,
-                        best_field=best or None)
-        saved_step = state.step
-
-    def check() -> None:
-        """Measure the held-out deviance; keep the field if it is the best; stop when the rule says."""
-        deviance = heldout_deviance(field, pool_dev, held, photons_per_atom=y, step_mm=cfg.step_mm,
-                                    projector=solver.projector, model=cfg.model, attenuation=cfg.attenuation)
-        state.heldout.append([state.step, deviance])
-        if rule.update(state.step, deviance):
-            best.clear()
-            best.update({k: v.detach().clone() for k, v in field.state_dict().items()})
-        if on_check is not None:
-            on_check(state.step, field, deviance)
-        if rule.done:
-            state.stopped = "held-out"
-        log(f"step {state.step}: held-out deviance {deviance:.5f} (best {rule.best:.5f} at step "
-            f"{rule.best_step})")
-
-    if progress:
-        progress.start(max_steps, state.step)
-    first_step = state.step
-    per_pass = cfg.subsets if cfg.em else max(1.0, len(train) / max(cfg.batch_pixels, 1))
-    t_start = time.perf_counter() - state.elapsed_s
-    try:
-        with _Signals() as signals:
-            while state.step < max_steps and not state.stopped:
-                if signals.signum is not None:
-                    checkpoint()
-                    raise FitInterrupted(f"fit stopped at step {state.step}/{max_steps}; checkpoint saved to "
-                                         f"{ckpt_path}; run the same command with --resume to continue",
-                                         signals.signum)
-                t_step = time.perf_counter()
-                try:
-                    done = solver.step(state)
-                except NonFiniteStep as err:  # nothing written: the checkpoint on disk is the last good state
-                    if saved_step is not None:
-                        kept = f"the last good checkpoint (step {saved_step}) is {ckpt_path}"
-                        then = "rerun with --resume"
-                    else:
-                        kept = f"no checkpoint was written yet (checkpoint_every = {cfg.checkpoint_every})"
-                        then = "fit again"
-                    raise FitError(f"fit: {err.what} at step {state.step + 1}; {kept}. "
-                                   f"{err.advice.format(then=then)}") from None
-                if done is None:  # out of memory: the batch was halved, the step is made again
-                    continue
-                loss, n_rays = done
-                state.step += 1
-                if state.step == first_step + 2:  # say early what the fit will cost
-                    log(pace_line(time.perf_counter() - t_step, step=state.step, per_pass=per_pass,
-                                  steps_left=max_steps - state.step, em=cfg.em))
-                state.rays_rendered += n_rays
-                state.losses.append(loss)
-                if len(held) and (state.step % check_every == 0 or state.step == max_steps):
-                    check()
-                state.elapsed_s = time.perf_counter() - t_start
-                if progress:
-                    progress.update(state.step, loss, state.rays_rendered / max(state.elapsed_s, 1e-9))
-                if state.step >= max_steps and not state.stopped:
-                    state.stopped = "steps" if max_steps == cfg.steps else "passes"
-                if state.step % cfg.checkpoint_every == 0 or state.stopped:
-                    checkpoint()
-    finally:
-        if progress:
-            progress.stop()
-    if best:
-        field.load_state_dict(best)  # the field of the best held-out check
-    gain, predicted = solver.finish()
+        steps.resume(data)
+    if not steps.state.batch_pixels:
+        steps.state.batch_pixels = cfg.batch_pixels
+    steps.run(progress)
+    if steps.best:
+        prep.field.load_state_dict(steps.best)  # the field of the best held-out check
+    gain, predicted = prep.solver.finish()
     if gain is not None:
-        log(f"final gain (the measured over the predicted light of the {len(train)} training pixels): "
-            f"{gain:.5f}")
-    result = FitResult(field, pool, state, rule, device, mean_density, y, int(len(held)), max_steps,
-                       final_gain=gain, predicted=predicted, camera_sensitivity=sensitivity,
-                       start_gaussian=start)
+        log(f"final gain (the measured over the predicted light of the {len(prep.train)} training "
+            f"pixels): {gain:.5f}")
+    result = FitResult(prep.field, prep.pool, steps.state, steps.rule, device, prep.mean_density,
+                       prep.photons_per_atom, int(len(prep.held)), prep.max_steps, final_gain=gain,
+                       predicted=predicted, camera_sensitivity=prep.sensitivity, start_gaussian=prep.start)
     if cfg.refine:
-        result.refined_system, result.refinement, result.pool = solver.refine.finish(data, cfg, log)
+        result.refined_system, result.refinement, result.pool = prep.solver.refine.finish(data, cfg,
+                                                                                           log)
         result.predicted = None
     return result

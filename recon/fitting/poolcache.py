@@ -31,7 +31,8 @@ import torch
 from optics.system import system_to_dict
 from recon.model.render import RayBatch
 
-__all__ = ["POOL_CACHE_FORMAT", "PoolCacheError", "load_pool_segments", "pool_key", "save_pool_segments",
+__all__ = ["POOL_CACHE_FORMAT", "PoolCacheError", "SENSITIVITY_FORMAT", "array_digest", "load_pool_segments",
+           "load_sensitivities", "pool_key", "save_pool_segments", "save_sensitivities", "sensitivity_path",
            "tracing_code_version"]
 
 POOL_CACHE_FORMAT = 1
@@ -47,11 +48,11 @@ class PoolCacheError(Exception):
 
 
 @functools.cache
-def tracing_code_version() -> str:
-    """A hash of the source of every module the tracing runs (:data:`_TRACING_CODE`)."""
+def tracing_code_version(entries: tuple[str, ...] = _TRACING_CODE) -> str:
+    """A hash of the source of every module the tracing runs (:data:`_TRACING_CODE`), or of ``entries``."""
     root = Path(__file__).resolve().parents[2]
     digest = hashlib.blake2b(digest_size=16)
-    for entry in _TRACING_CODE:
+    for entry in entries:
         path = root / entry
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
         for file in files:
@@ -154,3 +155,76 @@ def load_pool_segments(path: str | os.PathLike, key: str, *, keys: int, dtype: t
         raise PoolCacheError(f"{path}: segments hold non-finite values")
     rays = RayBatch(*(torch.from_numpy(arrays[name]) for name in _FLOATS + _INTS))
     return rays, torch.from_numpy(offsets)
+
+
+# --------------------------------------------------------------------------- EM's sensitivities
+
+SENSITIVITY_FORMAT = 1
+
+
+def sensitivity_path(cache_dir: str | os.PathLike, pool: str) -> Path:
+    """The file of EM's sensitivities on the pool of key ``pool``: one per pool, replaced when stale."""
+    return Path(cache_dir) / f"sensitivity-{pool}.npz"
+
+
+def array_digest(*arrays) -> str:
+    """A BLAKE2b digest of arrays or tensors (dtype, shape and bytes of each, in order)."""
+    digest = hashlib.blake2b(digest_size=20)
+    for a in arrays:
+        a = np.ascontiguousarray(a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a)
+        digest.update(f"{a.dtype.str}:{a.shape}".encode())
+        digest.update(memoryview(a).cast("B"))
+    return digest.hexdigest()
+
+
+def save_sensitivities(path: str | os.PathLike, key: str, grids: list[torch.Tensor]) -> None:
+    """Write EM's per-subset sensitivities (``grids``, one (Z, Y, X) each) under ``key``, atomically."""
+    path = Path(path)
+    arrays = {f"grid{i:04d}": g.detach().cpu().numpy() for i, g in enumerate(grids)}  # no stacked copy
+    meta = {"format": SENSITIVITY_FORMAT, "key": key, "count": len(grids), "checksum": _checksum(arrays)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_sensitivities(path: str | os.PathLike, key: str, *, count: int, shape: tuple[int, int, int],
+                       dtype: torch.dtype) -> list[torch.Tensor]:
+    """Read and check the ``count`` sensitivities of ``shape`` and ``dtype`` saved under ``key``.
+
+    Raises:
+        PoolCacheError: missing, unreadable, written for another key, or failing a check (shape,
+            dtype, checksum, a value negative or not finite).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PoolCacheError(f"no cached sensitivities {path.name}")
+    names = [f"grid{i:04d}" for i in range(count)]
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            if not isinstance(meta, dict) or meta.get("format") != SENSITIVITY_FORMAT:
+                raise PoolCacheError(f"{path} is not a sensitivity file of format {SENSITIVITY_FORMAT}")
+            if meta.get("key") != key:
+                raise PoolCacheError(f"{path} holds other sensitivities (their key differs)")
+            if meta.get("count") != count or sorted(npz.files) != sorted([*names, "meta"]):
+                raise PoolCacheError(f"{path} holds {meta.get('count')} sensitivities, not {count}")
+            arrays = {name: npz[name] for name in names}
+    except PoolCacheError:
+        raise
+    except Exception as err:  # a damaged or foreign file of any kind: compute anew
+        raise PoolCacheError(f"cannot read {path} ({type(err).__name__}: {err})") from None
+    real = np.dtype(str(dtype).removeprefix("torch."))
+    for grid in arrays.values():
+        if grid.shape != tuple(shape) or grid.dtype != real:
+            raise PoolCacheError(f"{path}: a grid is {grid.dtype}{list(grid.shape)}, not {real}{list(shape)}")
+    if meta.get("checksum") != _checksum(arrays):
+        raise PoolCacheError(f"{path}: its arrays do not match their checksum (altered or damaged)")
+    if not all(np.isfinite(g).all() and (g >= 0).all() for g in arrays.values()):
+        raise PoolCacheError(f"{path}: a sensitivity is negative or not finite")
+    return [torch.from_numpy(arrays[name]) for name in names]
+

@@ -47,6 +47,8 @@ class RayPool:
         censor_bound: (n_pixels,) float64 k, the largest shifted count of a clipped frame, or None.
         censor_shift: (n_pixels,) the dark subtraction beyond the offset, e⁻, or None.
         censor_var: (n_pixels,) one frame's read variance σ_f² (+1e-3), or None.
+        key: the pool cache's key of these segments (:func:`~recon.fitting.poolcache.pool_key`),
+            or None when the pool was built without the cache.
     """
 
     rays: RayBatch
@@ -60,6 +62,7 @@ class RayPool:
     censor_bound: torch.Tensor | None = None
     censor_shift: torch.Tensor | None = None
     censor_var: torch.Tensor | None = None
+    key: str | None = None
     #: :meth:`strata` per stratum length (derived, never saved; a replaced pool starts empty).
     _strata: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -238,7 +241,7 @@ def build_ray_pool(
     if read_noise is None:
         read_noise = data.system.cameras[0].sensor.read_noise_e
     pool = RayPool(rays, offsets, torch.cat(sums), torch.cat(frames), torch.cat(view_ids), float(read_noise),
-                   samples)
+                   samples, key=key if cache_dir is not None else None)
     if any(bool(c.any()) for c in censored):
         pool = dataclasses.replace(pool, censored_frames=torch.cat(censored), censor_bound=torch.cat(bounds),
                                    censor_shift=torch.cat(shifts), censor_var=torch.cat(variances))

@@ -59,16 +59,19 @@ class EMSolver:
         train: (P,) the training pixels.
         cfg: the fit's settings (``subsets``, ``subset_block``, ``em_power``, ``seed``, ``step_mm``).
         photons_per_atom: Y.
+        cache_dir: the pool cache's folder, where the subsets' sensitivities are kept for the
+            next shot through the same instrument (:class:`~recon.fitting.em.OSEM`); None: not kept.
+        log: called with a line of text (what the cache did).
     """
 
     name = "em"
 
     def __init__(self, field, pool: RayPool, train: torch.Tensor, cfg: FitConfig, *,
-                 photons_per_atom: float) -> None:
+                 photons_per_atom: float, cache_dir=None, log=None) -> None:
         self.field, self.pool, self.train = field, pool, train
         self.optimizer = OSEM(field, pool, train, subsets=cfg.subsets, seed=cfg.seed,
                               photons_per_atom=photons_per_atom, step_mm=cfg.step_mm, power=cfg.em_power,
-                              block=cfg.subset_block)
+                              block=cfg.subset_block, cache_dir=cache_dir, log=log)
 
     @property
     def projector(self) -> Projector:

@@ -111,6 +111,7 @@ def test_one_update_is_the_em_formula_with_an_explicit_matrix(micro, step, views
     em = OSEM(field, pool, pixels, subsets=1, seed=0, photons_per_atom=200.0, step_mm=STEP, power=power)
     if step:  # as after the first pass, without running it
         em._sensitivity[0] = em._backproject(pixels, True, fit_gain=False)[1]
+        em._visited = {0}
     em.update(step)
     got = field.grid.detach().flatten().double()
     seen = a.sum(0) > 0
@@ -529,3 +530,72 @@ def test_the_shot_noise_limit_is_the_spread_of_the_gaussian_fit_over_noise_draws
     # the total of a cloud that every view sees whole: 1/√(its expected photoelectrons), relative
     relative = float(bound[0]) / fitted.atoms
     assert relative == pytest.approx(1 / math.sqrt(float(clean.summed_electrons.sum())), rel=0.05)
+
+
+def _osem_runs(micro, pool, cache_dir, *, seed=3, updates=12, log=None):
+    """An OSEM of 4 subsets on ``pool`` with the cache in ``cache_dir``, after ``updates`` updates."""
+    field = _field(micro)
+    em = OSEM(field, pool, torch.arange(pool.n_pixels), subsets=4, seed=seed, photons_per_atom=200.0,
+              step_mm=STEP, cache_dir=cache_dir, log=log)
+    for step in range(updates):
+        em.update(step)
+    return em, field.grid.detach().clone()
+
+
+def test_the_sensitivities_are_kept_for_the_next_shot_and_change_nothing(micro, tmp_path):
+    """The second OSEM on the same pool reads the first one's sensitivities and makes the same updates,
+    bit for bit, as one that computes them; a pool without a cache key keeps nothing."""
+    from recon.fitting.poolcache import sensitivity_path
+
+    pool = dataclasses.replace(micro["pool"], key="a-pool")
+    _, reference = _osem_runs(micro, pool, None)
+    first, grid_1 = _osem_runs(micro, pool, tmp_path)
+    assert not first.sensitivities_read and sensitivity_path(tmp_path, "a-pool").is_file()
+    lines = LogLines()
+    second, grid_2 = _osem_runs(micro, pool, tmp_path, log=lines.log)
+    assert second.sensitivities_read and "read from the cache" in " ".join(lines.lines)
+    assert torch.equal(grid_1, reference) and torch.equal(grid_2, reference)
+    _osem_runs(micro, micro["pool"], tmp_path / "none")  # key None: no cache
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "a-file").write_text("")  # a cache folder that cannot be made: said, and the fit goes on
+    lines = LogLines()
+    _, grid_3 = _osem_runs(micro, pool, tmp_path / "a-file", log=lines.log)
+    assert torch.equal(grid_3, reference) and "cannot write" in lines.lines[-1]
+
+
+def test_sensitivities_of_another_partition_or_a_damaged_file_are_computed_anew(micro, tmp_path):
+    """Another seed (another partition) or other frames give another key; an altered file or one with
+    a negative value is said, computed anew and replaced; nothing in it is trusted."""
+    import numpy as np
+
+    from recon.fitting.poolcache import load_sensitivities, sensitivity_path
+
+    pool = dataclasses.replace(micro["pool"], key="b-pool")
+    where = sensitivity_path(tmp_path, "b-pool")
+    _osem_runs(micro, pool, tmp_path, updates=4)
+    other, _ = _osem_runs(micro, pool, tmp_path, seed=4, updates=4)
+    assert not other.sensitivities_read  # another partition: computed, and the file replaced by it
+    again, _ = _osem_runs(micro, pool, tmp_path, seed=4, updates=1)
+    assert again.sensitivities_read
+    fewer = dataclasses.replace(pool, n_frames=pool.n_frames.clone())
+    fewer.n_frames[0] += 1
+    assert not _osem_runs(micro, fewer, tmp_path, seed=4, updates=1)[0].sensitivities_read
+    _, reference = _osem_runs(micro, pool, None, seed=4)
+    _osem_runs(micro, pool, tmp_path, seed=4, updates=4)  # the file of this key again
+    with np.load(where) as npz:
+        arrays = {name: npz[name].copy() for name in npz.files}
+    arrays["grid0000"][1, 1, 1] += 1.0  # altered: the checksum no longer matches
+    np.savez(where, **arrays)
+    lines = LogLines()
+    em, grid = _osem_runs(micro, pool, tmp_path, seed=4, log=lines.log)
+    assert not em.sensitivities_read
+    assert "checksum" in lines.lines[0] and "computing them anew" in lines.lines[0]
+    assert torch.equal(grid, reference)
+    key = em._sensitivity_key()
+    assert len(load_sensitivities(where, key, count=4, shape=(6, 6, 6), dtype=torch.float32)) == 4  # replaced
+    with pytest.raises(Exception, match="not float64"):  # the dtype is checked
+        load_sensitivities(where, key, count=4, shape=(6, 6, 6), dtype=torch.float64)
+    where.write_bytes(b"not an npz")
+    lines = LogLines()
+    assert not _osem_runs(micro, pool, tmp_path, seed=4, updates=1, log=lines.log)[0].sensitivities_read
+    assert "cannot read" in lines.lines[0]

@@ -264,5 +264,7 @@ def test_the_pace_line_extrapolates_a_steps_time_to_a_pass_and_the_step_limit():
     assert em.startswith("update 2: 0.30 s; this first pass (with EM's sensitivities) ≈ 10 s")
     assert f"later passes ≈ {0.3 * 32 / FIRST_PASS_FACTOR:.0f} s" in em
     assert f"the step limit in ≤ {0.3 / FIRST_PASS_FACTOR * 254:.0f} s" in em
+    cached = pace_line(0.3, step=2, per_pass=32, steps_left=254, em=True, sensitivities=False)
+    assert cached.startswith("update 2: 0.30 s; a pass ≈ 10 s (32 updates each)") and "≤ 76 s" in cached
     adam = pace_line(2.0, step=2, per_pass=3000, steps_left=4000, em=False)
     assert adam.startswith("step 2: 2.00 s; a pass ≈ 100.0 min (3000 steps each)") and "≤ 2.2 h" in adam

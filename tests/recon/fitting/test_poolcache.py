@@ -27,7 +27,7 @@ def _same(a: RayPool, b: RayPool) -> bool:
         return torch.equal(x, y) if torch.is_tensor(x) else x == y
 
     rays = all(equal(getattr(a.rays, f), getattr(b.rays, f)) for f in a.rays.__dataclass_fields__)
-    rest = [f for f in RayPool.__dataclass_fields__ if f != "rays"]
+    rest = [f for f in RayPool.__dataclass_fields__ if f not in ("rays", "key")]  # key: None without a cache
     return rays and all(equal(getattr(a, f), getattr(b, f)) for f in rest)
 
 
