@@ -166,6 +166,7 @@ def _through_windows(o, d, w, box, centre, reach, mc, mn, mu, shape, msize, wc, 
             j_next = -1
             crosses = False
             blocked = False
+            fx = fy = fz = zero  # the entry face's normal, facing the ray
             for j in range(n_windows):  # optics.window.window_entry
                 if met & (1 << j):
                     continue
@@ -177,7 +178,7 @@ def _through_windows(o, d, w, box, centre, reach, mc, mn, mu, shape, msize, wc, 
                                   wc[j, 2] + hf * nz, nx, ny, nz, eps, t_min, zero, one)
                 if ahead and t < t_next:
                     px, py, pz = ox + t * dx, oy + t * dy, oz + t * dz
-                    t_next, j_next = t, j
+                    t_next, j_next, fx, fy, fz = t, j, nx, ny, nz
                     crosses = _inside(px, py, pz, wc, wa, j, wk[j, 3])
                     blocked = (not crosses) and wk[j, 4] >= zero and _inside(px, py, pz, wc, wa, j, wk[j, 4])
             if j_next < 0:
@@ -195,16 +196,9 @@ def _through_windows(o, d, w, box, centre, reach, mc, mn, mu, shape, msize, wc, 
             met |= 1 << j
             if blocked:
                 trans = zero
-            elif crosses:  # optics.window.trace_window
-                ax, ay, az = wa[j, 0], wa[j, 1], wa[j, 2]
-                sign = one if _dot(dx, dy, dz, ax, ay, az) < zero else -one
-                nx, ny, nz = sign * ax, sign * ay, sign * az
-                hf = wk[j, 0]
-                t1, ok1 = _plane(ox, oy, oz, dx, dy, dz, wc[j, 0] + hf * nx, wc[j, 1] + hf * ny,
-                                 wc[j, 2] + hf * nz, nx, ny, nz, eps, t_min, zero, one)
-                if not ok1:  # never meets the entry face: untouched
-                    continue
-                p1x, p1y, p1z = ox + t1 * dx, oy + t1 * dy, oz + t1 * dz
+            elif crosses:  # optics.window.trace_window, from the entry face met at t_next (normal f)
+                nx, ny, nz, hf = fx, fy, fz, wk[j, 0]
+                p1x, p1y, p1z = ox + t_next * dx, oy + t_next * dy, oz + t_next * dz
                 d1x, d1y, d1z, cos1, _ = _refract(dx, dy, dz, nx, ny, nz, wk[j, 2], wk[j, 5], one)
                 t2, ok2 = _plane(p1x, p1y, p1z, d1x, d1y, d1z, wc[j, 0] - hf * nx, wc[j, 1] - hf * ny,
                                  wc[j, 2] - hf * nz, nx, ny, nz, eps, t_min, zero, one)

@@ -96,6 +96,11 @@ def save_pool_segments(path: str | os.PathLike, key: str, rays: RayBatch, offset
     arrays = {name: getattr(rays, name).detach().cpu().numpy() for name in _FLOATS + _INTS}
     arrays["offsets"] = offsets.cpu().numpy()
     meta = {"format": POOL_CACHE_FORMAT, "key": key, "segments": len(rays), "checksum": _checksum(arrays)}
+    _write_npz(path, meta, arrays)
+
+
+def _write_npz(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """``meta`` (as JSON) and ``arrays`` in one uncompressed ``.npz`` at ``path``, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -182,14 +187,7 @@ def save_sensitivities(path: str | os.PathLike, key: str, grids: list[torch.Tens
     path = Path(path)
     arrays = {f"grid{i:04d}": g.detach().cpu().numpy() for i, g in enumerate(grids)}  # no stacked copy
     meta = {"format": SENSITIVITY_FORMAT, "key": key, "count": len(grids), "checksum": _checksum(arrays)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_npz(path, meta, arrays)
 
 
 def load_sensitivities(path: str | os.PathLike, key: str, *, count: int, shape: tuple[int, int, int],
