@@ -56,6 +56,9 @@ from recon.fitting.poolcache import (
     PoolCacheError,
     array_digest,
     load_sensitivities,
+    mark_used,
+    pool_path,
+    prune_cache,
     save_sensitivities,
     sensitivity_path,
     tracing_code_version,
@@ -498,6 +501,7 @@ class OSEM:
             if where.exists():
                 self._log(f"EM sensitivities: {err}; computing them anew")
             return where, key
+        mark_used(where)
         self._sensitivity = dict(enumerate(grids))
         self.sensitivities_read = True
         self._log(f"EM sensitivities: read from the cache {where}")
@@ -513,6 +517,9 @@ class OSEM:
             save_sensitivities(where, key, [self._sensitivity[s] for s in range(len(self.subsets))])
         except OSError as err:  # it only costs the next shot the first pass's time
             self._log(f"warning: EM sensitivities: cannot write {where} ({err.strerror or err}); going on")
+            return
+        for gone in prune_cache(where.parent, keep=[where, pool_path(where.parent, self.pool.key)]):
+            self._log(f"pool cache: removed {gone.name}, the least recently used (RECON_POOL_CACHE_MAX_GB)")
 
     def _backproject(self, pixels: torch.Tensor, need_sensitivity: bool, fit_gain: bool
                      ) -> tuple[torch.Tensor, torch.Tensor | None, float, float, int]:

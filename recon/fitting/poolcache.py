@@ -29,10 +29,12 @@ import numpy as np
 import torch
 
 from optics.system import system_to_dict
+from recon.errors import ConfigError
 from recon.model.render import RayBatch
 
-__all__ = ["POOL_CACHE_FORMAT", "PoolCacheError", "SENSITIVITY_FORMAT", "array_digest", "load_pool_segments",
-           "load_sensitivities", "pool_key", "save_pool_segments", "save_sensitivities", "sensitivity_path",
+__all__ = ["DEFAULT_MAX_GB", "POOL_CACHE_FORMAT", "PoolCacheError", "SENSITIVITY_FORMAT", "array_digest",
+           "cache_limit_bytes", "load_pool_segments", "load_sensitivities", "mark_used", "pool_key",
+           "pool_path", "prune_cache", "save_pool_segments", "save_sensitivities", "sensitivity_path",
            "tracing_code_version"]
 
 POOL_CACHE_FORMAT = 1
@@ -167,6 +169,11 @@ def load_pool_segments(path: str | os.PathLike, key: str, *, keys: int, dtype: t
 SENSITIVITY_FORMAT = 1
 
 
+def pool_path(cache_dir: str | os.PathLike, key: str) -> Path:
+    """The file of the pool of key ``key`` in the cache."""
+    return Path(cache_dir) / f"pool-{key}.npz"
+
+
 def sensitivity_path(cache_dir: str | os.PathLike, pool: str) -> Path:
     """The file of EM's sensitivities on the pool of key ``pool``: one per pool, replaced when stale."""
     return Path(cache_dir) / f"sensitivity-{pool}.npz"
@@ -225,4 +232,73 @@ def load_sensitivities(path: str | os.PathLike, key: str, *, count: int, shape: 
     if not all(np.isfinite(g).all() and (g >= 0).all() for g in arrays.values()):
         raise PoolCacheError(f"{path}: a sensitivity is negative or not finite")
     return [torch.from_numpy(arrays[name]) for name in names]
+
+
+# --------------------------------------------------------------------------- size
+
+#: The cache's size limit when ``RECON_POOL_CACHE_MAX_GB`` does not set it, GB.
+DEFAULT_MAX_GB = 20.0
+_CACHE_FILES = ("pool-*.npz", "sensitivity-*.npz")
+
+
+def cache_limit_bytes() -> int:
+    """The pool cache's size limit: ``$RECON_POOL_CACHE_MAX_GB`` (GB, > 0), else :data:`DEFAULT_MAX_GB`.
+
+    Raises:
+        ConfigError: the variable is set but not a positive number.
+    """
+    text = os.environ.get("RECON_POOL_CACHE_MAX_GB")
+    if text is None:
+        return int(DEFAULT_MAX_GB * 1e9)
+    try:
+        gb = float(text)
+    except ValueError:
+        gb = float("nan")
+    if not gb > 0 or gb == float("inf"):
+        raise ConfigError(f"RECON_POOL_CACHE_MAX_GB={text!r} is not a positive number of GB; set it to "
+                          "e.g. 20, or unset it")
+    return int(gb * 1e9)
+
+
+def mark_used(path: str | os.PathLike) -> None:
+    """Note that a cache file was just used (its modification time), so that pruning keeps it longest."""
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache still serves; it is only pruned by its owner
+        pass
+
+
+def prune_cache(cache_dir: str | os.PathLike, keep: Sequence[str | os.PathLike] = (),
+                limit_bytes: int | None = None) -> list[Path]:
+    """Delete the least recently used cache files until the cache holds at most ``limit_bytes``.
+
+    Only the cache's own files (``pool-*.npz``, ``sensitivity-*.npz``) count and go, the least
+    recently used (written or read, :func:`mark_used`) first; ``keep`` (what the running fit
+    uses) never goes, even if it alone is over the limit. Files another process removes or a
+    file that cannot be removed are passed over. Returns the files deleted.
+    """
+    limit = cache_limit_bytes() if limit_bytes is None else int(limit_bytes)
+    kept = {Path(k).resolve() for k in keep}
+    files = []
+    for pattern in _CACHE_FILES:
+        for path in Path(cache_dir).glob(pattern):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in files)
+    deleted = []
+    for _, size, path in sorted(files, key=lambda f: f[0]):
+        if total <= limit:
+            break
+        if path.resolve() in kept:
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        deleted.append(path)
+    return deleted
 

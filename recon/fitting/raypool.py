@@ -12,14 +12,22 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from optics.design import view_regions
 from recon.errors import ConfigError
 from recon.fitting.data import FitData
-from recon.fitting.poolcache import PoolCacheError, load_pool_segments, pool_key, save_pool_segments
+from recon.fitting.poolcache import (
+    PoolCacheError,
+    cache_limit_bytes,
+    load_pool_segments,
+    mark_used,
+    pool_key,
+    pool_path,
+    prune_cache,
+    save_pool_segments,
+)
 from recon.model.forward import sees_the_box, trace_in_chunks
 from recon.model.loss import Censored
 from recon.model.render import RayBatch
@@ -220,10 +228,12 @@ def build_ray_pool(
     if cache_dir is not None:
         key = pool_key(data, samples=samples, seed=seed, rays_per_sample=rays_per_sample,
                        chunk_pixels=chunk_pixels)
-        where = Path(cache_dir) / f"pool-{key}.npz"
+        where = pool_path(cache_dir, key)
+        limit = cache_limit_bytes()  # a malformed limit is refused before any tracing
         try:
             segments = load_pool_segments(where, key, keys=n_pixels * samples, dtype=data.system.dtype,
                                           n_paths=data.system.n_paths)
+            mark_used(where)
             say(f"pool: read from the cache {where}")
         except PoolCacheError as err:
             if where.exists():
@@ -234,6 +244,9 @@ def build_ray_pool(
             try:
                 save_pool_segments(where, key, *segments)
                 say(f"pool: saved to the cache {where}")
+                for gone in prune_cache(cache_dir, keep=[where], limit_bytes=limit):
+                    say(f"pool cache: removed {gone.name}, the least recently used (over "
+                        f"{limit / 1e9:.3g} GB, RECON_POOL_CACHE_MAX_GB)")
             except OSError as err:
                 say(f"warning: pool cache: cannot write {where} ({err.strerror or err}); going on without it")
     rays, offsets = segments

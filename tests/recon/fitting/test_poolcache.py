@@ -159,3 +159,52 @@ def test_the_cli_cache_directory(monkeypatch, tmp_path):
     monkeypatch.delenv("RECON_POOL_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert _pool_cache_dir(None) == tmp_path / "recon" / "pools"
+
+
+def _file(folder: Path, name: str, size: int, age_s: float) -> Path:
+    path = folder / name
+    path.write_bytes(b"\0" * size)
+    when = 1.7e9 - age_s
+    os.utime(path, (when, when))
+    return path
+
+
+def test_the_cache_is_pruned_least_recently_used_first_down_to_its_limit(tmp_path):
+    """Only the cache's own files count and go, oldest use first; what the fit uses stays."""
+    from recon.fitting.poolcache import prune_cache
+
+    old_pool = _file(tmp_path, "pool-a.npz", 400, age_s=300)
+    old_sens = _file(tmp_path, "sensitivity-a.npz", 400, age_s=200)
+    newer = _file(tmp_path, "pool-b.npz", 400, age_s=100)
+    in_use = _file(tmp_path, "pool-c.npz", 400, age_s=400)  # the oldest, but the running fit's
+    other = _file(tmp_path, "notes.txt", 10_000, age_s=500)  # not the cache's: neither counted nor removed
+    assert prune_cache(tmp_path, keep=[in_use], limit_bytes=10_000) == []
+    assert prune_cache(tmp_path, keep=[in_use], limit_bytes=900) == [old_pool, old_sens]
+    assert newer.exists() and in_use.exists() and other.exists()
+    assert prune_cache(tmp_path, keep=[in_use, newer], limit_bytes=1) == []  # what is kept may exceed it
+
+
+def test_reading_a_pool_marks_it_used_and_saving_one_prunes_the_cache(data, tmp_path, monkeypatch):
+    """A pool read is the most recently used; a new pool over the limit removes the least recently used."""
+    cache = tmp_path / "cache"
+    _build(data, cache)
+    (first,) = cache.glob("pool-*.npz")
+    os.utime(first, (1.6e9, 1.6e9))
+    _build(data, cache)
+    assert first.stat().st_mtime > 1.6e9 + 1  # read: marked as used
+    os.utime(first, (1.6e9, 1.6e9))
+    monkeypatch.setenv("RECON_POOL_CACHE_MAX_GB", str(first.stat().st_size * 1.5 / 1e9))
+    log = LogLines()
+    _build(data, cache, log=log, seed=1)  # another pool: both do not fit, the first goes
+    assert not first.exists() and len(list(cache.glob("pool-*.npz"))) == 1
+    assert any("removed" in line and "least recently used" in line for line in log.lines)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "lots", "inf", "nan"])
+def test_a_malformed_cache_limit_is_refused_before_tracing(data, tmp_path, monkeypatch, value):
+    from recon.errors import ConfigError
+
+    monkeypatch.setenv("RECON_POOL_CACHE_MAX_GB", value)
+    with pytest.raises(ConfigError, match="RECON_POOL_CACHE_MAX_GB=.*positive number of GB"):
+        _build(data, tmp_path)
+    assert not list(tmp_path.glob("pool-*"))
