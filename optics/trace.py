@@ -242,9 +242,9 @@ def trace_object_segments(
     Each path's hit points, reflected directions and box intersections are computed only for
     the rays that take it (most rays take one path of the 1 + number of mirrors), so the cost
     follows the segments, not rays × paths. Where no gradient is asked for, the compiled
-    kernels of :mod:`optics.trace_kernels` trace instead of torch (10-20× faster on one core):
-    the same segments, their values within a few units in the last place (torch's vectorised
-    square root is not correctly rounded; the kernels' is).
+    kernels of :mod:`optics.trace_kernels` trace instead of torch (several times faster on one
+    core, ``bench/trace_pool.py``): the same segments, their values within a few units in the last
+    place (torch's vectorised square root is not correctly rounded; the kernels' is).
 
     Args:
         system: the instrument.

@@ -2,21 +2,28 @@
 
 :func:`through_windows` and :func:`segments` compute what
 :func:`optics.trace.trace_object_segments` computes, in compiled loops instead of torch's passes
-over millions of rays per operation: the
-torch code stays the specification (and the differentiable path), and the kernel repeats its
-arithmetic operation for operation, in the rays' dtype, so that its segments are those of the
-torch code (tested on random rays and on real instruments). The choices it repeats:
+over millions of rays per operation; the torch code stays the specification (and the
+differentiable path). Two stages:
 
-- every dot product is ``(a₀b₀ + a₁b₁) + a₂b₂`` (:func:`optics.rays.dot`), every constant of a
-  mirror or window (unit normals, squared radii, a rectangle's axes, 1/n) is computed by torch,
-  once, and comparisons against ε use ε in the rays' dtype, as torch casts a Python scalar;
-- ties between equally near mirrors or windows go to the lower index, as ``torch.min`` does.
+- :func:`through_windows`: one loop iteration per ray, through the windows it crosses, nearest
+  first (:func:`optics.window.through_windows`); a window acts only before the ray's leg ends at
+  the box or a mirror, which is computed only where the window is not nearer than the sphere
+  around the box and every mirror (the torch code's shortcut);
+- :func:`segments`: the nearest mirror each ray meets, by one branch-free pass per mirror over
+  all the rays (vectorised by the compiler, cheaper than the torch code's culling of mirrors out
+  of a batch's reach); the reflection at the first mirror met on its face; each ray's direct and
+  reflected parts inside the box, in the torch code's order (by ray, then path).
 
-One shortcut of the torch code is not repeated: where a window lies so far ahead that the ray
-cannot meet the box or a mirror before it, torch skips computing where the ray's leg ends; the
-kernel always computes it (the same answer but for rounding at that bound).
+The arithmetic repeats the torch code's, operation for operation in the rays' dtype: every dot
+product is ``(a₀b₀ + a₁b₁) + a₂b₂`` (:func:`optics.rays.dot`), every constant of a mirror or
+window (unit normals, squared radii, a rectangle's axes, 1/n) is computed by torch once
+(:func:`optics.trace.kernel_geometry`), comparisons against ε use ε in the rays' dtype as torch
+casts a Python scalar, and ties between equally near mirrors or windows go to the lower index as
+``torch.min`` does. The segments are the torch code's; their values agree to a few units in the
+last place, not bit for bit: torch's vectorised square root is not correctly rounded, the
+kernels' is (tests/optics/test_trace_kernels.py).
 
-The kernel is compiled on first use (a few seconds, cached on disk by numba when its cache
+The kernels are compiled on first use (a few seconds, cached on disk by numba when its cache
 directory is writable).
 """
 

@@ -412,8 +412,7 @@ class _Steps:
                     if state.step == first_step + 2:  # say early what the fit will cost
                         self.log(pace_line(time.perf_counter() - t_step, step=state.step, per_pass=per_pass,
                                            steps_left=max_steps - state.step, em=cfg.em,
-                                           sensitivities=not getattr(p.solver.optimizer, "sensitivities_read",
-                                                                     False)))
+                                           sensitivities=not getattr(p.solver, "sensitivities_read", False)))
                     state.rays_rendered += n_rays
                     state.losses.append(loss)
                     if len(p.held) and (state.step % self.check_every == 0 or state.step == max_steps):

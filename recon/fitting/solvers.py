@@ -78,6 +78,11 @@ class EMSolver:
         """EM's projector, reused by the held-out checks."""
         return self.optimizer.projector
 
+    @property
+    def sensitivities_read(self) -> bool:
+        """Whether the subsets' sensitivities came from the cache (the first pass then costs no more)."""
+        return self.optimizer.sensitivities_read
+
     @staticmethod
     def start(field, pool: RayPool, train: torch.Tensor, box, *, mean_density: float, photons_per_atom: float,
               seed: int, previous: Volume | None = None) -> tuple[str, Gaussian]:
