@@ -16,6 +16,9 @@ import json
 import math
 import os
 import platform
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +37,7 @@ from recon.fitting.raypool import RayPool, build_ray_pool, rays_per_sample
 from recon.io.volume import Volume, grid_points, read_volume
 
 __all__ = [
+    "Baseline",
     "Case",
     "FitTimer",
     "Snapshot",
@@ -369,3 +373,44 @@ def time_to_reach(snapshots: list[Snapshot], resolution_um: float) -> float | No
         if s.fsc.get("resolution_um", math.inf) <= resolution_um:
             return s.time_s
     return None
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Baseline:
+    """Another revision's ``recon`` command, run in a git worktree of it while this tree's runs.
+
+    ``Baseline(rev, argv, work, env)`` adds the worktree at ``work/baseline`` and starts
+    ``recon *argv`` there at once (its own code via PYTHONPATH, ``env`` otherwise); :meth:`finish`
+    waits for it, removes the worktree and returns its own wall time (not the later of the two
+    runs'), exiting with its stderr if it failed.
+    """
+
+    def __init__(self, rev: str, argv: list[str], work: Path, env: dict):
+        self.rev, self.tree = rev, Path(work) / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(self.tree), rev], check=True, cwd=_ROOT,
+                       capture_output=True)
+        self._done: dict = {}
+        t0 = time.perf_counter()
+        self._proc = subprocess.Popen([sys.executable, "-c", "from recon.cli import main; main()", *argv],
+                                      cwd=self.tree, env={**env, "PYTHONPATH": str(self.tree)},
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        def wait() -> None:
+            self._done["stderr"] = self._proc.communicate()[1]
+            self._done["wall_s"] = time.perf_counter() - t0
+
+        self._waiter = threading.Thread(target=wait, daemon=True)
+        self._waiter.start()
+
+    def finish(self) -> float:
+        """The baseline's wall time, s, once it has ended (the worktree removed)."""
+        self._waiter.join()
+        subprocess.run(["git", "worktree", "remove", "--force", str(self.tree)], cwd=_ROOT,
+                       capture_output=True)
+        if self._proc.returncode != 0:
+            sys.exit(f"the baseline's recon failed ({self._proc.returncode}): "
+                     f"{self._done['stderr'].strip()}")
+        return self._done["wall_s"]
+

@@ -21,11 +21,11 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import torch
+from benchlib import Baseline
 
 from recon.analysis.moments import cloud_metrics
 from recon.io.volume import read_volume
@@ -66,22 +66,8 @@ def main() -> None:
     cmd = ["recon", "fit", "--views", args.run, "--out", str(work / "fit"), "--quiet", *args.fit_args]
     baseline = None
     if args.baseline:
-        tree = work / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.baseline], check=True,
-                       capture_output=True)
-        base_cmd = [sys.executable, "-c", "from recon.cli import main; main()", "fit",
-                    "--views", "data/run042", "--out", str(work / "baseline-fit"), "--quiet"]
-        t_base = time.perf_counter()
-        baseline = subprocess.Popen(base_cmd, cwd=tree, env={**env, "PYTHONPATH": str(tree)},
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        base_done: dict = {}
-
-        def wait_for_baseline() -> None:  # its own end time, not the later of the two
-            base_done["stderr"] = baseline.communicate()[1]
-            base_done["wall_s"] = time.perf_counter() - t_base
-
-        waiter = threading.Thread(target=wait_for_baseline, daemon=True)
-        waiter.start()
+        argv = ["fit", "--views", "data/run042", "--out", str(work / "baseline-fit"), "--quiet"]
+        baseline = Baseline(args.baseline, argv, work, env)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -101,11 +87,7 @@ def main() -> None:
                         for k in ("time_s", "fit_loop_s", "outputs_s", "peak_memory_mb")}
     side_by_side = None
     if baseline is not None:
-        waiter.join()
-        err, base_wall = base_done["stderr"], base_done["wall_s"]
-        subprocess.run(["git", "worktree", "remove", "--force", str(work / "baseline")], capture_output=True)
-        if baseline.returncode != 0:
-            sys.exit(f"the baseline's recon fit failed ({baseline.returncode}): {err.strip()}")
+        base_wall = baseline.finish()
         side_by_side = {"baseline": args.baseline, "baseline_wall_s": base_wall, "wall_s": wall,
                         "ratio": wall / base_wall, "speedup": base_wall / wall,
                         "second_shot_wall_s": second,

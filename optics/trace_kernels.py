@@ -86,27 +86,36 @@ def _box(ox, oy, oz, dx, dy, dz, box, eps, big, zero):
 
 
 @nb.njit(inline="always", cache=True, error_model="numpy")
-def _mirror(k, ox, oy, oz, dx, dy, dz, mc, mn, mu, shape, msize, eps, t_min, zero, one):
-    """:func:`optics.mirror.intersect_mirror` of mirror k: (t, hit, front)."""
-    t, valid = _plane(ox, oy, oz, dx, dy, dz, mc[k, 0], mc[k, 1], mc[k, 2], mn[k, 0], mn[k, 1], mn[k, 2],
-                      eps, t_min, zero, one)
-    if not valid:
-        return t, False, False
-    offx = (ox + t * dx) - mc[k, 0]
-    offy = (oy + t * dy) - mc[k, 1]
-    offz = (oz + t * dz) - mc[k, 2]
-    if shape[k] == 0:  # a disk: the in-plane part of the offset within the radius
-        ux, uy, uz = mu[k, 0, 0], mu[k, 0, 1], mu[k, 0, 2]  # the unit normal
-        along = _dot(offx, offy, offz, ux, uy, uz)
-        px = offx - along * ux
-        py = offy - along * uy
-        pz = offz - along * uz
-        hit = _dot(px, py, pz, px, py, pz) <= msize[k, 0]
-    else:  # a rectangle: within the half sizes along u and v
-        hit = (abs(_dot(offx, offy, offz, mu[k, 1, 0], mu[k, 1, 1], mu[k, 1, 2])) <= msize[k, 0]
-               and abs(_dot(offx, offy, offz, mu[k, 2, 0], mu[k, 2, 1], mu[k, 2, 2])) <= msize[k, 1])
-    front = hit and _dot(dx, dy, dz, mn[k, 0], mn[k, 1], mn[k, 2]) < zero
-    return t, hit, front
+def _mirror_hit(ox, oy, oz, dx, dy, dz, m, disk, eps, t_min, zero, one):
+    """:func:`optics.mirror.intersect_mirror` of one ray and the mirror ``m``: (t, hit, front).
+
+    ``m``: the mirror's constants (:func:`_mirror_constants`), ``disk`` its shape; no branch on the
+    ray, so that a loop over rays with the constants held outside it vectorises.
+    """
+    cx, cy, cz, nx, ny, nz, ax, ay, az, ux, uy, uz, vx, vy, vz, s0, s1 = m
+    t, valid = _plane(ox, oy, oz, dx, dy, dz, cx, cy, cz, nx, ny, nz, eps, t_min, zero, one)
+    offx = (ox + t * dx) - cx
+    offy = (oy + t * dy) - cy
+    offz = (oz + t * dz) - cz
+    if disk:  # the in-plane part of the offset within the radius (s0: the squared radius)
+        along = _dot(offx, offy, offz, ax, ay, az)
+        px = offx - along * ax
+        py = offy - along * ay
+        pz = offz - along * az
+        inside = _dot(px, py, pz, px, py, pz) <= s0
+    else:  # a rectangle: within the half sizes s0, s1 along u and v
+        inside = ((abs(_dot(offx, offy, offz, ux, uy, uz)) <= s0)
+                  & (abs(_dot(offx, offy, offz, vx, vy, vz)) <= s1))
+    hit = valid & inside
+    return t, hit, hit & (_dot(dx, dy, dz, nx, ny, nz) < zero)
+
+
+@nb.njit(inline="always", cache=True, error_model="numpy")
+def _mirror_constants(k, mc, mn, mu, msize):
+    """Mirror k's centre, normal as given, unit normal, u, v and sizes (:func:`_mirror_hit`'s ``m``)."""
+    return (mc[k, 0], mc[k, 1], mc[k, 2], mn[k, 0], mn[k, 1], mn[k, 2], mu[k, 0, 0], mu[k, 0, 1], mu[k, 0, 2],
+            mu[k, 1, 0], mu[k, 1, 1], mu[k, 1, 2], mu[k, 2, 0], mu[k, 2, 1], mu[k, 2, 2],
+            msize[k, 0], msize[k, 1])
 
 
 @nb.njit(inline="always", cache=True, error_model="numpy")
@@ -116,7 +125,8 @@ def _first_mirror(ox, oy, oz, dx, dy, dz, mc, mn, mu, shape, msize, eps, t_min, 
     k_best = -1
     front_best = False
     for k in range(mc.shape[0]):
-        t, hit, front = _mirror(k, ox, oy, oz, dx, dy, dz, mc, mn, mu, shape, msize, eps, t_min, zero, one)
+        t, hit, front = _mirror_hit(ox, oy, oz, dx, dy, dz, _mirror_constants(k, mc, mn, mu, msize),
+                                    shape[k] == 0, eps, t_min, zero, one)
         if hit and t < t_best:
             t_best, k_best, front_best = t, k, front
     return t_best, k_best, front_best
@@ -231,36 +241,19 @@ def _through_windows(o, d, w, box, centre, reach, mc, mn, mu, shape, msize, wc, 
 def _nearest_mirror_pass(o, d, skip, k, mc, mn, mu, shape, msize, consts, t_best, k_best, front):
     """Mirror k against every ray: where it is hit nearer than ``t_best`` (and k ≠ ``skip``), take it.
 
-    :func:`_mirror` and :func:`optics.trace._first` for one mirror over all the rays (``o``, ``d``
-    as (3, n) rows), without a branch in the loop, so that the compiler vectorises it.
+    :func:`_first_mirror`'s loop turned inside out: one mirror over all the rays (``o``, ``d`` as
+    (3, n) rows), without a branch on the ray, so that the compiler vectorises it.
     """
     eps, t_min, zero, one = consts[0], consts[1], consts[3], consts[4]
-    cx, cy, cz = mc[k, 0], mc[k, 1], mc[k, 2]
-    nx, ny, nz = mn[k, 0], mn[k, 1], mn[k, 2]
-    ax, ay, az = mu[k, 0, 0], mu[k, 0, 1], mu[k, 0, 2]
-    ux, uy, uz = mu[k, 1, 0], mu[k, 1, 1], mu[k, 1, 2]
-    vx, vy, vz = mu[k, 2, 0], mu[k, 2, 1], mu[k, 2, 2]
-    s0, s1 = msize[k, 0], msize[k, 1]
+    m = _mirror_constants(k, mc, mn, mu, msize)
     disk = shape[k] == 0
     for i in range(o.shape[1]):
-        ox, oy, oz, dx, dy, dz = o[0, i], o[1, i], o[2, i], d[0, i], d[1, i], d[2, i]
-        t, valid = _plane(ox, oy, oz, dx, dy, dz, cx, cy, cz, nx, ny, nz, eps, t_min, zero, one)
-        offx = (ox + t * dx) - cx
-        offy = (oy + t * dy) - cy
-        offz = (oz + t * dz) - cz
-        if disk:
-            along = _dot(offx, offy, offz, ax, ay, az)
-            px = offx - along * ax
-            py = offy - along * ay
-            pz = offz - along * az
-            inside = _dot(px, py, pz, px, py, pz) <= s0
-        else:
-            inside = ((abs(_dot(offx, offy, offz, ux, uy, uz)) <= s0)
-                      & (abs(_dot(offx, offy, offz, vx, vy, vz)) <= s1))
-        better = valid & inside & (t < t_best[i]) & (skip[i] != k)
+        t, hit, faces = _mirror_hit(o[0, i], o[1, i], o[2, i], d[0, i], d[1, i], d[2, i], m, disk, eps, t_min,
+                                    zero, one)
+        better = hit & (t < t_best[i]) & (skip[i] != k)
         t_best[i] = t if better else t_best[i]
         k_best[i] = k if better else k_best[i]
-        front[i] = (_dot(dx, dy, dz, nx, ny, nz) < zero) if better else front[i]
+        front[i] = faces if better else front[i]
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -394,18 +387,17 @@ def through_windows(geometry: Geometry, origins: np.ndarray, directions: np.ndar
                             g.window_centres, g.window_axes, g.windows, g.consts)
 
 
-def _nearest_mirror(geometry: Geometry, o: np.ndarray, d: np.ndarray, skip: np.ndarray, reach: np.ndarray):
+def _nearest_mirror(geometry: Geometry, o: np.ndarray, d: np.ndarray, skip: np.ndarray):
     """The nearest mirror each ray meets: (t, k, front); t = ∞ and k = −1 where none.
 
-    ``o``, ``d``: (3, n) rows; ``skip`` (n,) a mirror each ray ignores (−1: none); ``reach`` (M,)
-    the mirrors to test (the others are out of every ray's reach).
+    ``o``, ``d``: (3, n) rows; ``skip`` (n,) a mirror each ray ignores (−1: none).
     """
     n = o.shape[1]
     t_best = np.full(n, np.inf, o.dtype)
     k_best = np.full(n, -1, np.int64)
     front = np.zeros(n, np.bool_)
-    for k in np.flatnonzero(reach):
-        _nearest_mirror_pass(o, d, skip, int(k), *geometry.mirrors(), geometry.consts, t_best, k_best, front)
+    for k in range(len(geometry.reflectivity)):
+        _nearest_mirror_pass(o, d, skip, k, *geometry.mirrors(), geometry.consts, t_best, k_best, front)
     return t_best, k_best, front
 
 
@@ -417,10 +409,9 @@ def segments(geometry: Geometry, origins: np.ndarray, directions: np.ndarray, we
     Ordered by ray, then path, as :class:`optics.trace.ObjectSegments` holds them.
     """
     g = geometry
-    every = np.ones(len(g.reflectivity), np.bool_)
     o, d = np.ascontiguousarray(origins.T), np.ascontiguousarray(directions.T)
-    t_first, k_first, front = _nearest_mirror(g, o, d, np.full(len(weights), -1, np.int64), every)
+    t_first, k_first, front = _nearest_mirror(g, o, d, np.full(len(weights), -1, np.int64))
     ray_k, k, o_k, d_k, w_k = _reflect(o, d, weights, t_first, k_first, front, g.mirror_axes, g.reflectivity,
                                        g.consts)
-    t_end, _, _ = _nearest_mirror(g, o_k, d_k, k, every)  # the next mirror ends a reflected segment
+    t_end, _, _ = _nearest_mirror(g, o_k, d_k, k)  # the next mirror ends a reflected segment
     return _assemble(o, d, weights, t_first, ray_k, k, o_k, d_k, w_k, t_end, g.box, g.consts)
