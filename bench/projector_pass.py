@@ -7,18 +7,26 @@ all pixels (its cost is linear in the pixels). Also compares A x on those pixels
 specification in float64 (the float32 render's own positions, hundreds of mm from the segments'
 origins, are off by up to ~1e-4 voxel, so the float64 render is the reference).
 
+Also one EM subset at a time (``recon fit``'s partition of its training pixels into 32 subsets):
+the forward map and adjoint of each of ``--subsets`` subsets with its pixels in index order and in
+the projector's locality order (``Projector.locality_order``, what OSEM uses), interleaved,
+medians per subset.
+
     python bench/projector_pass.py [--torch-stride 8] [--out bench/results/projector_pass.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 from benchlib import load_case, machine_info, save_json
 
 from recon.fitting.config import FitConfig, field_factory, resolved
+from recon.fitting.em import partition
+from recon.fitting.holdout import split_held_out
 from recon.fitting.projector import Projector, grid_density
 from recon.model.render import render_pixels
 
@@ -34,10 +42,33 @@ def _torch_pass(field, pool, pixels, y, photons_per_atom, step_mm, chunk=32768):
     return torch.cat(lam), back
 
 
+def _subset_times(op, x, y, cfg, pool, count: int) -> dict:
+    """Median seconds of a subset's forward and adjoint, in index order and in locality order."""
+    usable = (pool.observed_frames > 0).nonzero(as_tuple=True)[0]
+    train, _ = split_held_out(pool, usable, cfg.holdout, cfg.seed)
+    subsets = partition(train, cfg.subsets, cfg.seed)[:count]
+    times = {order: {"forward": [], "adjoint": []} for order in ("index", "locality")}
+    for s in subsets:
+        for order, px in (("index", s), ("locality", op.locality_order(s))):
+            t0 = time.perf_counter()
+            op.forward(x, px)
+            t1 = time.perf_counter()
+            op.adjoint(y[px], px)
+            times[order]["forward"].append(t1 - t0)
+            times[order]["adjoint"].append(time.perf_counter() - t1)
+    out = {order: {k: statistics.median(v) for k, v in t.items()} for order, t in times.items()}
+    for k in ("forward", "adjoint"):
+        out[f"{k}_ratio"] = statistics.median(a / b for a, b in zip(times["locality"][k], times["index"][k],
+                                                                       strict=True))
+    out.update(subsets_timed=len(subsets), of_subsets=cfg.subsets, pixels_per_subset=len(subsets[0]))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--torch-stride", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--subsets", type=int, default=8, help="EM subsets timed in both orders")
     parser.add_argument("--out", default="bench/results/projector_pass.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -77,6 +108,7 @@ def main() -> None:
     exact = float((lam[some].double() - spec).abs().max() / spec.abs().max())
     torch32 = float((lam_torch.double() - spec).abs().max() / spec.abs().max())
     numba_s = min(fwd) + min(adj)
+    subset = _subset_times(op, x, y, cfg, pool, args.subsets)
     report = {
         "pixels": pool.n_pixels,
         "segments": len(pool.rays),
@@ -90,6 +122,7 @@ def main() -> None:
         "speedup": torch_s / numba_s,
         "max_rel_difference_of_forward": agree,
         "max_rel_difference_vs_float64_spec": {"numba": exact, "torch_float32": torch32},
+        "em_subset_s": subset,
         "machine": machine_info(torch.device("cpu")),
     }
     print(f"pass over {pool.n_pixels} pixels, {len(pool.rays)} segments: numba forward {min(fwd):.2f} s + "
@@ -97,6 +130,11 @@ def main() -> None:
           f"{min(adj):.2f} s = {numba_s:.2f} s; torch (render + autograd) {torch_s:.1f} s (from {len(some)} "
           f"pixels); speed-up {torch_s / numba_s:.1f}×; against the float64 render: numba {exact:.1e}, "
           f"torch float32 {torch32:.1e} (of the largest pixel)")
+    print(f"one EM subset ({subset['pixels_per_subset']} pixels, median of {subset['subsets_timed']}): "
+          f"index order forward {subset['index']['forward'] * 1e3:.0f} ms + adjoint "
+          f"{subset['index']['adjoint'] * 1e3:.0f} ms, locality order {subset['locality']['forward'] * 1e3:.0f} + "
+          f"{subset['locality']['adjoint'] * 1e3:.0f} ms (ratios {subset['forward_ratio']:.2f}, "
+          f"{subset['adjoint_ratio']:.2f})")
     save_json(args.out, report)
 
 

@@ -455,9 +455,10 @@ class OSEM:
                  photons_per_atom: float, step_mm: float, backend: str = "auto", power: float = 1.0,
                  block: int = 1, cache_dir: str | os.PathLike | None = None, log=None) -> None:
         self.field, self.pool, self.power = field, pool, float(power)
-        self.subsets = partition(train, subsets, seed, block)
         self.projector = Projector(pool, *field.box_mm, field.shape, photons_per_atom=photons_per_atom,
                                    step_mm=step_mm, backend=backend)
+        # each subset's pixels in the order its projections run fastest (the same pixels as partition's)
+        self.subsets = [self.projector.locality_order(p) for p in partition(train, subsets, seed, block)]
         self._sensitivity: dict[int, torch.Tensor] = {}
         self._visited: set[int] = set()  # the subsets updated since this object was made
         self.sensitivities_read = False  # whether the sensitivities came from the cache

@@ -311,6 +311,7 @@ def _prepare(data: FitData, cfg: FitConfig, *, make_field: Callable, resume: boo
                        "the checkpoint); start the fit again without --resume")
     if cfg.em:
         solver = EMSolver(field, pool_dev, train, cfg, photons_per_atom=y, cache_dir=pool_cache, log=log)
+        held = solver.projector.locality_order(held)  # the checks' projections, in their fastest order
     else:
         refine = Refinement.start(data, cfg, len(train), device) if cfg.refine else None
         solver = AdamSolver(field, pool_dev, train, cfg, photons_per_atom=y, mean_density=mean_density,

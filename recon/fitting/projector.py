@@ -104,6 +104,7 @@ class Projector:
                 rays.origins, rays.directions, rays.weights, rays.t_near)),
                 strata.to(torch.int32).numpy(), (length / strata).numpy())
             self._offsets = pool.offsets.numpy()
+        self._cells: torch.Tensor | None = None  # each pixel's cell code (locality_order), when first asked
 
     def __repr__(self) -> str:
         return (f"Projector(pixels={self.pool.n_pixels}, segments={len(self.pool.rays)}, shape={self.shape}, "
@@ -114,6 +115,27 @@ class Projector:
         p = pixels.to(self.pool.offsets.device)
         s = self.pool.samples
         return int((self.pool.offsets[(p + 1) * s] - self.pool.offsets[p * s]).sum())
+
+    def locality_order(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``pixels`` reordered so that pixels whose rays cross the same part of the box come together.
+
+        For a sparse set of pixels (an EM subset, the held-out pixels: a pixel in 20 or 32), which
+        the kernels otherwise visit in index order, each ray far from the last and the grid's
+        cache lines fetched anew. The order: by the Morton code of the 4×4×4 cell holding the
+        midpoint of the pixel's first segment, then by index within a cell: rays that cross
+        the same region in turn (``bench/projector_pass.py`` times a subset of run042 both
+        ways). A dense set (every pixel) is faster in index order, where neighbouring pixels
+        share cache lines: leave it so. The result of :meth:`forward` follows
+        the order of the pixels it is given, and :meth:`adjoint` does not depend on it but by
+        rounding. The torch backend keeps the order given.
+        """
+        if self.backend != "numba" or len(pixels) < 2:
+            return pixels
+        if self._cells is None:
+            self._cells = torch.from_numpy(_cell_codes(self._lo, self._extent, *self._rays, self._offsets,
+                                                       self.pool.samples))
+        order = torch.from_numpy(np.argsort(self._cells[pixels.cpu()].numpy(), kind="stable"))
+        return pixels[order.to(pixels.device)]
 
     def _segments(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """First and one-past-last segment of each pixel (its samples' segments are contiguous)."""
@@ -182,7 +204,30 @@ class Projector:
         partial = np.zeros((self._threads(), *(n + 2 for n in self.shape)), dtype=self._real)
         adjoint_kernel(y.detach().cpu().numpy().astype(np.float64), self._lo, self._extent, *self._rays,
                        first, last, partial)
-        return torch.from_numpy(fold(partial.sum(0, dtype=np.float64)) * self.emission).to(y.dtype)
+        out = torch.empty(self.shape, dtype=y.dtype)
+        fold(partial, self.emission, out.numpy())
+        return out
+
+
+def _cell_codes(lo, extent, origins, directions, weights, t_near, strata, deltas, offsets, samples: int
+                ) -> np.ndarray:
+    """(P,) int64 each pixel's cell code for :meth:`Projector.locality_order`.
+
+    The Morton code of the 4×4×4 cell of the box that holds the midpoint of the pixel's first
+    segment; 0 for a pixel without segments.
+    """
+    n_pixels = (len(offsets) - 1) // samples
+    first = offsets[np.arange(n_pixels) * samples]
+    has = first < offsets[np.arange(1, n_pixels + 1) * samples]
+    r = first[has]
+    t = t_near[r].astype(np.float64) + 0.5 * strata[r] * deltas[r].astype(np.float64)
+    mid = origins[r].astype(np.float64) + t[:, None] * directions[r]
+    cell = np.clip(((mid - lo) / extent * 4).astype(np.int64), 0, 3)  # (x, y, z) in 0 … 3
+    code = np.zeros(n_pixels, dtype=np.int64)
+    for bit in range(2):  # interleave the two bits of x, y, z
+        for axis in range(3):
+            code[has] |= ((cell[:, axis] >> bit) & 1) << (3 * bit + axis)
+    return code
 
 
 def voxel_values(field) -> torch.Tensor | None:

@@ -230,7 +230,62 @@ def test_pad_and_fold_are_each_others_transpose():
     from recon.fitting.projector_kernels import fold, pad
 
     rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(4, 3, 5)), rng.normal(size=(6, 5, 7))
-    assert pad(x).shape == (6, 5, 7)
-    assert np.array_equal(pad(x)[1:-1, 1:-1, 1:-1], x)
-    assert np.isclose((pad(x) * y).sum(), (x * fold(y.copy())).sum(), rtol=1e-12)
+    for shape in ((4, 3, 5), (1, 2, 1)):
+        x, y = rng.normal(size=shape), rng.normal(size=(2, *(n + 2 for n in shape)))
+        assert pad(x).shape == y.shape[1:]
+        assert np.array_equal(pad(x)[1:-1, 1:-1, 1:-1], x)
+        folded = np.empty(shape)
+        fold(y, 3.0, folded)  # 3 Σ_b foldᵀ(y_b)
+        assert np.isclose((pad(x) * y.sum(0)).sum() * 3.0, (x * folded).sum(), rtol=1e-12)
+        by_hand = y.sum(0)  # each pad layer onto its border, axis by axis
+        for axis in range(3):
+            g = np.moveaxis(by_hand, axis, 0)
+            g[1] += g[0]
+            g[-2] += g[-1]
+        assert np.allclose(folded, 3.0 * by_hand[1:-1, 1:-1, 1:-1], rtol=1e-13)
+        single, double = np.empty(shape, dtype=np.float32), np.empty(shape)
+        fold(y[:1].astype(np.float32), 1.0, single)  # a float32 block into a float32 grid
+        fold(y[:1].astype(np.float32).astype(np.float64), 1.0, double)
+        assert np.array_equal(single, double.astype(np.float32))
+
+
+def test_locality_order_permutes_the_pixels_by_the_cell_of_their_first_segment(micro):
+    """The same pixels, grouped by the cell code of their first segment's midpoint, index order within."""
+    from recon.fitting.projector import _cell_codes
+
+    op = _projector(micro, "numba")
+    pool = micro["pool"]
+    pixels = torch.arange(1, pool.n_pixels, 2)
+    ordered = op.locality_order(pixels)
+    assert sorted(ordered.tolist()) == pixels.tolist()
+    codes = torch.from_numpy(_cell_codes(op._lo, op._extent, *op._rays, op._offsets, pool.samples))
+    assert codes.min() >= 0 and codes.max() < 64 and len(torch.unique(codes)) > 1
+    key = codes[ordered] * pool.n_pixels + ordered  # non-decreasing: the cells, then the pixels' indices
+    assert bool((key[1:] > key[:-1]).all())
+    # a cell code by hand: the midpoint of a pixel's first segment, its 4×4×4 cell, bits interleaved
+    s = pool.samples
+    p = int((pool.offsets[s::s] > pool.offsets[:-1:s]).nonzero()[0])  # the first pixel with segments
+    assert all(codes[q] == 0 for q in range(p))
+    r = int(pool.offsets[p * s])
+    rays = pool.rays.to(dtype=torch.float64)
+    length = float(op._rays[4][r]) * float(op._rays[5][r])
+    mid = rays.origins[r] + (rays.t_near[r] + length / 2) * rays.directions[r]
+    lo, hi = torch.tensor(micro["lo"], dtype=torch.float64), torch.tensor(micro["hi"], dtype=torch.float64)
+    cell = ((mid - lo) / (hi - lo) * 4).long().clamp(0, 3)
+    code = sum(((int(cell[a]) >> b) & 1) << (3 * b + a) for b in range(2) for a in range(3))
+    assert int(codes[p]) == code
+
+
+def test_forward_and_adjoint_follow_the_pixels_order(micro):
+    """A x in another order is A x permuted, bit for bit; Aᵀ y depends on the order only by rounding."""
+    op = _projector(micro, "numba")
+    pixels = torch.arange(micro["pool"].n_pixels)
+    ordered = op.locality_order(pixels[::3])
+    x = _grid((7, 6, 5), 4).float()
+    by_index = op.forward(x, pixels)
+    assert torch.equal(op.forward(x, ordered), by_index[ordered])
+    y = torch.rand(len(pixels), generator=torch.Generator().manual_seed(5))
+    back = op.adjoint(y[ordered], ordered)
+    expected = op.adjoint(y[ordered.sort().values], ordered.sort().values)
+    assert torch.allclose(back, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+    assert torch.equal(_projector(micro, "torch").locality_order(ordered.flip(0)), ordered.flip(0))
