@@ -368,7 +368,8 @@ def fit(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Output directory \\[default: fits/<run>].")] = None,
     field: Annotated[str | None, typer.Option(
-        help="voxel (default: EM) | hashgrid | siren | fourier | gauss | tensorf | splitnet (Adam)")] = None,
+        help="voxel (default: EM) | hashgrid | siren | fourier | gauss | tensorf | splitnet | mulfagrid "
+             "(Adam)")] = None,
     backend: Annotated[str | None, typer.Option(
         help="Hash-grid backend: auto | torch | tcnn (default auto, or --config's)")] = None,
     device: Annotated[str | None, typer.Option(

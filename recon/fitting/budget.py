@@ -101,6 +101,12 @@ def neural_bytes(cfg: FitConfig, samples_per_step: float, run_samples: int = 1 <
         # R each, and what autograd and the stacking copy of them): a rough estimate, not measured
         # (bench/memory_estimate.py has no TensoRF case)
         samples = 4 * 6 * fc.tensorf_rank * 3 * max(samples_per_step, run_samples)
+    elif cfg.field == "mulfagrid":  # the grid, and per sample 8 vertices' kernel networks
+        params = fc.mulfagrid_channels * math.prod(voxel_shape(fc.mulfagrid_resolution))
+        # per sample and vertex the Fourier features and, per layer, the linear map, the filter and
+        # their product (H each) with what autograd keeps of them, float32: an estimate, not measured
+        per_vertex = 6 * fc.mulfagrid_frequencies * 2 + 4 * fc.mulfagrid_width * fc.mulfagrid_layers + 8
+        samples = 4 * 8 * per_vertex * max(samples_per_step, run_samples)
     else:  # a coordinate MLP: SIREN's, or a Fourier-feature, Gaussian or split-activation one
         width, layers = ((fc.siren_width, fc.siren_hidden_layers) if cfg.field == "siren"
                          else (fc.mlp_width, fc.mlp_hidden_layers))

@@ -41,7 +41,7 @@ class FitConfig:
 
     Attributes:
         field: a kind of :data:`~recon.model.fields.config.FIELD_KINDS`: ``voxel`` (default), ``hashgrid``,
-            ``siren``, ``fourier``, ``gauss``, ``tensorf`` or ``splitnet``.
+            ``siren``, ``fourier``, ``gauss``, ``tensorf``, ``splitnet`` or ``mulfagrid``.
         solver: ``auto`` (default: ``em`` for a voxel field of the emission model fitted by the
             Poisson likelihood without regularisers or ``refine``, else ``adam``), ``em``
             (ordered-subsets EM, :mod:`recon.fitting.em`) or ``adam`` (gradient steps on the data

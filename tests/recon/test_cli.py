@@ -239,7 +239,8 @@ def bright_run(tmp_path_factory, tiny_system_file):
     return out
 
 
-@pytest.mark.parametrize("field", ["hashgrid", "voxel", "siren", "fourier", "gauss", "tensorf", "splitnet"])
+@pytest.mark.parametrize("field", ["hashgrid", "voxel", "siren", "fourier", "gauss", "tensorf", "splitnet",
+                                   "mulfagrid"])
 def test_each_field_fits_a_tiny_run_with_a_falling_loss(tmp_path, bright_run, field):
     import json
 
@@ -254,6 +255,8 @@ def test_each_field_fits_a_tiny_run_with_a_falling_loss(tmp_path, bright_run, fi
                       if field in ("fourier", "gauss", "splitnet") else "")
                    + ("field_options = {tensorf_rank = 8, tensorf_resolution = 24}\n"
                       if field == "tensorf" else "")
+                   + ("field_options = {mulfagrid_resolution = 16, mulfagrid_width = 8}\n"
+                      if field == "mulfagrid" else "")
                    # EM on this bright run is best by step 5 (a check then would be the first); it
                    # starts from the data's Gaussian, this cloud's shape, so at 30 % of its light
                    + ("check_every = 1\nem_init = 0.3\n" if field == "voxel" else "check_every = 5\n")

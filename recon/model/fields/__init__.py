@@ -1,7 +1,7 @@
 """Density fields behind one interface (:class:`Field`): hash grid, voxel grid, coordinate MLPs, TensoRF.
 
 The MLPs: SIREN, Fourier features + ReLU, Gaussian activations, split activations (SplitNet);
-TensoRF: a vector–matrix factorised grid.
+TensoRF: a vector–matrix factorised grid; MulFAGrid: a feature grid with a learned interpolation kernel.
 
 :func:`make_field` builds one from a :class:`FieldConfig`; each kind lives in its own module.
 """
@@ -11,6 +11,7 @@ from recon.model.fields.config import ACTIVATIONS, FIELD_KINDS, FieldConfig
 from recon.model.fields.fourier import FourierFeatureField
 from recon.model.fields.gauss import GaussianMLPField
 from recon.model.fields.hashgrid import HashGridField
+from recon.model.fields.mulfagrid import MulFAGridField
 from recon.model.fields.registry import make_field
 from recon.model.fields.siren import SirenField
 from recon.model.fields.splitnet import SplitNetField
@@ -25,6 +26,7 @@ __all__ = [
     "FourierFeatureField",
     "GaussianMLPField",
     "HashGridField",
+    "MulFAGridField",
     "SirenField",
     "SplitNetField",
     "TensoRFField",

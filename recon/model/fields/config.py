@@ -15,13 +15,16 @@ from recon.model.hashgrid import HashGridConfig
 __all__ = ["ACTIVATIONS", "FIELD_KINDS", "FOURIER_ENCODINGS", "FieldConfig", "voxel_shape"]
 
 
-FIELD_KINDS = ("hashgrid", "voxel", "siren", "fourier", "gauss", "tensorf", "splitnet")
+FIELD_KINDS = ("hashgrid", "voxel", "siren", "fourier", "gauss", "tensorf", "splitnet", "mulfagrid")
 
 #: The position maps of a ``"fourier"`` field (:mod:`recon.model.fields.fourier`).
 FOURIER_ENCODINGS = ("gaussian", "positional")
 
 
 ACTIVATIONS = ("softplus", "exp", "linear")
+
+#: The options that are one int or (nx, ny, nz) (lists in JSON and TOML).
+_RESOLUTIONS = ("voxel_resolution", "tensorf_resolution", "mulfagrid_resolution")
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,9 @@ class FieldConfig:
         kind: ``"hashgrid"``, ``"voxel"``, ``"siren"``, ``"fourier"`` (Fourier features + ReLU
             MLP, :mod:`recon.model.fields.fourier`), ``"gauss"`` (Gaussian-activation MLP,
             :mod:`recon.model.fields.gauss`), ``"tensorf"`` (TensoRF's vector–matrix
-            factorisation, :mod:`recon.model.fields.tensorf`) or ``"splitnet"`` (split-activation
-            MLP, :mod:`recon.model.fields.splitnet`).
+            factorisation, :mod:`recon.model.fields.tensorf`), ``"splitnet"`` (split-activation
+            MLP, :mod:`recon.model.fields.splitnet`) or ``"mulfagrid"`` (a feature grid with a
+            learned interpolation kernel, :mod:`recon.model.fields.mulfagrid`).
         encoding: hash grid of a ``"hashgrid"`` field (see :class:`HashGridConfig`).
         hidden_layers: hidden ReLU layers of the hash-grid MLP (instant-ngp's density network
             has one; each more costs ~20 % throughput on CPU).
@@ -55,6 +59,13 @@ class FieldConfig:
         tensorf_rank: R, the components per mode of a ``"tensorf"`` field.
         tensorf_resolution: its samples per axis along every vector and matrix, one int or
             ``(nx, ny, nz)``.
+        mulfagrid_resolution: vertices per axis of a ``"mulfagrid"`` field's grid, one int or
+            ``(nx, ny, nz)``.
+        mulfagrid_channels: C, its features per vertex.
+        mulfagrid_width: H, the width of its kernel's filter network.
+        mulfagrid_layers: L, that network's multiplicative filter layers.
+        mulfagrid_frequencies: F, the octaves of the Fourier features the network starts from.
+        mulfagrid_filter_scale: s, the scale of its filters' frequencies, cycles per box edge.
         activation: ``"softplus"``, ``"exp"`` (truncated exponential) or ``"linear"`` (``max(raw, 0)``:
             the density linear in the parameters, for the EM solver).
         init_density: ``density_scale``, the density every field starts at (same unit as the
@@ -79,6 +90,12 @@ class FieldConfig:
     splitnet_omega: float = 1.0
     tensorf_rank: int = 16
     tensorf_resolution: int | tuple[int, int, int] = 128
+    mulfagrid_resolution: int | tuple[int, int, int] = 64
+    mulfagrid_channels: int = 4
+    mulfagrid_width: int = 16
+    mulfagrid_layers: int = 2
+    mulfagrid_frequencies: int = 4
+    mulfagrid_filter_scale: float = 4.0
     activation: str = "softplus"
     init_density: float = 1.0
 
@@ -125,11 +142,22 @@ class FieldConfig:
         if min(voxel_shape(self.tensorf_resolution)) < 2:
             raise ConfigError(f"{where}: tensorf_resolution needs at least 2 samples per axis, got "
                               f"{self.tensorf_resolution}")
+        if min(voxel_shape(self.mulfagrid_resolution)) < 2:
+            raise ConfigError(f"{where}: mulfagrid_resolution needs at least 2 vertices per axis, got "
+                              f"{self.mulfagrid_resolution}")
+        if not (1 <= self.mulfagrid_channels <= 256 and 1 <= self.mulfagrid_width <= 1024
+                and 1 <= self.mulfagrid_layers <= 16 and 1 <= self.mulfagrid_frequencies <= 16
+                and math.isfinite(self.mulfagrid_filter_scale) and self.mulfagrid_filter_scale > 0):
+            raise ConfigError(f"{where}: need mulfagrid_channels in 1 … 256, mulfagrid_width in 1 … 1024, "
+                              f"mulfagrid_layers and mulfagrid_frequencies in 1 … 16 and "
+                              f"mulfagrid_filter_scale > 0, got {self.mulfagrid_channels}, "
+                              f"{self.mulfagrid_width}, {self.mulfagrid_layers}, "
+                              f"{self.mulfagrid_frequencies}, {self.mulfagrid_filter_scale}")
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict (the inverse of :meth:`from_dict`)."""
         data = asdict(self)
-        for key in ("voxel_resolution", "tensorf_resolution"):
+        for key in _RESOLUTIONS:
             if isinstance(data[key], tuple):
                 data[key] = list(data[key])
         return data
@@ -145,7 +173,7 @@ class FieldConfig:
         data = dict(data)
         if isinstance(data.get("encoding"), dict):
             data["encoding"] = HashGridConfig.from_dict(data["encoding"])
-        for key in ("voxel_resolution", "tensorf_resolution"):
+        for key in _RESOLUTIONS:
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
         return cls(**data)

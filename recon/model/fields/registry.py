@@ -13,6 +13,7 @@ from recon.model.fields.config import FieldConfig
 from recon.model.fields.fourier import FourierFeatureField
 from recon.model.fields.gauss import GaussianMLPField
 from recon.model.fields.hashgrid import HashGridField
+from recon.model.fields.mulfagrid import MulFAGridField
 from recon.model.fields.siren import SirenField
 from recon.model.fields.splitnet import SplitNetField
 from recon.model.fields.tensorf import TensoRFField
@@ -76,6 +77,11 @@ def make_field(
     elif cfg.kind == "tensorf":
         out = TensoRFField(box_min_mm, box_max_mm, rank=cfg.tensorf_rank, resolution=cfg.tensorf_resolution,
                            seed=seed, **common)
+    elif cfg.kind == "mulfagrid":
+        out = MulFAGridField(box_min_mm, box_max_mm, resolution=cfg.mulfagrid_resolution,
+                             channels=cfg.mulfagrid_channels, width=cfg.mulfagrid_width,
+                             layers=cfg.mulfagrid_layers, frequencies=cfg.mulfagrid_frequencies,
+                             filter_scale=cfg.mulfagrid_filter_scale, seed=seed, **common)
     else:
         out = SirenField(box_min_mm, box_max_mm, hidden_layers=cfg.siren_hidden_layers,
                          width=cfg.siren_width, omega0=cfg.siren_omega0, seed=seed, **common)

@@ -24,6 +24,7 @@ SMALL_FIELDS = {
     "gauss": {"mlp_hidden_layers": 2, "mlp_width": 16},
     "tensorf": {"tensorf_rank": 4, "tensorf_resolution": [8, 6, 5]},
     "splitnet": {"mlp_hidden_layers": 2, "mlp_width": 16},
+    "mulfagrid": {"mulfagrid_resolution": [6, 5, 4], "mulfagrid_channels": 2, "mulfagrid_width": 8},
 }
 
 

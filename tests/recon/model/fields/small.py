@@ -16,7 +16,8 @@ def small_config(kind, **kw):
     """Fields small enough for fast tests (the defaults are exercised by the bench)."""
     return FieldConfig(kind=kind, encoding=SMALL_HASH, voxel_resolution=(6, 5, 4),
                        siren_hidden_layers=2, siren_width=16, mlp_hidden_layers=2, mlp_width=16,
-                       fourier_features=8, **kw)
+                       fourier_features=8, mulfagrid_resolution=(5, 4, 3), mulfagrid_channels=2,
+                       mulfagrid_width=8, mulfagrid_frequencies=2, **kw)
 
 
 def points_in_box(n, seed=0, box=BOX):
