@@ -132,7 +132,8 @@ def main() -> None:
           f"torch float32 {torch32:.1e} (of the largest pixel)")
     print(f"one EM subset ({subset['pixels_per_subset']} pixels, median of {subset['subsets_timed']}): "
           f"index order forward {subset['index']['forward'] * 1e3:.0f} ms + adjoint "
-          f"{subset['index']['adjoint'] * 1e3:.0f} ms, locality order {subset['locality']['forward'] * 1e3:.0f} + "
+          f"{subset['index']['adjoint'] * 1e3:.0f} ms, locality order "
+          f"{subset['locality']['forward'] * 1e3:.0f} + "
           f"{subset['locality']['adjoint'] * 1e3:.0f} ms (ratios {subset['forward_ratio']:.2f}, "
           f"{subset['adjoint_ratio']:.2f})")
     save_json(args.out, report)
