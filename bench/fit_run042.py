@@ -14,13 +14,15 @@ that cache (the next shot through the same instrument), and records its wall tim
 ratio to the baseline's. ``--rounds N`` repeats all of it N times (each round with a fresh cache
 and a fresh baseline run beside it): this machine's timings drift by tens of per cent from one
 run to the next, so the JSON keeps every round (``rounds``) and its table and ``side_by_side``
-are the round of median speed-up.
+are the round of median speed-up; ``summary`` has each shot's median, least and greatest
+speed-up over the rounds.
 """
 
 import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,6 +91,20 @@ def _round(args, work: Path) -> dict:
                         "second_shot_speedup": None if second is None else base_wall / second}
     return {"work": work, "cmd": cmd, "wall_s": wall, "second_shot_wall_s": second,
             "second_parts": second_parts, "side_by_side": side_by_side}
+
+
+def round_summary(rounds: list[dict]) -> dict | None:
+    """Median, least and greatest speed-up of the first and the second shot over the rounds."""
+    sides = [r["side_by_side"] for r in rounds if r.get("side_by_side")]
+    if not sides:
+        return None
+    out = {"rounds": len(sides)}
+    for key in ("speedup", "second_shot_speedup"):
+        values = [side[key] for side in sides if side.get(key) is not None]
+        if values:
+            out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values),
+                        "values": values}
+    return out
 
 
 def main() -> None:
@@ -168,6 +184,7 @@ def main() -> None:
         "rounds": [{"wall_s": r["wall_s"], "second_shot_wall_s": r["second_shot_wall_s"],
                     "second_shot_metrics": r["second_parts"], "side_by_side": r["side_by_side"]}
                    for r in rounds],
+        "summary": round_summary(rounds),
         "command": " ".join(cmd),
         "wall_s": wall,
         "second_shot_wall_s": second,

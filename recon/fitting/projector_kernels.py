@@ -11,13 +11,13 @@ midpoint, samples outside the box skipped, ``grid_sample``'s trilinear weights w
 The kernels work on the grid **padded by one voxel on every side** with copies of its border
 (:func:`pad`): border padding is then plain trilinear interpolation of the padded grid, with no
 clamping per sample, and the adjoint's pad layers are folded back onto the border
-(:func:`fold`, compiled too: in numpy, summing the blocks and folding took as long as a tenth of
-a subset's back-projection). A segment's samples inside the box form one run ``k0 ≤ k < k1`` (the box is
-convex), found once per segment (:func:`_inside_run`), so the loop over samples has no test.
-The samples are stepped in padded index space (one multiply-add per axis and sample) in float64:
-torch's float32 positions ``o + t d``, hundreds of mm from the segment's origin, carry errors of
-1e-4 voxel that these do not. The interpolation weights are in the grid's dtype (float32 for a
-fit: a float64 weight would turn every read and every scattered addition into a conversion);
+(:func:`fold`, compiled too: one pass that sums the blocks, folds and scales). A segment's
+samples inside the box form one run ``k0 ≤ k < k1`` (the box is convex), found once per segment
+(:func:`_inside_run`), so the loop over samples has no test. The samples are stepped in padded
+index space (one multiply-add per axis and sample) in float64: torch's float32 positions
+``o + t d``, hundreds of mm from the segment's origin, carry errors of 1e-4 voxel that these do
+not. The interpolation weights are in the grid's dtype (float32 for a fit: a float64 weight
+would turn every read and every scattered addition into a conversion);
 sums over a segment in the grid's dtype, over a pixel's segments in float64.
 
 ``forward`` runs one pixel per loop iteration (no two iterations write the same output);
