@@ -111,7 +111,7 @@ def blurred_gradient(truth, points: torch.Tensor, blur_mm: float) -> torch.Tenso
     hi = lo + np.asarray(truth.voxel_size_mm) * np.asarray(data.shape[::-1])
     out = []
     for k in (kx, ky, kz):
-        grid = torch.from_numpy(np.fft.irfftn(2j * math.pi * k * spectrum, s=data.shape))
+        grid = torch.from_numpy(np.fft.irfftn(2j * math.pi * k * spectrum, s=data.shape, axes=(0, 1, 2)))
         out.append(grid_density(grid, lo.tolist(), hi.tolist())(points))
     return torch.stack(out, dim=1)
 
@@ -228,7 +228,7 @@ def main() -> None:
     for row in report["summary"]:
         mean, sd = row["fsc05_um_mean"], row["fsc05_um_sd"] or 0.0
         fsc = "—" if mean is None else f"{mean:.1f} ± {sd:.1f}"
-        grad = ("" if row["gradient_autodiff_rel_rms_blurred_mean"] is None else
+        grad = ("" if row.get("gradient_autodiff_rel_rms_blurred_mean") is None else
                 f"  ∇ρ error (blurred truth) autodiff {row['gradient_autodiff_rel_rms_blurred_mean']:.3f}, "
                 f"central {row['gradient_central_rel_rms_blurred_mean']:.3f}")
         print(f"{row['kind']:9s} {row['time_s']:6.0f} s  FSC-0.5 {fsc:>14s} µm  atoms "

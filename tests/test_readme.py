@@ -210,7 +210,27 @@ def _quoted_numbers() -> list[str]:
     quoted.append(f"holds the truth in {cover['atoms']} % of the shots for the atoms, {low['centroid']}–"
                   f"{high['centroid']} % for the centroid and {low['width']}–{high['width']} % for the "
                   "widths")
-    return quoted
+    return quoted + _fields_rows(_json("fields.json"))
+
+
+def _fields_rows(bench: dict) -> list[str]:
+    """The rows of the README's "Fields side by side" table, from bench/fields.py's summary."""
+
+    def pm(row, key, spec=",.1f"):
+        mean = row[f"{key}_mean"]
+        return "—" if mean is None else f"{mean:{spec}} ± {row[f'{key}_sd'] or 0:{spec}}"
+
+    rows = []
+    for kind in dict.fromkeys(r["kind"] for r in bench["summary"]):
+        at = {r["time_s"]: r for r in bench["summary"] if r["kind"] == kind}
+        steps = ", ".join(str(c["steps"]) for c in bench["cases"].values() if c["kind"] == kind)
+        late = at[120.0]
+        atoms = _signed(late["atoms_pct_mean"], ".2f") + f" ± {late['atoms_pct_sd'] or 0:.2f} %"
+        grads = [f"{late[f'gradient_{m}_{what}_exact_mean']:.2f}" for what in ("rel_rms", "cosine")
+                 for m in ("autodiff", "central")]
+        rows.append(f"| {kind} | {steps} | {pm(at[30.0], 'fsc05_um')} | {pm(late, 'fsc05_um')} | {atoms} | "
+                    f"{grads[0]} / {grads[1]} | {grads[2]} / {grads[3]} |")
+    return rows
 
 
 def test_the_readme_quotes_the_bench_json_at_its_rounding():
