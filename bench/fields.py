@@ -18,10 +18,9 @@ against the parameters it records), the field's ∇ρ by autodiff and by central
 sd ``--gradient-blur-um`` (the truth volume's, spectrally): the relative
 RMS error ``√(Σ|g − g_true|²/Σ|g_true|²)`` of each and the ``|g_true|``-weighted mean cosine
 between the directions. The truth holds clumps (12–35 µm) and fringes finer than any field here
-resolves, so no field gets near 0 against the exact gradient (the truth's own 20 µm
-voxelisation, trilinear, gets 1.2 by autodiff and 0.72 by central differences); the blurred
-truth asks what a resolution-limited field can give (its gradients are several times smaller:
-the clumps' steep flanks are gone).
+resolves, so no field gets near 0 against the exact gradient (nor would the truth's own 20 µm
+voxelisation); the blurred truth asks what a resolution-limited field can give (its gradients
+are several times smaller: the clumps' steep flanks are gone).
 
     python bench/fields.py [--kinds voxel hashgrid siren fourier gauss] [--fit-seeds 1 2]
         [--cap-s 120] [--snapshots 15 30 60 120] [--gradient-points 4096] [--gradient-step-um 5]
