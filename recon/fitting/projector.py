@@ -104,7 +104,7 @@ class Projector:
                 rays.origins, rays.directions, rays.weights, rays.t_near)),
                 strata.to(torch.int32).numpy(), (length / strata).numpy())
             self._offsets = pool.offsets.numpy()
-        self._cells: torch.Tensor | None = None  # each pixel's cell code (locality_order), when first asked
+        self._cells: np.ndarray | None = None  # each pixel's cell code (locality_order), when first asked
 
     def __repr__(self) -> str:
         return (f"Projector(pixels={self.pool.n_pixels}, segments={len(self.pool.rays)}, shape={self.shape}, "
@@ -132,10 +132,9 @@ class Projector:
         if self.backend != "numba" or len(pixels) < 2:
             return pixels
         if self._cells is None:
-            self._cells = torch.from_numpy(_cell_codes(self._lo, self._extent, *self._rays, self._offsets,
-                                                       self.pool.samples))
-        order = torch.from_numpy(np.argsort(self._cells[pixels.cpu()].numpy(), kind="stable"))
-        return pixels[order.to(pixels.device)]
+            self._cells = _cell_codes(self._lo, self._extent, *self._rays, self._offsets, self.pool.samples)
+        order = np.argsort(self._cells[pixels.cpu().numpy()], kind="stable")
+        return pixels[torch.from_numpy(order).to(pixels.device)]
 
     def _segments(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """First and one-past-last segment of each pixel (its samples' segments are contiguous)."""
