@@ -312,7 +312,7 @@ def main() -> None:
         source, atoms, options = PHANTOMS[pname]
         phantom = load_phantom(source, atoms=atoms, options=options or None)
         t0 = time.perf_counter()
-        expected = expected_views(system, phantom.density, regions, photons_per_atom=PHOTONS,
+        expected = expected_views(system, phantom, regions, photons_per_atom=PHOTONS,
                                   samples=args.sim_samples, step_mm=args.sim_step, seed=1000)
         print(f"{pname}: expected views rendered in {time.perf_counter() - t0:.0f} s "
               f"({sum(float(v.sum()) for v in expected.values()):.4g} e⁻ at 1×)", flush=True)

@@ -134,7 +134,7 @@ def main() -> None:
         source, atoms, options = PHANTOMS[pname]
         phantom = load_phantom(source, atoms=atoms, options=options or None)
         t0 = time.perf_counter()
-        expected = expected_views(system, phantom.density, regions, photons_per_atom=PHOTONS, samples=8,
+        expected = expected_views(system, phantom, regions, photons_per_atom=PHOTONS, samples=8,
                                   step_mm=0.02, seed=1000)
         print(f"{pname}: expected views rendered in {time.perf_counter() - t0:.0f} s", flush=True)
         truth = truth_volume(phantom, box.min_mm.tolist(), box.max_mm.tolist(), 0.02)

@@ -104,7 +104,7 @@ def main() -> None:
         source, options = PHANTOMS[name]
         phantom = load_phantom(source, atoms=1e6, options=options or None)
         truth = phantom_fringes(phantom.params)
-        expected = expected_views(base.system, phantom.density, regions, photons_per_atom=PHOTONS, samples=8,
+        expected = expected_views(base.system, phantom, regions, photons_per_atom=PHOTONS, samples=8,
                                   step_mm=0.02, seed=1000)
         grid = truth_volume(phantom, box.min_mm.tolist(), box.max_mm.tolist(), voxel)  # density.tif's grid
         for fit_seed, noise_seed in todo:

@@ -18,12 +18,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("optics", "calibration", "recon")
 
 #: Layer → the layers it may import (itself always).
-_BASE = {"optics", "recon.errors", "recon.io"}
+_BASE = {"optics", "recon.errors", "recon.io", "recon.threads"}
 ALLOWED = {
     "optics": set(),
     "calibration": {"optics"},
     "recon": set(),  # recon/__init__.py: the lazy Python API imports on first use only
     "recon.errors": {"optics"},
+    "recon.threads": set(),
     "recon.io": {"optics", "recon.errors"},
     "recon.model": _BASE,
     "recon.analysis": _BASE,

@@ -66,6 +66,7 @@ from recon.fitting.poolcache import (
 from recon.fitting.projector import Projector, predict_pixels, voxel_values
 from recon.fitting.raypool import RayPool
 from recon.model.loss import data_loss
+from recon.threads import numba_threads
 
 __all__ = ["FISHER_STRIDE", "OSEM", "Gaussian", "best_gain", "completed_counts", "data_gain", "fit_gaussian",
            "fit_gaussian_and_gains", "measured_over_predicted", "partition", "shifted_counts", "view_weights"]
@@ -480,7 +481,7 @@ class OSEM:
             "pool": pool.key, "weights": array_digest(pool.rays.weights),
             "subsets": array_digest(*self.subsets), "wk": array_digest(*wk),
             "projector": [repr(op), op.box_min_mm, op.box_max_mm, op.emission, str(self.field.grid.dtype),
-                          op._threads() if op.backend == "numba" else 1],
+                          numba_threads() if op.backend == "numba" else 1],
             "code": tracing_code_version(_SENSITIVITY_CODE), "numba": numba.__version__,
             "torch": torch.__version__,
         }

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,6 +31,7 @@ from recon.errors import BackendUnavailableError, ShapeError
 from recon.fitting.projector_kernels import adjoint_kernel, fold, forward_kernel, pad
 from recon.fitting.raypool import RayPool
 from recon.model.render import render_pixels
+from recon.threads import numba_threads
 
 __all__ = ["PROJECTOR_BACKENDS", "Projector", "grid_density", "predict_pixels", "project", "voxel_values"]
 
@@ -142,20 +142,6 @@ class Projector:
         s = self.pool.samples
         return self._offsets[p * s], self._offsets[(p + 1) * s]
 
-    @staticmethod
-    def _threads() -> int:
-        """Give numba torch's thread count (as many as it has) and return it.
-
-        numba's OpenMP layer, starting up, resets the OpenMP thread count it shares with torch to
-        all cores: torch's own count is put back, so that a fit told to use one thread does.
-        """
-        before = torch.get_num_threads()
-        threads = max(1, min(before, numba.config.NUMBA_NUM_THREADS))
-        numba.set_num_threads(threads)
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-        return threads
-
     def _check(self, x: torch.Tensor) -> None:
         if tuple(x.shape) != self.shape:
             raise ShapeError(f"Projector: the grid must have shape {self.shape} (Z, Y, X), "
@@ -176,7 +162,7 @@ class Projector:
                               for part in pixels.split(self.chunk_pixels)]) if len(pixels) else x.new_zeros(0)
         first, last = self._segments(pixels)
         out = np.zeros(len(first), dtype=np.float64)
-        self._threads()
+        numba_threads()
         forward_kernel(pad(x.detach().cpu().numpy()), self._lo, self._extent, *self._rays, first, last, out)
         return torch.from_numpy(out * self.emission).to(x.dtype)
 
@@ -200,7 +186,7 @@ class Projector:
                         out += torch.autograd.grad(pred, x, values)[0]
             return out
         first, last = self._segments(pixels)
-        partial = np.zeros((self._threads(), *(n + 2 for n in self.shape)), dtype=self._real)
+        partial = np.zeros((numba_threads(), *(n + 2 for n in self.shape)), dtype=self._real)
         adjoint_kernel(y.detach().cpu().numpy().astype(np.float64), self._lo, self._extent, *self._rays,
                        first, last, partial)
         out = torch.empty(self.shape, dtype=y.dtype)

@@ -126,27 +126,38 @@ def _samples(rays: RayBatch, step_mm: float, generator: torch.Generator | None, 
     return points, delta.unsqueeze(-1).expand(-1, n)
 
 
-def _ragged_samples(rays: RayBatch, step_mm: float, generator: torch.Generator | None,
-                    jitter: bool):
-    """Stratified samples with ``n_r = ceil(length_r / step)`` strata on each segment ``r``.
+def _ragged_strata(rays: RayBatch, step_mm: float, generator: torch.Generator | None, jitter: bool):
+    """``n_r = ceil(length_r / step)`` strata on each segment ``r``, their length and the jitter.
 
     Returns:
-        ``(points (M, 3), delta (M,), owner (M,))``: sample positions, stratum lengths and the
-        segment each sample belongs to, ``M = Σ_r n_r``.
+        ``(counts (R,), delta (R,), u (Σ n_r,))``: strata per segment (at least 1), stratum
+        lengths, and one uniform jitter value per sample (0.5 without jitter), segment after
+        segment. The jitter is drawn here, and only here, so that the torch samples and a
+        density's compiled ``integrate_strata`` consume the generator alike.
     """
     length = (rays.t_far - rays.t_near).clamp_min(0.0)
     counts = torch.ceil(length.detach() / step_mm).clamp_min(1).to(torch.long)  # (R,)
     total = int(counts.sum())
-    owner = torch.repeat_interleave(torch.arange(len(rays), device=length.device), counts,
-                                    output_size=total)
-    first = torch.cumsum(counts, 0) - counts  # (R,) index of each segment's first sample
-    stratum = (torch.arange(total, device=length.device) - first[owner]).to(length.dtype)
     if jitter:
         u = torch.rand(total, generator=generator, dtype=length.dtype, device="cpu")
         u = u.to(length.device)
     else:
         u = torch.full((total,), 0.5, dtype=length.dtype, device=length.device)
-    delta = (length / counts.to(length.dtype))[owner]  # (M,)
+    return counts, length / counts.to(length.dtype), u
+
+
+def _ragged_samples(rays: RayBatch, counts: torch.Tensor, delta: torch.Tensor, u: torch.Tensor):
+    """The samples of :func:`_ragged_strata`'s strata.
+
+    Returns:
+        ``(points (M, 3), delta (M,), owner (M,))``: sample positions, stratum lengths and the
+        segment each sample belongs to, ``M = Σ_r n_r``.
+    """
+    total = len(u)
+    owner = torch.repeat_interleave(torch.arange(len(rays), device=delta.device), counts, output_size=total)
+    first = torch.cumsum(counts, 0) - counts  # (R,) index of each segment's first sample
+    stratum = (torch.arange(total, device=delta.device) - first[owner]).to(delta.dtype)
+    delta = delta[owner]  # (M,)
     t = rays.t_near[owner] + (stratum + u) * delta  # (M,)
     points = rays.origins[owner] + t.unsqueeze(-1) * rays.directions[owner]
     return points, delta, owner
@@ -168,7 +179,11 @@ def line_integrals(
     ``Σ T_i (1 − exp(−κ_i δ_i)) / attenuation`` (which tends to ``∫ ρ dt`` for a thin medium).
 
     Args:
-        density: maps points (M, 3) in mm to densities (M,).
+        density: maps points (M, 3) in mm to densities (M,). An object that also has
+            ``integrate_strata(rays, counts, delta, u)`` (a Gaussian-mixture phantom's compiled
+            sums, :meth:`~recon.simulation.phantoms.PrimitivePhantom.integrate_strata`) gives the
+            ``emission`` integrals itself when no gradient is recorded, or None to leave them to
+            torch; the strata and the jitter are drawn here either way.
         rays: the segments (R of them).
         step_mm: the largest stratum length along a segment, mm.
         model: ``"emission"`` or ``"emission-absorption"``.
@@ -184,7 +199,13 @@ def line_integrals(
     if len(rays) == 0:
         return rays.weights.new_zeros(0)
     if model == "emission":
-        points, delta, owner = _ragged_samples(rays, step_mm, generator, jitter)
+        counts, delta, u = _ragged_strata(rays, step_mm, generator, jitter)
+        integrate = getattr(density, "integrate_strata", None)
+        if integrate is not None and not torch.is_grad_enabled():
+            integral = integrate(rays, counts, delta, u)
+            if integral is not None:
+                return integral
+        points, delta, owner = _ragged_samples(rays, counts, delta, u)
         rho = density(points)  # (M,)
         return torch.zeros_like(rays.t_near).index_add(0, owner, (rho * delta).to(rays.t_near.dtype))
     points, delta = _samples(rays, step_mm, generator, jitter)

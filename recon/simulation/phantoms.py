@@ -60,7 +60,9 @@ import torch
 
 from recon.errors import ConfigError
 from recon.io.volume import Volume
-from recon.simulation.primitives import Fringes, Primitive, tensor_like
+from recon.simulation.phantom_kernels import gaussian_mixture_integrals
+from recon.simulation.primitives import Fringes, Gaussian, Primitive, tensor_like
+from recon.threads import numba_threads
 
 __all__ = ["MODELS", "Phantom", "PrimitivePhantom", "ShiftedPhantom", "Vec3", "VolumePhantom"]
 
@@ -167,6 +169,7 @@ class PrimitivePhantom(Phantom):
         self.primitives = tuple(p for _, p in components)
         self.weights = tuple(float(w) for w in weights)
         self._scale = self.total_atoms / mass
+        self._mixture = None  # the compiled path's arrays, made on first use (integrate_strata)
         self.component_atoms = tuple(float(a) for a in self.total_atoms * weights * means / mass)
         lows, highs = zip(*(p.bounds() for p in self.primitives), strict=True)
         self.bounds_mm = (
@@ -207,6 +210,49 @@ class PrimitivePhantom(Phantom):
         if self.fringes is not None:
             rho = rho * self.fringes.modulation(flat)
         return (self._scale * rho).reshape(points.shape[:-1])
+
+    def integrate_strata(self, rays, counts: torch.Tensor, delta: torch.Tensor, u: torch.Tensor,
+                         offset_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> torch.Tensor | None:
+        """``Σ ρ δ`` over each segment's jittered strata, compiled; None where torch must do it.
+
+        :func:`recon.model.render.line_integrals` calls it with the strata it drew: ``counts``
+        (R,) samples per segment, ``delta`` (R,) their length, ``u`` (Σ counts,) the jitter. The
+        result is the torch path's bit for bit but where a small clump's exponential (numba's,
+        not torch's) differs in its last bit (:mod:`recon.simulation.phantom_kernels`). None
+        unless every primitive is a Gaussian and the rays are float32 or float64 on the CPU.
+        ``offset_mm``: evaluate ``ρ(x − offset)`` (:class:`ShiftedPhantom`).
+        """
+        dtype = rays.origins.dtype
+        if (
+            not all(isinstance(p, Gaussian) for p in self.primitives)
+            or dtype not in (torch.float32, torch.float64)
+            or rays.origins.device.type != "cpu"
+        ):
+            return None
+        real = np.float32 if dtype == torch.float32 else np.float64
+        if self._mixture is None:
+            used = [(w, p) for w, p in zip(self.weights, self.primitives, strict=True) if w > 0]
+            supports = [p.support() for _, p in used]
+            self._mixture = (
+                np.array([p.center_mm for _, p in used]).reshape(-1, 3),
+                np.array([p.precision_mm2 for _, p in used]).reshape(-1, 3, 3),
+                np.array([(w, p.peak()) for w, p in used]).reshape(-1, 2),
+                np.array([lo for lo, _ in supports]).reshape(-1, 3),
+                np.array([hi for _, hi in supports]).reshape(-1, 3),
+            )
+        mixture = [a.astype(real) for a in self._mixture]  # as tensor_like rounds them for torch
+        fr = self.fringes
+        f_origin = np.zeros(3, real) if fr is None else fr.origin_mm.astype(real)
+        f_dir = np.array([0.0, 0.0, 1.0], real) if fr is None else fr.direction.astype(real)
+        origins, directions, t_near, delta, u = (np.ascontiguousarray(t.numpy()) for t in
+                                                 (rays.origins, rays.directions, rays.t_near, delta, u))
+        numba_threads()
+        out = gaussian_mixture_integrals(
+            origins, directions, t_near, counts.numpy(), delta, u, np.asarray(offset_mm, dtype=real),
+            *mixture, f_origin, f_dir, 0.0 if fr is None else fr.k,
+            0.0 if fr is None else float(fr.phase_rad), fr is not None, float(self._scale),
+        )
+        return torch.from_numpy(out)
 
     @property
     def definition(self) -> dict:
@@ -330,3 +376,12 @@ class ShiftedPhantom(Phantom):
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """The base's density at ``points − offset``."""
         return self.base.density(points - tensor_like(self.offset_mm, points))
+
+    def integrate_strata(self, rays, counts: torch.Tensor, delta: torch.Tensor, u: torch.Tensor,
+                         offset_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> torch.Tensor | None:
+        """The base's compiled sums at ``x − offset`` (None where the base has none)."""
+        integrate = getattr(self.base, "integrate_strata", None)
+        if integrate is None:
+            return None
+        total = [a + b for a, b in zip(self.offset_mm, offset_mm, strict=True)]
+        return integrate(rays, counts, delta, u, offset_mm=total)

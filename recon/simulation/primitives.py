@@ -76,6 +76,11 @@ class Gaussian:
         object.__setattr__(self, "_precision", np.linalg.inv(cov))
         object.__setattr__(self, "_norm", 1.0 / ((2 * math.pi) ** 1.5 * float(np.prod(np.diag(chol)))))
 
+    @property
+    def precision_mm2(self) -> np.ndarray:
+        """(3, 3) the inverse covariance, mm⁻² (the matrix :meth:`density` uses)."""
+        return self._precision
+
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """Density (...) of points (..., 3) mm; integral 1, mm⁻³."""
         d = points - tensor_like(self.center_mm, points)
@@ -293,6 +298,11 @@ class Donut:
         mass = math.sqrt(2 * math.pi) * self.sigma_z_mm * 2 * math.pi * float(np.sum(coef * s2))
         object.__setattr__(self, "_terms", (coef, s2))
         object.__setattr__(self, "_norm", 1.0 / mass)
+
+    @property
+    def precision_mm2(self) -> np.ndarray:
+        """(3, 3) the inverse covariance, mm⁻² (the matrix :meth:`density` uses)."""
+        return self._precision
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """Density (...) of points (..., 3) mm; integral 1, mm⁻³."""

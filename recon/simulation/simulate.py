@@ -91,7 +91,9 @@ def expected_views(
 
     Args:
         system: the instrument.
-        density: maps (M, 3) points in mm to (M,) densities (atoms/mm³).
+        density: maps (M, 3) points in mm to (M,) densities (atoms/mm³); a phantom itself
+            (not its ``density`` method) lets a Gaussian cloud's line integrals run compiled
+            (:meth:`~recon.simulation.phantoms.PrimitivePhantom.integrate_strata`).
         regions: the views to render.
         photons_per_atom: photons scattered per atom in the exposure.
         samples: sub-pixel × aperture samples per pixel (stratified).
@@ -211,7 +213,7 @@ def simulate_run(
     for cam in range(n_cameras):
         regions = [reg for c, reg, _ in recorded if c == cam]
         images = expected_views(
-            system, phantom.density, regions, photons_per_atom=photons_per_atom, samples=samples,
+            system, phantom, regions, photons_per_atom=photons_per_atom, samples=samples,
             step_mm=step_mm, model=phantom.model, seed=seed + 7919 * cam, camera=cam,
             progress=(lambda n, _t, start=done: progress(start + n, total)) if progress else None,
         )

@@ -156,22 +156,6 @@ def test_bad_shapes_and_backends_are_refused(micro):
     assert len(op.forward(torch.zeros(7, 6, 5), torch.zeros(0, dtype=torch.long))) == 0
 
 
-def test_the_kernels_leave_torchs_thread_count_as_it_was():
-    """In a fresh process (numba's OpenMP layer starts on the first kernel and resets the count)."""
-    import subprocess
-    import sys
-
-    script = (
-        "import torch, numpy as np\n"
-        "torch.set_num_threads(1)\n"
-        "from recon.fitting.projector import Projector\n"
-        "Projector._threads()\n"
-        "print(torch.get_num_threads())\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["1"]
-
-
 def test_a_segment_whose_length_is_a_whole_number_of_steps_gets_torchs_strata():
     """3.0 mm / 0.03 mm: 100 strata in float32 (torch); dividing the float32 values in float64 gives 101."""
     from recon.fitting.raypool import RayPool
