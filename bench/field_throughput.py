@@ -4,7 +4,9 @@ For every field kind at its default size (recon.model.fields.FieldConfig) and ev
 that this machine has, on the CPU (for each ``--threads`` count) and on CUDA when present: a
 batch of points uniform in the 2.4 mm box, ``field(points).sum().backward()``, warm-up calls,
 then timed repeats (median and best wall time, and the CPU time per call, which on a shared
-machine is less disturbed by other processes than the wall time). Forward-only (no_grad)
+machine is less disturbed by other processes than the wall time). Memory: the parameters'
+bytes, and the bytes the forward pass keeps for the backward one per point (the tensors autograd
+saves, each storage counted once, parameters not; what grows with the batch). Forward-only (no_grad)
 throughput is reported as well, and for the hash grid the encoding alone (``encoding(u)`` then
 ``backward`` of a random upstream gradient). On CUDA, ``--amp`` adds rows under
 ``torch.autocast(float16)``. ``--profile`` records the operator profile of the torch hash grid's
@@ -61,6 +63,29 @@ def _time(fn, device: torch.device, warmup: int, repeats: int) -> tuple[list[flo
     return wall, cpu
 
 
+def saved_bytes(module: torch.nn.Module, inputs: torch.Tensor) -> int:
+    """Bytes of the tensors that ``module(inputs)`` saves for its backward pass (storages, once each).
+
+    The module's own parameters are not counted (they are there with or without a batch).
+    """
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    seen: set[int] = set()
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key not in seen and key not in params:
+            seen.add(key)
+            total += storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(inputs)
+    return total
+
+
 def bench_one(kind: str, backend: str, device: torch.device, batch: int, warmup: int,
               repeats: int, *, part: str = "field", amp: bool = False, seed: int = 0) -> dict:
     """Throughput of one field (``part="field"``) or of its hash encoding (``"encoding"``)."""
@@ -100,6 +125,9 @@ def bench_one(kind: str, backend: str, device: torch.device, batch: int, warmup:
     fb, fb_cpu = _time(forward_backward, device, warmup, repeats)
     fw, _ = _time(forward, device, warmup, repeats)
     n_params = sum(p.numel() for p in field.parameters())
+    module, inputs = (field.encoding, u) if part == "encoding" else (field, points)
+    with autocast:
+        saved = saved_bytes(module, inputs)
     return {
         "kind": kind,
         "part": part,
@@ -109,6 +137,8 @@ def bench_one(kind: str, backend: str, device: torch.device, batch: int, warmup:
         "threads": torch.get_num_threads(),
         "batch": batch,
         "n_params": n_params,
+        "param_bytes": sum(p.numel() * p.element_size() for p in field.parameters()),
+        "saved_bytes_per_sample": saved / batch,
         "fwd_bwd_samples_per_s_median": batch / statistics.median(fb),
         "fwd_bwd_samples_per_s_best": batch / min(fb),
         "fwd_bwd_samples_per_cpu_s": batch / statistics.median(fb_cpu),
@@ -166,7 +196,7 @@ def main() -> None:
     results = []
     header = (f"{'kind':<9} {'part':<8} {'backend':<7} {'device':<6} {'amp':<3} {'thr':>3} "
               f"{'params':>9} {'fwd+bwd M/s median':>18} {'best':>6} {'per CPU-s':>9} "
-              f"{'fwd M/s':>8}")
+              f"{'fwd M/s':>8} {'MB params':>9} {'B/point':>8}")
     print(header)
     print("-" * len(header))
     for device in devices:
@@ -189,7 +219,9 @@ def main() -> None:
                                   f"{row['fwd_bwd_samples_per_s_median'] / 1e6:>18.3f} "
                                   f"{row['fwd_bwd_samples_per_s_best'] / 1e6:>6.3f} "
                                   f"{row['fwd_bwd_samples_per_cpu_s'] / 1e6:>9.3f} "
-                                  f"{row['fwd_samples_per_s_median'] / 1e6:>8.3f}", flush=True)
+                                  f"{row['fwd_samples_per_s_median'] / 1e6:>8.3f} "
+                                  f"{row['param_bytes'] / 1e6:>9.2f} {row['saved_bytes_per_sample']:>8.0f}",
+                                  flush=True)
 
     profiles = {}
     if args.profile:

@@ -100,17 +100,21 @@ def _quoted_numbers() -> list[str]:
         f"nine fits took {acc['wall_s']:.0f} s",
         f"six default fits {_json('accuracy_six.json')['wall_s']:.0f} s",
         f"took {_json('accuracy_six.json')['wall_s']:.0f} s with the simulation",
+        f"day): {_json('accuracy_six_rerun.json')['wall_s']:.0f} s, the same figures",
         f"{acc['wall_s']:.0f} s for its nine fits",
         f"**{default['fsc05_um']['mean']:.1f} ± {default['fsc05_um']['sd']:.1f}**",
         f"**{_signed(default['atoms_pct']['mean'], '.2f')} ± {default['atoms_pct']['sd']:.2f}**",
     ]
-    fields = {"hashgrid": "hashgrid (torch)", "voxel": "voxel 128³", "siren": "SIREN 3 × 256"}
+    fields = {"hashgrid": "hashgrid (torch)", "voxel": "voxel 128³", "siren": "SIREN 3 × 256",
+              "fourier": "Fourier features", "gauss": "Gaussian MLP", "tensorf": "TensoRF",
+              "splitnet": "SplitNet", "mulfagrid": "MulFAGrid"}
     for r in _json("field_throughput.json")["results"]:
         part = "field" if r["part"] == "field" else "encoding only"
         m = {k: v / 1e6 for k, v in r.items() if k.endswith(("_per_s_median", "_per_s_best", "_per_cpu_s"))}
-        quoted.append(f"| {fields[r['kind']]} | {part} | {r['threads']} | "
-                      f"{m['fwd_bwd_samples_per_s_median']:.2f} / {m['fwd_bwd_samples_per_s_best']:.2f} | "
-                      f"{m['fwd_bwd_samples_per_cpu_s']:.2f} | {m['fwd_samples_per_s_median']:.2f} |")
+        quoted.append(f"| {fields[r['kind']]} | {part} | {r['threads']} | {r['n_params']:,} | "
+                      f"{r['param_bytes'] / 1e6:.2f} | {r['saved_bytes_per_sample']:.0f} | "
+                      f"{m['fwd_bwd_samples_per_s_median']:.3g} / {m['fwd_bwd_samples_per_s_best']:.3g} | "
+                      f"{m['fwd_bwd_samples_per_cpu_s']:.3g} | {m['fwd_samples_per_s_median']:.3g} |")
     mot = _json("mot_4cam.json")["summary"]
     d, f = mot["default"], mot["fixed"]
 
