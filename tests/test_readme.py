@@ -61,6 +61,7 @@ def _quoted_numbers() -> list[str]:
     proj = _json("projector_pass.json")
     acc = _json("accuracy.json")
     default = next(r for r in acc["rows"] if r["method"] == "default" and r["phantom"] == "run042")
+    six, pool16 = (_json(name)["rows"][0] for name in ("accuracy_six.json", "accuracy_pool16.json"))
     quoted = [
         f"{side['wall_s']:.1f} s against {side['baseline_wall_s']:.1f} s ({side['speedup']:.1f}× faster; "
         f"{summary['speedup']['min']:.1f}× and {summary['speedup']['max']:.1f}× in the others)",
@@ -101,6 +102,11 @@ def _quoted_numbers() -> list[str]:
         f"six default fits {_json('accuracy_six.json')['wall_s']:.0f} s",
         f"took {_json('accuracy_six.json')['wall_s']:.0f} s with the simulation",
         f"day): {_json('accuracy_six_rerun.json')['wall_s']:.0f} s, the same figures",
+        f"FSC-0.5 **{pool16['fsc05_um']['mean']:.1f} ± {pool16['fsc05_um']['sd']:.1f} µm** against "
+        f"{six['fsc05_um']['mean']:.1f} ± {six['fsc05_um']['sd']:.1f}, atoms "
+        f"{_signed(pool16['atoms_pct']['mean'], '.2f')} ± {pool16['atoms_pct']['sd']:.2f} %",
+        f"in {_json('accuracy_pool16.json')['wall_s']:.0f} s against "
+        f"{_json('accuracy_six.json')['wall_s']:.0f} s",
         f"{acc['wall_s']:.0f} s for its nine fits",
         f"**{default['fsc05_um']['mean']:.1f} ± {default['fsc05_um']['sd']:.1f}**",
         f"**{_signed(default['atoms_pct']['mean'], '.2f')} ± {default['atoms_pct']['sd']:.2f}**",
