@@ -107,7 +107,8 @@ def _quoted_numbers() -> list[str]:
         f"{_signed(pool16['atoms_pct']['mean'], '.2f')} ± {pool16['atoms_pct']['sd']:.2f} %",
         *(f"**{fsc['mean']:.1f} ± {fsc['sd']:.1f} µm**" for fsc in
           (_json(name)["rows"][0]["fsc05_um"] for name in ("accuracy_10x.json", "accuracy_pool16_10x.json",
-                                                            "accuracy_10x_sim32.json"))),
+                                                            "accuracy_10x_sim32.json",
+                                                            "accuracy_10x_fine.json"))),
         f"in {_json('accuracy_pool16.json')['wall_s']:.0f} s against "
         f"{_json('accuracy_six.json')['wall_s']:.0f} s",
         f"{acc['wall_s']:.0f} s for its nine fits",
