@@ -109,6 +109,10 @@ def _quoted_numbers() -> list[str]:
           (_json(name)["rows"][0]["fsc05_um"] for name in ("accuracy_10x.json", "accuracy_pool16_10x.json",
                                                             "accuracy_10x_sim32.json",
                                                             "accuracy_10x_fine.json"))),
+        *(f"{fsc['mean']:.1f} ± {fsc['sd']:.1f} (`{name}`)" for name, fsc in
+          ((name, _json(name)["rows"][0]["fsc05_um"]) for name in (
+              "accuracy_six.json", "accuracy_10x.json", "accuracy_pool16.json", "accuracy_pool16_10x.json",
+              "accuracy_fine.json", "accuracy_10x_fine.json", "accuracy_10x_fine16.json"))),
         f"in {_json('accuracy_pool16.json')['wall_s']:.0f} s against "
         f"{_json('accuracy_six.json')['wall_s']:.0f} s",
         f"{acc['wall_s']:.0f} s for its nine fits",
