@@ -114,6 +114,18 @@ def residual_stats(data: FitData, pool: RayPool, predicted: torch.Tensor) -> lis
     return rows
 
 
+def _view_parts(data: FitData):
+    """Each view with the slice of the pool's pixels it holds and its image shape ``(h, w)``.
+
+    The pool's pixels are the views' regions of interest one after another, row-major.
+    """
+    first = 0
+    for view in data.views:
+        w, h = int(view.roi[2]), int(view.roi[3])
+        yield view, slice(first, first + w * h), (h, w)
+        first += w * h
+
+
 def _local_mean(data: FitData, values: torch.Tensor) -> torch.Tensor:
     """Each pixel's mean of ``values`` over the :data:`CLOUD_BOX`² pixels of its view around it.
 
@@ -122,12 +134,9 @@ def _local_mean(data: FitData, values: torch.Tensor) -> torch.Tensor:
     from scipy.ndimage import uniform_filter
 
     flat = values.double().cpu().numpy()
-    out, first = np.empty_like(flat), 0
-    for view in data.views:
-        w, h = int(view.roi[2]), int(view.roi[3])
-        part = slice(first, first + w * h)
-        out[part] = uniform_filter(flat[part].reshape(h, w), CLOUD_BOX, mode="nearest").reshape(-1)
-        first += w * h
+    out = np.empty_like(flat)
+    for _, part, shape in _view_parts(data):
+        out[part] = uniform_filter(flat[part].reshape(shape), CLOUD_BOX, mode="nearest").reshape(-1)
     return torch.from_numpy(out).to(values.device)
 
 
@@ -140,12 +149,9 @@ def view_images(data: FitData, pool: RayPool, predicted: torch.Tensor) -> list[V
     mean = (pool.summed_electrons / pool.n_frames.clamp_min(1)).float().cpu().numpy()
     frames = pool.n_frames.cpu().numpy().astype(np.int32)
     pred = predicted.float().cpu().numpy()
-    images, first = [], 0
-    for view in data.views:
-        x0, y0, w, h = (int(v) for v in view.roi)
-        part = slice(first, first + w * h)
-        first += w * h
-        pixel_mm = data.system.cameras[view.camera].object_pixel_mm
-        images.append(ViewImage(view.name, (x0, y0, w, h), pixel_mm, mean[part].reshape(h, w),
-                                pred[part].reshape(h, w), frames[part].reshape(h, w)))
+    images = []
+    for view, part, shape in _view_parts(data):
+        roi, pixel_mm = tuple(int(v) for v in view.roi), data.system.cameras[view.camera].object_pixel_mm
+        images.append(ViewImage(view.name, roi, pixel_mm, mean[part].reshape(shape),
+                                pred[part].reshape(shape), frames[part].reshape(shape)))
     return images

@@ -18,8 +18,8 @@ sorting each chunk's points along x to cull the small clumps and gathering them;
 3. :func:`sum_strata`: per segment, the sum over its samples of ``(scale · ρ) · δ``, each
    Gaussian added in the phantom's order; a culled one (a clump) only where the point lies in its
    support box, both faces inclusive, and only tested on the segments whose line meets that box
-   (a slab test per segment), with numba's exponential (its last bit differs from torch's in
-   about one value in a hundred).
+   (a slab test per segment), with numba's exponential (whose last bit differs from torch's for
+   some arguments).
 
 Every product is in the positions' dtype with each scalar rounded to it first, as torch computes a
 tensor times a Python number. So the sums are torch's bit for bit, except where a clump's

@@ -52,6 +52,7 @@ differentiable with respect to the points.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -169,7 +170,6 @@ class PrimitivePhantom(Phantom):
         self.primitives = tuple(p for _, p in components)
         self.weights = tuple(float(w) for w in weights)
         self._scale = self.total_atoms / mass
-        self._mixture = None  # the compiled path's arrays, made on first use (integrate_strata)
         self.component_atoms = tuple(float(a) for a in self.total_atoms * weights * means / mass)
         lows, highs = zip(*(p.bounds() for p in self.primitives), strict=True)
         self.bounds_mm = (
@@ -211,6 +211,19 @@ class PrimitivePhantom(Phantom):
             rho = rho * self.fringes.modulation(flat)
         return (self._scale * rho).reshape(points.shape[:-1])
 
+    @functools.cached_property
+    def _mixture(self) -> tuple[np.ndarray, ...]:
+        """The positive-weight Gaussians (float64): centres, precisions, (weight, norm), support corners."""
+        used = [(w, p) for w, p in zip(self.weights, self.primitives, strict=True) if w > 0]
+        supports = [p.support() for _, p in used]
+        return (
+            np.array([p.center_mm for _, p in used]).reshape(-1, 3),
+            np.array([p.precision_mm2 for _, p in used]).reshape(-1, 3, 3),
+            np.array([(w, p.peak()) for w, p in used]).reshape(-1, 2),
+            np.array([lo for lo, _ in supports]).reshape(-1, 3),
+            np.array([hi for _, hi in supports]).reshape(-1, 3),
+        )
+
     def integrate_strata(self, rays, counts: torch.Tensor, delta: torch.Tensor, u: torch.Tensor,
                          offset_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> torch.Tensor | None:
         """``Σ ρ δ`` over each segment's jittered strata, compiled; None where torch must do it.
@@ -230,16 +243,6 @@ class PrimitivePhantom(Phantom):
         ):
             return None
         real = np.float32 if dtype == torch.float32 else np.float64
-        if self._mixture is None:
-            used = [(w, p) for w, p in zip(self.weights, self.primitives, strict=True) if w > 0]
-            supports = [p.support() for _, p in used]
-            self._mixture = (
-                np.array([p.center_mm for _, p in used]).reshape(-1, 3),
-                np.array([p.precision_mm2 for _, p in used]).reshape(-1, 3, 3),
-                np.array([(w, p.peak()) for w, p in used]).reshape(-1, 2),
-                np.array([lo for lo, _ in supports]).reshape(-1, 3),
-                np.array([hi for _, hi in supports]).reshape(-1, 3),
-            )
         mixture = [a.astype(real) for a in self._mixture]  # as tensor_like rounds them for torch
         fr = self.fringes
         f_origin = np.zeros(3, real) if fr is None else fr.origin_mm.astype(real)

@@ -82,7 +82,7 @@ def test_clouds_without_culled_clumps_are_torchs_bit_for_bit(dtype):
 
 
 def test_with_clumps_nearly_every_float32_segment_is_torchs_bit_for_bit():
-    """Only a clump's exponential is numba's (torch's differs in the last bit for about one in 100)."""
+    """Only a clump's exponential is numba's (torch's differs from it in the last bit for some arguments)."""
     rays = _rays(n=2000, dtype=torch.float32)
     (ref, fast), _ = _both(interferometer(1e6), rays)
     assert float((ref == fast).double().mean()) > 0.97
