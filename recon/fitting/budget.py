@@ -37,13 +37,14 @@ from recon.errors import ConfigError
 from recon.fitting.config import FitConfig, field_config
 from recon.fitting.data import FitData, density_grid
 from recon.fitting.raypool import rays_per_sample
+from recon.fitting.solvers import RUN_POINTS
 from recon.model.fields.config import voxel_shape
 from recon.model.fields.tensorf import TENSORF_MODES
 from recon.model.forward import trace_in_chunks
 from recon.model.hashgrid import hashgrid_levels
 
 __all__ = ["LIBRARIES_BYTES", "MemoryPlan", "available_memory", "check_memory", "em_voxel_bytes",
-           "estimate_memory", "neural_bytes", "probe_segments"]
+           "estimate_memory", "grid_solver_voxel_bytes", "neural_bytes", "probe_segments"]
 
 GB = 2**30  # as the report prints a peak in MB (2²⁰ bytes) / 1024
 #: The interpreter with torch, numba, matplotlib and scipy imported (321 MB measured).
@@ -74,6 +75,15 @@ def em_voxel_bytes(subsets: int, threads: int = 1) -> int:
     field), whichever is more.
     """
     return max(EM_START_VOXEL_BYTES, 4 * subsets + 4 * threads + 40)
+
+
+def grid_solver_voxel_bytes(threads: int = 1) -> int:
+    """Bytes per voxel of the grid solver's output grid (float32).
+
+    Its centres (x, y, z), the field's values, their slope, the projection's padded copy, and an
+    adjoint grid per thread.
+    """
+    return 12 + 4 * (3 + threads)
 
 
 def neural_bytes(cfg: FitConfig, samples_per_step: float, run_samples: int = 1 << 19) -> float:
@@ -179,13 +189,19 @@ def estimate_memory(data: FitData, cfg: FitConfig, *, threads: int = 1, chunk_pi
     pool = segments * SEGMENT_BYTES + 8 * (pixels * cfg.pool_samples + 1)  # and the offsets
     chunk_rays = max(min(chunk_pixels, v.roi[2] * v.roi[3]) * cfg.pool_samples * int(m)
                      for v, m in zip(data.views, per_view, strict=True))
-    if cfg.field == "voxel":  # EM's state, or the grid with its gradient and Adam's moments
+    output_voxels = math.prod(density_grid(data, cfg.voxel_size_mm)[0])
+    if cfg.solver_kind == "grid":  # a run of the field's points; the voxel centres, the grids of a step
+        solver = neural_bytes(cfg, RUN_POINTS) + output_voxels * grid_solver_voxel_bytes(threads)
+        if cfg.grid_start == "em":  # EM's fit comes first, with recon fit's default voxel field
+            em = FitConfig()
+            voxels = math.prod(voxel_shape(field_config(em).voxel_resolution))
+            solver = max(solver, voxels * em_voxel_bytes(em.subsets, threads))
+    elif cfg.field == "voxel":  # EM's state, or the grid with its gradient and Adam's moments
         voxels = math.prod(voxel_shape(field_config(cfg).voxel_resolution))
         solver = voxels * (em_voxel_bytes(cfg.subsets, threads) if cfg.em else 16)
     else:  # a step's pixels, their segments, and a segment's strata across the box
         strata = float(data.system.volume.size_mm.mean()) / cfg.step_mm
         solver = neural_bytes(cfg, cfg.batch_pixels * segments / max(pixels, 1) * strata)
-    output_voxels = math.prod(density_grid(data, cfg.voxel_size_mm)[0])
     return MemoryPlan(LIBRARIES_BYTES, frames, segments,
                       tracing=TRACE_POOL_FACTOR * pool + TRACE_RAY_BYTES * chunk_rays,
                       fitting=POOL_FACTOR * pool + solver,

@@ -26,9 +26,14 @@ from recon.model.hashgrid import HashGridConfig
 from recon.model.loss import LOSSES
 from recon.model.render import RENDER_MODELS
 
-__all__ = ["AUTO_STEP_MIN_MM", "AUTO_STEP_VOXELS", "MAX_GRID_VOXELS", "SENSITIVITY_MODES", "FitConfig",
-           "auto_step_mm", "check_grid_sizes", "config_dict", "field_config", "field_factory", "fit_voxel_mm",
-           "load_fit_config", "plan_line", "resolved"]
+__all__ = ["AUTO_STEP_MIN_MM", "AUTO_STEP_VOXELS", "GRID_STARTS", "MAX_GRID_VOXELS", "SENSITIVITY_MODES",
+           "SOLVERS", "FitConfig", "auto_step_mm", "check_grid_sizes", "config_dict", "field_config",
+           "field_factory", "fit_voxel_mm", "load_fit_config", "plan_line", "resolved"]
+
+#: The fit's solvers (``solver``); ``auto`` picks EM where it can fit the field, else Adam.
+SOLVERS = ("auto", "em", "adam", "grid")
+#: The grid solver's starts (``grid_start``): the field's own, or EM's fit of the same data.
+GRID_STARTS = ("", "em")
 
 # The most a fit adds to its seed: the uncertainty's split k ≤ 8 thins with seed + k · SPLIT_SEED_OFFSET
 # and fits its halves with seed + (2k + i) · HALF_SEED_OFFSET (split halves: + i · HALF_SEED_OFFSET).
@@ -44,15 +49,17 @@ class FitConfig:
             ``siren``, ``fourier``, ``gauss``, ``tensorf``, ``splitnet`` or ``mulfagrid``.
         solver: ``auto`` (default: ``em`` for a voxel field of the emission model fitted by the
             Poisson likelihood without regularisers or ``refine``, else ``adam``), ``em``
-            (ordered-subsets EM, :mod:`recon.fitting.em`) or ``adam`` (gradient steps on the data
-            term plus regularisers).
+            (ordered-subsets EM, :mod:`recon.fitting.em`), ``adam`` (gradient steps on the data
+            term plus regularisers over batches of ``batch_pixels``) or ``grid`` (Adam steps on an
+            ordered subset of the pixels, the field evaluated on the output grid and projected by
+            EM's operator, :class:`recon.fitting.solvers.GridSolver`; emission model, no ``refine``).
         backend: hash-grid backend, ``auto``, ``torch`` or ``tcnn``.
         device: ``auto``, ``cpu`` or ``cuda``.
         steps: the most steps (EM: subset updates; Adam: batches); the fit stops before when the
             held-out pixels say so, or after ``max_passes``.
         max_passes: the most passes over the training pixels (a pass is ``subsets`` EM updates, or
             training pixels / ``batch_pixels`` Adam steps).
-        subsets: ordered subsets of EM (updates per pass over the data).
+        subsets: ordered subsets of EM and of the grid solver (steps per pass over the data).
         em_init: scale of EM's start (the data's Gaussian plus a floor,
             :func:`recon.fitting.start.start_grid`); 1 starts at the data's light.
             EM changes a voxel by the ratio of measured to predicted light along its rays, and
@@ -64,6 +71,11 @@ class FitConfig:
             to start EM from instead of the data's Gaussian: moved onto the Gaussian's centre and
             scaled to its atoms (:func:`recon.fitting.start.warm_grid`; ``recon batch --warm-start``).
             Empty: the data's Gaussian.
+        grid_start: the grid solver's start: ``""`` (the field's own initialisation, at the data's
+            mean density) or ``"em"`` (EM's fit of the same data with these settings and a voxel
+            field first, then the field fitted to that density at the output voxel centres by
+            least squares, :func:`recon.fitting.solvers.fit_to_grid`, and the grid solver's Adam
+            steps from there).
         em_power: the exponent ω of EM's update ``x ← x · ratio^ω`` (:class:`recon.fitting.em.OSEM`):
             1 is EM; above 1 the over-relaxed EM, with the same fixed points and positivity.
         subset_block: consecutive training pixels kept together in one EM subset
@@ -74,8 +86,9 @@ class FitConfig:
             photometry for every camera (:mod:`recon.fitting.sensitivity`).
         holdout: fraction of each view's usable pixels held out of the fit; their deviance stops it
             (:mod:`recon.fitting.holdout`). 0: no stop rule, the fit runs ``steps``.
-        check_every: steps between held-out checks; 0 chooses ``max(1, subsets // 8)`` for EM and
-            100 for Adam.
+        check_every: steps between held-out checks; 0 chooses ``max(1, subsets // 8)`` for EM, a
+            pass (``subsets``) for the grid solver and 100 for Adam
+            (:func:`recon.fitting.loop.check_interval`).
         patience: held-out checks without improvement before the fit stops.
         batch_pixels: pixels per step, drawn across all views.
         pool_samples: sub-pixel × aperture samples traced per pixel, S.
@@ -131,6 +144,7 @@ class FitConfig:
     subsets: int = 32
     em_init: float = 1.0
     em_start: str = ""
+    grid_start: str = ""
     em_power: float = 1.0
     subset_block: int = 1
     camera_sensitivity: str = "auto"
@@ -167,6 +181,16 @@ class FitConfig:
         return self.solver == "em" or (self.solver == "auto" and self.em_possible)
 
     @property
+    def solver_kind(self) -> str:
+        """The solver the fit runs: ``em``, ``grid`` or ``adam`` (``auto`` resolved)."""
+        return "em" if self.em else "grid" if self.solver == "grid" else "adam"
+
+    @property
+    def ordered_subsets(self) -> bool:
+        """True when a pass over the data is ``subsets`` steps (EM and the grid solver), not batches."""
+        return self.solver_kind in ("em", "grid")
+
+    @property
     def em_possible(self) -> bool:
         """A voxel field of the emission model, the Poisson likelihood, no regulariser, no refine."""
         return (self.field == "voxel" and self.model == "emission" and not self.refine
@@ -178,12 +202,13 @@ class FitConfig:
             (self.field in FIELD_KINDS, "field", ", ".join(FIELD_KINDS)),
             (self.backend in ("auto", "torch", "tcnn"), "backend", "auto, torch or tcnn"),
             (self.device in ("auto", "cpu", "cuda"), "device", "auto, cpu or cuda"),
-            (self.solver in ("auto", "em", "adam"), "solver", "auto, em or adam"),
+            (self.solver in SOLVERS, "solver", ", ".join(SOLVERS)),
             (1 <= self.steps <= 10**8, "steps", "≥ 1 and ≤ 10⁸"),
             (0 < self.max_passes <= 1e6, "max_passes", "> 0 and ≤ 10⁶"),
             (1 <= self.subsets <= 4096, "subsets", "≥ 1 and ≤ 4096"),
             (1e-6 <= self.em_init <= 1e3, "em_init", "in 1e-6 … 1e3 (the start's scale, 1: the data's)"),
             (1 <= self.em_power <= 3, "em_power", "in 1 … 3 (the EM update's exponent, 1: EM)"),
+            (self.grid_start in GRID_STARTS, "grid_start", " or ".join(repr(v) for v in GRID_STARTS)),
             (1 <= self.subset_block <= 2**20, "subset_block", "≥ 1 and ≤ 2²⁰ (pixels kept together)"),
             (self.camera_sensitivity in SENSITIVITY_MODES, "camera_sensitivity", "auto, fit or fixed"),
             (0 <= self.holdout <= 0.5, "holdout", "in 0 … 0.5 (a fraction of the pixels)"),
@@ -222,6 +247,13 @@ class FitConfig:
                               f"loss {self.loss!r}, refine {self.refine!r}, tv_weight {self.tv_weight:g}, "
                               f"sparsity_weight {self.sparsity_weight:g}); pass solver = \"adam\" or "
                               "\"auto\"")
+        if self.grid_start and self.solver_kind != "grid":
+            raise ConfigError(f"fit config: grid_start = {self.grid_start!r} starts the grid solver; pass "
+                              "solver = \"grid\" or drop grid_start")
+        if self.solver == "grid" and (self.model != "emission" or self.refine):
+            raise ConfigError(f"fit config: solver 'grid' projects the field's voxel grid by the emission "
+                              f"model's operator through the static optics (got model {self.model!r}, refine "
+                              f"{self.refine!r}); pass solver = \"adam\" for another model or --refine")
         try:
             field_config(self)  # field_options are checked now, not after tracing
         except ConfigError as err:

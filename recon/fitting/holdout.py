@@ -60,14 +60,19 @@ def split_held_out(pool: RayPool, usable: torch.Tensor, fraction: float, seed: i
 @torch.no_grad()
 def heldout_deviance(field, pool: RayPool, held: torch.Tensor, *, photons_per_atom: float, step_mm: float,
                      model: str = "emission", attenuation: float = 1.0,
-                     projector: Projector | None = None) -> float:
+                     projector: Projector | None = None, grid: torch.Tensor | None = None) -> float:
     """Shifted-Poisson deviance per pixel and frame of the ``held`` pixels (stratum midpoints).
 
     Deterministic (no jitter), so that successive checks differ only by the field. ``projector``:
-    EM's, reused (:func:`recon.fitting.projector.predict_pixels`).
+    EM's or the grid solver's, reused (:func:`recon.fitting.projector.predict_pixels`); ``grid``:
+    the values that ``projector`` projects in place of the field (the grid solver's field at its
+    voxel centres).
     """
-    pred = predict_pixels(field, pool, held, photons_per_atom=photons_per_atom, step_mm=step_mm, model=model,
-                          attenuation=attenuation, projector=projector)
+    if grid is not None:
+        pred = projector.forward(grid, held)
+    else:
+        pred = predict_pixels(field, pool, held, photons_per_atom=photons_per_atom, step_mm=step_mm,
+                              model=model, attenuation=attenuation, projector=projector)
     k = pool.n_frames[held]
     censored = pool.censored(held)
     if not float(k.sum() + (0 if censored is None else censored[0].sum())) > 0:

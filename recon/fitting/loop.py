@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from optics.system import System
 from recon.errors import BackendUnavailableError, FitError
 from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint, save_checkpoint
 from recon.fitting.config import FitConfig, resolved
-from recon.fitting.data import FitData
+from recon.fitting.data import FitData, density_grid
 from recon.fitting.em import Gaussian
 from recon.fitting.holdout import StopRule, heldout_deviance, split_held_out
 from recon.fitting.raypool import (
@@ -46,11 +47,18 @@ from recon.fitting.sensitivity import (
     fits_sensitivity,
     scaled_pool,
 )
-from recon.fitting.solvers import AdamSolver, EMSolver, NonFiniteStep
+from recon.fitting.solvers import (
+    AdamSolver,
+    EMSolver,
+    GridSolver,
+    NonFiniteStep,
+    fit_to_grid,
+    voxel_means,
+)
 from recon.io.volume import read_volume
 
-__all__ = ["FIRST_PASS_FACTOR", "FitInterrupted", "FitResult", "StopOnSignals", "estimate_atoms", "pace_line",
-           "resolve_device", "run_fit", "step_limit"]
+__all__ = ["EM_START_KEYS", "FIRST_PASS_FACTOR", "FitInterrupted", "FitResult", "StopOnSignals",
+           "check_interval", "estimate_atoms", "pace_line", "resolve_device", "run_fit", "step_limit"]
 
 
 class FitInterrupted(KeyboardInterrupt):
@@ -134,8 +142,19 @@ def estimate_atoms(data: FitData, pool: RayPool) -> float:
 
 def step_limit(cfg: FitConfig, n_train: int) -> int:
     """The most steps a fit makes: ``steps``, or ``max_passes`` passes over ``n_train`` pixels if fewer."""
-    per_pass = cfg.subsets if cfg.em else n_train / max(cfg.batch_pixels, 1)
+    per_pass = cfg.subsets if cfg.ordered_subsets else n_train / max(cfg.batch_pixels, 1)
     return max(1, min(cfg.steps, math.ceil(cfg.max_passes * per_pass)))
+
+
+def check_interval(cfg: FitConfig) -> int:
+    """Steps between held-out checks when ``check_every = 0``.
+
+    EM: ``subsets // 8`` (four updates of its 32 subsets; an update changes the map little); the
+    grid solver: a pass (``subsets`` steps; a check costs the field on every voxel); Adam: 100.
+    """
+    if cfg.em:
+        return max(1, cfg.subsets // 8)
+    return cfg.subsets if cfg.solver_kind == "grid" else 100
 
 
 #: An EM update of the first pass back-projects twice (the subset's sensitivity too): about this
@@ -261,7 +280,7 @@ class _Prepared:
     field: torch.nn.Module
     train: torch.Tensor  # on the device
     held: torch.Tensor
-    solver: EMSolver | AdamSolver
+    solver: EMSolver | AdamSolver | GridSolver
     generator: torch.Generator
     mean_density: float
     photons_per_atom: float
@@ -271,10 +290,11 @@ class _Prepared:
 
 
 def _prepare(data: FitData, cfg: FitConfig, *, make_field: Callable, resume: bool, pool_cache, log,
-             device: torch.device) -> _Prepared:
+             device: torch.device, grid_start=None) -> _Prepared:
     """The pool, the field, the held-out split, the camera factors, EM's start and the solver.
 
-    In this order: each draws from the seeded generators in turn.
+    In this order: each draws from the seeded generators in turn. ``grid_start``: a field the
+    grid solver's field is first fitted to at its voxel centres (``grid_start = "em"``).
     """
     pool = _traced_pool(data, cfg, pool_cache, log)
     usable = (pool.observed_frames > 0).nonzero(as_tuple=True)[0]
@@ -312,6 +332,19 @@ def _prepare(data: FitData, cfg: FitConfig, *, make_field: Callable, resume: boo
     if cfg.em:
         solver = EMSolver(field, pool_dev, train, cfg, photons_per_atom=y, cache_dir=pool_cache, log=log)
         held = solver.projector.locality_order(held)  # the checks' projections, in their fastest order
+    elif cfg.solver_kind == "grid":
+        solver = GridSolver(field, pool_dev, train, cfg, photons_per_atom=y, mean_density=mean_density,
+                            box=box, grid=density_grid(data, cfg.voxel_size_mm), generator=gen,
+                            max_steps=max_steps)
+        held = solver.projector.locality_order(held)
+        if grid_start is not None:  # EM's density averaged over each output voxel
+            voxel = solver.grid_voxel_mm
+            nz, ny, nx = grid_start.grid.shape[2:]  # EM's voxel field
+            finer = min(float(e) / n for e, n in zip(box.size_mm, (nx, ny, nz), strict=True))
+            target = voxel_means(grid_start, solver.points, voxel, finer)
+            misfit = fit_to_grid(field, solver.points, target, generator=gen)
+            log(f"grid start: the field fitted to EM's density over the {len(target):,} output voxels, "
+                f"RMS misfit {100 * misfit:.2g} % of the density's RMS")
     else:
         refine = Refinement.start(data, cfg, len(train), device) if cfg.refine else None
         solver = AdamSolver(field, pool_dev, train, cfg, photons_per_atom=y, mean_density=mean_density,
@@ -335,7 +368,7 @@ class _Steps:
         self.path = out_dir / "checkpoint.pt"
         self.data_key = data_fingerprint(data)
         self.saved_step: int | None = None
-        self.check_every = cfg.check_every or (max(1, cfg.subsets // 8) if cfg.em else 100)
+        self.check_every = cfg.check_every or check_interval(cfg)
 
     def resume(self, data: FitData) -> None:
         """Continue from the checkpoint: the field, the solver, the generator, the checks and the rule."""
@@ -361,7 +394,8 @@ class _Steps:
         p, cfg, state, rule = self.prep, self.cfg, self.state, self.rule
         deviance = heldout_deviance(p.field, p.pool_dev, p.held, photons_per_atom=p.photons_per_atom,
                                     step_mm=cfg.step_mm, projector=p.solver.projector, model=cfg.model,
-                                    attenuation=cfg.attenuation)
+                                    attenuation=cfg.attenuation,
+                                    grid=p.solver.grid() if isinstance(p.solver, GridSolver) else None)
         state.heldout.append([state.step, deviance])
         if rule.update(state.step, deviance):
             self.best.clear()
@@ -394,7 +428,7 @@ class _Steps:
         if progress:
             progress.start(max_steps, state.step)
         first_step = state.step
-        per_pass = cfg.subsets if cfg.em else max(1.0, len(p.train) / max(cfg.batch_pixels, 1))
+        per_pass = cfg.subsets if cfg.ordered_subsets else max(1.0, len(p.train) / max(cfg.batch_pixels, 1))
         t_start = time.perf_counter() - state.elapsed_s
         try:
             with _Signals() as signals:
@@ -428,6 +462,52 @@ class _Steps:
         finally:
             if progress:
                 progress.stop()
+
+
+#: What the grid solver's EM start (``grid_start = "em"``) takes from the fit's settings; the rest
+#: (the field, the solver, subsets, steps, passes, checks, patience, learning rates) are EM's defaults.
+EM_START_KEYS = ("device", "holdout", "pool_samples", "defocused_rays", "step_mm", "voxel_size_mm", "seed",
+                 "camera_sensitivity", "em_init", "em_start", "em_power", "subset_block", "memory_gb",
+                 "checkpoint_every", "log_every")
+
+
+class _Prefixed:
+    """A progress display that only passes its log lines on, each after ``prefix``."""
+
+    def __init__(self, log: Callable, prefix: str) -> None:
+        self._log, self._prefix = log, prefix
+
+    def log(self, text: str) -> None:
+        self._log(self._prefix + text)
+
+    def start(self, *args) -> None:
+        pass
+
+    def update(self, *args) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def _em_fit(data: FitData, cfg: FitConfig, out_dir: Path, *, make_field: Callable, pool_cache,
+            log) -> FitResult:
+    """EM's fit of ``data`` (``recon fit``'s defaults but :data:`EM_START_KEYS` of ``cfg``): the grid start.
+
+    Its checkpoint lives in ``out_dir/em-start`` while it runs and is removed after; a signal
+    stops it with nothing to resume.
+    """
+    em_cfg = dataclasses.replace(FitConfig(), **{key: getattr(cfg, key) for key in EM_START_KEYS})
+    where = out_dir / "em-start"
+    try:
+        return run_fit(data, em_cfg, where, make_field=make_field, pool_cache=pool_cache,
+                       progress=_Prefixed(log, "EM start: "))
+    except FitInterrupted as err:
+        raise FitInterrupted("fit stopped during its EM start (grid_start = \"em\"), before the field's "
+                             "steps: nothing to resume; run the same command again", err.exit_status - 128) \
+            from None
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def run_fit(
@@ -465,8 +545,11 @@ def run_fit(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     log = progress.log if progress else (lambda text: None)
+    grid_start = None
+    if cfg.solver_kind == "grid" and cfg.grid_start == "em" and not resume:
+        grid_start = _em_fit(data, cfg, out_dir, make_field=make_field, pool_cache=pool_cache, log=log).field
     prep = _prepare(data, cfg, make_field=make_field, resume=resume, pool_cache=pool_cache, log=log,
-                    device=device)
+                    device=device, grid_start=grid_start)
     steps = _Steps(prep, data, cfg, out_dir, on_check=on_check, log=log)
     if resume:
         steps.resume(data)

@@ -349,7 +349,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
     if progress:
         progress.log("writing outputs: density.tif, views.npz, renders/, metrics.json, report.html")
     t_outputs = t_out
-    meta = {"run": run_name, "field": cfg.field, "solver": "em" if cfg.em else "adam", "backend": backend,
+    meta = {"run": run_name, "field": cfg.field, "solver": cfg.solver_kind, "backend": backend,
             "steps": states[0].step}
     grids = [sample_field(r.field, shape, origin, voxel, device) for r in results]
     extra: dict = {}
@@ -361,7 +361,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         done("wrote half1.tif, half2.tif, fsc-halves/")
     volume = save_density(work, sum(grids) / len(grids), origin, voxel, data.density_unit, meta)
     done("wrote density.tif")
-    if how is None and results[0].predicted is not None:  # EM's, from its final gain
+    if how is None and results[0].predicted is not None:  # EM's or the grid solver's, after its final gain
         predicted = results[0].predicted.float().cpu()
     else:
         predicted = predict_fit([r.field for r in results], volume, pool,

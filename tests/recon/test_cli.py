@@ -284,6 +284,31 @@ def test_each_field_fits_a_tiny_run_with_a_falling_loss(tmp_path, bright_run, fi
     assert volume.data.max() > 0 and volume.meta.get("field") == field
 
 
+@pytest.mark.parametrize("field", ["hashgrid", "voxel"])
+def test_the_grid_solver_fits_a_field_through_the_output_grid_from_the_cli(tmp_path, bright_run, field):
+    import json
+
+    from recon.fitting.checkpoint import read_checkpoint
+    from recon.io.volume import read_volume
+
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text(f'field = "{field}"\nsolver = "grid"\nsubsets = 4\npool_samples = 2\nvoxel_size_mm = 0.1\n'
+                   "check_every = 4\npatience = 100\nmax_passes = 10\n"
+                   # the voxel field through the grid solver: a softplus grid fitted by Adam
+                   + ('field_options = {voxel_resolution = 16}\nlr = 0.05\n' if field == "voxel" else ""))
+    out = tmp_path / field
+    res = _fit(bright_run, out, "--steps", "24", "--config", str(cfg))
+    assert res.exit_code == 0, res.output
+    state = read_checkpoint(out / "checkpoint.pt")["state"]
+    checks = [d for _, d in state["heldout"]]
+    assert len(state["losses"]) == 24 and len(checks) == 6 and min(checks) < checks[0]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["solver"] == "grid"
+    volume = read_volume(out / "density.tif")
+    assert volume.data.max() > 0 and volume.meta.get("field") == field and volume.meta.get("solver") == "grid"
+    assert "step 2:" in res.output and "(4 steps each)" in res.output  # a pass is `subsets` steps
+
+
 def test_a_fit_whose_grid_cannot_be_held_is_refused_before_any_work(tmp_path, tiny_run):
     cfg = tmp_path / "fit.toml"
     cfg.write_text("voxel_size_mm = 0.0001\n")

@@ -17,12 +17,14 @@ from recon.fitting.budget import (
     check_memory,
     em_voxel_bytes,
     estimate_memory,
+    grid_solver_voxel_bytes,
     neural_bytes,
     probe_segments,
 )
 from recon.fitting.config import FitConfig, resolved
-from recon.fitting.data import load_fit_data
+from recon.fitting.data import density_grid, load_fit_data
 from recon.fitting.raypool import build_ray_pool, rays_per_sample
+from recon.fitting.solvers import RUN_POINTS
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,21 @@ def test_the_phases_grow_with_what_they_hold(data):
     traced = estimate_memory(data, cfg, segments=2_000_000)
     assert traced.tracing - plan.tracing == pytest.approx(2.7 * 1_000_000 * SEGMENT_BYTES)
     assert estimate_memory(data, cfg).segments > 0  # probed when not given
+
+
+def test_the_grid_solver_holds_a_run_of_the_field_and_a_few_grids_of_the_output_voxels(data):
+    cfg = resolved(FitConfig(field="hashgrid", solver="grid"), data)
+    plan = estimate_memory(data, cfg, segments=1_000_000)
+    keys = sum(v.roi[2] * v.roi[3] for v in data.views) * cfg.pool_samples + 1
+    pool = 1_000_000 * SEGMENT_BYTES + 8 * keys
+    voxels = math.prod(density_grid(data, cfg.voxel_size_mm)[0])
+    solver = voxels * grid_solver_voxel_bytes() + neural_bytes(cfg, RUN_POINTS)
+    assert plan.fitting == pytest.approx(POOL_FACTOR * pool + solver)
+    warm = estimate_memory(data, dataclasses.replace(cfg, grid_start="em"), segments=1_000_000)
+    assert warm.fitting == pytest.approx(POOL_FACTOR * pool + max(solver, 128**3 * em_voxel_bytes(32)))
+    finer = estimate_memory(data, dataclasses.replace(cfg, voxel_size_mm=0.5 * density_grid(data, 0)[2][0]),
+                            segments=1_000_000)
+    assert finer.fitting > plan.fitting  # eight times the voxels
 
 
 def test_a_neural_fields_step_costs_in_proportion_to_its_samples():

@@ -52,7 +52,7 @@ def test_defaults_validate_and_are_what_the_docs_say():
     ("backend", "cuda", "auto, torch or tcnn"),
     ("device", "gpu", "auto, cpu or cuda"),
     ("steps", 0, "≥ 1"),
-    ("solver", "lbfgs", "auto, em or adam"),
+    ("solver", "lbfgs", "auto, em, adam, grid"),
     ("subsets", 0, "≥ 1"),
     ("em_power", 0.5, "in 1 … 3"),
     ("em_power", float("nan"), "in 1 … 3"),
