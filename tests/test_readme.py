@@ -3,6 +3,7 @@
 import json
 import pathlib
 import re
+import statistics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -118,6 +119,20 @@ def _quoted_numbers() -> list[str]:
         f"{acc['wall_s']:.0f} s for its nine fits",
         f"**{default['fsc05_um']['mean']:.1f} ± {default['fsc05_um']['sd']:.1f}**",
         f"**{_signed(default['atoms_pct']['mean'], '.2f')} ± {default['atoms_pct']['sd']:.2f}**",
+    ]
+    grid = {r["budget"]: r for r in _json("accuracy_grid_em.json")["rows"]}
+    em = [[r["default"]["fsc05_um"] for r in _json(name)["runs"] if r["fit_seed"] == 1]
+          for name in ("accuracy_six.json", "accuracy_10x.json")]
+    fsc = {b: grid[b]["fsc05_um"] for b in (1.0, 10.0)}
+    fit_s = [r["fit_s"] for r in _json("accuracy_grid_em.json")["runs"]]
+    quoted += [
+        "| EM (the default), fit seed 1 of `accuracy_six.json` / `accuracy_10x.json` | "
+        + " | ".join(f"{statistics.mean(v):.1f} ± {statistics.stdev(v):.1f}" for v in em) + " |",
+        "| hash grid, grid solver from EM's fit | "
+        + " | ".join(f"{f['mean']:.1f} ± {f['sd']:.1f}" for f in fsc.values()) + " |",
+        f"Atoms {_signed(grid[1.0]['atoms_pct']['mean'], '.2f')} ± {grid[1.0]['atoms_pct']['sd']:.2f} "
+        "% at 1×",
+        f"Each fit took {min(fit_s):.0f}–{max(fit_s):.0f} s",
     ]
     fields = {"hashgrid": "hashgrid (torch)", "voxel": "voxel 128³", "siren": "SIREN 3 × 256",
               "fourier": "Fourier features", "gauss": "Gaussian MLP", "tensorf": "TensoRF",

@@ -280,7 +280,7 @@ RUN_POINTS = 1 << 16
 class GridSolver:
     """Adam on any field seen through a voxel grid, the data term projected by EM's operator.
 
-    Each step evaluates the field at the voxel centres of ``shape`` (:func:`voxel_centres`), takes
+    Each step evaluates the field at the voxel centres of ``grid`` (:func:`voxel_centres`), takes
     its expected photoelectrons over one ordered subset of the training pixels by the projector
     (:func:`recon.fitting.projector.project`: the trilinear interpolation of those values at the
     stratum midpoints, as EM sees a voxel density), and makes an Adam step on the data term
@@ -291,8 +291,8 @@ class GridSolver:
     :func:`cosine_lr` to the step limit.
 
     What the fit then determines is the field's values at those voxel centres: the held-out
-    checks (:meth:`grid`) and the final prediction (:meth:`finish`) project the same grid, and
-    ``density.tif`` (the output grid) holds the field at the same points.
+    checks (:meth:`grid`) and the final gain and prediction (:meth:`finish`) project the same
+    grid, and ``density.tif`` (the output grid) holds the field at the same points.
 
     Args:
         field: the field (any kind, emission model).
