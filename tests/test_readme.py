@@ -113,7 +113,9 @@ def _quoted_numbers() -> list[str]:
         *(f"{fsc['mean']:.1f} ± {fsc['sd']:.1f} (`{name}`)" for name, fsc in
           ((name, _json(name)["rows"][0]["fsc05_um"]) for name in (
               "accuracy_six.json", "accuracy_10x.json", "accuracy_pool16.json", "accuracy_pool16_10x.json",
-              "accuracy_fine.json", "accuracy_10x_fine.json", "accuracy_10x_fine16.json"))),
+              "accuracy_fine.json", "accuracy_10x_fine.json", "accuracy_10x_fine16.json",
+              "accuracy_10x_em192.json"))),
+        f"is {_json('accuracy_10x_em192.json')['rows'][0]['power_beyond']['mean']:.0f}× the",
         f"in {_json('accuracy_pool16.json')['wall_s']:.0f} s against "
         f"{_json('accuracy_six.json')['wall_s']:.0f} s",
         f"{acc['wall_s']:.0f} s for its nine fits",
