@@ -210,6 +210,20 @@ def test_the_grid_solver_can_start_from_ems_fit_and_keeps_no_trace_of_it(micro, 
     assert warm.state.heldout[0][1] < cold.state.heldout[0][1]  # it starts where EM stopped
 
 
+def test_a_grid_fit_resumes_where_its_checkpoint_left_it(micro, tmp_path):
+    # lr = lr_final: a schedule that the step limit leaves alone
+    base = dict(field="hashgrid", solver="grid", device="cpu", subsets=4, check_every=2, patience=100,
+                checkpoint_every=2, max_passes=100, lr=1e-2, lr_final=1e-2)
+    whole = run_fit(micro["data"], load_fit_config(micro["cfg"], steps=8, **base), tmp_path / "whole",
+                    make_field=field_factory)
+    run_fit(micro["data"], load_fit_config(micro["cfg"], steps=4, **base), tmp_path / "parts",
+            make_field=field_factory)
+    resumed = run_fit(micro["data"], load_fit_config(micro["cfg"], steps=8, **base), tmp_path / "parts",
+                      make_field=field_factory, resume=True)
+    assert resumed.state.step == 8 and len(resumed.state.losses) == 8
+    assert resumed.state.losses[4:] == pytest.approx(whole.state.losses[4:], rel=1e-5)
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"grid_start": "em", "solver": "adam"}, "grid_start = 'em' starts the grid solver"),
     ({"grid_start": "voxels"}, "'grid_start' must be '' or 'em'"),
