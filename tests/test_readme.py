@@ -135,6 +135,9 @@ def _quoted_numbers() -> list[str]:
         f"Atoms {_signed(grid[1.0]['atoms_pct']['mean'], '.2f')} ± {grid[1.0]['atoms_pct']['sd']:.2f} "
         "% at 1×",
         f"Each fit took {min(fit_s):.0f}–{max(fit_s):.0f} s",
+        *(f"after {r['fit_s']:.0f} s: FSC-0.5 {r['default']['fsc05_um']:.1f} µm, held-out deviance "
+          f"{min(c['deviance'] for c in r['checks']):.3f} per pixel"
+          for r in _json("accuracy_grid_scratch.json")["runs"]),
     ]
     fields = {"hashgrid": "hashgrid (torch)", "voxel": "voxel 128³", "siren": "SIREN 3 × 256",
               "fourier": "Fourier features", "gauss": "Gaussian MLP", "tensorf": "TensoRF",
