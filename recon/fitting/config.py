@@ -55,10 +55,10 @@ class FitConfig:
             EM's operator, :class:`recon.fitting.solvers.GridSolver`; emission model, no ``refine``).
         backend: hash-grid backend, ``auto``, ``torch`` or ``tcnn``.
         device: ``auto``, ``cpu`` or ``cuda``.
-        steps: the most steps (EM: subset updates; Adam: batches); the fit stops before when the
-            held-out pixels say so, or after ``max_passes``.
-        max_passes: the most passes over the training pixels (a pass is ``subsets`` EM updates, or
-            training pixels / ``batch_pixels`` Adam steps).
+        steps: the most steps (EM: subset updates; grid: subset steps; Adam: batches); the fit
+            stops before when the held-out pixels say so, or after ``max_passes``.
+        max_passes: the most passes over the training pixels (a pass is ``subsets`` EM updates or
+            grid steps, or training pixels / ``batch_pixels`` Adam steps).
         subsets: ordered subsets of EM and of the grid solver (steps per pass over the data).
         em_init: scale of EM's start (the data's Gaussian plus a floor,
             :func:`recon.fitting.start.start_grid`); 1 starts at the data's light.
@@ -72,10 +72,11 @@ class FitConfig:
             scaled to its atoms (:func:`recon.fitting.start.warm_grid`; ``recon batch --warm-start``).
             Empty: the data's Gaussian.
         grid_start: the grid solver's start: ``""`` (the field's own initialisation, at the data's
-            mean density) or ``"em"`` (EM's fit of the same data with these settings and a voxel
-            field first, then the field fitted to that density at the output voxel centres by
-            least squares, :func:`recon.fitting.solvers.fit_to_grid`, and the grid solver's Adam
-            steps from there).
+            mean density) or ``"em"`` (EM's fit of the same data first — ``recon fit``'s defaults
+            with this fit's seed, pool, strata and held-out fraction,
+            :data:`recon.fitting.loop.EM_START_KEYS` — then the field fitted by least squares to
+            that density averaged over each output voxel, :func:`recon.fitting.solvers.fit_to_grid`,
+            and the grid solver's Adam steps from there).
         em_power: the exponent ω of EM's update ``x ← x · ratio^ω`` (:class:`recon.fitting.em.OSEM`):
             1 is EM; above 1 the over-relaxed EM, with the same fixed points and positivity.
         subset_block: consecutive training pixels kept together in one EM subset
