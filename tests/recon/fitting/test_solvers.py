@@ -188,7 +188,8 @@ def test_a_field_fitted_to_a_grid_holds_it_to_the_misfit_it_reports():
     field = field_factory(cfg, [-1.0] * 3, [1.0] * 3, 1.0, torch.device("cpu"))
     points = voxel_centres([-1.0] * 3, [1.0] * 3, (24, 24, 24)).reshape(-1, 3)
     target = 1e4 * torch.exp(-0.5 * (points / torch.tensor([0.3, 0.4, 0.2])).square().sum(-1))
-    before = float((field(points) - target).square().mean().sqrt() / target.square().mean().sqrt())
+    with torch.no_grad():
+        before = float((field(points) - target).square().mean().sqrt() / target.square().mean().sqrt())
     misfit = fit_to_grid(field, points, target, generator=torch.Generator().manual_seed(0), steps=300,
                          batch=4096)
     with torch.no_grad():
