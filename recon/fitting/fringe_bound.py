@@ -25,18 +25,10 @@ import torch
 
 from recon.analysis.fringes import FIGURES, fringe_model, fringe_quantities, split_figures
 from recon.fitting.em import shifted_counts
-from recon.fitting.projector import Projector
+from recon.fitting.projector import Projector, voxel_centres
 from recon.fitting.raypool import RayPool
-from recon.io.volume import grid_points
 
-__all__ = ["fringe_bound", "voxel_centres"]
-
-
-def voxel_centres(projector: Projector) -> torch.Tensor:
-    """(Z·Y·X, 3) float64 centres (x, y, z) of the projector's voxels, mm, in the grid's C order."""
-    lo = np.asarray(projector.box_min_mm, dtype=np.float64)
-    size = (np.asarray(projector.box_max_mm, dtype=np.float64) - lo) / np.asarray(projector.shape[::-1])
-    return grid_points(projector.shape, tuple(lo + size / 2), tuple(size), dtype=torch.float64).reshape(-1, 3)
+__all__ = ["fringe_bound"]
 
 
 def fringe_bound(params, pool: RayPool, projector: Projector, *, pixels: torch.Tensor | None = None,

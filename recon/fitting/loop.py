@@ -339,7 +339,7 @@ def _prepare(data: FitData, cfg: FitConfig, *, make_field: Callable, resume: boo
         held = solver.projector.locality_order(held)
         if grid_start is not None:  # EM's density averaged over each output voxel
             voxel = solver.grid_voxel_mm
-            nz, ny, nx = grid_start.grid.shape[2:]  # EM's voxel field
+            nz, ny, nx = grid_start.shape  # EM's voxel field
             finer = min(float(e) / n for e, n in zip(box.size_mm, (nx, ny, nz), strict=True))
             target = voxel_means(grid_start, solver.points, voxel, finer)
             misfit = fit_to_grid(field, solver.points, target, generator=gen)

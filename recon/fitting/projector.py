@@ -30,10 +30,12 @@ import torch.nn.functional as F
 from recon.errors import BackendUnavailableError, ShapeError
 from recon.fitting.projector_kernels import adjoint_kernel, fold, forward_kernel, pad
 from recon.fitting.raypool import RayPool
+from recon.io.volume import grid_points
 from recon.model.render import render_pixels
 from recon.threads import numba_threads
 
-__all__ = ["PROJECTOR_BACKENDS", "Projector", "grid_density", "predict_pixels", "project", "voxel_values"]
+__all__ = ["PROJECTOR_BACKENDS", "Projector", "grid_density", "predict_pixels", "project", "voxel_centres",
+           "voxel_values"]
 
 PROJECTOR_BACKENDS = ("auto", "numba", "torch")
 
@@ -213,6 +215,13 @@ def _cell_codes(lo, extent, origins, directions, weights, t_near, strata, deltas
         for axis in range(3):
             code[has] |= ((cell[:, axis] >> bit) & 1) << (3 * bit + axis)
     return code
+
+
+def voxel_centres(projector: Projector) -> torch.Tensor:
+    """(Z·Y·X, 3) float64 centres (x, y, z) of the projector's voxels, mm, in the grid's C order."""
+    lo = np.asarray(projector.box_min_mm, dtype=np.float64)
+    size = (np.asarray(projector.box_max_mm, dtype=np.float64) - lo) / np.asarray(projector.shape[::-1])
+    return grid_points(projector.shape, tuple(lo + size / 2), tuple(size), dtype=torch.float64).reshape(-1, 3)
 
 
 def voxel_values(field) -> torch.Tensor | None:

@@ -33,7 +33,7 @@ from recon.fitting.checkpoint import FitState
 from recon.fitting.config import FitConfig
 from recon.fitting.em import OSEM, Gaussian, fit_gaussian, measured_over_predicted, partition
 from recon.fitting.memory import free_cached_memory, smaller_batch
-from recon.fitting.projector import Projector, project
+from recon.fitting.projector import Projector, project, voxel_centres
 from recon.fitting.raypool import RayPool
 from recon.fitting.refine import Refinement
 from recon.fitting.start import pool_view_directions, start_floor, start_grid, taper_axes, warm_grid
@@ -42,7 +42,7 @@ from recon.model.loss import data_loss, tv_regulariser
 from recon.model.render import render_pixels
 
 __all__ = ["FIT_TO_GRID_LR", "FIT_TO_GRID_STEPS", "RUN_POINTS", "AdamSolver", "EMSolver", "GridSolver",
-           "NonFiniteStep", "cosine_lr", "fit_to_grid", "regularisers", "voxel_centres", "voxel_means"]
+           "NonFiniteStep", "cosine_lr", "fit_to_grid", "regularisers", "voxel_means"]
 
 
 class NonFiniteStep(FitError):
@@ -258,21 +258,6 @@ class AdamSolver:
         return None, None
 
 
-def voxel_centres(box_min_mm, box_max_mm, shape_zyx, *, dtype=torch.float32, device=None) -> torch.Tensor:
-    """(Z, Y, X, 3) the centres ``(x, y, z)`` of the voxels of ``shape_zyx`` tiling the box, mm.
-
-    The convention of :func:`recon.fitting.projector.grid_density` (``align_corners=False``): voxel
-    ``(k, j, i)`` is centred at ``box_min + (i + ½, j + ½, k + ½) · extent / (X, Y, Z)``.
-    """
-    lo = torch.as_tensor(box_min_mm, dtype=torch.float64)
-    extent = torch.as_tensor(box_max_mm, dtype=torch.float64) - lo
-    nz, ny, nx = (int(n) for n in shape_zyx)
-    axes = [lo[a] + (torch.arange(n, dtype=torch.float64) + 0.5) * extent[a] / n
-            for a, n in ((2, nz), (1, ny), (0, nx))]
-    z, y, x = torch.meshgrid(*axes, indexing="ij")
-    return torch.stack([x, y, z], dim=-1).to(dtype=dtype, device=device)
-
-
 #: Voxel centres the grid solver evaluates the field at in one call (its activations held at once).
 RUN_POINTS = 1 << 16
 
@@ -280,7 +265,8 @@ RUN_POINTS = 1 << 16
 class GridSolver:
     """Adam on any field seen through a voxel grid, the data term projected by EM's operator.
 
-    Each step evaluates the field at the voxel centres of ``grid`` (:func:`voxel_centres`), takes
+    Each step evaluates the field at the voxel centres of ``grid``
+    (:func:`recon.fitting.projector.voxel_centres`), takes
     its expected photoelectrons over one ordered subset of the training pixels by the projector
     (:func:`recon.fitting.projector.project`: the trilinear interpolation of those values at the
     stratum midpoints, as EM sees a voxel density), and makes an Adam step on the data term
@@ -322,7 +308,7 @@ class GridSolver:
         hi = [a + n * v for a, n, v in zip(lo, shape[::-1], voxel, strict=True)]
         self.projector = Projector(pool, lo, hi, shape, photons_per_atom=photons_per_atom,
                                    step_mm=cfg.step_mm)
-        self.points = voxel_centres(lo, hi, shape, dtype=field.dtype, device=train.device).reshape(-1, 3)
+        self.points = voxel_centres(self.projector).to(dtype=field.dtype, device=train.device)
         self.shape = tuple(int(n) for n in shape)
         self.subsets = [self.projector.locality_order(part)
                         for part in partition(train, cfg.subsets, cfg.seed, cfg.subset_block)]
@@ -339,7 +325,7 @@ class GridSolver:
         The loss's gradient with respect to the grid comes first (the adjoint); the field is then
         evaluated again run by run with autograd and each run's part of that gradient carried into
         the parameters: the field's activations are held for one run at a time, not for every
-        voxel at once (twice as fast on a CPU for a 137³ grid, and far less memory).
+        voxel at once (less memory, and faster on a CPU).
         """
         cfg, pool = self.cfg, self.pool
         for group in self.optimizer.param_groups:
@@ -378,10 +364,9 @@ class GridSolver:
         return gain, gain * lam
 
 
-#: Adam steps of :func:`fit_to_grid` and its learning rate (a cosine to a hundredth of it): on
-#: data/run042's EM density (fit seed 0, 137³ output voxels) the default hash grid holds it to 9 %
-#: RMS after 600 steps, which costs its FSC-0.5 against the truth 2 µm, and to 0.7 % after 3000,
-#: which costs nothing (a probe).
+#: Adam steps of :func:`fit_to_grid` and its learning rate (a cosine to a hundredth of it), chosen
+#: by probes on data/run042's EM density (fit seed 0): fewer steps left the default hash grid a
+#: misfit that cost resolution against the truth; these cost none there.
 FIT_TO_GRID_STEPS = 3000
 FIT_TO_GRID_LR = 1e-2
 
@@ -401,7 +386,7 @@ def fit_to_grid(field, points: torch.Tensor, target: torch.Tensor, *, generator:
     with torch.no_grad():  # first the gain that gives the field the target's mean
         pick = torch.randint(len(points), (min(batch, len(points)),), generator=generator).to(points.device)
         now, want = float(field(points[pick]).double().mean()), float(target[pick].double().mean())
-        if now > 0 and want > 0 and hasattr(field, "log_gain"):
+        if now > 0 and want > 0:
             field.log_gain += math.log(want / now)
     optimizer = torch.optim.Adam(field.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-15)
     for step in range(steps):

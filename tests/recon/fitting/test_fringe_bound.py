@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from recon.analysis.fringes import FIGURES, fringe_model
-from recon.fitting.fringe_bound import fringe_bound, voxel_centres
-from recon.fitting.projector import Projector
+from recon.fitting.fringe_bound import fringe_bound
+from recon.fitting.projector import Projector, voxel_centres
 from tests.micro import make_micro_pool_case
 
 

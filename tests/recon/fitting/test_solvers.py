@@ -12,16 +12,16 @@ from recon.fitting.data import density_grid
 from recon.fitting.em import OSEM
 from recon.fitting.holdout import split_held_out
 from recon.fitting.loop import check_interval, run_fit
-from recon.fitting.projector import grid_density
+from recon.fitting.projector import Projector, grid_density, voxel_centres
 from recon.fitting.solvers import (
     AdamSolver,
     EMSolver,
     GridSolver,
     NonFiniteStep,
     fit_to_grid,
-    voxel_centres,
     voxel_means,
 )
+from recon.io.volume import grid_points
 from recon.model.loss import data_loss
 from recon.model.render import render_pixels
 from tests.micro import LogLines, make_micro_pool_case
@@ -93,11 +93,11 @@ def _grid_solver(micro, cfg, field, voxel_mm=0.22):
                       generator=torch.Generator().manual_seed(0), max_steps=10)
 
 
-def test_voxel_centres_are_where_the_projectors_trilinear_grid_takes_its_values():
+def test_voxel_centres_are_where_the_projectors_trilinear_grid_takes_its_values(micro):
     lo, hi, shape = [-1.0, -0.5, -2.0], [1.0, 0.7, 1.0], (4, 3, 5)
-    centres = voxel_centres(lo, hi, shape, dtype=torch.float64)
+    op = Projector(micro["pool"], lo, hi, shape, photons_per_atom=1.0, step_mm=0.05)
+    centres = voxel_centres(op).reshape(*shape, 3)
     values = torch.rand(shape, dtype=torch.float64)
-    assert centres.shape == (*shape, 3)
     assert torch.allclose(centres[0, 0, 0], torch.tensor([-0.8, -0.3, -1.625], dtype=torch.float64))
     assert torch.allclose(grid_density(values, lo, hi)(centres), values, atol=1e-12)
 
@@ -115,8 +115,7 @@ def test_the_grid_solvers_gradient_is_autograd_through_the_rendered_grid(micro, 
     ours = [p.grad.clone() for p in field.parameters()]
     field.zero_grad()
     op = solver.projector
-    centres = voxel_centres(op.box_min_mm, op.box_max_mm, op.shape, dtype=torch.float64)
-    values = field(centres).reshape(op.shape)
+    values = field(voxel_centres(op)).reshape(op.shape)
     density = grid_density(values, op.box_min_mm, op.box_max_mm)
     predicted = render_pixels(density, pool.gather(pixels), len(pixels), photons_per_atom=200.0, step_mm=0.05,
                               jitter=False)
@@ -186,7 +185,7 @@ def test_voxel_means_are_the_midpoint_rule_over_sub_voxels_no_larger_than_the_de
 def test_a_field_fitted_to_a_grid_holds_it_to_the_misfit_it_reports():
     cfg = load_fit_config(None, field="hashgrid", device="cpu")
     field = field_factory(cfg, [-1.0] * 3, [1.0] * 3, 1.0, torch.device("cpu"))
-    points = voxel_centres([-1.0] * 3, [1.0] * 3, (24, 24, 24)).reshape(-1, 3)
+    points = grid_points((24, 24, 24), (-23 / 24,) * 3, (1 / 12,) * 3).reshape(-1, 3)  # tiling [-1, 1]³
     target = 1e4 * torch.exp(-0.5 * (points / torch.tensor([0.3, 0.4, 0.2])).square().sum(-1))
     with torch.no_grad():
         before = float((field(points) - target).square().mean().sqrt() / target.square().mean().sqrt())
