@@ -176,7 +176,7 @@ def _pool_for(pools: dict, base: FitData, data: FitData, seed: int):
     if seed not in pools:
         per_sample = rays_per_sample(base, FIT_DEFAULTS.defocused_rays)
         pools[seed] = build_ray_pool(base, samples=FIT_DEFAULTS.pool_samples, seed=seed,
-                                     rays_per_sample=per_sample)
+                                     rays_per_sample=per_sample, sampling=FIT_DEFAULTS.pool_sampling)
     pool = pools[seed]
     return dataclasses.replace(pool, summed_electrons=torch.cat(
         [v.electrons.sum(0).reshape(-1) for v in data.views]).float(),

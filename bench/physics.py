@@ -125,7 +125,8 @@ def _phase_bound(run: Path) -> dict:
     data, _, _ = load_fit_data(run)
     cfg = resolved(FitConfig(), data)
     pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed,
-                          rays_per_sample=rays_per_sample(data, cfg.defocused_rays), cache_dir=POOL_CACHE)
+                          rays_per_sample=rays_per_sample(data, cfg.defocused_rays), cache_dir=POOL_CACHE,
+                          sampling=cfg.pool_sampling)
     box = data.system.volume
     shape = field_factory(cfg, box.min_mm.tolist(), box.max_mm.tolist(), 1.0, "cpu").grid.shape[2:]
     projector = Projector(pool, box.min_mm.tolist(), box.max_mm.tolist(), shape,

@@ -12,6 +12,7 @@ from pathlib import Path
 from calibration.model import parse_fit_groups
 from optics.limits import check_types
 from optics.tomlio import read_toml
+from optics.trace import SAMPLING_SCHEMES
 from recon.errors import ConfigError
 from recon.fitting.data import (
     AUTO_VOXELS_MAX,
@@ -102,6 +103,11 @@ class FitConfig:
             view most: where counts are below the read-noise variance the Poisson fit acts
             like least squares with errors in the regressor and shrinks the total (−5 % with
             all of four samples, −0.4 % with all of eight), hence ``pool_samples = 8``.
+        pool_sampling: how each pixel's samples are drawn (:data:`optics.trace.SAMPLING_SCHEMES`):
+            ``random`` (independent sub-pixel offsets and aperture angles, stratified aperture
+            radii) or ``sobol`` (the first S points of a Sobol' sequence, digitally shifted per
+            pixel, which stratify the pixel and the aperture together; the pool is then a
+            lower-variance estimate of each pixel's integral from the same number of rays).
         defocused_rays: rays traced per pooled sample in a view whose defocus blur at the box
             centre is wider than the box's image (:func:`recon.fitting.raypool.defocused_views`;
             the direct view of the dome, 371 px of blur): each of its pixels integrates over a
@@ -154,6 +160,7 @@ class FitConfig:
     patience: int = 3
     batch_pixels: int = 256
     pool_samples: int = 8
+    pool_sampling: str = "random"
     samples_per_step: int = 0
     defocused_rays: int = 4
     step_mm: float = 0.0
@@ -217,6 +224,7 @@ class FitConfig:
             (1 <= self.patience <= 10**6, "patience", "≥ 1 and ≤ 10⁶"),
             (1 <= self.batch_pixels <= 2**24, "batch_pixels", "≥ 1 and ≤ 2²⁴"),
             (1 <= self.pool_samples <= 256, "pool_samples", "≥ 1 and ≤ 256"),
+            (self.pool_sampling in SAMPLING_SCHEMES, "pool_sampling", " or ".join(SAMPLING_SCHEMES)),
             (0 <= self.samples_per_step <= self.pool_samples, "samples_per_step",
              "in 0 … pool_samples (0: all)"),
             (1 <= self.defocused_rays <= 64, "defocused_rays", "≥ 1 and ≤ 64"),

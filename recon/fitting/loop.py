@@ -259,7 +259,7 @@ def _traced_pool(data: FitData, cfg: FitConfig, pool_cache, log) -> RayPool:
     check_views_reach_the_box(data)
     pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed,
                           rays_per_sample=rays_per_sample(data, cfg.defocused_rays), cache_dir=pool_cache,
-                          progress=log)
+                          progress=log, sampling=cfg.pool_sampling)
     usable = pool.observed_frames > 0
     if not usable.any():
         raise FitError("fit: no usable pixels (all masked or saturated); check the frames with "

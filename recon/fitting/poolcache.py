@@ -64,7 +64,7 @@ def tracing_code_version(entries: tuple[str, ...] = _TRACING_CODE) -> str:
 
 
 def pool_key(data, *, samples: int, seed: int, rays_per_sample: Sequence[int] | None,
-             chunk_pixels: int) -> str:
+             chunk_pixels: int, sampling: str = "random") -> str:
     """The cache key of the pool :func:`~recon.fitting.raypool.build_ray_pool` traces for these arguments."""
     description = {
         "format": POOL_CACHE_FORMAT,
@@ -78,6 +78,7 @@ def pool_key(data, *, samples: int, seed: int, rays_per_sample: Sequence[int] | 
         "seed": int(seed),
         "rays_per_sample": None if rays_per_sample is None else [int(m) for m in rays_per_sample],
         "chunk_pixels": int(chunk_pixels),
+        "sampling": str(sampling),
     }
     text = json.dumps(description, sort_keys=True, default=repr)
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()

@@ -191,6 +191,7 @@ def build_ray_pool(
     chunk_pixels: int = 65536,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
+    sampling: str = "random",
 ) -> RayPool:
     """Trace every pixel of every view once (static optics) and sort the segments by pixel.
 
@@ -198,7 +199,8 @@ def build_ray_pool(
     samples of view v's pixels (S·m samples, each weighing 1/(S·m)), and ray s is filed as pooled
     sample s // m: the pooled samples of a pixel still sum to its prediction, and one of them
     scaled by S (a random-sample step) is still unbiased, while a wide defocus cone is sampled m
-    times more densely.
+    times more densely. ``sampling`` says how a pixel's samples are drawn (``random`` or
+    ``sobol``: :func:`optics.trace.sample_pixel_samples`).
 
     With ``cache_dir`` the segments are read from the pool cache when this instrument, these
     views and settings were traced before (:mod:`recon.fitting.poolcache`), and written there
@@ -227,7 +229,7 @@ def build_ray_pool(
     segments = None
     if cache_dir is not None:
         key = pool_key(data, samples=samples, seed=seed, rays_per_sample=rays_per_sample,
-                       chunk_pixels=chunk_pixels)
+                       chunk_pixels=chunk_pixels, sampling=sampling)
         where = pool_path(cache_dir, key)
         limit = cache_limit_bytes()  # a malformed limit is refused before any tracing
         try:
@@ -239,7 +241,7 @@ def build_ray_pool(
             if where.exists():
                 say(f"pool cache: {err}; tracing anew")
     if segments is None:
-        segments = _trace_segments(data, samples, seed, rays_per_sample, chunk_pixels, say)
+        segments = _trace_segments(data, samples, seed, rays_per_sample, chunk_pixels, say, sampling)
         if cache_dir is not None:
             try:
                 save_pool_segments(where, key, *segments)
@@ -262,7 +264,8 @@ def build_ray_pool(
 
 
 def _trace_segments(data: FitData, samples: int, seed: int, rays_per_sample: Sequence[int] | None,
-                    chunk_pixels: int, say: Callable[[str], None]) -> tuple[RayBatch, torch.Tensor]:
+                    chunk_pixels: int, say: Callable[[str], None], sampling: str = "random"
+                    ) -> tuple[RayBatch, torch.Tensor]:
     """The pool's segments sorted by pixel sample and their offsets (:func:`build_ray_pool`)."""
     gen = torch.Generator().manual_seed(seed)
     parts: list[RayBatch] = []
@@ -283,7 +286,8 @@ def _trace_segments(data: FitData, samples: int, seed: int, rays_per_sample: Seq
         uv = view.pixel_coords()
         m = per_view[vi]
         for where, rays in trace_in_chunks(data.system, uv, camera=view.camera, samples=samples * m,
-                                           generator=gen, chunk_pixels=chunk_pixels, per_sample=True):
+                                           generator=gen, chunk_pixels=chunk_pixels, per_sample=True,
+                                           sampling=sampling):
             traced += (where.stop - where.start) * samples * m
             if time.perf_counter() - said > PROGRESS_EVERY_S and traced < total:
                 said = time.perf_counter()

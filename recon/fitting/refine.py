@@ -58,5 +58,6 @@ class Refinement:
                   "prior": dict(self.module.optics.prior.__dict__), "changes": self.module.optics.changes()}
         data = replace(data, system=refined.to(data.system.dtype))
         pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed,
-                              rays_per_sample=rays_per_sample(data, cfg.defocused_rays), progress=log)
+                              rays_per_sample=rays_per_sample(data, cfg.defocused_rays), progress=log,
+                              sampling=cfg.pool_sampling)
         return refined, record, pool

@@ -32,6 +32,7 @@ def trace_in_chunks(
     chunk_pixels: int,
     per_sample: bool = False,
     compiled: bool | None = None,
+    sampling: str = "random",
 ) -> Iterator[tuple[slice, RayBatch]]:
     """Trace pixels into the box, ``chunk_pixels`` at a time; yield the segments that cross it.
 
@@ -47,6 +48,8 @@ def trace_in_chunks(
             of by pixel n (n counts from the chunk's first pixel).
         compiled: trace with the compiled kernels (True), torch (False), or the kernels where
             they can (None; :func:`optics.trace.trace_object_segments`).
+        sampling: how each pixel's samples are drawn, ``random`` or ``sobol``
+            (:func:`optics.trace.sample_pixel_samples`' ``scheme``).
 
     Yields:
         ``(where, rays)``: the slice of ``pixels_uv`` and the segments of its pixels (those of
@@ -55,7 +58,8 @@ def trace_in_chunks(
     """
     for start in range(0, len(pixels_uv), chunk_pixels):
         chunk = pixels_uv[start : start + chunk_pixels]
-        sub, ap = sample_pixel_samples(len(chunk), samples, generator=generator, dtype=pixels_uv.dtype)
+        sub, ap = sample_pixel_samples(len(chunk), samples, generator=generator, dtype=pixels_uv.dtype,
+                                       scheme=sampling)
         seg = trace_pixel_segments(system, chunk, camera=camera, subpixel=sub, aperture=ap, compiled=compiled)
         pixel = seg.ray if per_sample else torch.div(seg.ray, samples, rounding_mode="floor")
         yield slice(start, start + len(chunk)), RayBatch(seg.origins, seg.directions, seg.weights, seg.t_near,

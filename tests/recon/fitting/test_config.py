@@ -64,6 +64,7 @@ def test_defaults_validate_and_are_what_the_docs_say():
     ("batch_pixels", 0, "≥ 1"),
     ("pool_samples", 0, "≥ 1"),
     ("pool_samples", 257, "≤ 256"),
+    ("pool_sampling", "halton", "random or sobol"),
     ("samples_per_step", 9, "in 0 … pool_samples"),
     ("samples_per_step", -1, "in 0 … pool_samples"),
     ("defocused_rays", 0, "≥ 1 and ≤ 64"),

@@ -16,17 +16,18 @@ import torch
 from optics.system import system_from_dict
 from recon.errors import BackendUnavailableError, FitError
 from recon.fitting.checkpoint import read_checkpoint
-from recon.fitting.config import field_factory, load_fit_config
+from recon.fitting.config import FitConfig, field_factory, load_fit_config
 from recon.fitting.data import FitData, ViewData, load_fit_data
 from recon.fitting.loop import (
     FitInterrupted,
     FitResult,
     StopOnSignals,
+    _traced_pool,
     estimate_atoms,
     resolve_device,
     run_fit,
 )
-from recon.fitting.raypool import build_ray_pool
+from recon.fitting.raypool import build_ray_pool, rays_per_sample
 from recon.model.loss import data_loss
 from recon.model.render import render_pixels
 from tests.conftest import slow
@@ -268,3 +269,18 @@ def test_the_pace_line_extrapolates_a_steps_time_to_a_pass_and_the_step_limit():
     assert cached.startswith("update 2: 0.30 s; a pass ≈ 10 s (32 updates each)") and "≤ 76 s" in cached
     adam = pace_line(2.0, step=2, per_pass=3000, steps_left=4000, em=False)
     assert adam.startswith("step 2: 2.00 s; a pass ≈ 100.0 min (3000 steps each)") and "≤ 2.2 h" in adam
+
+
+@pytest.mark.parametrize("sampling", ["random", "sobol"])
+def test_the_fits_pool_is_drawn_as_pool_sampling_says(sampling):
+    data = _centre_view()
+    lit = dataclasses.replace(data.views[0], electrons=torch.ones(1, 9, 9))  # the pool refuses empty frames
+    data = dataclasses.replace(data, views=(lit,))
+    cfg = FitConfig(pool_samples=4, pool_sampling=sampling)
+    pool = _traced_pool(data, cfg, None, lambda text: None)
+    expected = build_ray_pool(data, samples=4, seed=0, sampling=sampling,
+                              rays_per_sample=rays_per_sample(data, cfg.defocused_rays))
+    other = build_ray_pool(data, samples=4, seed=0, sampling="random" if sampling == "sobol" else "sobol",
+                           rays_per_sample=rays_per_sample(data, cfg.defocused_rays))
+    assert torch.equal(pool.rays.origins, expected.rays.origins)
+    assert not torch.equal(pool.rays.origins, other.rays.origins[: len(pool.rays)])
