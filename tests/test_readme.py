@@ -122,6 +122,25 @@ def _quoted_numbers() -> list[str]:
         f"**{default['fsc05_um']['mean']:.1f} ± {default['fsc05_um']['sd']:.1f}**",
         f"**{_signed(default['atoms_pct']['mean'], '.2f')} ± {default['atoms_pct']['sd']:.2f}**",
     ]
+    sampling = {(r["scheme"], r["samples"]): r for r in _json("pool_sampling.json")["rows"]}
+    order = [("random", 8), ("sobol", 8), ("random", 16), ("sobol", 16)]
+    sobol, sobol10 = (_json(name)["rows"][0] for name in ("accuracy_sobol.json", "accuracy_10x_sobol.json"))
+    ten = _json("accuracy_10x.json")["rows"][0]
+    quoted += [
+        f"**{sampling[order[0]]['mirror_views_1x_mean']:.3f} σ with 8 random samples, "
+        f"{sampling[order[1]]['mirror_views_1x_mean']:.3f} σ with 8 Sobol' samples**, "
+        f"{sampling[order[2]]['mirror_views_1x_mean']:.3f} σ and "
+        f"{sampling[order[3]]['mirror_views_1x_mean']:.3f} σ",
+        "at 10× the photons " + ", ".join(f"{sampling[k]['mirror_views_10x_mean']:.3f}" for k in order[:3])
+        + f" and {sampling[order[3]]['mirror_views_10x_mean']:.3f} σ",
+        ", ".join(f"{sampling[k]['direct_view_10x_mean']:.3f}" for k in order[:3])
+        + f" and {sampling[order[3]]['direct_view_10x_mean']:.3f} σ",
+        f"FSC-0.5 **{sobol['fsc05_um']['mean']:.1f} ± {sobol['fsc05_um']['sd']:.1f} µm against "
+        f"{six['fsc05_um']['mean']:.1f} ± {six['fsc05_um']['sd']:.1f}**, atoms "
+        f"{_signed(sobol['atoms_pct']['mean'], '.2f')} ± {sobol['atoms_pct']['sd']:.2f} %",
+        f"**{sobol10['fsc05_um']['mean']:.1f} ± {sobol10['fsc05_um']['sd']:.1f} µm against "
+        f"{ten['fsc05_um']['mean']:.1f} ± {ten['fsc05_um']['sd']:.1f}**",
+    ]
     grid = {r["budget"]: r for r in _json("accuracy_grid_em.json")["rows"]}
     em = [[r["default"]["fsc05_um"] for r in _json(name)["runs"] if r["fit_seed"] == 1]
           for name in ("accuracy_six.json", "accuracy_10x.json")]
