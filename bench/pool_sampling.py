@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import machine_info, save_json  # noqa: E402
 
-from optics.trace import SAMPLING_SCHEMES  # noqa: E402
+from optics.sampling import SAMPLING_SCHEMES  # noqa: E402
 from recon.fitting.config import FitConfig  # noqa: E402
 from recon.fitting.data import load_fit_data  # noqa: E402
 from recon.fitting.projector import Projector  # noqa: E402

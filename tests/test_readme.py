@@ -99,7 +99,7 @@ def _quoted_numbers() -> list[str]:
         f"{proj['em_subset_s']['adjoint_ratio']:.2f}× as long",
         f"agree to {_small(proj['max_rel_difference_vs_float64_spec']['numba'])} of the largest pixel",
         f"only to {_small(proj['max_rel_difference_vs_float64_spec']['torch_float32'])}",
-        f"nine fits took {acc['wall_s']:.0f} s",
+        f"the nine took {acc['wall_s']:.0f} s",
         f"six default fits {_json('accuracy_six.json')['wall_s']:.0f} s",
         f"took {_json('accuracy_six.json')['wall_s']:.0f} s with the simulation",
         f"day): {_json('accuracy_six_rerun.json')['wall_s']:.0f} s, the same figures",
@@ -114,7 +114,11 @@ def _quoted_numbers() -> list[str]:
           ((name, _json(name)["rows"][0]["fsc05_um"]) for name in (
               "accuracy_six.json", "accuracy_10x.json", "accuracy_pool16.json", "accuracy_pool16_10x.json",
               "accuracy_fine.json", "accuracy_10x_fine.json", "accuracy_10x_fine16.json",
-              "accuracy_10x_em192.json"))),
+              "accuracy_10x_em192.json", "accuracy.json", "accuracy_10x_sobol.json"))),
+        f"**{_json('accuracy_10x_sobol32.json')['rows'][0]['fsc05_um']['mean']:.1f} ± "
+        f"{_json('accuracy_10x_sobol32.json')['rows'][0]['fsc05_um']['sd']:.1f}** "
+        "(`accuracy_10x_sobol32.json`)",
+        f"{_json('accuracy_10x_sobol32.json')['wall_s']:.0f} s with other jobs beside it",
         f"is {_json('accuracy_10x_em192.json')['rows'][0]['power_beyond']['mean']:.0f}× the",
         f"in {_json('accuracy_pool16.json')['wall_s']:.0f} s against "
         f"{_json('accuracy_six.json')['wall_s']:.0f} s",

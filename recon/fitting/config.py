@@ -11,8 +11,8 @@ from pathlib import Path
 
 from calibration.model import parse_fit_groups
 from optics.limits import check_types
+from optics.sampling import SAMPLING_SCHEMES
 from optics.tomlio import read_toml
-from optics.trace import SAMPLING_SCHEMES
 from recon.errors import ConfigError
 from recon.fitting.data import (
     AUTO_VOXELS_MAX,
@@ -102,12 +102,14 @@ class FitConfig:
             sample of four (bench/fit_run042.py). A fixed pool is noisy too, for a defocused
             view most: where counts are below the read-noise variance the Poisson fit acts
             like least squares with errors in the regressor and shrinks the total (−5 % with
-            all of four samples, −0.4 % with all of eight), hence ``pool_samples = 8``.
-        pool_sampling: how each pixel's samples are drawn (:data:`optics.trace.SAMPLING_SCHEMES`):
-            ``random`` (independent sub-pixel offsets and aperture angles, stratified aperture
-            radii) or ``sobol`` (the first S points of a Sobol' sequence, digitally shifted per
-            pixel, which stratify the pixel and the aperture together; the pool is then a
-            lower-variance estimate of each pixel's integral from the same number of rays).
+            all of four random samples, −0.4 % with all of eight), hence ``pool_samples = 8``.
+        pool_sampling: how each pixel's samples are drawn (:data:`optics.sampling.SAMPLING_SCHEMES`):
+            ``sobol`` (the default: sub-pixel offsets and aperture points each a 2-d Sobol' net,
+            digitally shifted per pixel and paired at random, which stratify the pixel and the
+            aperture) or ``random`` (independent sub-pixel offsets and aperture angles, stratified
+            aperture radii; the default before the Sobol' samples, and what ``recon simulate``
+            draws). The pool is a lower-variance estimate of each pixel's integral from the same
+            number of rays with ``sobol`` (``bench/pool_sampling.py``).
         defocused_rays: rays traced per pooled sample in a view whose defocus blur at the box
             centre is wider than the box's image (:func:`recon.fitting.raypool.defocused_views`;
             the direct view of the dome, 371 px of blur): each of its pixels integrates over a
@@ -160,7 +162,7 @@ class FitConfig:
     patience: int = 3
     batch_pixels: int = 256
     pool_samples: int = 8
-    pool_sampling: str = "random"
+    pool_sampling: str = "sobol"
     samples_per_step: int = 0
     defocused_rays: int = 4
     step_mm: float = 0.0

@@ -198,6 +198,9 @@ class Gaussian:
         return (norm * torch.exp(-0.5 * ((d @ inv) * d).sum(-1))).to(points_mm.dtype)
 
 
+SD_RANGE = (1e-4, 1e2)  # the start Gaussian's σ along an axis, in units of the box's half-size
+
+
 def _gaussian_line_integrals(mean, chol, atoms, origins, directions, t_near, t_far):
     """``∫ atoms · N(o + t d; mean, chol cholᵀ) dt`` over each segment ``[t_near, t_far]``, exactly.
 
@@ -349,10 +352,13 @@ def _gaussian_of(centre, half, atoms, shift, log_sd, off, log_atoms):
 
     The centre ``centre + half · tanh(shift)`` (inside the box), the factor's diagonal
     ``exp(log_sd)`` and its below-diagonal ``off`` scaled by the column's, the total
-    ``atoms · exp(log_atoms)``.
+    ``atoms · exp(log_atoms)``. The diagonal is held within :data:`SD_RANGE` × the box's half-size:
+    along an axis the views do not constrain, a line search can step ``log_sd`` far enough for
+    ``exp`` to give 0 and the factor to be singular.
     """
     rows, cols = torch.tril_indices(3, 3, -1)
-    sd = torch.exp(log_sd)
+    sd = torch.exp(torch.clamp(log_sd, math.log(SD_RANGE[0]) + torch.log(half),
+                               math.log(SD_RANGE[1]) + torch.log(half)))
     chol = torch.diag(sd).index_put((rows, cols), off * sd[cols])
     return centre + half * torch.tanh(shift), chol, atoms * torch.exp(log_atoms)
 

@@ -191,7 +191,7 @@ def build_ray_pool(
     chunk_pixels: int = 65536,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
-    sampling: str = "random",
+    sampling: str = "sobol",
 ) -> RayPool:
     """Trace every pixel of every view once (static optics) and sort the segments by pixel.
 
@@ -199,8 +199,8 @@ def build_ray_pool(
     samples of view v's pixels (S·m samples, each weighing 1/(S·m)), and ray s is filed as pooled
     sample s // m: the pooled samples of a pixel still sum to its prediction, and one of them
     scaled by S (a random-sample step) is still unbiased, while a wide defocus cone is sampled m
-    times more densely. ``sampling`` says how a pixel's samples are drawn (``random`` or
-    ``sobol``: :func:`optics.trace.sample_pixel_samples`).
+    times more densely. ``sampling`` says how a pixel's samples are drawn (``sobol``, as
+    ``recon fit`` by default, or ``random``: :func:`optics.sampling.sample_pixel_samples`).
 
     With ``cache_dir`` the segments are read from the pool cache when this instrument, these
     views and settings were traced before (:mod:`recon.fitting.poolcache`), and written there
@@ -264,7 +264,7 @@ def build_ray_pool(
 
 
 def _trace_segments(data: FitData, samples: int, seed: int, rays_per_sample: Sequence[int] | None,
-                    chunk_pixels: int, say: Callable[[str], None], sampling: str = "random"
+                    chunk_pixels: int, say: Callable[[str], None], sampling: str
                     ) -> tuple[RayBatch, torch.Tensor]:
     """The pool's segments sorted by pixel sample and their offsets (:func:`build_ray_pool`)."""
     gen = torch.Generator().manual_seed(seed)

@@ -41,7 +41,7 @@ def trace_in_chunks(
         pixels_uv: (P, 2) full-sensor pixel centres (u, v), px, in the system's dtype.
         camera: camera index.
         samples: sub-pixel × aperture samples per pixel (stratified,
-            :func:`optics.trace.sample_pixel_samples`).
+            :func:`optics.sampling.sample_pixel_samples`).
         generator: the random generator of the samples (consumed chunk by chunk).
         chunk_pixels: pixels traced at once (bounds memory).
         per_sample: number the segments' ``pixel`` by pixel sample ``n · samples + s`` instead
@@ -49,7 +49,7 @@ def trace_in_chunks(
         compiled: trace with the compiled kernels (True), torch (False), or the kernels where
             they can (None; :func:`optics.trace.trace_object_segments`).
         sampling: how each pixel's samples are drawn, ``random`` or ``sobol``
-            (:func:`optics.trace.sample_pixel_samples`' ``scheme``).
+            (:func:`optics.sampling.sample_pixel_samples`' ``scheme``).
 
     Yields:
         ``(where, rays)``: the slice of ``pixels_uv`` and the segments of its pixels (those of

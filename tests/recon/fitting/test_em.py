@@ -12,8 +12,10 @@ from recon.fitting.checkpoint import read_checkpoint
 from recon.fitting.config import field_factory, load_fit_config
 from recon.fitting.em import (
     OSEM,
+    SD_RANGE,
     Gaussian,
     _gaussian_line_integrals,
+    _gaussian_of,
     best_gain,
     data_gain,
     fit_gaussian,
@@ -599,3 +601,21 @@ def test_sensitivities_of_another_partition_or_a_damaged_file_are_computed_anew(
     lines = LogLines()
     assert not _osem_runs(micro, pool, tmp_path, seed=4, updates=1, log=lines.log)[0].sensitivities_read
     assert "cannot read" in lines.lines[0]
+
+
+def test_the_start_gaussians_widths_stay_within_their_range_whatever_the_line_search_tries():
+    """log σ of −1000 (exp gives 0: a singular factor) and +1000 (inf) are held at SD_RANGE × the
+    box's half-size, so the line integrals stay finite; within the range nothing changes."""
+    centre = torch.zeros(3, dtype=torch.float64)
+    half = torch.tensor([1.2, 1.2, 2.4], dtype=torch.float64)
+    zeros = torch.zeros(3, dtype=torch.float64)
+    log_sd = torch.tensor([-1000.0, math.log(0.3), 1000.0], dtype=torch.float64)
+    log_atoms = torch.zeros((), dtype=torch.float64)
+    mean, chol, atoms = _gaussian_of(centre, half, 1e5, zeros, log_sd, zeros, log_atoms)
+    assert torch.allclose(torch.diagonal(chol), torch.tensor([SD_RANGE[0] * 1.2, 0.3, SD_RANGE[1] * 2.4],
+                                                             dtype=torch.float64))
+    origins = torch.tensor([[0.0, 0.0, -5.0], [0.01, 0.0, -5.0]], dtype=torch.float64)
+    directions = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    near, far = torch.zeros(2, dtype=torch.float64), torch.full((2,), 10.0, dtype=torch.float64)
+    integrals = _gaussian_line_integrals(mean, chol, atoms, origins, directions, near, far)
+    assert torch.isfinite(integrals).all()

@@ -80,7 +80,11 @@ def test_a_figure_free_to_trade_with_others_is_known_less_than_alone(micro):
 
 
 def test_a_pixel_stride_estimates_the_same_bound(micro):
+    """A third of the micro run's few pixels, each counted three times: the same bound within the
+    scatter of so small a subsample, and below the √3 × that forgetting to count each pixel three
+    times would give."""
     full = fringe_bound(micro["params"], micro["pool"], micro["projector"])["phase_at_origin_rad"]
     thinned = fringe_bound(micro["params"], micro["pool"], micro["projector"], stride=3)
     thinned = thinned["phase_at_origin_rad"]
-    assert thinned == pytest.approx(full, rel=0.15)
+    assert thinned == pytest.approx(full, rel=0.35)
+    assert thinned < 0.8 * math.sqrt(3) * full
