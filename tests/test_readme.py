@@ -114,7 +114,13 @@ def _quoted_numbers() -> list[str]:
           ((name, _json(name)["rows"][0]["fsc05_um"]) for name in (
               "accuracy_six.json", "accuracy_10x.json", "accuracy_pool16.json", "accuracy_pool16_10x.json",
               "accuracy_fine.json", "accuracy_10x_fine.json", "accuracy_10x_fine16.json",
-              "accuracy_10x_em192.json", "accuracy.json", "accuracy_10x_sobol.json"))),
+              "accuracy_10x_em192.json", "accuracy.json", "accuracy_10x_sobol.json", "accuracy_sobol16.json",
+              "accuracy_10x_sobol32_sim8.json"))),
+        "the same fits give {:.1f} ± {:.1f} µm".format(
+            *(_json("accuracy_10x_sobol32_sim8.json")["rows"][0]["fsc05_um"][k] for k in ("mean", "sd"))),
+        "**{:.1f} ± {:.1f} µm** ({:.1f} ± {:.1f} with 16 random rays)".format(
+            *(_json("accuracy_sobol16.json")["rows"][0]["fsc05_um"][k] for k in ("mean", "sd")),
+            *(pool16["fsc05_um"][k] for k in ("mean", "sd"))),
         f"**{_json('accuracy_10x_sobol32.json')['rows'][0]['fsc05_um']['mean']:.1f} ± "
         f"{_json('accuracy_10x_sobol32.json')['rows'][0]['fsc05_um']['sd']:.1f}** "
         "(`accuracy_10x_sobol32.json`)",
