@@ -118,6 +118,18 @@ def _quoted_numbers() -> list[str]:
               "accuracy_10x_sobol32_sim8.json"))),
         "the same fits give {:.1f} ± {:.1f} µm".format(
             *(_json("accuracy_10x_sobol32_sim8.json")["rows"][0]["fsc05_um"][k] for k in ("mean", "sd"))),
+        *(f"{_json(name)['rows'][0]['fsc05_um']['mean']:.1f} µm (`{name}`" for name in (
+            "accuracy_10x_tune_random32.json", "accuracy_10x_tune_sobol16.json",
+            "accuracy_10x_tune_sobol32.json")),
+        "with noise seed 42, {:.1f} µm against {:.1f} µm with random samples".format(
+            *(_json(n)["rows"][0]["fsc05_um"]["mean"] for n in ("accuracy_tune_sobol.json",
+                                                                "accuracy_tune_random.json"))),
+        "on the tuning seeds {:.1f} µm against {:.1f} with 16 random rays".format(
+            *(_json(n)["rows"][0]["fsc05_um"]["mean"] for n in ("accuracy_tune_sobol16.json",
+                                                                "accuracy_tune_random16.json"))),
+        "{:.1f}–{:.1f} s a fit against {:.1f}–{:.1f} s".format(
+            *(f(r["fit_s"] for r in _json(name)["runs"])
+              for name in ("accuracy_10x_sobol32.json", "accuracy_10x_sobol.json") for f in (min, max))),
         "**{:.1f} ± {:.1f} µm** ({:.1f} ± {:.1f} with 16 random rays)".format(
             *(_json("accuracy_sobol16.json")["rows"][0]["fsc05_um"][k] for k in ("mean", "sd")),
             *(pool16["fsc05_um"][k] for k in ("mean", "sd"))),
