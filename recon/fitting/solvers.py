@@ -134,11 +134,20 @@ class EMSolver:
         (:func:`recon.fitting.em.data_gain`). Returns the gain and the expected photoelectrons
         of every pooled pixel after it (one forward pass serves both).
         """
-        op = self.projector
-        lam = op.forward(self.optimizer.values(), torch.arange(self.pool.n_pixels, device=self.train.device))
-        gain = measured_over_predicted(lam[self.train], self.pool, self.train)
+        gain, lam = _gain_to_measured(self.projector, self.optimizer.values(), self.pool, self.train)
         self.field.grid.mul_(gain)
         return gain, gain * lam
+
+
+def _gain_to_measured(projector: Projector, values: torch.Tensor, pool: RayPool, train: torch.Tensor
+                      ) -> tuple[float, torch.Tensor]:
+    """(the gain that makes the training pixels' light the measured light, λ of every pooled pixel).
+
+    One forward pass of ``values`` over every pixel serves both (:func:`measured_over_predicted`);
+    the solvers' :meth:`finish`.
+    """
+    lam = projector.forward(values, torch.arange(pool.n_pixels, device=train.device))
+    return measured_over_predicted(lam[train], pool, train), lam
 
 
 def cosine_lr(cfg: FitConfig, step: int, max_steps: int) -> float:
@@ -357,9 +366,7 @@ class GridSolver:
         :func:`recon.fitting.em.measured_over_predicted` is the likelihood's own condition on it.
         Returns the gain and the expected photoelectrons of every pooled pixel after it.
         """
-        every = torch.arange(self.pool.n_pixels, device=self.train.device)
-        lam = self.projector.forward(self.grid(), every)
-        gain = measured_over_predicted(lam[self.train], self.pool, self.train)
+        gain, lam = _gain_to_measured(self.projector, self.grid(), self.pool, self.train)
         self.field.log_gain += math.log(gain)
         return gain, gain * lam
 
