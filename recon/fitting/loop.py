@@ -466,9 +466,9 @@ class _Steps:
 
 #: What the grid solver's EM start (``grid_start = "em"``) takes from the fit's settings; the rest
 #: (the field, the solver, subsets, steps, passes, checks, patience, learning rates) are EM's defaults.
-EM_START_KEYS = ("device", "holdout", "pool_samples", "defocused_rays", "step_mm", "voxel_size_mm", "seed",
-                 "camera_sensitivity", "em_init", "em_start", "em_power", "subset_block", "memory_gb",
-                 "checkpoint_every", "log_every")
+EM_START_KEYS = ("device", "holdout", "pool_samples", "pool_sampling", "defocused_rays", "step_mm",
+                 "voxel_size_mm", "seed", "camera_sensitivity", "em_init", "em_start", "em_power",
+                 "subset_block", "memory_gb", "checkpoint_every", "log_every")
 
 
 class _Prefixed:

@@ -210,6 +210,15 @@ def test_the_grid_solver_can_start_from_ems_fit_and_keeps_no_trace_of_it(micro, 
     assert warm.state.heldout[0][1] < cold.state.heldout[0][1]  # it starts where EM stopped
 
 
+@pytest.mark.parametrize("sampling", ["random", "sobol"])
+def test_the_em_start_fits_the_same_pool_as_the_grid_solver(micro, tmp_path, sampling):
+    """One pool in the cache after both fits: EM's start traced (or read) the fit's own pool."""
+    cfg = load_fit_config(micro["cfg"], field="hashgrid", solver="grid", grid_start="em", device="cpu",
+                          subsets=4, steps=2, check_every=2, pool_sampling=sampling)
+    run_fit(micro["data"], cfg, tmp_path / "fit", make_field=field_factory, pool_cache=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("pool-*.npz"))) == 1
+
+
 def test_a_grid_fit_resumes_where_its_checkpoint_left_it(micro, tmp_path):
     # lr = lr_final: a schedule that the step limit leaves alone
     base = dict(field="hashgrid", solver="grid", device="cpu", subsets=4, check_every=2, patience=100,
