@@ -26,7 +26,8 @@ It prints a table and saves JSON: per phantom, budget and method the mean ± sd 
 FSC-0.5 against the truth (interpolated, µm), atoms (%), centroid (µm), widths (%), the largest
 ratio of the map's shell power to the truth's beyond the FSC-0.5 crossing (how much noise the fit
 kept), the spread of atoms over fit seeds, and for the default fits the number of components of
-the default-level mesh (``recon mesh``'s Otsu level) and whether it is watertight.
+the default-level mesh (``recon mesh``'s Otsu level, its specks removed; also without that) and
+whether it is watertight.
 
     python bench/accuracy.py [--phantoms run042,gaussian] [--budgets 1] [--fit-seeds 0,1,2]
                              [--noise-seeds 10,11] [--methods default,oracle-em,noiseless,split-halves]
@@ -128,10 +129,15 @@ def _on(truth: Volume, field) -> Volume:
 
 
 def _mesh(volume: Volume) -> dict:
-    """The default-level mesh of ``volume`` (what ``recon mesh`` makes of it): components, closure."""
+    """The default-level mesh of ``volume`` (what ``recon mesh`` makes of it): components, closure.
+
+    Also ``components_raw``: the same surface with every speck and bubble kept (``--min-part 0``).
+    """
     _, summary = extract_mesh(volume)
+    _, raw = extract_mesh(volume, min_part=0)
     return {"components": summary.n_components, "watertight": summary.watertight,
-            "triangles": summary.n_triangles, "level": summary.level}
+            "triangles": summary.n_triangles, "level": summary.level, "components_raw": raw.n_components,
+            "specks_removed": summary.specks_removed, "cavities_filled": summary.cavities_filled}
 
 
 def _with_electrons(data: FitData, images: dict[str, torch.Tensor]) -> FitData:
@@ -241,6 +247,7 @@ def _rows(raw: list[dict], methods: list[str]) -> list[dict]:
                 sds = [statistics.stdev(v) for v in by_noise.values() if len(v) > 1]
                 row["atoms_sd_over_fit_seeds_pct"] = statistics.fmean(sds) if sds else None
                 row["mesh_components"] = [r["mesh"]["components"] for r in results]
+                row["mesh_components_raw"] = [r["mesh"].get("components_raw") for r in results]
                 row["mesh_watertight"] = [r["mesh"]["watertight"] for r in results]
             rows.append(row)
     return rows

@@ -517,6 +517,9 @@ def mesh(
     decimate: Annotated[float | None, typer.Option(
         help="Fraction of triangles to remove, (0, 1) (default: keep them all).")] = None,
     largest: Annotated[bool, typer.Option("--largest", help="Keep only the largest component.")] = False,
+    min_part: Annotated[float, typer.Option(
+        "--min-part", help="Remove specks holding less than this fraction of the mass above the level, and "
+                           "fill cavities of less than this fraction of its volume (0: keep all).")] = 1e-3,
     compare: Annotated[Path | None, typer.Option("--compare", help="CAD mesh to compare with.")] = None,
     align: Annotated[str, typer.Option(help="none or icp (rigid) before comparing.")] = "none",
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
@@ -525,7 +528,7 @@ def mesh(
     from recon.jobs.mesh import mesh as make_mesh
 
     outcome = make_mesh(source, out, level=level, fmt=fmt, smooth=smooth, decimate=decimate, largest=largest,
-                        compare=compare, align=align, overwrite=overwrite)
+                        min_part=min_part, compare=compare, align=align, overwrite=overwrite)
     typer.echo(outcome.summary.format())
     typer.echo(f"wrote {outcome.written[0]} and {outcome.written[1]}")
     if outcome.comparison is not None:

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from recon.errors import ConfigError
-from recon.fitting.config import FitConfig, field_config
+from recon.fitting.config import FitConfig, field_config, voxel_field_shape
 from recon.fitting.data import FitData, density_grid
 from recon.fitting.raypool import rays_per_sample
 from recon.fitting.solvers import RUN_POINTS
@@ -194,10 +194,10 @@ def estimate_memory(data: FitData, cfg: FitConfig, *, threads: int = 1, chunk_pi
         solver = neural_bytes(cfg, RUN_POINTS) + output_voxels * grid_solver_voxel_bytes(threads)
         if cfg.grid_start == "em":  # EM's fit comes first, with recon fit's default voxel field
             em = FitConfig()
-            voxels = math.prod(voxel_shape(field_config(em).voxel_resolution))
+            voxels = math.prod(voxel_field_shape(em, data))
             solver = max(solver, voxels * em_voxel_bytes(em.subsets, threads))
     elif cfg.field == "voxel":  # EM's state, or the grid with its gradient and Adam's moments
-        voxels = math.prod(voxel_shape(field_config(cfg).voxel_resolution))
+        voxels = math.prod(voxel_field_shape(cfg, data))
         solver = voxels * (em_voxel_bytes(cfg.subsets, threads) if cfg.em else 16)
     else:  # a step's pixels, their segments, and a segment's strata across the box
         strata = float(data.system.volume.size_mm.mean()) / cfg.step_mm

@@ -292,7 +292,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
                    memory: MemoryPlan | None) -> dict:
     """:func:`run_fit_job` holding the output lock; ``stop`` says what a signal leaves behind."""
     work = prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    step_mm = resolved(cfg, data).step_mm  # what run_fit makes of step_mm = 0
+    concrete = resolved(cfg, data)  # what run_fit makes of step_mm = 0 and the voxel field's grid
     if resume:  # a resumed fit goes at least as far as the interrupted one was to
         cfg = dataclasses.replace(cfg, steps=max(cfg.steps, int(saved_fit_settings(out).get("steps", 0))))
     jobs, how = _fit_jobs(data, cfg, work, split_halves)
@@ -300,13 +300,15 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
 
         for job_data, job_cfg, where in jobs:
             if (where / "checkpoint.pt").is_file():
-                check_resumable(where / "checkpoint.pt", job_cfg, job_data)
+                check_resumable(where / "checkpoint.pt", resolved(job_cfg, job_data), job_data)
     try:
         if progress:
             progress.log(plan_line(cfg, data))
             if memory is not None:
                 progress.log(memory.line())
-        chosen = {"step_mm": step_mm, "voxel_size_mm": density_grid(data, cfg.voxel_size_mm)[2][0]}
+        chosen = {"step_mm": concrete.step_mm, "voxel_size_mm": density_grid(data, cfg.voxel_size_mm)[2][0]}
+        if cfg.field == "voxel":
+            chosen["voxel_resolution"] = concrete.field_options["voxel_resolution"]
         atomic_write_json(work / "config.json", {"fit": config_dict(cfg), "run": run_name, "command": command,
                                                  "resolved": chosen,
                                                  "truth": str(truth_path.resolve()) if truth_path else None,
@@ -367,7 +369,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         predicted = predict_fit([r.field for r in results], volume, pool,
                                 data.photons_per_atom or 4 * math.pi, model=cfg.model,
                                 attenuation=cfg.attenuation,
-                                step_mm=_prediction_step(step_mm, voxel[0], cfg.em))
+                                step_mm=_prediction_step(concrete.step_mm, voxel[0], cfg.em))
         done("predicted the views")
     moments = cloud_metrics(volume)
     views = residual_stats(data, pool, predicted)
@@ -383,7 +385,7 @@ def _fit_and_write(data: FitData, cfg: FitConfig, out: Path, stop: StopOnSignals
         done("wrote fsc-truth/")
     if cfg.fringes:
         extra["fringes"] = _fringes(volume, truth_path, work / "renders" / "fringes.png", images,
-                                    pool=pool, data=data, step_mm=step_mm)
+                                    pool=pool, data=data, step_mm=concrete.step_mm)
         done("fitted the fringes")
     if cfg.uncertainty_splits and how is None:
         extra["uncertainty"] = refit_uncertainty(data, cfg, work / "uncertainty", (shape, origin, voxel),

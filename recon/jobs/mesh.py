@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from recon.analysis.mesh import MeshSummary, extract_mesh
+from recon.analysis.mesh import MIN_PART, MeshSummary, extract_mesh
 from recon.analysis.mesh_compare import ALIGN_MODES, MeshComparison, compare_meshes
 from recon.errors import ConfigError
 from recon.io.meshio import read_mesh, write_mesh
@@ -46,6 +46,7 @@ def mesh(
     smooth: str = "none",
     decimate: float | None = None,
     largest: bool = False,
+    min_part: float = MIN_PART,
     compare: str | os.PathLike | None = None,
     align: str = "none",
     overwrite: bool = False,
@@ -60,6 +61,8 @@ def mesh(
         smooth: ``none`` or ``taubin``.
         decimate: fraction of triangles to remove, in (0, 1).
         largest: keep only the largest component.
+        min_part: specks holding less than this fraction of the mass above the level, and cavities
+            of less than this fraction of its volume, are removed first (0: none).
         compare: a CAD mesh to compare with (``OUT_compare.json`` and ``OUT_compare.png``).
         align: ``none`` or ``icp`` (rigid) before comparing.
         overwrite: replace an existing ``out``.
@@ -75,7 +78,8 @@ def mesh(
         raise ConfigError(f"mesh: CAD mesh {compare} does not exist; pass an existing .stl/.ply/.obj/.vtp")
     volume = read_volume(density_path(Path(source)))
     cad = read_mesh(compare) if compare is not None else None  # before anything is written
-    surface, summary = extract_mesh(volume, level=level, smooth=smooth, decimate=decimate, largest=largest)
+    surface, summary = extract_mesh(volume, level=level, smooth=smooth, decimate=decimate, largest=largest,
+                                    min_part=min_part)
     write_mesh(surface, out, format=fmt)
     preview = out.with_suffix(".png")
     render_preview(surface, preview, title=out.name)

@@ -43,8 +43,8 @@ class FieldConfig:
             has one; each more costs ~20 % throughput on CPU).
         hidden_width: width of those layers.
         voxel_resolution: voxels per axis of a ``"voxel"`` field, one int (cube) or
-            ``(nx, ny, nz)``; 128 gives 19 µm voxels in a 2.4 mm box, about one object-space
-            pixel (17.5 µm).
+            ``(nx, ny, nz)``; 128 gives 19 µm voxels in a 2.4 mm box. ``recon fit`` gives a voxel
+            field without one density.tif's grid (:func:`recon.fitting.config.voxel_field_shape`).
         siren_hidden_layers: sine layers of a ``"siren"`` field (all ``siren_width`` wide).
         siren_width: their width.
         siren_omega0: ω₀, the frequency factor of every sine layer.

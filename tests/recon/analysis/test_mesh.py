@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from recon.analysis.mesh import extract_mesh, otsu_level, resolve_level  # noqa: E402
+from recon.analysis.mesh import MIN_PART, extract_mesh, otsu_level, remove_specks, resolve_level  # noqa: E402
 from recon.errors import MeshError  # noqa: E402
 from recon.io.meshio import write_mesh  # noqa: E402
 from recon.io.volume import Volume  # noqa: E402
-from tests.recon.meshes import CENTRE, ORIGIN, RADIUS, VOXEL
+from tests.recon.meshes import CENTRE, ORIGIN, RADIUS, VOXEL, sphere_volume
 
 pv = pytest.importorskip("pyvista")
 
@@ -123,6 +123,8 @@ def test_no_surface_raises_with_density_range(sphere):
         ({"level": "half"}, "not understood"),
         ({"smooth": "laplace"}, "smooth="),
         ({"decimate": 1.5}, "decimate="),
+        ({"min_part": 1.0}, "min_part="),
+        ({"min_part": -0.1}, "min_part="),
     ],
 )
 def test_invalid_options_raise(sphere, kwargs, match):
@@ -149,10 +151,65 @@ def test_largest_drops_specks(sphere):
     data = sphere.data.copy()
     data[2:4, 2:4, 2:4] = 1.0  # a speck in a corner
     vol = Volume(data, ORIGIN, VOXEL)
-    _, both = extract_mesh(vol, level=0.5)
-    _, one = extract_mesh(vol, level=0.5, largest=True)
+    _, both = extract_mesh(vol, level=0.5, min_part=0)
+    _, one = extract_mesh(vol, level=0.5, largest=True, min_part=0)
     assert both.n_components == 2 and one.n_components == 1
     assert one.volume_mm3 == pytest.approx(4 / 3 * np.pi, rel=0.02)
+    _, cleaned = extract_mesh(vol, level=0.5)  # 8 voxels against ~4·10⁴: below MIN_PART of the mass
+    assert cleaned.n_components == 1 and cleaned.specks_removed == 1 and cleaned.cavities_filled == 0
+    assert cleaned.volume_mm3 == pytest.approx(one.volume_mm3, rel=1e-9)
+
+
+def _noisy_sphere(seed=0):
+    """The sphere with voxel noise: specks of 1–2 voxels outside it and bubbles inside it."""
+    from scipy.ndimage import binary_erosion
+
+    rng = np.random.default_rng(seed)
+    vol = sphere_volume()
+    data = vol.data.copy()
+    k, j, i = np.indices(data.shape)
+    lattice = (k % 4 == 1) & (j % 4 == 1) & (i % 4 == 1)  # pairs 4 voxels apart never touch
+    for mask, value in ((data < 0.05, 0.8), (data > 0.95, 0.2)):
+        where = np.argwhere(binary_erosion(mask, iterations=3) & lattice)  # 3 voxels from the surface
+        for z, y, x in where[rng.choice(len(where), 60, replace=False)]:
+            data[z, y, x:x + 2] = value  # a pair of voxels
+    return Volume(data, vol.origin_mm, vol.voxel_size_mm)
+
+
+def test_specks_and_bubbles_of_voxel_noise_are_removed_by_default():
+    """A cloud's iso-surface in a noisy map is one closed surface, not one per speck and bubble."""
+    noisy = _noisy_sphere()
+    _, raw = extract_mesh(noisy, level=0.5, min_part=0)
+    _, mesh = extract_mesh(noisy, level=0.5)
+    assert raw.n_components > 100  # every speck and bubble its own surface
+    assert mesh.n_components == 1 and mesh.watertight and mesh.oriented
+    assert mesh.specks_removed == 60 and mesh.cavities_filled == 60
+    assert mesh.volume_mm3 == pytest.approx(4 / 3 * np.pi, rel=0.02)
+    assert "60 speck(s) removed, 60 cavity(ies) filled" in mesh.format()
+    assert json.loads(json.dumps(mesh.to_dict()))["specks_removed"] == 60
+
+
+def test_a_real_hollow_and_a_second_cloud_are_kept():
+    """Only parts below MIN_PART go: a shell's inner wall and a 10 % cloud beside it stay."""
+    outer, inner = sphere_volume(radius=0.7), sphere_volume(radius=0.4)
+    data = outer.data - inner.data  # a shell 0.3 mm thick: its cavity is ~23 % of its volume
+    small = sphere_volume(radius=0.3, centre=(ORIGIN[0] + 0.35, ORIGIN[1] + 0.35, ORIGIN[2] + 0.35))
+    data = np.maximum(data, small.data)  # a second cloud, ~10 % of the shell's mass, apart from it
+    _, mesh = extract_mesh(Volume(data, outer.origin_mm, outer.voxel_size_mm), level=0.5)
+    assert mesh.n_components == 3 and mesh.specks_removed == 0 and mesh.cavities_filled == 0
+    assert mesh.watertight
+
+
+def test_the_heaviest_part_stays_when_every_part_is_small():
+    data = np.zeros((20, 20, 20), np.float32)
+    data[2:18:2, 2:18:2, 2:18:2] = 1.0  # 512 single voxels, each 0.2 % of the mass
+    data[10, 10, 10] = 0.0
+    data[11, 11, 11] = 1.5  # the heaviest
+    cleaned, specks, cavities = remove_specks(data, 0.5, min_part=0.01)
+    assert specks == int((data >= 0.5).sum()) - 1 and cavities == 0
+    assert np.argwhere(cleaned >= 0.5).tolist() == [[11, 11, 11]]
+    assert remove_specks(data, 0.5, min_part=0)[0] is data  # 0 keeps everything
+    assert MIN_PART == 1e-3
 
 
 def test_summary_format_and_dict(sphere_mesh):

@@ -53,12 +53,13 @@ def test_the_phases_grow_with_what_they_hold(data):
     keys = sum(v.roi[2] * v.roi[3] for v in data.views) * cfg.pool_samples + 1
     pool = 1_000_000 * SEGMENT_BYTES + 8 * keys
     assert plan.libraries == LIBRARIES_BYTES and plan.segments == 1_000_000
-    assert plan.fitting == pytest.approx(POOL_FACTOR * pool + 128**3 * em_voxel_bytes(32))
+    em_voxels = math.prod(density_grid(data, 0.0)[0])  # the voxel field's grid is density.tif's
+    assert plan.fitting == pytest.approx(POOL_FACTOR * pool + em_voxels * em_voxel_bytes(32))
     few = estimate_memory(data, dataclasses.replace(cfg, subsets=8), segments=1_000_000)
     assert few.fitting == plan.fitting  # EM's start is its largest state until the sensitivities outgrow it
     many, more = (estimate_memory(data, dataclasses.replace(cfg, subsets=n), segments=1_000_000)
                   for n in (64, 96))
-    assert more.fitting - many.fitting == pytest.approx(128**3 * 4 * 32)  # a sensitivity grid per subset
+    assert more.fitting - many.fitting == pytest.approx(em_voxels * 4 * 32)  # a sensitivity grid per subset
     finer = estimate_memory(data, dataclasses.replace(cfg, voxel_size_mm=cfg.voxel_size_mm or 0.01),
                             segments=1_000_000)
     assert finer.outputs >= plan.outputs and (finer.outputs - POOL_FACTOR * pool) % OUTPUT_VOXEL_BYTES == 0
@@ -76,7 +77,7 @@ def test_the_grid_solver_holds_a_run_of_the_field_and_a_few_grids_of_the_output_
     solver = voxels * grid_solver_voxel_bytes() + neural_bytes(cfg, RUN_POINTS)
     assert plan.fitting == pytest.approx(POOL_FACTOR * pool + solver)
     warm = estimate_memory(data, dataclasses.replace(cfg, grid_start="em"), segments=1_000_000)
-    assert warm.fitting == pytest.approx(POOL_FACTOR * pool + max(solver, 128**3 * em_voxel_bytes(32)))
+    assert warm.fitting == pytest.approx(POOL_FACTOR * pool + max(solver, voxels * em_voxel_bytes(32)))
     finer = estimate_memory(data, dataclasses.replace(cfg, voxel_size_mm=0.5 * density_grid(data, 0)[2][0]),
                             segments=1_000_000)
     assert finer.fitting > plan.fitting  # eight times the voxels

@@ -311,7 +311,8 @@ def test_the_example_file_in_data_holds_every_key_at_its_default():
 
 def test_automatic_voxels_and_strata_scale_with_the_box(tiny_run):
     """The defaults of data/run042 hold for a box of its size, and a box many times the cloud gets a
-    grid and strata it can afford (256 voxels along the longest edge; strata of 1.6 voxels)."""
+    grid and strata it can afford (256 voxels along the longest edge; strata of 1.6 voxels); the voxel
+    field's grid is density.tif's unless field_options.voxel_resolution says otherwise."""
     import dataclasses
 
     from optics.system import Box
@@ -321,8 +322,20 @@ def test_automatic_voxels_and_strata_scale_with_the_box(tiny_run):
     data, _, _ = load_fit_data(Path(tiny_run))
     assert object_pixel_mm(data) == 0.0175 and auto_voxel_mm(data) == 0.0175  # the tiny box: ±1.2 mm
     cfg = FitConfig()
-    assert cfg.step_mm == 0 and fit_voxel_mm(cfg, data) == pytest.approx(2.4 / 128)
+    assert cfg.step_mm == 0 and fit_voxel_mm(cfg, data) == pytest.approx(2.4 / 137)
     assert auto_step_mm(cfg, data) == 0.03 and resolved(cfg, data).step_mm == 0.03  # run042's strata
+    assert density_grid(data, 0.0)[0] == (137, 137, 137)
+    assert resolved(cfg, data).field_options == {"voxel_resolution": [137, 137, 137]}
+    assert resolved(resolved(cfg, data), data) == resolved(cfg, data)
+    given = FitConfig(field_options={"voxel_resolution": 96})
+    assert resolved(given, data).field_options == {"voxel_resolution": 96}  # a given grid is kept
+    assert fit_voxel_mm(given, data) == pytest.approx(2.4 / 96) and auto_step_mm(given, data) == 0.04
+    assert "voxel field 96×96×96" in plan_line(given, data)
+    assert "voxel field 137×137×137" in plan_line(cfg, data)
+    # an output grid coarser than VOXEL_FIELD_MIN along its longest edge is divided: 60 → 3 × 60
+    assert resolved(FitConfig(voxel_size_mm=0.04), data).field_options == {"voxel_resolution": [180] * 3}
+    assert resolved(FitConfig(voxel_size_mm=0.0185), data).field_options == {"voxel_resolution": [129] * 3}
+    assert resolved(FitConfig(field="hashgrid"), data).field_options == {}  # only a voxel field has one
     assert resolved(FitConfig(step_mm=0.05), data).step_mm == 0.05  # a given stratum is kept
     assert "strata 0.03 mm (automatic" in plan_line(cfg, data) and "object pixel" not in plan_line(cfg, data)
 
@@ -330,9 +343,11 @@ def test_automatic_voxels_and_strata_scale_with_the_box(tiny_run):
     big = dataclasses.replace(data, system=dataclasses.replace(system, volume=Box(
         system.volume.min_mm * 12.5, system.volume.max_mm * 12.5)))  # ±15 mm
     assert auto_voxel_mm(big) == pytest.approx(0.117) and density_grid(big, 0.0)[0] == (256, 256, 256)
-    assert auto_step_mm(cfg, big) == pytest.approx(0.375)  # 1.6 × 30 mm / 128
+    assert auto_step_mm(cfg, big) == pytest.approx(0.188)  # 1.6 × the voxel field's 30 mm / 256, 3 digits
     hashgrid = FitConfig(field="hashgrid")
     assert auto_step_mm(hashgrid, big) == pytest.approx(0.187)  # 1.6 × the output voxel, 3 digits
+    coarse = FitConfig(field_options={"voxel_resolution": 128})
+    assert auto_step_mm(coarse, big) == pytest.approx(0.375)  # 1.6 × 30 mm / 128
     line = plan_line(cfg, big)
     assert "256×256×256 of 117 µm" in line and "would make 1714 along the box's longest edge" in line
     assert density_grid(big, 0.05)[0] == (600, 600, 600)  # a voxel that is given is kept

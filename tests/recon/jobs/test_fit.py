@@ -246,6 +246,9 @@ def test_a_fit_recovers_its_truth_where_two_views_constrain_it(tmp_path, tiny_sy
     (tmp_path / "fit.toml").write_text("pool_samples = 4\n")
     metrics = fit(run, out=tmp_path / "fit", config=tmp_path / "fit.toml").metrics
     truth = cloud_metrics(read_volume(run / "truth.tif"))
+    density = read_volume(tmp_path / "fit" / "density.tif")
+    resolved = json.loads((tmp_path / "fit" / "config.json").read_text())["resolved"]
+    assert resolved["voxel_resolution"] == list(density.data.shape[::-1])  # EM's voxels are density.tif's
     assert metrics["converged"]
     assert metrics["atoms"] == pytest.approx(truth["atoms"], rel=0.06)
     for axis in (0, 1):
