@@ -53,6 +53,10 @@ def _small(value: float) -> str:
     return f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e")
 
 
+#: The run042 fits on seeds no run had touched: today's grid, and 128³.
+FRESH = ("accuracy_fresh_grid.json", "accuracy_fresh_128.json")
+
+
 def _quoted_numbers() -> list[str]:
     """The figures of the README's results and performance sections that a bench JSON holds, as quoted."""
     fit = _json("fit_run042.json")
@@ -115,7 +119,22 @@ def _quoted_numbers() -> list[str]:
               "accuracy_six.json", "accuracy_10x.json", "accuracy_pool16.json", "accuracy_pool16_10x.json",
               "accuracy_fine.json", "accuracy_10x_fine.json", "accuracy_10x_fine16.json",
               "accuracy_10x_em192.json", "accuracy.json", "accuracy_10x_sobol.json", "accuracy_sobol16.json",
-              "accuracy_10x_sobol32_sim8.json"))),
+              "accuracy_10x_sobol32_sim8.json", "accuracy_sobol.json", "accuracy_10x_grid.json"))),
+        "**{:.1f} ± {:.1f} µm**, atoms {} ± {:.2f} %".format(
+            *(_json("accuracy_10x_grid.json")["rows"][0]["fsc05_um"][k] for k in ("mean", "sd")),
+            _signed(_json("accuracy_10x_grid.json")["rows"][0]["atoms_pct"]["mean"], ".2f"),
+            _json("accuracy_10x_grid.json")["rows"][0]["atoms_pct"]["sd"]),
+        "on the tuning seed (fit seed 0, noise seed 42; `--set",
+        "over the truth's FSC-0.5 is " + ", ".join(
+            f"{r['ratio']['mean']:.2f}× ({r['phantom']})" for r in _json("accuracy_halves_grid.json")["rows"]
+            if r["method"] == "split-halves"),
+        "{:.1f} ± {:.1f} µm against {:.1f} ± {:.1f} µm (atoms {} ± {:.2f} % against {} ± {:.2f} %)".format(
+            *(_json(n)["rows"][0]["fsc05_um"][k] for n in FRESH for k in ("mean", "sd")),
+            *(f(_json(n)["rows"][0]["atoms_pct"]) for n in FRESH
+              for f in (lambda a: _signed(a["mean"], ".2f"), lambda a: a["sd"]))),
+        "it gives {:.1f} µm against {:.1f} µm on 128³".format(
+            *(_json(n)["rows"][0]["fsc05_um"]["mean"] for n in ("accuracy_tune_grid.json",
+                                                                "accuracy_tune_sobol.json"))),
         "the same fits give {:.1f} ± {:.1f} µm".format(
             *(_json("accuracy_10x_sobol32_sim8.json")["rows"][0]["fsc05_um"][k] for k in ("mean", "sd"))),
         *(f"{_json(name)['rows'][0]['fsc05_um']['mean']:.1f} µm (`{name}`" for name in (
@@ -325,6 +344,18 @@ def test_the_readme_quotes_the_bench_json_at_its_rounding():
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())  # lines joined
     missing = [q for q in _quoted_numbers() if q not in readme]
     assert not missing, missing
+
+
+def test_the_phantoms_table_is_accuracy_phantoms_grids():
+    """The rows of "Other phantoms, today's defaults": FSC, atoms, widths, meshes as the JSON has them."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    for row in _json("accuracy_phantoms_grid.json")["rows"]:
+        if row["method"] != "default":
+            continue
+        widths = " / ".join(_signed(w["mean"], ".1f") for w in row["widths_pct"])
+        quoted = (f"| {row['fsc05_um']['mean']:.1f} | {_signed(row['atoms_pct']['mean'], '.2f')} | ",
+                  f" | {widths} | {row['mesh_components'][0]} ({row['mesh_components_raw'][0]:,}) |")
+        assert all(q in readme for q in quoted), (row["phantom"], quoted)
 
 
 def test_the_view_weights_the_readme_quotes_are_run042s():

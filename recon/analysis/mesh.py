@@ -347,11 +347,10 @@ def remove_specks(data: np.ndarray, level: float, min_part: float = MIN_PART) ->
     A fit's map holds noise at the scale of its voxels, which the iso-surface of its level turns
     into specks around the object and bubbles within it: thousands of surfaces for one cloud.
     The region ``data ≥ level`` is split into its face-connected parts; a part holding less than
-    ``min_part`` of the region's mass (the sum of its values), the heaviest part excepted, is set to
-    the volume's minimum. A
-    cavity — a face-connected part of the rest that does not reach the grid's faces — of fewer
-    than ``min_part`` of the region's voxels is raised to just above ``level``. A real hollow or a detached
-    piece of the object larger than that is kept.
+    ``min_part`` of the region's mass (the sum of its values), the heaviest part excepted, is set
+    to the volume's minimum. A cavity — a face-connected part of the rest that does not reach the
+    grid's faces — of fewer than ``min_part`` of the region's voxels is raised to just above
+    ``level``. A real hollow or a detached piece of the object larger than that is kept.
 
     Args:
         data: (Z, Y, X) the density.
@@ -437,7 +436,7 @@ def extract_mesh(
     if not np.all(np.isfinite(data)):
         raise MeshError("mesh: the density holds NaN or inf; clean the volume first")
     if not 0.0 <= float(min_part) < 1.0:
-        raise MeshError(f"mesh: min_part={min_part} must be a fraction in [0, 1); 0 keeps every speck")
+        raise MeshError(f"mesh: --min-part {min_part} must be a fraction in [0, 1) (0 keeps every speck)")
     value, rule = resolve_level(data, level)
     data, specks, cavities = remove_specks(data, value, float(min_part))
     # Voxels equal to the level count as inside (density ≥ level). Contouring exactly at their

@@ -367,8 +367,9 @@ def voxel_field_shape(cfg: FitConfig, data) -> tuple[int, int, int]:
     for one: a field on another grid reaches density.tif through trilinear interpolation, which
     blurs what lies near the grid's Nyquist frequency. An output grid of fewer than
     :data:`VOXEL_FIELD_MIN` voxels along its longest edge is divided k times along every axis
-    (the least k that reaches it): EM on voxels much coarser than the optics resolve cannot follow
-    the views (on a one-view test instrument with 75 µm voxels, its centroid was 40 µm off).
+    (the least k that reaches it): EM on voxels much coarser than the optics resolve follows the
+    views poorly (the one-view instrument of tests/micro.py, 15³ output voxels, misplaces its
+    cloud's centroid beyond test_batch.py's bound on them).
     """
     if "voxel_resolution" in cfg.field_options:
         return voxel_shape(field_config(cfg).voxel_resolution)

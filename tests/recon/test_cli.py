@@ -82,6 +82,21 @@ def test_mesh_command_writes_mesh_and_compares(tmp_path):
     )
     assert res.exit_code == 2 and "no surface at level 7" in res.output
     assert not (tmp_path / "n.ply").exists()
+    bad = tmp_path / "b.ply"
+    res = runner.invoke(app, ["mesh", str(tmp_path / "d.tif"), "--out", str(bad), "--min-part", "1"])
+    assert res.exit_code == 2 and "--min-part 1.0 must be a fraction in [0, 1)" in res.output
+    assert not (tmp_path / "b.ply").exists()
+
+
+def test_the_mesh_commands_default_is_the_librarys():
+    import inspect
+
+    from recon.analysis.mesh import MIN_PART
+    from recon.cli import mesh
+    from recon.jobs.mesh import mesh as mesh_job
+
+    assert inspect.signature(mesh).parameters["min_part"].default == MIN_PART
+    assert inspect.signature(mesh_job).parameters["min_part"].default == MIN_PART
 
 
 def test_simulate_refuses_existing_and_bad_phantom(tmp_path, tiny_system_file):

@@ -123,8 +123,8 @@ def test_no_surface_raises_with_density_range(sphere):
         ({"level": "half"}, "not understood"),
         ({"smooth": "laplace"}, "smooth="),
         ({"decimate": 1.5}, "decimate="),
-        ({"min_part": 1.0}, "min_part="),
-        ({"min_part": -0.1}, "min_part="),
+        ({"min_part": 1.0}, "--min-part 1.0 must be a fraction"),
+        ({"min_part": -0.1}, "--min-part -0.1 must be a fraction"),
     ],
 )
 def test_invalid_options_raise(sphere, kwargs, match):
