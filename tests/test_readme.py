@@ -125,6 +125,22 @@ def _quoted_numbers() -> list[str]:
             _signed(_json("accuracy_10x_grid.json")["rows"][0]["atoms_pct"]["mean"], ".2f"),
             _json("accuracy_10x_grid.json")["rows"][0]["atoms_pct"]["sd"]),
         "on the tuning seed (fit seed 0, noise seed 42; `--set",
+        "**{:.1f} ± {:.1f} µm** against {:.1f} ± {:.1f}, atoms {} ± {:.2f} %; the fresh".format(
+            *(_json(n)["rows"][0]["fsc05_um"][k] for n in ("accuracy_stop.json", "accuracy.json")
+              for k in ("mean", "sd")),
+            _signed(_json("accuracy_stop.json")["rows"][0]["atoms_pct"]["mean"], ".2f"),
+            _json("accuracy_stop.json")["rows"][0]["atoms_pct"]["sd"]),
+        "**{:.1f} ± {:.1f} µm** against {:.1f} ± {:.1f}, atoms {} ± {:.2f} %; the tuning".format(
+            *(_json(n)["rows"][0]["fsc05_um"][k] for n in ("accuracy_fresh_stop.json", FRESH[0])
+              for k in ("mean", "sd")),
+            _signed(_json("accuracy_fresh_stop.json")["rows"][0]["atoms_pct"]["mean"], ".2f"),
+            _json("accuracy_fresh_stop.json")["rows"][0]["atoms_pct"]["sd"]),
+        "`accuracy_tune_stop.json`) {:.1f} µm against {:.1f}; 10×".format(
+            *(_json(n)["rows"][0]["fsc05_um"]["mean"]
+              for n in ("accuracy_tune_stop.json", "accuracy_tune_grid.json"))),
+        "`accuracy_10x_stop.json`) {:.1f} ± {:.1f} µm against {:.1f} ± {:.1f}; the same".format(
+            *(_json(n)["rows"][0]["fsc05_um"][k]
+              for n in ("accuracy_10x_stop.json", "accuracy_10x_grid.json") for k in ("mean", "sd"))),
         "over the truth's FSC-0.5 is " + ", ".join(
             f"{r['ratio']['mean']:.2f}× ({r['phantom']})" for r in _json("accuracy_halves_grid.json")["rows"]
             if r["method"] == "split-halves"),

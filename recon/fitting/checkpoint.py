@@ -240,6 +240,11 @@ def _check_settings_and_state(path: Path, config: dict, state: dict) -> None:
     if not all(number(rule.get(k, 0)) for k in ("best", "best_step", "waited")):
         raise DataError(f"checkpoint {path} (progress): key 'stop_rule' holds a value that is not a "
                         f"number{fix}")
+    pixels = rule.get("best_pixels")
+    if pixels is not None and not (isinstance(pixels, torch.Tensor) and pixels.dim() == 1
+                                   and pixels.is_floating_point() and bool(torch.isfinite(pixels).all())):
+        raise DataError(f"checkpoint {path} (progress): 'stop_rule' key 'best_pixels' is not a finite 1-D "
+                        f"float tensor{fix}")
 
 
 def load_checkpoint(path, field_module, optimizer, generator, cfg, *, data=None,

@@ -93,6 +93,9 @@ class FitConfig:
             pass (``subsets``) for the grid solver and 100 for Adam
             (:func:`recon.fitting.loop.check_interval`).
         patience: held-out checks without improvement before the fit stops.
+        stop_significance: standard errors (of the paired per-pixel difference) by which a check's
+            held-out deviance must fall below the best's to count as an improvement
+            (:class:`recon.fitting.holdout.StopRule`); 0: any fall beyond 10⁻⁴ relative.
         batch_pixels: pixels per step, drawn across all views.
         pool_samples: sub-pixel × aperture samples traced per pixel, S.
         samples_per_step: of those, how many each step renders per pixel (drawn at random, the
@@ -161,6 +164,7 @@ class FitConfig:
     holdout: float = 0.05
     check_every: int = 0
     patience: int = 3
+    stop_significance: float = 0.0
     batch_pixels: int = 256
     pool_samples: int = 8
     pool_sampling: str = "sobol"
@@ -225,6 +229,7 @@ class FitConfig:
             (0 <= self.holdout <= 0.5, "holdout", "in 0 … 0.5 (a fraction of the pixels)"),
             (0 <= self.check_every <= 10**8, "check_every", "≥ 0 (0 = automatic) and ≤ 10⁸"),
             (1 <= self.patience <= 10**6, "patience", "≥ 1 and ≤ 10⁶"),
+            (0 <= self.stop_significance <= 10, "stop_significance", "in 0 … 10 (standard errors; 0: off)"),
             (1 <= self.batch_pixels <= 2**24, "batch_pixels", "≥ 1 and ≤ 2²⁴"),
             (1 <= self.pool_samples <= 256, "pool_samples", "≥ 1 and ≤ 256"),
             (self.pool_sampling in SAMPLING_SCHEMES, "pool_sampling", " or ".join(SAMPLING_SCHEMES)),

@@ -20,9 +20,9 @@ import torch
 
 from recon.fitting.projector import Projector, predict_pixels
 from recon.fitting.raypool import RayPool
-from recon.model.loss import data_loss
+from recon.model.loss import pixel_deviance
 
-__all__ = ["StopRule", "heldout_deviance", "split_held_out"]
+__all__ = ["StopRule", "heldout_deviance", "heldout_pixel_deviances", "paired_difference", "split_held_out"]
 
 
 def split_held_out(pool: RayPool, usable: torch.Tensor, fraction: float, seed: int
@@ -68,40 +68,95 @@ def heldout_deviance(field, pool: RayPool, held: torch.Tensor, *, photons_per_at
     the values that ``projector`` projects in place of the field (the grid solver's field at its
     voxel centres).
     """
+    deviance, count = heldout_pixel_deviances(field, pool, held, photons_per_atom=photons_per_atom,
+                                              step_mm=step_mm, model=model, attenuation=attenuation,
+                                              projector=projector, grid=grid)
+    total = float(count.sum())
+    return float(deviance.sum()) / total if total > 0 else 0.0
+
+
+@torch.no_grad()
+def heldout_pixel_deviances(field, pool: RayPool, held: torch.Tensor, *, photons_per_atom: float,
+                            step_mm: float, model: str = "emission", attenuation: float = 1.0,
+                            projector: Projector | None = None, grid: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each ``held`` pixel's deviance over its frames and the frames it counts (:func:`pixel_deviance`).
+
+    :func:`heldout_deviance` is the ratio of their sums. Arguments as its.
+    """
     if grid is not None:
         pred = projector.forward(grid, held)
     else:
         pred = predict_pixels(field, pool, held, photons_per_atom=photons_per_atom, step_mm=step_mm,
                               model=model, attenuation=attenuation, projector=projector)
-    k = pool.n_frames[held]
-    censored = pool.censored(held)
-    if not float(k.sum() + (0 if censored is None else censored[0].sum())) > 0:
-        return 0.0
-    return float(data_loss(pred, pool.summed_electrons[held], k, pool.read_noise_e, censored=censored))
+    return pixel_deviance(pred, pool.summed_electrons[held], pool.n_frames[held], pool.read_noise_e,
+                          censored=pool.censored(held))
+
+
+def paired_difference(deviance: torch.Tensor, reference: torch.Tensor, count: torch.Tensor
+                      ) -> tuple[float, float]:
+    """How much worse ``deviance`` is than ``reference`` on the same pixels: (mean, its standard error).
+
+    The mean is the difference of the two checks' deviances per pixel and frame, Σ(d − r)/Σc; its
+    standard error that of a ratio of sums over pixels drawn at random (the delta method):
+    √(Σ(d − r − m c)²)/Σc. The pixels are the same in both, so the error is that of their
+    difference, far below either deviance's own.
+    """
+    cpu = ("cpu", torch.float64)  # the reference is kept on the CPU; a check may run on a GPU
+    diff = deviance.detach().to(*cpu) - reference.detach().to(*cpu)
+    count = count.detach().to(*cpu)
+    total = float(count.sum())
+    if not total > 0:
+        return 0.0, 0.0
+    mean = float(diff.sum()) / total
+    return mean, float(((diff - mean * count) ** 2).sum().sqrt()) / total
 
 
 @dataclass
 class StopRule:
     """Stop once the held-out deviance has not improved by ``tolerance`` (relative) for ``patience`` checks.
 
+    With ``significance`` s > 0 an improvement must also be significant: the new check's deviance
+    below the best one's by more than s standard errors of their difference pixel by pixel
+    (:func:`paired_difference`; both checks see the same held-out pixels, so that error is far
+    below either deviance's own). Checks that only match the best within that error
+    count as no improvement, so the field kept is the earliest that no later check beats
+    significantly (a one-standard-error rule, after Breiman et al. 1984), and the fit stops
+    ``patience`` checks later.
+
     Attributes:
         patience: checks without an improvement before the fit stops.
         tolerance: relative improvement that counts (deviance noise is ≈ 1/√pixels).
+        significance: standard errors an improvement must exceed (0: ``tolerance`` alone).
         best: the lowest deviance so far (inf before the first check).
         best_step: the step at which it was measured.
         waited: checks since then.
+        best_pixels: the best check's deviance of each held-out pixel (kept with ``significance``).
     """
 
     patience: int = 3
     tolerance: float = 1e-4
+    significance: float = 0.0
     best: float = math.inf
     best_step: int = 0
     waited: int = 0
+    best_pixels: torch.Tensor | None = None
 
-    def update(self, step: int, deviance: float) -> bool:
-        """Record a check; True when it is a new best (the caller keeps that field)."""
-        if deviance < self.best * (1 - self.tolerance) or not math.isfinite(self.best):
+    def update(self, step: int, deviance: float, pixels: torch.Tensor | None = None,
+               counts: torch.Tensor | None = None) -> bool:
+        """Record a check; True when it is a new best (the caller keeps that field).
+
+        ``pixels``, ``counts``: the check's deviance of each held-out pixel and the frames it
+        counts (:func:`heldout_pixel_deviances`), needed with ``significance``.
+        """
+        better = deviance < self.best * (1 - self.tolerance) or not math.isfinite(self.best)
+        if better and self.significance > 0 and pixels is not None and self.best_pixels is not None:
+            mean, error = paired_difference(pixels, self.best_pixels, counts)
+            better = mean < -self.significance * error
+        if better:
             self.best, self.best_step, self.waited = deviance, step, 0
+            if self.significance > 0 and pixels is not None:
+                self.best_pixels = pixels.detach().to("cpu", torch.float64).clone()
             return True
         self.waited += 1
         return False
@@ -112,10 +167,15 @@ class StopRule:
         return self.waited >= self.patience
 
     def state_dict(self) -> dict:
-        """Plain data for a checkpoint."""
-        return {"best": self.best, "best_step": self.best_step, "waited": self.waited}
+        """Plain data for a checkpoint (and the best check's per-pixel deviances, a tensor, if kept)."""
+        state = {"best": self.best, "best_step": self.best_step, "waited": self.waited}
+        if self.best_pixels is not None:
+            state["best_pixels"] = self.best_pixels
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
         self.best, self.best_step = float(state["best"]), int(state["best_step"])
         self.waited = int(state["waited"])
+        pixels = state.get("best_pixels")
+        self.best_pixels = None if pixels is None else torch.as_tensor(pixels, dtype=torch.float64).clone()

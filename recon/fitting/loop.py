@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 
 from optics.system import System
-from recon.errors import BackendUnavailableError, FitError
+from recon.errors import BackendUnavailableError, DataError, FitError
 from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint, save_checkpoint
 from recon.fitting.config import FitConfig, resolved
 from recon.fitting.data import FitData, density_grid
 from recon.fitting.em import Gaussian
-from recon.fitting.holdout import StopRule, heldout_deviance, split_held_out
+from recon.fitting.holdout import StopRule, heldout_pixel_deviances, split_held_out
 from recon.fitting.raypool import (
     RayPool,
     build_ray_pool,
@@ -362,7 +362,7 @@ class _Steps:
 
     def __init__(self, prep: _Prepared, data: FitData, cfg: FitConfig, out_dir: Path, *, on_check, log):
         self.prep, self.cfg, self.log, self.on_check = prep, cfg, log, on_check
-        self.rule = StopRule(patience=cfg.patience)
+        self.rule = StopRule(patience=cfg.patience, significance=cfg.stop_significance)
         self.best: dict = {}  # the field's parameters at the best held-out check
         self.state = FitState()
         self.path = out_dir / "checkpoint.pt"
@@ -377,6 +377,10 @@ class _Steps:
                                      best_field=self.best)
         if self.state.stop_rule:
             self.rule.load_state_dict(self.state.stop_rule)
+            kept = self.rule.best_pixels
+            if kept is not None and len(kept) != len(p.held):
+                raise DataError(f"checkpoint {self.path}: its stop rule holds {len(kept)} held-out pixels, "
+                                f"this fit has {len(p.held)}; start a new --out")
         if self.state.stopped in ("steps", "passes") and self.state.step < p.max_steps:
             self.state.stopped = ""  # resumed with a higher limit: go on
         self.saved_step = self.state.step
@@ -392,12 +396,14 @@ class _Steps:
     def check(self) -> None:
         """Measure the held-out deviance; keep the field if it is the best; stop when the rule says."""
         p, cfg, state, rule = self.prep, self.cfg, self.state, self.rule
-        deviance = heldout_deviance(p.field, p.pool_dev, p.held, photons_per_atom=p.photons_per_atom,
-                                    step_mm=cfg.step_mm, projector=p.solver.projector, model=cfg.model,
-                                    attenuation=cfg.attenuation,
-                                    grid=p.solver.grid() if isinstance(p.solver, GridSolver) else None)
+        pixels, counts = heldout_pixel_deviances(
+            p.field, p.pool_dev, p.held, photons_per_atom=p.photons_per_atom, step_mm=cfg.step_mm,
+            projector=p.solver.projector, model=cfg.model, attenuation=cfg.attenuation,
+            grid=p.solver.grid() if isinstance(p.solver, GridSolver) else None)
+        total = float(counts.sum())
+        deviance = float(pixels.sum()) / total if total > 0 else 0.0
         state.heldout.append([state.step, deviance])
-        if rule.update(state.step, deviance):
+        if rule.update(state.step, deviance, pixels, counts):
             self.best.clear()
             self.best.update({k: v.detach().clone() for k, v in p.field.state_dict().items()})
         if self.on_check is not None:

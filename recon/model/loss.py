@@ -34,7 +34,8 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["LOSSES", "Censored", "censored_deviance", "censored_mean", "data_loss", "tv_regulariser"]
+__all__ = ["LOSSES", "Censored", "censored_deviance", "censored_mean", "data_loss", "pixel_deviance",
+           "tv_regulariser"]
 
 
 LOSSES = ("poisson", "gaussian", "mse")
@@ -89,6 +90,36 @@ def censored_deviance(mu: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return -2.0 * _log_cdf(k.double(), mu.double())
 
 
+def pixel_deviance(
+    predicted: torch.Tensor,
+    summed_electrons: torch.Tensor,
+    n_frames: torch.Tensor,
+    read_noise_e: float,
+    *,
+    censored: Censored | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pixel's shifted-Poisson deviance over its frames, and the frames it counts: (B,), (B,).
+
+    :func:`data_loss` (``poisson``) is the ratio of their sums; the held-out stop compares two
+    checks pixel by pixel (:class:`recon.fitting.holdout.StopRule`). Arguments as
+    :func:`data_loss`'s.
+    """
+    var = read_noise_e**2 + 1e-3  # keeps the log finite where λ = 0 and σ = 0
+    k = n_frames.to(predicted.dtype)
+    lam = predicted.clamp_min(0.0) + var
+    shifted = (summed_electrons + k * var).clamp_min(0.0)
+    nll = k * lam - shifted * torch.log(lam)
+    # Subtract the value at the optimum so the loss reads as a deviance (≥ 0, ~1 per pixel).
+    opt = (shifted / k.clamp_min(1)).clamp_min(var * 1e-3)
+    nll = torch.where(k > 0, nll - (k * opt - shifted * torch.log(opt)), torch.zeros_like(nll))
+    deviance, count = 2.0 * nll, k
+    if censored is not None:
+        frames = censored.used()
+        deviance = deviance + (frames * censored.deviance(predicted)).to(deviance.dtype)
+        count = count + frames.to(count.dtype)
+    return deviance, count
+
+
 def data_loss(
     predicted: torch.Tensor,
     summed_electrons: torch.Tensor,
@@ -116,17 +147,9 @@ def data_loss(
     k = n_frames.to(predicted.dtype)
     lam = predicted.clamp_min(0.0) + var
     if kind == "poisson":
-        shifted = (summed_electrons + k * var).clamp_min(0.0)
-        nll = k * lam - shifted * torch.log(lam)
-        # Subtract the value at the optimum so the loss reads as a deviance (≥ 0, ~1 per pixel).
-        opt = (shifted / k.clamp_min(1)).clamp_min(var * 1e-3)
-        nll = torch.where(k > 0, nll - (k * opt - shifted * torch.log(opt)), torch.zeros_like(nll))
-        total, count = 2.0 * nll.sum(), k.sum()
-        if censored is not None:
-            frames = censored.used()
-            total = total + (frames * censored.deviance(predicted)).sum().to(total.dtype)
-            count = count + frames.sum().to(count.dtype)
-        return total / count
+        deviance, count = pixel_deviance(predicted, summed_electrons, n_frames, read_noise_e,
+                                         censored=censored)
+        return deviance.sum() / count.sum()
     mean = summed_electrons / k
     if kind == "gaussian":
         return (((mean - lam + var) ** 2) * k / lam + torch.log(lam)).sum() / k.sum()

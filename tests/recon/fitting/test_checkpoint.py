@@ -281,6 +281,8 @@ def test_read_refuses_a_missing_file_and_says_what_stands_in_a_files_place(tmp_p
     ("state", "losses", 4.0),
     ("state", "heldout", [[4]]),
     ("state", "stop_rule", {"best": "low"}),
+    ("state", "stop_rule", {"best": 1.0, "best_pixels": "many"}),
+    ("state", "stop_rule", {"best": 1.0, "best_pixels": torch.tensor([1.0, float("nan")])}),
     ("config", "steps", "many"),
     ("config", "lr", "fast"),
     ("config", "field_options", [1, 2]),

@@ -60,6 +60,7 @@ def test_defaults_validate_and_are_what_the_docs_say():
     ("holdout", 0.6, "in 0 … 0.5"),
     ("max_passes", 0, "> 0"),
     ("patience", 0, "≥ 1"),
+    ("stop_significance", -1.0, "in 0 … 10"),
     ("steps", 10**9, "≤ 10⁸"),
     ("batch_pixels", 0, "≥ 1"),
     ("pool_samples", 0, "≥ 1"),

@@ -619,3 +619,20 @@ def test_the_start_gaussians_widths_stay_within_their_range_whatever_the_line_se
     near, far = torch.zeros(2, dtype=torch.float64), torch.full((2,), 10.0, dtype=torch.float64)
     integrals = _gaussian_line_integrals(mean, chol, atoms, origins, directions, near, far)
     assert torch.isfinite(integrals).all()
+
+
+@slow
+def test_a_fit_with_a_significant_stop_resumes_to_the_same_checks(micro, tmp_path):
+    """The stop rule's per-pixel deviances travel in the checkpoint: the resumed fit decides alike."""
+    whole = run_fit(micro["data"], _em_cfg(micro, steps=24, patience=100, stop_significance=1.0),
+                    tmp_path / "a", make_field=field_factory)
+    run_fit(micro["data"], _em_cfg(micro, steps=10, patience=100, stop_significance=1.0), tmp_path / "b",
+            make_field=field_factory)
+    saved = read_checkpoint(tmp_path / "b" / "checkpoint.pt")["state"]["stop_rule"]
+    assert saved["best_pixels"].shape == (round(0.05 * 27 * 27),)
+    resumed = run_fit(micro["data"], _em_cfg(micro, steps=24, patience=100, stop_significance=1.0),
+                      tmp_path / "b", make_field=field_factory, resume=True)
+    assert resumed.stop_rule.best_step == whole.stop_rule.best_step
+    assert [s for s, _ in resumed.state.heldout] == [s for s, _ in whole.state.heldout]
+    deviances = [d for _, d in whole.state.heldout]
+    assert [d for _, d in resumed.state.heldout] == pytest.approx(deviances, rel=1e-5)
