@@ -53,6 +53,15 @@ def _small(value: float) -> str:
     return f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e")
 
 
+#: The other phantoms with the significance rule of the held-out stop, and without.
+STOP_PHANTOMS = ("accuracy_phantoms_stop.json", "accuracy_phantoms_grid.json")
+
+
+def _phantom(name: str, phantom: str) -> dict:
+    """The default row of ``phantom`` in the bench JSON ``name``."""
+    return next(r for r in _json(name)["rows"] if r["phantom"] == phantom and r["method"] == "default")
+
+
 #: The run042 fits on seeds no run had touched: today's grid, and 128³.
 FRESH = ("accuracy_fresh_grid.json", "accuracy_fresh_128.json")
 
@@ -125,6 +134,11 @@ def _quoted_numbers() -> list[str]:
             _signed(_json("accuracy_10x_grid.json")["rows"][0]["atoms_pct"]["mean"], ".2f"),
             _json("accuracy_10x_grid.json")["rows"][0]["atoms_pct"]["sd"]),
         "on the tuning seed (fit seed 0, noise seed 42; `--set",
+        ("fringes {:.1f} µm against {:.1f}, two_clouds {:.1f} against {:.1f} with its x width {} % "
+         "against {} %").format(
+            *(_phantom(n, "fringes")["fsc05_um"]["mean"] for n in STOP_PHANTOMS),
+            *(_phantom(n, "two_clouds")["fsc05_um"]["mean"] for n in STOP_PHANTOMS),
+            *(_signed(_phantom(n, "two_clouds")["widths_pct"][0]["mean"], ".1f") for n in STOP_PHANTOMS)),
         "**{:.1f} ± {:.1f} µm** against {:.1f} ± {:.1f}, atoms {} ± {:.2f} %; the fresh".format(
             *(_json(n)["rows"][0]["fsc05_um"][k] for n in ("accuracy_stop.json", "accuracy.json")
               for k in ("mean", "sd")),
