@@ -22,7 +22,8 @@ from recon.fitting.projector import Projector, predict_pixels
 from recon.fitting.raypool import RayPool
 from recon.model.loss import pixel_deviance
 
-__all__ = ["StopRule", "heldout_deviance", "heldout_pixel_deviances", "paired_difference", "split_held_out"]
+__all__ = ["StopRule", "heldout_deviance", "heldout_pixel_deviances", "paired_difference", "per_frame",
+           "split_held_out"]
 
 
 def split_held_out(pool: RayPool, usable: torch.Tensor, fraction: float, seed: int
@@ -68,9 +69,13 @@ def heldout_deviance(field, pool: RayPool, held: torch.Tensor, *, photons_per_at
     the values that ``projector`` projects in place of the field (the grid solver's field at its
     voxel centres).
     """
-    deviance, count = heldout_pixel_deviances(field, pool, held, photons_per_atom=photons_per_atom,
+    return per_frame(*heldout_pixel_deviances(field, pool, held, photons_per_atom=photons_per_atom,
                                               step_mm=step_mm, model=model, attenuation=attenuation,
-                                              projector=projector, grid=grid)
+                                              projector=projector, grid=grid))
+
+
+def per_frame(deviance: torch.Tensor, count: torch.Tensor) -> float:
+    """The deviance per pixel and frame of per-pixel deviances and frame counts (0 with no frame)."""
     total = float(count.sum())
     return float(deviance.sum()) / total if total > 0 else 0.0
 

@@ -32,7 +32,7 @@ from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint
 from recon.fitting.config import FitConfig, resolved
 from recon.fitting.data import FitData, density_grid
 from recon.fitting.em import Gaussian
-from recon.fitting.holdout import StopRule, heldout_pixel_deviances, split_held_out
+from recon.fitting.holdout import StopRule, heldout_pixel_deviances, per_frame, split_held_out
 from recon.fitting.raypool import (
     RayPool,
     build_ray_pool,
@@ -400,8 +400,7 @@ class _Steps:
             p.field, p.pool_dev, p.held, photons_per_atom=p.photons_per_atom, step_mm=cfg.step_mm,
             projector=p.solver.projector, model=cfg.model, attenuation=cfg.attenuation,
             grid=p.solver.grid() if isinstance(p.solver, GridSolver) else None)
-        total = float(counts.sum())
-        deviance = float(pixels.sum()) / total if total > 0 else 0.0
+        deviance = per_frame(pixels, counts)
         state.heldout.append([state.step, deviance])
         if rule.update(state.step, deviance, pixels, counts):
             self.best.clear()
