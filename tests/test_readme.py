@@ -134,6 +134,9 @@ def _quoted_numbers() -> list[str]:
             _signed(_json("accuracy_10x_grid.json")["rows"][0]["atoms_pct"]["mean"], ".2f"),
             _json("accuracy_10x_grid.json")["rows"][0]["atoms_pct"]["sd"]),
         "on the tuning seed (fit seed 0, noise seed 42; `--set",
+        "deviances lie within {:.3f} per pixel of their least".format(max(
+            c["deviance"] - min(d["deviance"] for d in run["checks"])
+            for run in _json(FRESH[0])["runs"] for c in run["checks"] if c["step"] >= 32)),
         ("fringes {:.1f} µm against {:.1f}, two_clouds {:.1f} against {:.1f} with its x width {} % "
          "against {} %").format(
             *(_phantom(n, "fringes")["fsc05_um"]["mean"] for n in STOP_PHANTOMS),

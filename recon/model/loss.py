@@ -143,13 +143,13 @@ def data_loss(
     Returns:
         () the loss, normalised per pixel and (usable or censored) frame.
     """
-    var = read_noise_e**2 + 1e-3  # keeps the log finite where λ = 0 and σ = 0
-    k = n_frames.to(predicted.dtype)
-    lam = predicted.clamp_min(0.0) + var
     if kind == "poisson":
         deviance, count = pixel_deviance(predicted, summed_electrons, n_frames, read_noise_e,
                                          censored=censored)
         return deviance.sum() / count.sum()
+    var = read_noise_e**2 + 1e-3  # keeps the log finite where λ = 0 and σ = 0
+    k = n_frames.to(predicted.dtype)
+    lam = predicted.clamp_min(0.0) + var
     mean = summed_electrons / k
     if kind == "gaussian":
         return (((mean - lam + var) ** 2) * k / lam + torch.log(lam)).sum() / k.sum()
