@@ -64,7 +64,7 @@ def tracing_code_version(entries: tuple[str, ...] = _TRACING_CODE) -> str:
 
 
 def pool_key(data, *, samples: int, seed: int, rays_per_sample: Sequence[int] | None,
-             chunk_pixels: int, sampling: str = "sobol") -> str:
+             chunk_pixels: int, sampling: str) -> str:
     """The cache key of the pool :func:`~recon.fitting.raypool.build_ray_pool` traces for these arguments."""
     description = {
         "format": POOL_CACHE_FORMAT,

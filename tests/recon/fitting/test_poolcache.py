@@ -54,7 +54,8 @@ def test_a_second_build_reads_the_same_pool_from_the_cache(data, tmp_path):
 
 def test_the_key_follows_everything_the_tracing_depends_on(data):
     def key(d=data, **kw):
-        args = {"samples": 2, "seed": 0, "rays_per_sample": None, "chunk_pixels": 65536, **kw}
+        args = {"samples": 2, "seed": 0, "rays_per_sample": None, "chunk_pixels": 65536, "sampling": "sobol",
+                **kw}
         return pool_key(d, **args)
 
     base = key()
@@ -118,7 +119,7 @@ def test_a_damaged_or_foreign_file_is_traced_anew_and_replaced(data, tmp_path, d
 def test_a_file_whose_checksum_matches_but_breaks_the_invariants_is_refused(data, tmp_path):
     pool = _build(data, None)
     keys = pool.n_pixels * pool.samples
-    key = pool_key(data, samples=2, seed=0, rays_per_sample=None, chunk_pixels=65536)
+    key = pool_key(data, samples=2, seed=0, rays_per_sample=None, chunk_pixels=65536, sampling="sobol")
     good = tmp_path / "good.npz"
     save_pool_segments(good, key, pool.rays, pool.offsets)
     n_paths = data.system.n_paths
