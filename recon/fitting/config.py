@@ -164,7 +164,7 @@ class FitConfig:
     holdout: float = 0.05
     check_every: int = 0
     patience: int = 3
-    stop_significance: float = 0.0
+    stop_significance: float = 1.0
     batch_pixels: int = 256
     pool_samples: int = 8
     pool_sampling: str = "sobol"
