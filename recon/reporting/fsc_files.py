@@ -92,8 +92,8 @@ def _plot(result: FSCResult, path: Path, dpi: int = 120) -> None:
     top.set_xticks(ticks)
     top.set_xticklabels([f"{1000.0 / t:.3g}" for t in ticks])
     top.set_xlabel("resolution (µm, full period)")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.11, top=0.83)  # fixed margins, no tight_layout
+    fig.savefig(path, format="png", pil_kwargs={"compress_level": 1})
 
 
 def write_fsc_outputs(result: FSCResult, out_dir: str | os.PathLike) -> dict[str, Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from optics.atomic import atomic_path
 from recon.io.viewimages import ViewImage
 from recon.io.volume import Volume
 
-__all__ = ["REPORT_PICTURES", "colour_top", "pyplot", "save_png", "scale_bar_mm", "write_mip",
-           "write_renders", "write_turntable", "write_view_figures", "write_view_mosaic"]
+__all__ = ["REPORT_PICTURES", "MosaicLayout", "colour_top", "mosaic_layout", "pyplot", "save_png",
+           "save_rgb_png", "scale_bar_mm",
+           "write_mip", "write_renders", "write_turntable", "write_view_figures", "write_view_mosaic"]
 
 
 def save_png(fig, path: Path) -> None:
@@ -58,6 +60,7 @@ def scale_bar_mm(width_mm: float) -> float:
 #: The pictures of a fit's renders/ that its report shows, in this order.
 REPORT_PICTURES = ("views.png", "mip.png", "loss.png")
 _TITLES = ("measured e⁻", "predicted e⁻", "residual / noise σ")
+_MOSAIC_TITLES = ("measured e⁻", "predicted e⁻", "residual / σ (±4)")
 _CMAPS = ("magma", "magma", "RdBu_r")
 
 
@@ -98,40 +101,136 @@ def _extent(view: ViewImage) -> tuple[float, float, float, float]:
     return x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5
 
 
+#: The picture of every view (:func:`write_view_mosaic`), in pixels: a panel's width, the names'
+#: column, the column titles' band, the gaps between panels and between rows, the right and bottom margin.
+MOSAIC_PANEL_PX, MOSAIC_LABEL_PX, MOSAIC_TITLE_PX, MOSAIC_GAP_PX, MOSAIC_ROW_GAP_PX, MOSAIC_MARGIN_PX = (
+    190, 55, 30, 6, 12, 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class MosaicLayout:
+    """Where :func:`write_view_mosaic` puts each view's panels.
+
+    Attributes:
+        width, height: the picture's size in pixels.
+        panels: per view, its measured, predicted and residual panels as (x0, y0, x1, y1) pixel
+            boxes, origin top left, x1 and y1 excluded.
+    """
+
+    width: int
+    height: int
+    panels: tuple[tuple[tuple[int, int, int, int], ...], ...]
+
+
+def mosaic_layout(images: list[ViewImage]) -> MosaicLayout:
+    """A row per view, three panels of :data:`MOSAIC_PANEL_PX` across, each as tall as its view's aspect."""
+    rows, y = [], MOSAIC_TITLE_PX
+    for view in images:
+        _, _, w, h = view.roi
+        height = max(1, round(MOSAIC_PANEL_PX * h / w))
+        xs = [MOSAIC_LABEL_PX + k * (MOSAIC_PANEL_PX + MOSAIC_GAP_PX) for k in range(3)]
+        rows.append(tuple((x, y, x + MOSAIC_PANEL_PX, y + height) for x in xs))
+        y += height + MOSAIC_ROW_GAP_PX
+    width = MOSAIC_LABEL_PX + 3 * MOSAIC_PANEL_PX + 2 * MOSAIC_GAP_PX + MOSAIC_MARGIN_PX
+    return MosaicLayout(width, y - MOSAIC_ROW_GAP_PX + MOSAIC_MARGIN_PX, tuple(rows))
+
+
+def _coloured(image: np.ndarray, limits: tuple[float, float], lut: np.ndarray, size: tuple[int, int]
+              ) -> np.ndarray:
+    """``image`` averaged over ``size`` = (width, height) boxes, coloured by ``lut``; NaN (unused) white.
+
+    Each output pixel is the mean of the image's area it covers (PIL's box filter; nearest
+    neighbour when enlarging), over its finite pixels only; values are clipped to ``limits`` and
+    coloured as matplotlib's ``Normalize`` and a 256-colour map do.
+    """
+    from PIL import Image
+
+    finite = np.isfinite(image)
+    values = np.where(finite, image, 0.0).astype(np.float32)
+    box = Image.Resampling.BOX
+    total = np.asarray(Image.fromarray(values, mode="F").resize(size, box))
+    weight = np.asarray(Image.fromarray(finite.astype(np.float32), mode="F").resize(size, box))
+    lo, hi = limits
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = (total / weight - lo) / (hi - lo)
+    index = np.minimum((np.clip(np.nan_to_num(t), 0.0, 1.0) * len(lut)).astype(np.int64), len(lut) - 1)
+    rgb = lut[index]
+    rgb[weight <= 0] = 255
+    return rgb
+
+
 def write_view_mosaic(path: Path, images: list[ViewImage], read_noise_e: float) -> Path:
     """Every view in one picture: a row per view, measured | predicted | residual (PNG); returns ``path``.
 
-    Each row keeps its view's aspect and sensor orientation, with the view's name, its colour
-    scale's top (shared by measured and predicted, :func:`colour_top`) and a scale bar of the
-    object-space length; residuals are in σ of the expected noise, ±4. One figure drawn once: a
-    glance at every view, cheaper than a figure per view (:func:`write_view_figures`, which
-    ``recon render OUT/ --views`` draws).
+    Each row keeps its view's aspect and sensor orientation (:func:`mosaic_layout`), with the
+    view's name, its colour scale's top (shared by measured and predicted, :func:`colour_top`) and
+    a scale bar of the object-space length; residuals are in σ of the expected noise, ±4. The
+    panels are coloured into one image and placed pixel for pixel (no axes: one figure, one image
+    and its labels, where a grid of axes cost most of the outputs' time); ``recon render OUT/
+    --views`` draws each view with axes and colour bars (:func:`write_view_figures`).
     """
-    plt = pyplot()
-    panel_in, label_in = 1.9, 0.55
-    heights = [view.roi[3] / view.roi[2] for view in images]
-    height_in = 0.35 + panel_in * sum(heights) + 0.12 * len(images)
-    fig, axes = plt.subplots(len(images), 3, squeeze=False, figsize=(label_in + 3 * panel_in, height_in),
-                             gridspec_kw={"height_ratios": heights, "wspace": 0.03, "hspace": 0.12})
-    fig.subplots_adjust(left=label_in / (label_in + 3 * panel_in), right=0.99,
-                        top=1 - 0.3 / fig.get_figheight(), bottom=0.05 / fig.get_figheight())
-    for ax, title in zip(axes[0], ("measured e⁻", "predicted e⁻", "residual / σ (±4)"), strict=True):
-        ax.set_title(title, fontsize=9)
-    for row, view in zip(axes, images, strict=True):
-        extent, panels = _extent(view), _panels(view, read_noise_e)
-        for ax, (image, (lo, hi)), cmap in zip(row, panels, _CMAPS, strict=True):
-            ax.imshow(image, cmap=cmap, vmin=lo, vmax=hi, extent=extent)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        row[0].set_ylabel(view.name, fontsize=8)
-        row[0].text(0.03, 0.97, f"0 – {panels[0][1][1]:.3g} e⁻", transform=row[0].transAxes, color="white",
-                    fontsize=6, ha="left", va="top")
-        xs, ys, at, label = _scale_bar(view, extent)
-        row[0].plot(xs, ys, color="white", lw=2, solid_capstyle="butt")
-        row[0].text(*at, label, color="white", fontsize=6, ha="left", va="bottom")
-    save_png(fig, path)
-    plt.close(fig)
+    import matplotlib
+
+    layout = mosaic_layout(images)
+    luts = [matplotlib.colormaps[name](np.arange(256), bytes=True)[:, :3] for name in _CMAPS]
+    canvas = np.full((layout.height, layout.width, 3), 255, np.uint8)
+    labels = []  # (x, y, text, options) in pixels, origin top left
+    for (x0, _, x1, _), title in zip(layout.panels[0] if images else (), _MOSAIC_TITLES, strict=True):
+        labels.append(((x0 + x1) / 2, MOSAIC_TITLE_PX / 2, title,
+                       {"fontsize": 9, "ha": "center", "va": "center"}))
+    for view, boxes in zip(images, layout.panels, strict=True):
+        panels = _panels(view, read_noise_e)
+        for (x0, y0, x1, y1), (image, limits), lut in zip(boxes, panels, luts, strict=True):
+            canvas[y0:y1, x0:x1] = _coloured(image, limits, lut, (x1 - x0, y1 - y0))
+            canvas[[y0 - 1, y1], x0 - 1:x1 + 1] = canvas[y0 - 1:y1 + 1, [x0 - 1, x1]] = 0  # a frame around it
+        x0, y0, x1, y1 = boxes[0]
+        width, height = x1 - x0, y1 - y0
+        labels.append((x0 - 4, (y0 + y1) / 2, view.name,
+                       {"fontsize": 8, "ha": "right", "va": "center", "rotation": 90}))
+        labels.append((x0 + 0.03 * width, y0 + 0.03 * height, f"0 – {panels[0][1][1]:.3g} e⁻",
+                       {"fontsize": 6, "ha": "left", "va": "top", "color": "white"}))
+        length_mm = scale_bar_mm(view.roi[2] * view.object_pixel_mm)
+        bar_x = x0 + round(0.05 * width)
+        bar_y = y0 + round(0.92 * height)
+        bar_px = max(1, round(length_mm / view.object_pixel_mm * width / view.roi[2]))
+        canvas[max(y0, bar_y - 1):min(y1, bar_y + 1), bar_x:min(x1, bar_x + bar_px)] = 255
+        labels.append((bar_x, bar_y - 1 - 0.02 * height, f"{length_mm:g} mm",
+                       {"fontsize": 6, "ha": "left", "va": "bottom", "color": "white"}))
+    save_rgb_png(_with_labels(canvas, labels), path)
     return path
+
+
+def _with_labels(canvas: np.ndarray, labels: list) -> np.ndarray:
+    """``canvas`` (height, width, 3) uint8 with matplotlib's text drawn over it at pixel positions.
+
+    ``labels``: (x, y, text, text options) with x, y in pixels from the top left. The text is drawn
+    alone on a transparent figure of the canvas's size and laid over it by its alpha: the canvas
+    itself never passes through matplotlib's image resampling.
+    """
+    from matplotlib.transforms import IdentityTransform
+
+    plt = pyplot()
+    height, width = canvas.shape[:2]
+    fig = plt.figure(figsize=((width + 0.5) / 100, (height + 0.5) / 100), dpi=100)  # Agg truncates
+    fig.patch.set_alpha(0.0)
+    for x, y, text, options in labels:
+        fig.text(x, height - y, text, transform=IdentityTransform(), **options)
+    fig.canvas.draw()
+    text = np.asarray(fig.canvas.buffer_rgba())[:height, :width]
+    plt.close(fig)
+    drawn = np.nonzero(text[..., 3])  # the few pixels the text touches
+    alpha = text[drawn][:, 3:].astype(np.float32) / 255.0
+    out = canvas.copy()
+    out[drawn] = np.rint(text[drawn][:, :3] * alpha + canvas[drawn] * (1.0 - alpha)).astype(np.uint8)
+    return out
+
+
+def save_rgb_png(image: np.ndarray, path: Path) -> None:
+    """Save a (height, width, 3) uint8 image as PNG at ``path``, atomically, as :func:`save_png` does."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image, mode="RGB").save(tmp, format="png", compress_level=1)
 
 
 def write_view_figures(directory: Path, images: list[ViewImage], read_noise_e: float) -> list[Path]:
@@ -195,7 +294,7 @@ def write_renders(out_dir: Path, images: list[ViewImage], read_noise_e: float, v
     ax.set_ylabel("loss (deviance per pixel)")
     ax.set_yscale("log")
     ax.set_title("loss")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.12, top=0.92)  # fixed margins
     path = renders / "loss.png"
     save_png(fig, path)
     plt.close(fig)
@@ -221,7 +320,7 @@ def write_mip(volume: Volume, path: Path) -> Path:
         ax.set_xlabel(f"{labels[0]} (mm)")
         ax.set_ylabel(f"{labels[1]} (mm)")
     fig.suptitle(f"maximum-intensity projections ({volume.unit})")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.12, top=0.86, wspace=0.3)  # fixed margins
     save_png(fig, path)
     plt.close(fig)
     return path

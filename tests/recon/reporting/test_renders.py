@@ -14,7 +14,15 @@ from recon.fitting.prediction import view_images
 from recon.fitting.raypool import RayPool
 from recon.io.volume import Volume
 from recon.model.render import RayBatch
-from recon.reporting.renders import colour_top, scale_bar_mm, write_renders, write_view_figures
+from recon.reporting.renders import (
+    MOSAIC_PANEL_PX,
+    colour_top,
+    mosaic_layout,
+    scale_bar_mm,
+    write_renders,
+    write_view_figures,
+    write_view_mosaic,
+)
 from tests.conftest import slow
 from tests.optics.helpers import make_system
 
@@ -68,12 +76,13 @@ def test_every_view_in_one_picture_then_mip_and_loss(written):
     assert paths == [renders / "views.png", renders / "mip.png", renders / "loss.png"]
 
 
-def test_pictures_are_complete_pngs_of_the_figure_sizes(written):
+def test_pictures_are_complete_pngs_of_the_figure_sizes(written, fit):
     _, paths = written
-    # figsize × dpi 100: the views 0.55 in of labels + 3 panels of 1.9 in across; the MIP 12 × 4 in,
-    # the loss curve 6 × 4 in.
+    # figsize × dpi 100: the MIP 12 × 4 in, the loss curve 6 × 4 in; the views as their layout says
     assert [_png_size(p) for p in paths][1:] == [(1200, 400), (600, 400)]
-    assert _png_size(paths[0])[0] == 625
+    layout = mosaic_layout(fit[0])
+    assert _png_size(paths[0]) == (layout.width, layout.height) == (
+        55 + 3 * 190 + 2 * 6 + 5, 30 + round(190 * 5 / 7) + 12 + round(190 * 6 / 4) + 5)
     assert all(p.read_bytes()[-12:] == b"\x00\x00\x00\x00IEND\xaeB`\x82" for p in paths)
 
 
@@ -168,7 +177,8 @@ def test_a_view_is_drawn_upright_with_the_residual_sign(tmp_path, monkeypatch, f
     else:
         write_view_figures(tmp_path / "renders", bright, 1.0)
     path = tmp_path / "renders" / picture
-    measured, _, residual = (_crop(path, b) for b in boxes[picture][:3])  # then more views or colour bars
+    panels = mosaic_layout(bright).panels[0] if picture == "views.png" else boxes[picture][:3]  # then bars
+    measured, _, residual = (_crop(path, b) for b in panels)
     h, w = measured.shape[:2]
     assert abs(w / h - 7 / 5) < 0.05  # the ROI's aspect: 7 columns, 5 rows, not transposed
     corner = measured[: h // 5 - 2, : w // 7 - 2].mean(axis=(0, 1))
@@ -236,3 +246,57 @@ def test_a_view_is_drawn_in_sensor_pixels_with_a_scale_bar_in_mm(tmp_path, monke
     camera = make_system().cameras[0]
     width_mm = 4 * float(camera.sensor.pixel_pitch_mm) / abs(float(camera.lens.magnification))
     assert texts == [f"{scale_bar_mm(width_mm):g} mm"]
+
+
+def test_the_mosaic_layout_gives_each_view_a_row_of_its_aspect(fit):
+    images = fit[0]
+    wide = dataclasses.replace(images[0], roi=(0, 0, 40, 10))  # 4:1
+    layout = mosaic_layout([*images, wide])
+    rows = layout.panels
+    assert len(rows) == 3 and all(len(row) == 3 for row in rows)
+    for row, view in zip(rows, [*images, wide], strict=True):
+        heights = {y1 - y0 for _, y0, _, y1 in row}
+        widths = {x1 - x0 for x0, _, x1, _ in row}
+        assert widths == {MOSAIC_PANEL_PX} and heights == {round(MOSAIC_PANEL_PX * view.roi[3] / view.roi[2])}
+        assert row[0][2] < row[1][0] and row[1][2] < row[2][0]  # side by side, apart
+    assert all(a[0][3] < b[0][1] for a, b in zip(rows, rows[1:], strict=False))  # rows one below another
+    assert max(x1 for row in rows for _, _, x1, _ in row) < layout.width
+    assert rows[-1][0][3] < layout.height
+
+
+def test_the_mosaic_colours_each_panel_as_its_scale_says(tmp_path, fit):
+    """Measured at the top of its scale: magma's last colour; no residual: RdBu_r's middle; unused: white."""
+    import matplotlib
+
+    images, read_noise, _, _ = fit
+    view = images[0]
+    frames = np.full_like(view.frames, 2)
+    frames[:, -1] = 0  # the last column unused
+    flat = dataclasses.replace(view, measured=np.full_like(view.measured, 30.0),
+                               predicted=np.full_like(view.predicted, 30.0), frames=frames)
+    path = write_view_mosaic(tmp_path / "views.png", [flat], read_noise)
+    picture = (matplotlib.image.imread(path)[..., :3] * 255).round().astype(int)
+    (mx0, my0, mx1, my1), _, (rx0, ry0, rx1, ry1) = mosaic_layout([flat]).panels[0]
+    top = np.array(matplotlib.colormaps["magma"](255, bytes=True)[:3])
+    middle = np.array(matplotlib.colormaps["RdBu_r"](128, bytes=True)[:3])
+    inside = picture[my0 + 40:my1 - 40, mx0 + 40:mx1 - 40].reshape(-1, 3)
+    assert np.abs(inside - top).max() <= 1  # every pixel the predicted maximum's colour
+    column = (rx1 - rx0) // 7
+    residual = picture[ry0 + 40:ry1 - 40, rx0 + 2:rx1 - column - 2].reshape(-1, 3)
+    unused = picture[ry0 + 40:ry1 - 40, rx1 - column + 2:rx1 - 2].reshape(-1, 3)
+    assert np.abs(residual - middle).max() <= 1 and (unused == 255).all()
+
+
+def test_the_mosaics_labels_are_drawn_over_the_panels_only_where_they_are(tmp_path, fit):
+    """The view's name left of its row, its scale's top in the measured panel; the rest the panels' colour."""
+    import matplotlib
+
+    images, read_noise, _, _ = fit
+    dark = [dataclasses.replace(v, measured=np.zeros_like(v.measured), predicted=np.zeros_like(v.predicted))
+            for v in images]
+    path = write_view_mosaic(tmp_path / "views.png", dark, read_noise)
+    picture = matplotlib.image.imread(path)[..., :3]
+    (x0, y0, x1, y1), _, _ = mosaic_layout(dark).panels[0]
+    assert picture[y0 + 2:y0 + 12, x0 + 5:x0 + 60].max() > 0.5  # "0 – … e⁻" in white, top left
+    assert picture[y0 + 40:y0 + 100, x0 + 100:x1 - 5].max() < 0.05  # black elsewhere (no light at all)
+    assert picture[y0:y1, x0 - 20:x0 - 2].min() < 0.5  # the view's name, dark on white
