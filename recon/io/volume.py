@@ -103,8 +103,12 @@ def quiet_tifffile():
         logger.setLevel(level)
 
 
-def write_volume(path: str | os.PathLike, volume: Volume) -> None:
-    """Write ``volume`` as a float32 ImageJ hyperstack TIFF (deflate-compressed), atomically.
+def write_volume(path: str | os.PathLike, volume: Volume, *, compress: bool = True) -> None:
+    """Write ``volume`` as a float32 ImageJ hyperstack TIFF, atomically; deflate-compressed if ``compress``.
+
+    A fit's density is noise down to the last bits in every voxel, which deflate shrinks by under
+    a tenth at the cost of most of the write: :func:`recon.jobs.fit.save_density` stores it as it
+    is; a simulated truth, mostly empty, shrinks many times.
 
     ImageJ reads the voxel size (mm) from the resolution tags and ``spacing``, and the origin from
     ``xorigin``, ``yorigin``, ``zorigin`` (in voxels: ImageJ's calibrated position of voxel i is
@@ -132,7 +136,7 @@ def write_volume(path: str | os.PathLike, volume: Volume) -> None:
             tmp,
             data,
             imagej=True,
-            compression="zlib",
+            compression="zlib" if compress else None,
             resolution=(1.0 / dx, 1.0 / dy),
             metadata={"spacing": dz, "unit": "mm", "axes": "ZYX", **origin, "Info": json.dumps(info)},
         )

@@ -580,7 +580,7 @@ def unconverged_warning(metrics: dict) -> str | None:
 def save_density(
     out_dir: Path, data_grid: np.ndarray, origin, voxel, unit: str, meta: dict, *, name: str = "density.tif"
 ) -> Volume:
-    """Write ``out_dir/name`` (default density.tif) and return the Volume."""
+    """Write ``out_dir/name`` (default density.tif; uncompressed: noise hardly deflates); returns it."""
     volume = Volume(data_grid.astype(np.float32), tuple(origin), tuple(voxel), unit, meta)
-    write_volume(out_dir / name, volume)
+    write_volume(out_dir / name, volume, compress=False)
     return volume

@@ -115,11 +115,17 @@ def test_a_single_slice_is_zero_away_from_its_plane():
 # --------------------------------------------------------------------------- files
 
 
-def test_write_then_read_gives_the_volume_back(tmp_path):
+@pytest.mark.parametrize("compress", [True, False])
+def test_write_then_read_gives_the_volume_back(tmp_path, compress):
+    import tifffile
+
     meta = {"phantom": "gaussian", "atoms": 1e6, "nested": {"a": [1, 2, 3]}}
     vol = _volume(unit="atoms/mm^3", meta=meta)
     path = tmp_path / "density.tif"
-    write_volume(path, vol)
+    write_volume(path, vol, compress=compress)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].compression == (tifffile.COMPRESSION.ADOBE_DEFLATE if compress else
+                                            tifffile.COMPRESSION.NONE)
     back = read_volume(path)
     assert back.data.dtype == np.float32 and np.array_equal(back.data, vol.data)
     assert back.origin_mm == ORIGIN and back.voxel_size_mm == VOXEL
