@@ -165,9 +165,9 @@ def write_view_mosaic(path: Path, images: list[ViewImage], read_noise_e: float) 
     Each row keeps its view's aspect and sensor orientation (:func:`mosaic_layout`), with the
     view's name, its colour scale's top (shared by measured and predicted, :func:`colour_top`) and
     a scale bar of the object-space length; residuals are in σ of the expected noise, ±4. The
-    panels are coloured into one image and placed pixel for pixel (no axes: one figure, one image
-    and its labels, where a grid of axes cost most of the outputs' time); ``recon render OUT/
-    --views`` draws each view with axes and colour bars (:func:`write_view_figures`).
+    panels are coloured into one image and placed pixel for pixel, and only the labels are drawn
+    by matplotlib (no grid of axes to lay out and draw); ``recon render OUT/ --views`` draws each
+    view with axes and colour bars (:func:`write_view_figures`).
     """
     import matplotlib
 
@@ -175,7 +175,7 @@ def write_view_mosaic(path: Path, images: list[ViewImage], read_noise_e: float) 
     luts = [matplotlib.colormaps[name](np.arange(256), bytes=True)[:, :3] for name in _CMAPS]
     canvas = np.full((layout.height, layout.width, 3), 255, np.uint8)
     labels = []  # (x, y, text, options) in pixels, origin top left
-    for (x0, _, x1, _), title in zip(layout.panels[0] if images else (), _MOSAIC_TITLES, strict=True):
+    for (x0, _, x1, _), title in zip(layout.panels[0], _MOSAIC_TITLES, strict=True) if images else ():
         labels.append(((x0 + x1) / 2, MOSAIC_TITLE_PX / 2, title,
                        {"fontsize": 9, "ha": "center", "va": "center"}))
     for view, boxes in zip(images, layout.panels, strict=True):

@@ -300,3 +300,9 @@ def test_the_mosaics_labels_are_drawn_over_the_panels_only_where_they_are(tmp_pa
     assert picture[y0 + 2:y0 + 12, x0 + 5:x0 + 60].max() > 0.5  # "0 – … e⁻" in white, top left
     assert picture[y0 + 40:y0 + 100, x0 + 100:x1 - 5].max() < 0.05  # black elsewhere (no light at all)
     assert picture[y0:y1, x0 - 20:x0 - 2].min() < 0.5  # the view's name, dark on white
+
+
+def test_a_mosaic_of_no_views_is_its_margins(tmp_path):
+    path = write_view_mosaic(tmp_path / "views.png", [], 1.0)
+    layout = mosaic_layout([])
+    assert _png_size(path) == (layout.width, layout.height) and layout.panels == ()
