@@ -205,6 +205,18 @@ def _quoted_numbers() -> list[str]:
         f"{acc['wall_s']:.0f} s for its nine fits",
         f"**{default['fsc05_um']['mean']:.1f} ± {default['fsc05_um']['sd']:.1f}**",
         f"**{_signed(default['atoms_pct']['mean'], '.2f')} ± {default['atoms_pct']['sd']:.2f}**",
+        "FSC-0.5 {:.1f} ± {:.1f} µm (the oracle's {:.1f} ± {:.1f}; a smooth truth".format(
+            *(r["fsc05_um"][k] for r in _json("accuracy_tilted.json")["rows"][:2] for k in ("mean", "sd"))),
+        "atoms {} ± {:.2f} %, centroid {} µm, widths {} %".format(
+            _signed(_phantom("accuracy_tilted.json", "tilted")["atoms_pct"]["mean"], ".2f"),
+            _phantom("accuracy_tilted.json", "tilted")["atoms_pct"]["sd"],
+            " / ".join(f"{_signed(c['mean'], '.1f')} ± {c['sd']:.1f}"
+                       for c in _phantom("accuracy_tilted.json", "tilted")["centroid_um"]),
+            " / ".join(f"{_signed(w['mean'], '.1f')} ± {w['sd']:.1f}"
+                       for w in _phantom("accuracy_tilted.json", "tilted")["widths_pct"])),
+        "the split halves {:.2f}× the truth's".format(
+            _phantom_halves("accuracy_tilted.json", "tilted")["ratio"]["mean"]),
+        f"seeds 10, 11, {_json('accuracy_tilted.json')['wall_s']:.0f} s)",
         "{:.2f}× the truth's {:.1f} µm for that".format(*next(
             (r["ratio"]["mean"], r["truth_fsc05_um"]["mean"])
             for r in acc["rows"] if r["method"] == "split-halves")),
