@@ -217,6 +217,13 @@ def _quoted_numbers() -> list[str]:
         "the split halves {:.2f}× the truth's".format(
             _phantom_halves("accuracy_tilted.json", "tilted")["ratio"]["mean"]),
         f"seeds 10, 11, {_json('accuracy_tilted.json')['wall_s']:.0f} s)",
+        *("{} atoms {} ± {:.2f} %, centroid {} µm, widths {} %".format(
+            name, _signed(row["atoms_pct"]["mean"], ".2f"), row["atoms_pct"]["sd"],
+            " / ".join(f"{_signed(c['mean'], '.1f')} ± {c['sd']:.1f}" for c in row["centroid_um"]),
+            " / ".join(f"{_signed(w['mean'], '.1f')} ± {w['sd']:.1f}" for w in row["widths_pct"]))
+          for name, row in ((n, _phantom("accuracy_seeds.json", n))
+                            for n in ("faint", "edge", "spike", "donut"))),
+        f"today's defaults, {_json('accuracy_seeds.json')['wall_s']:.0f} s): faint",
         "{:.2f}× the truth's {:.1f} µm for that".format(*next(
             (r["ratio"]["mean"], r["truth_fsc05_um"]["mean"])
             for r in acc["rows"] if r["method"] == "split-halves")),
