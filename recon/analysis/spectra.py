@@ -136,7 +136,7 @@ def fourier_grid(shape: int | tuple[int, int, int], voxel_size_mm: float | tuple
 def rfft_flat(a: np.ndarray) -> np.ndarray:
     """The half-space (rfftn) transform of a map, flattened.
 
-    scipy's FFT: in the map's precision as numpy's, and a few times quicker on the prime edge
+    scipy's FFT: in the map's precision, as numpy's, and quicker than numpy's on the prime edge
     lengths a fit's grid often has (137³: the FSC of every fit with a truth transforms two maps).
     """
     import scipy.fft

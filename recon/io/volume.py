@@ -106,9 +106,9 @@ def quiet_tifffile():
 def write_volume(path: str | os.PathLike, volume: Volume, *, compress: bool = True) -> None:
     """Write ``volume`` as a float32 ImageJ hyperstack TIFF, atomically; deflate-compressed if ``compress``.
 
-    A fit's density is noise down to the last bits in every voxel, which deflate shrinks by under
-    a tenth at the cost of most of the write: :func:`recon.jobs.fit.save_density` stores it as it
-    is; a simulated truth, mostly empty, shrinks many times.
+    A fit's density is noise down to the last bits in every voxel, which deflate hardly shrinks:
+    :func:`recon.jobs.fit.save_density` stores it as it is; a simulated truth, mostly empty,
+    deflates well.
 
     ImageJ reads the voxel size (mm) from the resolution tags and ``spacing``, and the origin from
     ``xorigin``, ``yorigin``, ``zorigin`` (in voxels: ImageJ's calibrated position of voxel i is
