@@ -189,12 +189,13 @@ def write_view_mosaic(path: Path, images: list[ViewImage], read_noise_e: float) 
                        {"fontsize": 8, "ha": "right", "va": "center", "rotation": 90}))
         labels.append((x0 + 0.03 * width, y0 + 0.03 * height, f"0 – {panels[0][1][1]:.3g} e⁻",
                        {"fontsize": 6, "ha": "left", "va": "top", "color": "white"}))
-        length_mm = scale_bar_mm(view.roi[2] * view.object_pixel_mm)
-        bar_x = x0 + round(0.05 * width)
-        bar_y = y0 + round(0.92 * height)
-        bar_px = max(1, round(length_mm / view.object_pixel_mm * width / view.roi[2]))
-        canvas[max(y0, bar_y - 1):min(y1, bar_y + 1), bar_x:min(x1, bar_x + bar_px)] = 255
-        labels.append((bar_x, bar_y - 1 - 0.02 * height, f"{length_mm:g} mm",
+        left, right, bottom, top = extent = _extent(view)  # the bar in sensor pixels, then in the panel's
+        xs, ys, (label_x, label_y), label = _scale_bar(view, extent)
+        across, down = width / (right - left), height / (bottom - top)
+        bar_x0, bar_x1 = (x0 + round((x - left) * across) for x in xs)
+        bar_y = y0 + round((ys[0] - top) * down)
+        canvas[max(y0, bar_y - 1):min(y1, bar_y + 1), bar_x0:min(x1, max(bar_x1, bar_x0 + 1))] = 255
+        labels.append((x0 + (label_x - left) * across, y0 + (label_y - top) * down - 1, label,
                        {"fontsize": 6, "ha": "left", "va": "bottom", "color": "white"}))
     save_rgb_png(_with_labels(canvas, labels), path)
     return path
