@@ -65,7 +65,7 @@ from recon.fitting.poolcache import (
 )
 from recon.fitting.projector import Projector, predict_pixels, voxel_values
 from recon.fitting.raypool import RayPool
-from recon.model.loss import data_loss
+from recon.model.loss import data_loss, shift_variance
 from recon.threads import numba_threads
 
 __all__ = ["FISHER_STRIDE", "OSEM", "Gaussian", "best_gain", "completed_counts", "data_gain", "fit_gaussian",
@@ -103,7 +103,7 @@ def best_gain(lam: torch.Tensor, shifted: torch.Tensor, frames: torch.Tensor, va
 
 def shifted_counts(pool: RayPool, pixels: torch.Tensor, dtype: torch.dtype):
     """``(S + K σ²)_+``, K and σ² of ``pixels``, as :func:`recon.model.loss.data_loss` shifts them."""
-    var = pool.read_noise_e ** 2 + 1e-3  # as data_loss: finite where λ = 0 and σ = 0
+    var = shift_variance(pool.read_noise_e)
     k = pool.n_frames[pixels].to(dtype)
     return (pool.summed_electrons[pixels] + k * var).clamp_min(0.0), k, var
 
@@ -168,7 +168,7 @@ def view_weights(pool: RayPool) -> torch.Tensor:
     """
     views = int(pool.view_of_pixel.max()) + 1
     view = pool.view_of_pixel.cpu()
-    var = pool.read_noise_e ** 2 + 1e-3
+    var = shift_variance(pool.read_noise_e)
     signal = torch.zeros(views, dtype=torch.float64).index_add_(0, view, pool.summed_electrons.double().cpu())
     noise = torch.zeros(views, dtype=torch.float64).index_add_(0, view, pool.n_frames.double().cpu() * var)
     signal = signal.clamp_min(0)

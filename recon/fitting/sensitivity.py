@@ -34,6 +34,7 @@ from recon.fitting.config import SENSITIVITY_MODES
 from recon.fitting.data import FitData
 from recon.fitting.em import fit_gaussian_and_gains
 from recon.fitting.raypool import RayPool
+from recon.model.loss import shift_variance
 
 __all__ = ["CameraSensitivity", "estimate_camera_sensitivity", "fits_sensitivity",
            "scaled_pool"]
@@ -91,7 +92,7 @@ def estimate_camera_sensitivity(data: FitData, pool: RayPool, train: torch.Tenso
     _, gains = fit_gaussian_and_gains(pool, train, box.min_mm.tolist(), box.max_mm.tolist(), atoms=atoms,
                                       photons_per_atom=photons_per_atom, groups=group, reference=0,
                                       seed=seed)
-    var = pool.read_noise_e ** 2 + 1e-3
+    var = shift_variance(pool.read_noise_e)
     g = group[train.cpu()]
     signal = torch.zeros(len(cameras), dtype=torch.float64).index_add_(
         0, g, pool.summed_electrons[train].double().cpu())

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 
 __all__ = ["LOSSES", "Censored", "censored_deviance", "censored_mean", "data_loss", "pixel_deviance",
-           "tv_regulariser"]
+           "shift_variance", "tv_regulariser"]
 
 
 LOSSES = ("poisson", "gaussian", "mse")
@@ -90,6 +90,11 @@ def censored_deviance(mu: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return -2.0 * _log_cdf(k.double(), mu.double())
 
 
+def shift_variance(read_noise_e: float) -> float:
+    """σ² of the shifted-Poisson model, with 10⁻³ e⁻² more: the log stays finite where λ = 0 and σ = 0."""
+    return read_noise_e**2 + 1e-3
+
+
 def pixel_deviance(
     predicted: torch.Tensor,
     summed_electrons: torch.Tensor,
@@ -104,7 +109,7 @@ def pixel_deviance(
     checks pixel by pixel (:class:`recon.fitting.holdout.StopRule`). Arguments as
     :func:`data_loss`'s.
     """
-    var = read_noise_e**2 + 1e-3  # keeps the log finite where λ = 0 and σ = 0
+    var = shift_variance(read_noise_e)
     k = n_frames.to(predicted.dtype)
     lam = predicted.clamp_min(0.0) + var
     shifted = (summed_electrons + k * var).clamp_min(0.0)
@@ -147,7 +152,7 @@ def data_loss(
         deviance, count = pixel_deviance(predicted, summed_electrons, n_frames, read_noise_e,
                                          censored=censored)
         return deviance.sum() / count.sum()
-    var = read_noise_e**2 + 1e-3  # keeps the log finite where λ = 0 and σ = 0
+    var = shift_variance(read_noise_e)
     k = n_frames.to(predicted.dtype)
     lam = predicted.clamp_min(0.0) + var
     mean = summed_electrons / k
