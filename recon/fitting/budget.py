@@ -36,7 +36,7 @@ import torch
 from recon.errors import ConfigError
 from recon.fitting.config import FitConfig, field_config, voxel_field_shape
 from recon.fitting.data import FitData, density_grid
-from recon.fitting.raypool import rays_per_sample
+from recon.fitting.raypool import boost_factors, rays_per_sample
 from recon.fitting.solvers import RUN_POINTS
 from recon.model.fields.config import voxel_shape
 from recon.model.fields.tensorf import TENSORF_MODES
@@ -128,11 +128,12 @@ def neural_bytes(cfg: FitConfig, samples_per_step: float, run_samples: int = 1 <
 
 
 def probe_segments(data: FitData, samples: int, rays_per_sample, pixels_per_view: int = 256,
-                   seed: int = 0) -> int:
+                   seed: int = 0, boost_e: float = 0.0, boost_max: int = 1) -> int:
     """About how many segments the pool of ``data`` will hold: a lattice of each view's pixels traced.
 
     Every k-th pixel of the view's region of interest (row-major, at most ``pixels_per_view``),
-    with its ``samples × rays_per_sample[v]`` rays, its segments scaled by the view's pixels.
+    with its ``samples × rays_per_sample[v]`` rays, its segments scaled by the view's pixels and,
+    with ``boost_e`` > 0, by the mean of its pixels' :func:`~recon.fitting.raypool.boost_factors`.
     """
     gen = torch.Generator().manual_seed(seed)
     total = 0.0
@@ -142,7 +143,10 @@ def probe_segments(data: FitData, samples: int, rays_per_sample, pixels_per_view
         found = sum(len(rays.pixel) for _, rays in trace_in_chunks(
             data.system, some, camera=view.camera, samples=samples * int(m), generator=gen,
             chunk_pixels=len(some), per_sample=True))
-        total += found * len(uv) / len(some)
+        mask = view.mask.reshape(view.mask.shape[0], -1)
+        summed = (view.electrons.reshape(mask.shape) * mask).sum(0)
+        boost = boost_factors(summed, mask.sum(0), boost_e, boost_max).double().mean()
+        total += found * len(uv) / len(some) * float(boost)
     return int(round(total))
 
 
@@ -183,7 +187,8 @@ def estimate_memory(data: FitData, cfg: FitConfig, *, threads: int = 1, chunk_pi
     """
     per_view = rays_per_sample(data, cfg.defocused_rays)
     if segments is None:
-        segments = probe_segments(data, cfg.pool_samples, per_view, seed=cfg.seed)
+        segments = probe_segments(data, cfg.pool_samples, per_view, seed=cfg.seed, boost_e=cfg.pool_boost_e,
+                                  boost_max=cfg.pool_boost_max)
     frames = sum(v.electrons.numel() * (v.electrons.element_size() + 1) for v in data.views)
     pixels = sum(v.roi[2] * v.roi[3] for v in data.views)
     pool = segments * SEGMENT_BYTES + 8 * (pixels * cfg.pool_samples + 1)  # and the offsets

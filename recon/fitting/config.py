@@ -114,6 +114,12 @@ class FitConfig:
             aperture radii; the default before the Sobol' samples, and what ``recon simulate``
             draws). The pool is a lower-variance estimate of each pixel's integral from the same
             number of rays with ``sobol`` (``bench/pool_sampling.py``).
+        pool_boost_e: a pixel measuring more than this many photoelectrons per frame gets
+            ``ceil(mean / pool_boost_e)`` times ``pool_samples`` samples (at most ``pool_boost_max``
+            times; :func:`recon.fitting.raypool.boost_pool`): a pixel's quadrature error grows as its
+            light squared, the photon noise only as its light, so the brightest pixels need more
+            samples for the pool's error to stay below the noise. 0: every pixel ``pool_samples``.
+        pool_boost_max: the most times ``pool_samples`` a bright pixel gets.
         defocused_rays: rays traced per pooled sample in a view whose defocus blur at the box
             centre is wider than the box's image (:func:`recon.fitting.raypool.defocused_views`;
             the direct view of the dome, 371 px of blur): each of its pixels integrates over a
@@ -168,6 +174,8 @@ class FitConfig:
     batch_pixels: int = 256
     pool_samples: int = 8
     pool_sampling: str = "sobol"
+    pool_boost_e: float = 0.0
+    pool_boost_max: int = 8
     samples_per_step: int = 0
     defocused_rays: int = 4
     step_mm: float = 0.0
@@ -233,6 +241,8 @@ class FitConfig:
             (1 <= self.batch_pixels <= 2**24, "batch_pixels", "≥ 1 and ≤ 2²⁴"),
             (1 <= self.pool_samples <= 256, "pool_samples", "≥ 1 and ≤ 256"),
             (self.pool_sampling in SAMPLING_SCHEMES, "pool_sampling", " or ".join(SAMPLING_SCHEMES)),
+            (0 <= self.pool_boost_e <= 1e9, "pool_boost_e", "≥ 0 (e⁻ a frame; 0: no boost) and ≤ 1e9"),
+            (1 <= self.pool_boost_max <= 64, "pool_boost_max", "≥ 1 and ≤ 64"),
             (0 <= self.samples_per_step <= self.pool_samples, "samples_per_step",
              "in 0 … pool_samples (0: all)"),
             (1 <= self.defocused_rays <= 64, "defocused_rays", "≥ 1 and ≤ 64"),

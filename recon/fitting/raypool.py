@@ -32,12 +32,17 @@ from recon.model.forward import sees_the_box, trace_in_chunks
 from recon.model.loss import Censored
 from recon.model.render import RayBatch
 
-__all__ = ["PROGRESS_EVERY_S", "RayPool", "build_ray_pool", "check_views_reach_the_box",
-           "check_views_see_the_box", "defocused_views", "rays_per_sample"]
+__all__ = ["BOOST_SEED_OFFSET", "PROGRESS_EVERY_S", "RayPool", "boost_factors", "boost_pool",
+           "build_ray_pool", "check_views_reach_the_box", "check_views_see_the_box", "defocused_views",
+           "rays_per_sample"]
 
 
 #: Seconds between the tracing's progress lines within a view (each view also ends with one).
 PROGRESS_EVERY_S = 5.0
+
+#: Added to the fit's seed for the generator of a boosted pool's extra rays (:func:`boost_pool`),
+#: so that they are drawn apart from the pool's own.
+BOOST_SEED_OFFSET = 7_919
 
 @dataclass(frozen=True)
 class RayPool:
@@ -307,6 +312,89 @@ def _trace_segments(data: FitData, samples: int, seed: int, rays_per_sample: Seq
     offsets = torch.zeros(base * samples + 1, dtype=torch.long)
     offsets[1:] = torch.cumsum(counts, 0)
     return rays, offsets
+
+
+def boost_factors(summed_electrons: torch.Tensor, n_frames: torch.Tensor, bright_e: float,
+                  most: int) -> torch.Tensor:
+    """How many times its pooled samples each pixel is given (:func:`boost_pool`): ``ceil(mean / bright_e)``.
+
+    ``mean`` is the pixel's measured photoelectrons per usable frame (``summed_electrons /
+    n_frames``, as :class:`RayPool` holds them), the factor clamped to 1 … ``most``; ``bright_e``
+    ≤ 0 gives every pixel 1 (no boost).
+    """
+    if bright_e <= 0:
+        return torch.ones(summed_electrons.shape, dtype=torch.long)
+    mean = summed_electrons.double().cpu() / n_frames.double().cpu().clamp_min(1)
+    return torch.ceil(mean / bright_e).clamp(1, most).long()
+
+
+def boost_pool(pool: RayPool, data: FitData, factors: torch.Tensor, *, seed: int,
+               rays_per_sample: Sequence[int] | None = None, sampling: str = "sobol",
+               chunk_pixels: int = 65536, progress: Callable[[str], None] | None = None) -> RayPool:
+    """``pool`` with m_p = ``factors[p]`` times the rays in pixel p: samples where the light is.
+
+    A pixel's prediction from S pooled samples has a quadrature error whose variance grows as the
+    square of its light, while the photon noise grows only as the light: in the brightest pixels
+    the pool's error, the same at every step, is as large as the noise, and the fit explains it
+    with structure. A pixel with m_p > 1 gets S·k·(m_p − 1) rays more (k the view's rays per
+    sample), traced with their own generator (the fit's seed + :data:`BOOST_SEED_OFFSET`) and the
+    pool's sampling; ray j of them is filed as pooled sample j // (k·(m_p − 1)), and every ray of
+    the pixel, old and new, weighs 1/m_p of what it weighed alone. Each pooled sample then holds
+    m_p times the rays and still 1/S of the pixel's prediction, so a pooled sample scaled by S (a
+    random-sample step) stays unbiased; the keys stay sorted (CSR).
+
+    The boosted pool depends on the shot's light, so it has no cache key (``key`` None): the
+    instrument's pool comes from the cache and only the extra rays are traced each shot.
+    """
+    factors = factors.to(torch.long).cpu()
+    if factors.shape != (pool.n_pixels,):
+        raise ValueError(f"boost_pool: {tuple(factors.shape)} factors for {pool.n_pixels} pixels")
+    if not bool((factors > 1).any()):
+        return pool
+    say = progress or (lambda text: None)
+    t0 = time.perf_counter()
+    samples = pool.samples
+    per_view = [int(m) for m in rays_per_sample] if rays_per_sample is not None else [1] * len(data.views)
+    gen = torch.Generator().manual_seed(seed + BOOST_SEED_OFFSET)
+    parts: list[RayBatch] = []
+    first = 0
+    for vi, view in enumerate(data.views):
+        n = view.roi[2] * view.roi[3]
+        mine = factors[first:first + n]
+        uv = view.pixel_coords()
+        for m in torch.unique(mine[mine > 1]).tolist():
+            local = (mine == m).nonzero(as_tuple=True)[0]
+            extra = samples * per_view[vi] * (m - 1)  # new rays per pixel
+            chunk = max(1, chunk_pixels * samples // extra)  # rays a chunk: at most the pool's own
+            for where, rays in trace_in_chunks(data.system, uv[local], camera=view.camera, samples=extra,
+                                               generator=gen, chunk_pixels=chunk, per_sample=True,
+                                               sampling=sampling):
+                pixel = first + local[where.start + rays.pixel // extra]
+                slot = (rays.pixel % extra) // (per_view[vi] * (m - 1))
+                parts.append(RayBatch(rays.origins, rays.directions, rays.weights * ((m - 1) / m),
+                                      rays.t_near, rays.t_far, pixel * samples + slot, rays.path))
+        first += n
+    new = RayBatch(*(torch.cat([getattr(p, f) for p in parts]) for f in RayBatch.__dataclass_fields__))
+    new = new.select(torch.argsort(new.pixel, stable=True))
+    old = pool.rays
+    share = factors[torch.div(old.pixel, samples, rounding_mode="floor")].to(old.weights.dtype)
+    old = dataclasses.replace(old, weights=old.weights / share)
+    # merge two sorted runs: a pixel sample's old segments first, then its new ones
+    at_old = torch.arange(len(old)) + torch.searchsorted(new.pixel, old.pixel, side="left")
+    at_new = torch.arange(len(new)) + torch.searchsorted(old.pixel, new.pixel, side="right")
+    merged = {}
+    for f in RayBatch.__dataclass_fields__:
+        a, b = getattr(old, f), getattr(new, f)
+        out = a.new_empty((len(a) + len(b), *a.shape[1:]))
+        out[at_old], out[at_new] = a, b
+        merged[f] = out
+    counts = torch.bincount(new.pixel, minlength=len(pool.offsets) - 1)
+    offsets = pool.offsets.clone()
+    offsets[1:] += torch.cumsum(counts, 0)
+    boosted = int((factors > 1).sum())
+    say(f"pool: {len(new)} segments more for the {boosted} brightest pixels (up to {int(factors.max())}× "
+        f"their samples, {time.perf_counter() - t0:.1f} s)")
+    return dataclasses.replace(pool, rays=RayBatch(**merged), offsets=offsets, key=None)
 
 
 def check_views_reach_the_box(data: FitData) -> None:

@@ -23,7 +23,7 @@ from recon.fitting.budget import (
 )
 from recon.fitting.config import FitConfig, resolved
 from recon.fitting.data import density_grid, load_fit_data
-from recon.fitting.raypool import build_ray_pool, rays_per_sample
+from recon.fitting.raypool import boost_factors, boost_pool, build_ray_pool, rays_per_sample
 from recon.fitting.solvers import RUN_POINTS
 
 
@@ -38,6 +38,17 @@ def test_the_probe_counts_about_the_segments_the_pool_will_hold(data):
     probed = probe_segments(data, 4, per_view, pixels_per_view=256)
     assert len(pool.rays) > 1000 and abs(probed / len(pool.rays) - 1) < 0.1
     assert probe_segments(data, 8, per_view) > 1.8 * probed  # twice the rays, twice the segments
+
+
+def test_the_probe_counts_the_segments_a_boost_adds(data):
+    per_view = rays_per_sample(data, 4)
+    pool = build_ray_pool(data, samples=4, seed=0, rays_per_sample=per_view)
+    bright = float((pool.summed_electrons / pool.n_frames.clamp_min(1)).quantile(0.9)) / 2
+    factors = boost_factors(pool.summed_electrons, pool.n_frames, bright, 4)
+    assert 1.05 < float(factors.double().mean()) < 2  # a tenth of the pixels get 2 … 4 times the samples
+    boosted = boost_pool(pool, data, factors, seed=0, rays_per_sample=per_view)
+    probed = probe_segments(data, 4, per_view, pixels_per_view=256, boost_e=bright, boost_max=4)
+    assert len(boosted.rays) > len(pool.rays) and abs(probed / len(boosted.rays) - 1) < 0.15
 
 
 def test_the_peak_is_the_largest_phase_above_the_libraries_and_the_frames():

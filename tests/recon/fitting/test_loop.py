@@ -284,3 +284,19 @@ def test_the_fits_pool_is_drawn_as_pool_sampling_says(sampling):
                            rays_per_sample=rays_per_sample(data, cfg.defocused_rays))
     assert torch.equal(pool.rays.origins, expected.rays.origins)
     assert not torch.equal(pool.rays.origins, other.rays.origins[: len(pool.rays)])
+
+
+def test_the_fits_pool_gives_its_bright_pixels_the_samples_pool_boost_e_says():
+    data = _centre_view()
+    light = torch.ones(1, 9, 9)
+    light[0, 4, 4], light[0, 2, 3] = 25.0, 9.0  # at pool_boost_e = 10 e⁻: 3× the samples, and none more
+    data = dataclasses.replace(data, views=(dataclasses.replace(data.views[0], electrons=light),))
+    lines = []
+    cfg = FitConfig(pool_samples=4, pool_boost_e=10.0)
+    pool = _traced_pool(data, cfg, None, lines.append)
+    plain = _traced_pool(data, dataclasses.replace(cfg, pool_boost_e=0.0), None, lambda text: None)
+    per_pixel = lambda p: torch.bincount(p.rays.pixel // 4, minlength=81)  # noqa: E731
+    grown = per_pixel(pool) - per_pixel(plain)
+    assert abs(int(grown[4 * 9 + 4]) / int(per_pixel(plain)[4 * 9 + 4]) - 2) < 0.25  # about 3× its segments
+    assert bool((grown[torch.arange(81) != 4 * 9 + 4] == 0).all())  # 9 e⁻ and 1 e⁻: below 10, no boost
+    assert pool.key is None and any("segments more for the 1 brightest pixels" in line for line in lines)

@@ -1,11 +1,11 @@
 """The ray pool: the CSR gather returns exactly the segments of each pixel sample."""
 
-
+import pytest
 import torch
 
 from optics.design import view_regions
 from recon.fitting.data import FitData, ViewData
-from recon.fitting.raypool import build_ray_pool
+from recon.fitting.raypool import BOOST_SEED_OFFSET, boost_factors, boost_pool, build_ray_pool
 from recon.model.render import render_pixels
 from tests.optics.helpers import make_system
 
@@ -116,3 +116,55 @@ def test_a_sobol_pool_estimates_each_pixels_integral_better_than_a_random_one():
     assert error["sobol"] < 0.5 * error["random"]
     first, again = (build_ray_pool(data, samples=8, seed=0, sampling="sobol") for _ in range(2))
     assert torch.equal(first.rays.origins, again.rays.origins)
+
+
+def test_boost_factors_are_the_measured_mean_over_bright_e_rounded_up_within_one_and_most():
+    summed = torch.tensor([0.0, -3.0, 4.0, 10.0, 10.1, 1e6, 0.0])
+    frames = torch.tensor([0, 2, 2, 2, 2, 1, 2])
+    factors = boost_factors(summed, frames, 2.5, 8)
+    assert factors.tolist() == [1, 1, 1, 2, 3, 8, 1]  # means 0, −1.5, 2, 5, 5.05, 10⁶, 0 e⁻ a frame
+    assert factors.dtype == torch.long
+    assert boost_factors(summed, frames, 0.0, 8).tolist() == [1] * 7
+
+
+def test_a_pool_boosted_m_times_is_its_rays_over_m_and_those_of_a_pool_of_m_minus_one_times_the_samples():
+    data = _tiny_data()
+    base = build_ray_pool(data, samples=2, seed=5)
+    m = 3
+    boosted = boost_pool(base, data, torch.full((base.n_pixels,), m), seed=5)
+    extra = build_ray_pool(data, samples=2 * (m - 1), seed=5 + BOOST_SEED_OFFSET)
+    assert boosted.key is None and boosted.samples == 2
+    assert len(boosted.rays) == len(base.rays) + len(extra.rays) == boosted.offsets[-1]
+    assert bool((boosted.rays.pixel[1:] >= boosted.rays.pixel[:-1]).all())  # still sorted by pixel sample
+    for key in (0, 1, 77, 2 * 319 + 1):
+        mine = boosted.rays.select(slice(int(boosted.offsets[key]), int(boosted.offsets[key + 1])))
+        old = base.rays.select(slice(int(base.offsets[key]), int(base.offsets[key + 1])))
+        pixel, sample = divmod(key, 2)  # the extra pool's samples 2(m−1)… filed m − 1 to a pooled sample
+        lo, hi = pixel * 2 * (m - 1) + sample * (m - 1), pixel * 2 * (m - 1) + (sample + 1) * (m - 1)
+        new = extra.rays.select(slice(int(extra.offsets[lo]), int(extra.offsets[hi])))
+        assert bool((mine.pixel == key).all()) and len(mine) == len(old) + len(new)
+        assert torch.equal(mine.origins, torch.cat([old.origins, new.origins]))
+        assert torch.allclose(mine.weights, torch.cat([old.weights / m, new.weights * (m - 1) / m]))
+
+
+def test_a_boost_leaves_pixels_of_factor_one_alone_and_keeps_each_pooled_sample_unbiased():
+    data = _tiny_data()
+    base = build_ray_pool(data, samples=4, seed=1)
+    factors = torch.ones(base.n_pixels, dtype=torch.long)
+    factors[::3], factors[1::7] = 2, 5
+    boosted = boost_pool(base, data, factors, seed=1)
+    calm = (factors == 1).nonzero(as_tuple=True)[0]
+    before, after = base.gather(calm), boosted.gather(calm)
+    assert torch.equal(before.origins, after.origins) and torch.equal(before.weights, after.weights)
+    pixels = torch.arange(base.n_pixels)
+    density = lambda pts: torch.exp(-(pts**2).sum(-1) / 0.5)  # noqa: E731
+    full = render_pixels(density, boosted.gather(pixels), len(pixels), jitter=False)
+    singles = torch.stack([render_pixels(density, boosted.gather(pixels, torch.full((len(pixels),), k)),
+                                         len(pixels), jitter=False) for k in range(4)])
+    assert torch.allclose(singles.mean(0), full, rtol=1e-5)
+    # the same integral as the base pool's, to its quadrature error (a smooth density: well under 5 %)
+    old = render_pixels(density, base.gather(pixels), len(pixels), jitter=False)
+    assert float((full - old).abs().sum() / old.abs().sum()) < 0.05
+    assert boost_pool(base, data, torch.ones(base.n_pixels, dtype=torch.long), seed=1) is base
+    with pytest.raises(ValueError, match="factors"):
+        boost_pool(base, data, factors[:-1], seed=1)
