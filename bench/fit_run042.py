@@ -10,7 +10,9 @@ data/run042) runs at the same time on the other core, one torch thread each, and
 times and their ratio are printed and saved: the side-by-side comparison of the main command.
 This tree's command starts with an empty ray-pool cache (``RECON_POOL_CACHE`` in the work
 directory), as on a new machine; ``--second-shot`` then runs it once more, the pool read from
-that cache (the next shot through the same instrument), and records its wall time and its
+that cache (the next shot through the same instrument; the same frames, so EM's sensitivities
+come from the cache too, which a new shot's frames, with their own view weights and bright
+pixels, would not find), and records its wall time and its
 ratio to the baseline's. ``--rounds N`` repeats all of it N times (each round with a fresh cache
 and a fresh baseline run beside it): this machine's timings drift by tens of per cent from one
 run to the next, so the JSON keeps every round (``rounds``) and its table and ``side_by_side``

@@ -119,6 +119,9 @@ class FitConfig:
             times; :func:`recon.fitting.raypool.boost_pool`): a pixel's quadrature error grows as its
             light squared, the photon noise only as its light, so the brightest pixels need more
             samples for the pool's error to stay below the noise. 0: every pixel ``pool_samples``.
+            10 e⁻ and at most 8× were chosen from 5, 10, 20, 50 e⁻ and at most 8× or 32× by fits
+            of fit seed 0 / noise seed 42 only, at 1× and 10× run042's photons (README, "Samples
+            where the light is").
         pool_boost_max: the most times ``pool_samples`` a bright pixel gets.
         defocused_rays: rays traced per pooled sample in a view whose defocus blur at the box
             centre is wider than the box's image (:func:`recon.fitting.raypool.defocused_views`;
@@ -174,7 +177,7 @@ class FitConfig:
     batch_pixels: int = 256
     pool_samples: int = 8
     pool_sampling: str = "sobol"
-    pool_boost_e: float = 0.0
+    pool_boost_e: float = 10.0
     pool_boost_max: int = 8
     samples_per_step: int = 0
     defocused_rays: int = 4

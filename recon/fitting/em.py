@@ -477,14 +477,14 @@ class OSEM:
     def _sensitivity_key(self) -> str:
         """What the subsets' sensitivities Aᵀ(w K) depend on, hashed.
 
-        The pool's segments (its key) and weights, the partition, w K of every subset's pixels, the
-        projector, the code.
+        The pool's segments (its key and boost) and weights, the partition, w K of every subset's
+        pixels, the projector, the code.
         """
         pool, op = self.pool, self.projector
         wk = [self.weights[p] * completed_counts(pool, p, torch.zeros(len(p), dtype=self.weights.dtype))[1]
               for p in self.subsets]
         description = {
-            "pool": pool.key, "weights": array_digest(pool.rays.weights),
+            "pool": pool.key, "boost": pool.boost, "weights": array_digest(pool.rays.weights),
             "subsets": array_digest(*self.subsets), "wk": array_digest(*wk),
             "projector": [repr(op), op.box_min_mm, op.box_max_mm, op.emission, str(self.field.grid.dtype),
                           numba_threads() if op.backend == "numba" else 1],

@@ -20,6 +20,7 @@ from recon.errors import ConfigError
 from recon.fitting.data import FitData
 from recon.fitting.poolcache import (
     PoolCacheError,
+    array_digest,
     cache_limit_bytes,
     load_pool_segments,
     mark_used,
@@ -61,7 +62,9 @@ class RayPool:
         censor_shift: (n_pixels,) the dark subtraction beyond the offset, e⁻, or None.
         censor_var: (n_pixels,) one frame's read variance σ_f² (+1e-3), or None.
         key: the pool cache's key of these segments (:func:`~recon.fitting.poolcache.pool_key`),
-            or None when the pool was built without the cache.
+            or None when the pool was built without the cache; a boosted pool keeps its
+            instrument pool's key.
+        boost: a digest of the boost factors (:func:`boost_pool`), or None for a pool as traced.
     """
 
     rays: RayBatch
@@ -76,6 +79,7 @@ class RayPool:
     censor_shift: torch.Tensor | None = None
     censor_var: torch.Tensor | None = None
     key: str | None = None
+    boost: str | None = None
     #: :meth:`strata` per stratum length (derived, never saved; a replaced pool starts empty).
     _strata: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -343,8 +347,10 @@ def boost_pool(pool: RayPool, data: FitData, factors: torch.Tensor, *, seed: int
     m_p times the rays and still 1/S of the pixel's prediction, so a pooled sample scaled by S (a
     random-sample step) stays unbiased; the keys stay sorted (CSR).
 
-    The boosted pool depends on the shot's light, so it has no cache key (``key`` None): the
-    instrument's pool comes from the cache and only the extra rays are traced each shot.
+    The extra rays depend on the shot's light, so they are not cached: the instrument's pool
+    comes from the cache and only they are traced each shot. The boosted pool keeps the
+    instrument pool's ``key`` and records a digest of ``factors`` in ``boost`` (what EM's cached
+    sensitivities are checked against, with the segments' weights).
     """
     factors = factors.to(torch.long).cpu()
     if factors.shape != (pool.n_pixels,):
@@ -394,7 +400,7 @@ def boost_pool(pool: RayPool, data: FitData, factors: torch.Tensor, *, seed: int
     boosted = int((factors > 1).sum())
     say(f"pool: {len(new)} segments more for the {boosted} brightest pixels (up to {int(factors.max())}× "
         f"their samples, {time.perf_counter() - t0:.1f} s)")
-    return dataclasses.replace(pool, rays=RayBatch(**merged), offsets=offsets, key=None)
+    return dataclasses.replace(pool, rays=RayBatch(**merged), offsets=offsets, boost=array_digest(factors))
 
 
 def check_views_reach_the_box(data: FitData) -> None:

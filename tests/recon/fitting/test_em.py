@@ -582,6 +582,9 @@ def test_sensitivities_of_another_partition_or_a_damaged_file_are_computed_anew(
     fewer = dataclasses.replace(pool, n_frames=pool.n_frames.clone())
     fewer.n_frames[0] += 1
     assert not _osem_runs(micro, fewer, tmp_path, seed=4, updates=1)[0].sensitivities_read
+    _osem_runs(micro, pool, tmp_path, seed=4, updates=4)
+    boosted = dataclasses.replace(pool, boost="other-bright-pixels")  # another shot's extra rays
+    assert not _osem_runs(micro, boosted, tmp_path, seed=4, updates=1)[0].sensitivities_read
     _, reference = _osem_runs(micro, pool, None, seed=4)
     _osem_runs(micro, pool, tmp_path, seed=4, updates=4)  # the file of this key again
     with np.load(where) as npz:

@@ -299,4 +299,5 @@ def test_the_fits_pool_gives_its_bright_pixels_the_samples_pool_boost_e_says():
     grown = per_pixel(pool) - per_pixel(plain)
     assert abs(int(grown[4 * 9 + 4]) / int(per_pixel(plain)[4 * 9 + 4]) - 2) < 0.25  # about 3× its segments
     assert bool((grown[torch.arange(81) != 4 * 9 + 4] == 0).all())  # 9 e⁻ and 1 e⁻: below 10, no boost
-    assert pool.key is None and any("segments more for the 1 brightest pixels" in line for line in lines)
+    assert pool.boost is not None and plain.boost is None
+    assert any("segments more for the 1 brightest pixels" in line for line in lines)

@@ -5,6 +5,7 @@ import torch
 
 from optics.design import view_regions
 from recon.fitting.data import FitData, ViewData
+from recon.fitting.poolcache import array_digest
 from recon.fitting.raypool import BOOST_SEED_OFFSET, boost_factors, boost_pool, build_ray_pool
 from recon.model.render import render_pixels
 from tests.optics.helpers import make_system
@@ -133,7 +134,8 @@ def test_a_pool_boosted_m_times_is_its_rays_over_m_and_those_of_a_pool_of_m_minu
     m = 3
     boosted = boost_pool(base, data, torch.full((base.n_pixels,), m), seed=5)
     extra = build_ray_pool(data, samples=2 * (m - 1), seed=5 + BOOST_SEED_OFFSET)
-    assert boosted.key is None and boosted.samples == 2
+    assert boosted.key == base.key and boosted.boost == array_digest(torch.full((base.n_pixels,), m))
+    assert base.boost is None and boosted.samples == 2
     assert len(boosted.rays) == len(base.rays) + len(extra.rays) == boosted.offsets[-1]
     assert bool((boosted.rays.pixel[1:] >= boosted.rays.pixel[:-1]).all())  # still sorted by pixel sample
     for key in (0, 1, 77, 2 * 319 + 1):
