@@ -338,8 +338,8 @@ def boost_pool(pool: RayPool, data: FitData, factors: torch.Tensor, *, seed: int
     """``pool`` with m_p = ``factors[p]`` times the rays in pixel p: samples where the light is.
 
     A pixel's prediction from S pooled samples has a quadrature error whose variance grows as the
-    square of its light, while the photon noise grows only as the light: in the brightest pixels
-    the pool's error, the same at every step, is as large as the noise, and the fit explains it
+    square of its light, while the photon noise grows only as the light: the brightest pixels
+    carry the largest pool error for their noise, the same at every step, and the fit explains it
     with structure. A pixel with m_p > 1 gets S·k·(m_p − 1) rays more (k the view's rays per
     sample), traced with their own generator (the fit's seed + :data:`BOOST_SEED_OFFSET`) and the
     pool's sampling; ray j of them is filed as pooled sample j // (k·(m_p − 1)), and every ray of
