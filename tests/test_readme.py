@@ -440,6 +440,8 @@ def _boost_quotes(acc: dict) -> list[str]:
         f"atoms {atoms(ten['default'])}",
         f"oracle-stopped {pm(ten['oracle-em'])}",
         f"the noiseless fit gives {rows['noiseless']['fsc05_um']['mean']:.1f} µm",
+        "`bench/results/accuracy_six_boost.json`, the same figures) "
+        f"{_json('accuracy_six_boost.json')['wall_s']:.0f} s",
         f"fresh ones: {pm(fresh)} µm, every fit at the grid's last shell",
         f"every fit reaches {fresh['fsc05_um']['mean']:.1f} µm at 1×, atoms {atoms(fresh)} "
         f"({pm(fresh_before)} µm and {atoms(fresh_before)} without",
