@@ -416,6 +416,7 @@ def _boost_quotes(acc: dict) -> list[str]:
     rows = {r["method"]: r for r in acc["rows"]}
     ten_json = _json("accuracy_10x_boost.json")
     ten = {r["method"]: r for r in ten_json["rows"]}
+    tenth = {r["method"]: r for r in _json("accuracy_01x_boost.json")["rows"]}
     before, before10, fresh, fresh_before = (_json(n)["rows"][0] for n in (
         "accuracy_stop.json", "accuracy_10x_stop.json", "accuracy_fresh_boost.json",
         "accuracy_fresh_stop.json"))
@@ -443,6 +444,8 @@ def _boost_quotes(acc: dict) -> list[str]:
         "`bench/results/accuracy_six_boost.json`, the same figures) "
         f"{_json('accuracy_six_boost.json')['wall_s']:.0f} s",
         f"fresh ones: {pm(fresh)} µm, every fit at the grid's last shell",
+        "`accuracy_01x_boost.json`, the report seeds) {} µm against the oracle's {}, atoms {}".format(
+            pm(tenth["default"]), pm(tenth["oracle-em"]), atoms(tenth["default"])),
         f"every fit reaches {fresh['fsc05_um']['mean']:.1f} µm at 1×, atoms {atoms(fresh)} "
         f"({pm(fresh_before)} µm and {atoms(fresh_before)} without",
         f"({min(above):.1f}–{max(above):.1f} µm)",
