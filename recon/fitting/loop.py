@@ -35,8 +35,7 @@ from recon.fitting.em import Gaussian
 from recon.fitting.holdout import StopRule, heldout_pixel_deviances, per_frame, split_held_out
 from recon.fitting.raypool import (
     RayPool,
-    boost_factors,
-    boost_pool,
+    boost_for_fit,
     build_ray_pool,
     check_views_reach_the_box,
     check_views_see_the_box,
@@ -262,9 +261,7 @@ def _traced_pool(data: FitData, cfg: FitConfig, pool_cache, log) -> RayPool:
     per_sample = rays_per_sample(data, cfg.defocused_rays)
     pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed, rays_per_sample=per_sample,
                           cache_dir=pool_cache, progress=log, sampling=cfg.pool_sampling)
-    factors = boost_factors(pool.summed_electrons, pool.n_frames, cfg.pool_boost_e, cfg.pool_boost_max)
-    pool = boost_pool(pool, data, factors, seed=cfg.seed, rays_per_sample=per_sample,
-                      sampling=cfg.pool_sampling, progress=log)
+    pool = boost_for_fit(pool, data, cfg, per_sample, progress=log)
     usable = pool.observed_frames > 0
     if not usable.any():
         raise FitError("fit: no usable pixels (all masked or saturated); check the frames with "

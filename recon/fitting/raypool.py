@@ -33,9 +33,9 @@ from recon.model.forward import sees_the_box, trace_in_chunks
 from recon.model.loss import Censored
 from recon.model.render import RayBatch
 
-__all__ = ["BOOST_SEED_OFFSET", "PROGRESS_EVERY_S", "RayPool", "boost_factors", "boost_pool",
-           "build_ray_pool", "check_views_reach_the_box", "check_views_see_the_box", "defocused_views",
-           "rays_per_sample"]
+__all__ = ["BOOST_SEED_OFFSET", "PROGRESS_EVERY_S", "RayPool", "boost_factors", "boost_for_fit",
+           "boost_pool", "build_ray_pool", "check_views_reach_the_box", "check_views_see_the_box",
+           "defocused_views", "rays_per_sample"]
 
 
 #: Seconds between the tracing's progress lines within a view (each view also ends with one).
@@ -401,6 +401,18 @@ def boost_pool(pool: RayPool, data: FitData, factors: torch.Tensor, *, seed: int
     say(f"pool: {len(new)} segments more for the {boosted} brightest pixels (up to {int(factors.max())}× "
         f"their samples, {time.perf_counter() - t0:.1f} s)")
     return dataclasses.replace(pool, rays=RayBatch(**merged), offsets=offsets, boost=array_digest(factors))
+
+
+def boost_for_fit(pool: RayPool, data: FitData, cfg, rays_per_sample: Sequence[int],
+                  progress: Callable[[str], None] | None = None) -> RayPool:
+    """:func:`boost_pool` of ``pool`` by a fit's settings, its factors from the pool's own light.
+
+    ``cfg`` is a :class:`~recon.fitting.config.FitConfig` (its ``pool_boost_e``, ``pool_boost_max``,
+    ``seed`` and ``pool_sampling``); the fit's pool and a refined fit's re-traced one both use it.
+    """
+    factors = boost_factors(pool.summed_electrons, pool.n_frames, cfg.pool_boost_e, cfg.pool_boost_max)
+    return boost_pool(pool, data, factors, seed=cfg.seed, rays_per_sample=rays_per_sample,
+                      sampling=cfg.pool_sampling, progress=progress)
 
 
 def check_views_reach_the_box(data: FitData) -> None:

@@ -18,7 +18,7 @@ from calibration.selfcal import SelfCalibration
 from optics.system import System
 from recon.fitting.config import FitConfig
 from recon.fitting.data import FitData
-from recon.fitting.raypool import RayPool, boost_factors, boost_pool, build_ray_pool, rays_per_sample
+from recon.fitting.raypool import RayPool, boost_for_fit, build_ray_pool, rays_per_sample
 from recon.model.render import RayBatch, compact_rays
 
 __all__ = ["Refinement"]
@@ -60,7 +60,5 @@ class Refinement:
         per_sample = rays_per_sample(data, cfg.defocused_rays)
         pool = build_ray_pool(data, samples=cfg.pool_samples, seed=cfg.seed, rays_per_sample=per_sample,
                               progress=log, sampling=cfg.pool_sampling)
-        factors = boost_factors(pool.summed_electrons, pool.n_frames, cfg.pool_boost_e, cfg.pool_boost_max)
-        pool = boost_pool(pool, data, factors, seed=cfg.seed, rays_per_sample=per_sample,
-                          sampling=cfg.pool_sampling, progress=log)
+        pool = boost_for_fit(pool, data, cfg, per_sample, progress=log)
         return refined, record, pool
