@@ -52,6 +52,7 @@ from pathlib import Path
 import numba
 import torch
 
+from recon.fitting.gaussian_kernel import P6_INDEX, GaussianPixelSums, SegmentGeometry, gaussian_pixel_sums
 from recon.fitting.poolcache import (
     PoolCacheError,
     array_digest,
@@ -221,20 +222,20 @@ def _gaussian_line_integrals(mean, chol, atoms, origins, directions, t_near, t_f
 
 def fit_gaussian(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_max_mm, *, atoms: float,
                  photons_per_atom: float, max_pixels: int = 65536, iterations: int = 40,
-                 seed: int = 0, fisher: bool = False) -> Gaussian:
+                 seed: int = 0, fisher: bool = False, backend: str = "auto") -> Gaussian:
     """The 3D Gaussian of greatest likelihood for the data of ``pixels`` (the EM start).
 
     :func:`fit_gaussian_and_gains` without gains (its docstring has the details).
     """
     return fit_gaussian_and_gains(pool, pixels, box_min_mm, box_max_mm, atoms=atoms,
                                   photons_per_atom=photons_per_atom, max_pixels=max_pixels,
-                                  iterations=iterations, seed=seed, fisher=fisher)[0]
+                                  iterations=iterations, seed=seed, fisher=fisher, backend=backend)[0]
 
 
 def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_max_mm, *, atoms: float,
                            photons_per_atom: float, groups: torch.Tensor | None = None, reference: int = 0,
-                           max_pixels: int = 65536, iterations: int = 40, seed: int = 0, fisher: bool = False
-                           ) -> tuple[Gaussian, torch.Tensor | None]:
+                           max_pixels: int = 65536, iterations: int = 40, seed: int = 0, fisher: bool = False,
+                           backend: str = "auto") -> tuple[Gaussian, torch.Tensor | None]:
     """The 3D Gaussian of greatest likelihood for the data of ``pixels``, and one gain per group.
 
     With ``groups`` (one index per pool pixel, e.g. its camera), the prediction of a pixel of
@@ -274,7 +275,13 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
         iterations: L-BFGS iterations.
         seed: seed of the pixel draw.
         fisher: also compute the shot-noise limit (``Gaussian.shot_noise_sd``).
+        backend: how the line integrals are summed: ``numba`` (the compiled kernel of
+            :mod:`recon.fitting.gaussian_kernel`, value and derivatives in one pass; CPU only),
+            ``torch`` (:func:`_gaussian_line_integrals` with autograd, the specification the kernel
+            is tested against; any device), or ``auto`` (numba for a pool on the CPU).
     """
+    if backend not in ("auto", "numba", "torch"):
+        raise ValueError(f"fit_gaussian: backend must be auto, numba or torch, not {backend!r}")
     lo = torch.as_tensor(box_min_mm, dtype=torch.float64)
     hi = torch.as_tensor(box_max_mm, dtype=torch.float64)
     centre, half = (lo + hi) / 2, (hi - lo) / 2
@@ -289,8 +296,13 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
     censored = pool.censored(chosen)  # frames clipped at the black level: log P(N ≤ bound)
     c_frames = None if censored is None else censored.used()
     rays = pool.gather(chosen)
-    segments = (rays.origins.double(), rays.directions.double(), rays.t_near.double(), rays.t_far.double())
     emission = rays.weights.double() * photons_per_atom / (4 * math.pi)
+    compiled = backend == "numba" or (backend == "auto" and rays.pixel.device.type == "cpu")
+    if compiled:
+        geometry = SegmentGeometry(rays.origins, rays.directions, rays.t_near, rays.t_far, emission,
+                                   rays.pixel, len(chosen))
+    else:
+        segments = tuple(t.double() for t in (rays.origins, rays.directions, rays.t_near, rays.t_far))
 
     shift = torch.zeros(3, dtype=torch.float64, requires_grad=True)  # centre + half · tanh(shift)
     log_sd = torch.log(half / 3).clone().requires_grad_(True)
@@ -301,7 +313,7 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
     fixed = torch.zeros(n_groups, dtype=torch.bool)
     if n_groups:
         fixed[reference] = True
-        segment_group = groups.to(rays.pixel.device)[chosen][rays.pixel]
+        pixel_group = groups.to(rays.pixel.device)[chosen]
 
     def unpack():
         return _gaussian_of(centre, half, atoms, shift, log_sd, off, log_atoms)
@@ -317,13 +329,19 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
 
         Of every ``stride``-th chosen pixel: (P / stride,).
         """
-        some = slice(None) if stride == 1 else (rays.pixel % stride == 0)
-        light = emission[some] * _gaussian_line_integrals(
-            *_gaussian_of(centre, half, atoms, shift, log_sd, off, log_atoms), *(t[some] for t in segments))
+        gaussian = _gaussian_of(centre, half, atoms, shift, log_sd, off, log_atoms)
+        if compiled:  # every pixel's sum in one pass (the stride only thins what is returned)
+            mean, chol, total = gaussian
+            inv_chol = torch.linalg.inv(chol)
+            precision = inv_chol.T @ inv_chol
+            sums, _ = GaussianPixelSums.apply(precision[P6_INDEX], mean, geometry)
+            light = total / ((2 * math.pi) ** 1.5 * torch.diagonal(chol).prod()) * sums
+        else:
+            light = torch.zeros(len(chosen), dtype=torch.float64, device=rays.pixel.device).index_add(
+                0, rays.pixel, emission * _gaussian_line_integrals(*gaussian, *segments))
         if n_groups:
-            light = light * gains(log_gain)[segment_group[some]]
-        empty = torch.zeros(-(-len(chosen) // stride), dtype=torch.float64, device=light.device)
-        return empty.index_add(0, torch.div(rays.pixel[some], stride, rounding_mode="floor"), light)
+            light = light * gains(log_gain)[pixel_group]
+        return light[::stride]
 
     def closure():
         optim.zero_grad()
@@ -335,12 +353,41 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
         nll.backward()
         return nll
 
+    def light_and_slopes(theta):
+        """λ (σ² apart) of every FISHER_STRIDE-th chosen pixel and ∂λ/∂θ (P, len θ) at θ (:func:`_theta`)."""
+        if not compiled:  # forward-mode differentiation of the torch prediction
+            def light(t):
+                return predicted(*_split_theta(t), stride=FISHER_STRIDE)
+
+            unit = torch.eye(len(theta), dtype=theta.dtype)
+            with torch.no_grad():
+                lam = light(theta)
+            columns = [torch.func.jvp(light, (theta,), (unit[j],))[1] for j in range(len(theta))]
+            return lam, torch.stack(columns, 1)
+
+        def parts(t):  # P's six entries, the centre, and the log of each group's scale of the sums
+            shift, log_sd, off, log_atoms, log_gain = _split_theta(t)
+            mean, chol, total = _gaussian_of(centre, half, atoms, shift, log_sd, off, log_atoms)
+            inv_chol = torch.linalg.inv(chol)
+            log_scale = torch.log(total / ((2 * math.pi) ** 1.5 * torch.diagonal(chol).prod()))
+            if n_groups:
+                log_scale = log_scale + torch.where(fixed, torch.zeros_like(log_gain), log_gain)
+            return torch.cat([(inv_chol.T @ inv_chol)[P6_INDEX], mean, log_scale.reshape(-1)])
+
+        z, dz = parts(theta), torch.autograd.functional.jacobian(parts, theta)
+        sums, jac = (torch.from_numpy(a[::FISHER_STRIDE]) for a in gaussian_pixel_sums(
+            z[:6].numpy(), z[6:9].numpy(), geometry))
+        group = pixel_group[::FISHER_STRIDE] if n_groups else torch.zeros(len(sums), dtype=torch.long)
+        scale = torch.exp(z[9:])[group]
+        lam = scale * sums  # λ = scale · S(P, μ): the kernel's derivatives chained to θ
+        return lam, scale[:, None] * (jac @ dz[:9]) + lam[:, None] * dz[9:][group]
+
     optim.step(closure)
     frames_read = k if censored is None else k + c_frames
     params = (shift, log_sd, off, log_atoms, log_gain)  # the information from every FISHER_STRIDE-th pixel
     frames_weight = FISHER_STRIDE * (weight * frames_read)[::FISHER_STRIDE]
-    shot_noise = (_shot_noise_sd(lambda *p: predicted(*p, stride=FISHER_STRIDE), params, fixed, frames_weight,
-                                 var, centre, half, atoms) if fisher else None)
+    shot_noise = (_shot_noise_sd(light_and_slopes, params, fixed, frames_weight, var, centre, half, atoms)
+                  if fisher else None)
     with torch.no_grad():
         mean, chol, total = unpack()
         fitted = gains(log_gain).detach() if n_groups else None
@@ -363,33 +410,31 @@ def _gaussian_of(centre, half, atoms, shift, log_sd, off, log_atoms):
     return centre + half * torch.tanh(shift), chol, atoms * torch.exp(log_atoms)
 
 
-def _shot_noise_sd(predicted, params, fixed, frames, var: float, centre, half, atoms
+def _split_theta(theta: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(shift, log_sd, off, log_atoms, log_gain) of :func:`fit_gaussian_and_gains`' packed parameters."""
+    a, b, c, d, e = theta.split([3, 3, 3, 1, len(theta) - 10])
+    return a, b, c, d.reshape(()), e
+
+
+def _shot_noise_sd(light_and_slopes, params, fixed, frames, var: float, centre, half, atoms
                    ) -> tuple[float, ...] | None:
     """Standard deviations of (atoms, centre x, y, z, σ x, y, z) at the Cramér–Rao bound.
 
     ``cov = J I⁻¹ Jᵀ``: I the Fisher information of the free parameters (the reference camera's
     gain is not one), ``Σ_i frames_i ∂λ_i ∂λ_iᵀ / (λ_i + σ²)`` for counts of mean and variance
     ``frames_i (λ_i + σ²)`` (the shifted-Poisson model; a frame clipped at the black level counts as
-    read), ∂λ by forward-mode differentiation; J the Jacobian of those quantities.
+    read), λ and ∂λ/∂θ from ``light_and_slopes(θ)`` (θ the parameters packed as
+    :func:`_split_theta` reads them); J the Jacobian of those quantities.
     """
-    shift, log_sd, off, log_atoms, log_gain = (t.detach() for t in params)
-    sizes = [3, 3, 3, 1, len(log_gain)]
-    theta = torch.cat([shift, log_sd, off, log_atoms.reshape(1), log_gain])
+    theta = torch.cat([t.detach().reshape(-1) for t in params])
     free = torch.cat([torch.ones(10, dtype=torch.bool), ~fixed]).nonzero(as_tuple=True)[0].tolist()
 
-    def split(t):
-        a, b, c, d, e = t.split(sizes)
-        return a, b, c, d.reshape(()), e
-
     def quantities(t):
-        mean, chol, total = _gaussian_of(centre, half, atoms, *split(t)[:4])
+        mean, chol, total = _gaussian_of(centre, half, atoms, *_split_theta(t)[:4])
         return torch.cat([total.reshape(1), mean, torch.diagonal(chol @ chol.T).sqrt()])
 
-    with torch.no_grad():
-        lam = predicted(*split(theta))
-    unit = torch.eye(len(theta), dtype=theta.dtype)
-    columns = [torch.func.jvp(lambda t: predicted(*split(t)), (theta,), (unit[j],))[1] for j in free]
-    slopes = torch.stack(columns, dim=1)  # (P, F) ∂λ/∂θ
+    lam, slopes = light_and_slopes(theta)
+    slopes = slopes[:, free]  # (P, F) ∂λ/∂θ
     information = slopes.T @ (slopes * (frames / (lam + var))[:, None])
     jacobian = torch.autograd.functional.jacobian(quantities, theta)[:, free]
     try:
