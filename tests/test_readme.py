@@ -107,6 +107,8 @@ def _quoted_numbers() -> list[str]:
         f"| FSC 0.5 against the truth | {fsc['resolution_um']:.2f} µm (interpolated "
         f"{fsc['resolution_interpolated_um']:.2f} µm) |",
         ", ".join(f"{v:.1f}" for v in fsc["resolution_xyz_um"]) + f" µm (sphericity {fsc['sphericity']:.3f})",
+        "{:.2f} s against {:.2f} s ({:.1f}×)".format(*(_json("gaussian_start.json")[k]
+                                                       for k in ("numba_s", "torch_s", "speedup"))),
         f"forward {proj['numba_forward_s']:.2f} s and back-projection {proj['numba_adjoint_s']:.2f} s",
         f"against {proj['torch_pass_s_scaled']:.1f} s for the torch render",
         f"{proj['speedup']:.1f}× (target 20×)",
