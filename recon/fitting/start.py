@@ -107,7 +107,7 @@ def start_grid(gaussian: Gaussian, mean_density: float, shape_zyx: tuple[int, in
     floor leaves a haze that widens a small cloud and pulls one near a face toward the centre).
     """
     shape, origin, size = box_grid(box_min_mm, box_max_mm, shape_zyx)
-    g = gaussian(grid_points(shape, origin, size, dtype=torch.float64))
+    g = gaussian.on_grid(shape, origin, size)
     return (1 - floor) * g / mean_density + floor * start_window(shape, axes)
 
 
@@ -144,5 +144,5 @@ def warm_grid(previous: Volume, gaussian: Gaussian, mean_density: float, shape_z
     if not float(moved.sum()) > 0:
         raise DataError("fit: em_start's density does not overlap this fit's box once moved onto the data's "
                         "centre; give a density of the same instrument or leave em_start empty")
-    scale = float(gaussian(here).sum()) / float(moved.sum())  # the Gaussian's atoms in the box, as start_grid
+    scale = float(gaussian.on_grid(shape, origin, size).sum()) / float(moved.sum())  # its atoms in the box
     return (1 - floor) * moved * scale / mean_density + floor * start_window(shape, axes)

@@ -402,6 +402,15 @@ def test_fit_gaussian_with_a_pixel_draw_is_unbiased_within_its_noise():
         torch.diagonal(truth.cov_mm2).sqrt().tolist(), rel=0.01)
 
 
+def test_a_gaussian_on_a_grid_is_the_gaussian_at_the_grid_s_points():
+    g = _rotated_gaussian()
+    shape, origin, size = (7, 9, 11), (-0.5, -0.45, -0.4), (0.09, 0.1, 0.12)
+    points = grid_points(shape, origin, size, dtype=torch.float64)
+    expected = g(points)
+    assert float(expected.max()) > 1e3 * float(expected.min())  # the grid spans the cloud's fall-off
+    assert torch.allclose(g.on_grid(shape, origin, size), expected, rtol=1e-12, atol=0)
+
+
 def test_the_start_grid_is_the_gaussian_plus_a_tapered_floor():
     g = _rotated_gaussian()
     shape = (12, 10, 8)
