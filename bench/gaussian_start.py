@@ -22,7 +22,7 @@ import torch
 from benchlib import load_case, machine_info, save_json
 
 from recon.fitting.config import FitConfig
-from recon.fitting.em import fit_gaussian
+from recon.fitting.gaussian import fit_gaussian
 from recon.fitting.holdout import split_held_out
 from recon.fitting.loop import estimate_atoms
 from recon.fitting.raypool import boost_for_fit, rays_per_sample

@@ -1,6 +1,6 @@
 r"""A 3D Gaussian's exact line integrals over a pixel's segments, and their derivatives (numba).
 
-EM's start (:func:`recon.fitting.em.fit_gaussian_and_gains`) fits a Gaussian to the photon counts
+EM's start (:func:`recon.fitting.gaussian.fit_gaussian_and_gains`) fits a Gaussian to the photon counts
 by L-BFGS: every evaluation integrates it along each of the chosen pixels' pooled segments
 (hundreds of thousands) and differentiates the likelihood with respect to its ten parameters.
 Written as torch operations on float64 vectors that is some fifty passes over memory a step; here
@@ -18,7 +18,7 @@ information's per-pixel slopes come from the same pass.
 
 With ``a = dᵀPd``, ``b = dᵀPq``, ``c = qᵀPq``, ``s = √(a/2)`` and ``m = b/a``:
 ``J = exp(−(c − b²/a)/2) · √(π/(2a)) · (erf(s(T + m)) − erf(s m))``, the same closed form as
-:func:`recon.fitting.em._gaussian_line_integrals` (the torch specification the kernel is tested
+:func:`recon.fitting.gaussian._gaussian_line_integrals` (the torch specification the kernel is tested
 against) written from the segment's entry point rather than its far-away origin.
 """
 
@@ -29,6 +29,8 @@ import math
 import numba as nb
 import numpy as np
 import torch
+
+from recon.threads import numba_threads
 
 __all__ = ["GaussianPixelSums", "P6_INDEX", "SegmentGeometry", "gaussian_pixel_sums", "pixel_sums_kernel"]
 
@@ -132,8 +134,6 @@ class SegmentGeometry:
 def gaussian_pixel_sums(p6: np.ndarray, mu: np.ndarray, geometry: SegmentGeometry
                         ) -> tuple[np.ndarray, np.ndarray]:
     """(P,) ``S_p`` and (P, 9) its derivatives (:func:`pixel_sums_kernel`) at P's entries ``p6``, ``mu``."""
-    from recon.threads import numba_threads
-
     sums = np.empty(geometry.n_pixels)
     jac = np.empty((geometry.n_pixels, 9))
     numba_threads()

@@ -31,7 +31,7 @@ from recon.errors import BackendUnavailableError, DataError, FitError
 from recon.fitting.checkpoint import FitState, data_fingerprint, load_checkpoint, save_checkpoint
 from recon.fitting.config import FitConfig, resolved
 from recon.fitting.data import FitData, density_grid
-from recon.fitting.em import Gaussian
+from recon.fitting.gaussian import Gaussian
 from recon.fitting.holdout import StopRule, heldout_pixel_deviances, per_frame, split_held_out
 from recon.fitting.raypool import (
     RayPool,
@@ -206,7 +206,7 @@ class FitResult:
         camera_sensitivity: the fitted per-camera light factors (already in ``pool``'s weights),
             else None (:mod:`recon.fitting.sensitivity`).
         start_gaussian: EM's start, the data's 3D Gaussian with its shot-noise limit
-            (:class:`~recon.fitting.em.Gaussian`); None for Adam or a resumed fit.
+            (:class:`~recon.fitting.gaussian.Gaussian`); None for Adam or a resumed fit.
     """
 
     field: torch.nn.Module

@@ -9,7 +9,7 @@ degenerate, so a *reference camera* (the first camera of the system file that ha
 system file's numbers for that camera hold), and every other camera's factor is relative to it.
 
 Estimation (:func:`estimate_camera_sensitivity`): the data's 3D Gaussian (EM's start model,
-:func:`recon.fitting.em.fit_gaussian_and_gains`) fitted with one gain per camera. A camera's
+:func:`recon.fitting.gaussian.fit_gaussian_and_gains`) fitted with one gain per camera. A camera's
 total light is set by the atom number and how much of each atom's light it collects, and the
 Gaussian carries how that collection varies over the cloud, so its gains do not depend on the
 cloud's fine shape. The factors are then held fixed for the fit: they multiply the weights of
@@ -32,7 +32,7 @@ import torch
 
 from recon.fitting.config import SENSITIVITY_MODES
 from recon.fitting.data import FitData
-from recon.fitting.em import fit_gaussian_and_gains
+from recon.fitting.gaussian import fit_gaussian_and_gains
 from recon.fitting.raypool import RayPool
 from recon.model.loss import shift_variance
 

@@ -31,7 +31,8 @@ import torch
 from recon.errors import FitError
 from recon.fitting.checkpoint import FitState
 from recon.fitting.config import FitConfig
-from recon.fitting.em import OSEM, Gaussian, fit_gaussian, measured_over_predicted, partition
+from recon.fitting.em import OSEM, measured_over_predicted, partition
+from recon.fitting.gaussian import Gaussian, fit_gaussian
 from recon.fitting.memory import free_cached_memory, smaller_batch
 from recon.fitting.projector import Projector, project, voxel_centres
 from recon.fitting.raypool import RayPool

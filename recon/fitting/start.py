@@ -6,7 +6,7 @@ that is uniform up to the faces (a step at each face) left a haze along them (ru
 out +14 % in z); a start tapered to 0 at the faces still gave each cloud the z profile of the taper
 (in ``bench/accuracy.py``: a donut's σz +39 %, a cloud near a face pulled 12 µm toward the centre).
 EM therefore starts from the data's own Gaussian: the 3D Gaussian of greatest likelihood
-(:func:`~recon.fitting.em.fit_gaussian`; its z shape is fixed by the tilted views' projections),
+(:func:`~recon.fitting.gaussian.fit_gaussian`; its z shape is fixed by the tilted views' projections),
 plus a small uniform floor (:func:`start_floor`) tapered (Hann, to 0 at the faces) along every box
 axis whose faces no view sees within :data:`EDGE_ON_DEG` of edge-on (:func:`taper_axes`, from the
 pool's ray directions; :func:`start_grid`), at the data's light (``FitConfig.em_init`` = 1: from a
@@ -23,7 +23,7 @@ import math
 import torch
 
 from recon.errors import DataError
-from recon.fitting.em import Gaussian
+from recon.fitting.gaussian import Gaussian
 from recon.fitting.projector import grid_density
 from recon.fitting.raypool import RayPool
 from recon.io.volume import Volume, grid_points

@@ -559,7 +559,7 @@ def worthless_result(metrics: dict) -> str | None:
 def shot_noise_limit(gaussian) -> dict:
     """metrics.json's ``shot_noise_limit``: the Cramér–Rao standard deviations of a Gaussian cloud.
 
-    Those of the data's 3D Gaussian (EM's start, :func:`recon.fitting.em.fit_gaussian_and_gains`):
+    Those of the data's 3D Gaussian (EM's start, :func:`recon.fitting.gaussian.fit_gaussian_and_gains`):
     what photon counting and read noise allow for the atoms, centre and widths of a Gaussian
     cloud seen by the training pixels, a floor under any estimator's errors, not the error bars
     of the fitted density's moments.

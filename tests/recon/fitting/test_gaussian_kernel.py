@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from recon.fitting.em import _gaussian_line_integrals, fit_gaussian
+from recon.fitting.gaussian import _gaussian_line_integrals, fit_gaussian
 from recon.fitting.gaussian_kernel import P6_INDEX, GaussianPixelSums, SegmentGeometry, gaussian_pixel_sums
-from tests.recon.fitting.test_em import _rotated_gaussian, _three_axis_pool
+from tests.recon.fitting.test_gaussian import _rotated_gaussian, _three_axis_pool
 
 
 def _segments(seed=0, count=3000, pixels=400):

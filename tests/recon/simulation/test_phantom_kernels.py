@@ -72,13 +72,34 @@ def test_the_compiled_sums_are_torchs_to_the_last_bits_of_the_dtype(make, dtype,
     assert torch.equal(next_ref, next_fast)  # the jitter was drawn once, alike
 
 
+def _einsum_sums_in_index_order(dtype) -> bool:
+    """Whether torch's einsum ``(x − c)ᵀ P (x − c)`` rounds here as the kernel's sums in index order.
+
+    Its matrix product is the BLAS's: on some CPUs (an AVX-512 Xeon, 2026-12-07) it fuses the
+    multiply-adds, and a full covariance's quadratic form then differs from the kernel's in the
+    last bit (a diagonal one does not: its products with 0 are exact either way).
+    """
+    d = torch.randn(4096, 3, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    p = torch.tensor([[11.0, -3.0, 2.0], [-3.0, 17.0, -5.0], [2.0, -5.0, 25.0]], dtype=dtype)
+    a = [(d[:, 0] * p[0, j] + d[:, 1] * p[1, j]) + d[:, 2] * p[2, j] for j in range(3)]
+    in_order = (a[0] * d[:, 0] + a[1] * d[:, 1]) + a[2] * d[:, 2]
+    return torch.equal(torch.einsum("...i,ij,...j->...", d, p, d), in_order)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_clouds_without_culled_clumps_are_torchs_bit_for_bit(dtype):
+@pytest.mark.parametrize("make", [lambda: fringes(1e6, sigma_mm=0.5, phase_rad=0.3),
+                                  lambda: _tilted(second_sigma_mm=0.5, cov_scale=4.0)],
+                         ids=["fringes", "tilted"])
+def test_clouds_without_culled_clumps_are_torchs_bit_for_bit(make, dtype):
     """Positions, exponents, order of additions and sums round as torch's; exp and sin are torch's own."""
-    rays = _rays(n=2000, dtype=dtype)
-    for phantom in (fringes(1e6, sigma_mm=0.5, phase_rad=0.3), _tilted(second_sigma_mm=0.5, cov_scale=4.0)):
-        (ref, fast), _ = _both(phantom, rays)
-        assert torch.equal(ref, fast), phantom.name
+    phantom = make()
+    full = any(np.count_nonzero(g.covariance_mm2 - np.diag(np.diag(g.covariance_mm2)))
+               for g in phantom.primitives if isinstance(g, Gaussian))
+    if full and not _einsum_sums_in_index_order(dtype):
+        pytest.skip("torch's BLAS fuses multiply-adds on this CPU, so a full covariance's quadratic form "
+                    "is not the kernel's to the last bit (the tolerance test above still applies)")
+    (ref, fast), _ = _both(phantom, _rays(n=2000, dtype=dtype))
+    assert torch.equal(ref, fast), phantom.name
 
 
 def test_with_clumps_nearly_every_float32_segment_is_torchs_bit_for_bit():
