@@ -161,7 +161,11 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
     c_frames = None if censored is None else censored.used()
     rays = pool.gather(chosen)
     emission = rays.weights.double() * photons_per_atom / (4 * math.pi)
-    compiled = backend == "numba" or (backend == "auto" and rays.pixel.device.type == "cpu")
+    on_cpu = rays.pixel.device.type == "cpu"
+    if backend == "numba" and not on_cpu:
+        raise ValueError(f"fit_gaussian: the numba backend runs on the CPU, and this pool is on "
+                         f"{rays.pixel.device}; pass backend='torch' (or 'auto')")
+    compiled = backend == "numba" or (backend == "auto" and on_cpu)
     if compiled:
         geometry = SegmentGeometry(rays.origins, rays.directions, rays.t_near, rays.t_far, emission,
                                    rays.pixel, len(chosen))

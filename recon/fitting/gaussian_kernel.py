@@ -104,6 +104,11 @@ def pixel_sums_kernel(p6, mu, entry, directions, length, emission, first, last, 
             jac[p, i] = g[i]
 
 
+def _float64(values) -> torch.Tensor:
+    """``values`` as a float64 CPU tensor, detached."""
+    return torch.as_tensor(values).detach().cpu().double()
+
+
 class SegmentGeometry:
     """The chosen pixels' segments as the kernel reads them (float64 numpy, made once per fit).
 
@@ -119,12 +124,11 @@ class SegmentGeometry:
         pixel = torch.as_tensor(pixel).cpu()
         if len(pixel) > 1 and bool((pixel[1:] < pixel[:-1]).any()):
             raise ValueError("SegmentGeometry: the segments must be sorted by pixel")
-        as64 = lambda t: torch.as_tensor(t).detach().cpu().double()  # noqa: E731
-        near = as64(t_near)
-        self.entry = (as64(origins) + near[:, None] * as64(directions)).numpy()
-        self.directions = as64(directions).contiguous().numpy()
-        self.length = (as64(t_far) - near).clamp_min(0.0).numpy()
-        self.emission = as64(emission).contiguous().numpy()
+        near = _float64(t_near)
+        self.entry = (_float64(origins) + near[:, None] * _float64(directions)).numpy()
+        self.directions = _float64(directions).contiguous().numpy()
+        self.length = (_float64(t_far) - near).clamp_min(0.0).numpy()
+        self.emission = _float64(emission).contiguous().numpy()
         offsets = np.zeros(n_pixels + 1, dtype=np.int64)
         np.cumsum(np.bincount(pixel.numpy(), minlength=n_pixels), out=offsets[1:])
         self.first, self.last = offsets[:-1], offsets[1:]

@@ -7,6 +7,8 @@ import torch
 
 from recon.fitting.gaussian import _gaussian_line_integrals, fit_gaussian
 from recon.fitting.gaussian_kernel import P6_INDEX, GaussianPixelSums, SegmentGeometry, gaussian_pixel_sums
+from recon.fitting.loop import _device_pool
+from tests.conftest import requires_cuda
 from tests.recon.fitting.test_gaussian import _rotated_gaussian, _three_axis_pool
 
 
@@ -107,3 +109,11 @@ def test_fit_gaussian_is_the_same_with_the_kernel_and_with_torch():
     with pytest.raises(ValueError, match="backend"):
         fit_gaussian(pool, torch.arange(pool.n_pixels), [-0.6] * 3, [0.6] * 3, atoms=1e5,
                      photons_per_atom=4 * math.pi, backend="cuda")
+
+
+@requires_cuda
+def test_the_numba_backend_refuses_a_pool_on_the_gpu():
+    pool = _device_pool(_three_axis_pool(_rotated_gaussian()), torch.device("cuda"))
+    with pytest.raises(ValueError, match="numba backend runs on the CPU"):
+        fit_gaussian(pool, torch.arange(pool.n_pixels, device="cuda"), [-0.6] * 3, [0.6] * 3, atoms=1e5,
+                     photons_per_atom=4 * math.pi, backend="numba")
