@@ -2,7 +2,9 @@
 
 Runs ``recon simulate`` with the README's arguments into a temporary directory, compares every
 file with data/run042 byte for byte (TIFF pixel data and tags included), prints a table and
-saves JSON:
+saves JSON, with the CPU's model: the shipped frames come back bit for bit on the machine of
+``regenerate_run042.json`` (which did not record it; the benches of that time ran on an AMD EPYC),
+and not on an Intel Xeon with AVX-512 (``regenerate_run042_xeon.json``):
 
     python bench/regenerate_run042.py [--out bench/results/regenerate_run042.json]
 """
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchlib import device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["simulate", "--system", "data/systems/magis_dome.toml", "--phantom", "interferometer",
@@ -54,8 +57,10 @@ def main() -> None:
     identical = all(r["identical"] for r in rows)
     print(f"{sum(r['identical'] for r in rows)}/{len(rows)} files identical; simulate took {wall:.1f} s")
     result = {"command": "recon " + " ".join(ARGS) + " --out RUN", "identical": identical, "files": rows,
-              "wall_s": wall, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                          "torch": torch.__version__, "threads": torch.get_num_threads()}}
+              "wall_s": wall, "machine": {"platform": platform.platform(),
+                                          "cpu": device_name(torch.device("cpu")), "cpus": os.cpu_count(),
+                                          "torch": torch.__version__, "threads": torch.get_num_threads(),
+                                          "load_average": list(os.getloadavg())}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"saved {args.out}")
