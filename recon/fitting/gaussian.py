@@ -44,8 +44,7 @@ class Gaussian:
         """(..., 3) points, mm -> (...) density, atoms/mm³."""
         d = points_mm.double() - self.mean_mm.to(points_mm.device)
         inv = torch.linalg.inv(self.cov_mm2).to(points_mm.device)
-        norm = self.atoms / math.sqrt((2 * math.pi) ** 3 * float(torch.linalg.det(self.cov_mm2)))
-        return (norm * torch.exp(-0.5 * ((d @ inv) * d).sum(-1))).to(points_mm.dtype)
+        return (self._peak() * torch.exp(-0.5 * ((d @ inv) * d).sum(-1))).to(points_mm.dtype)
 
     def on_grid(self, shape_zyx: tuple[int, int, int], origin_mm, voxel_size_mm) -> torch.Tensor:
         """(Z, Y, X) float64 density at the centres of a grid (those of :func:`recon.io.volume.grid_points`).
@@ -56,11 +55,14 @@ class Gaussian:
         x, y, z = (torch.arange(n, dtype=torch.float64) * float(s) + float(o) - float(m) for n, s, o, m in
                    zip(shape_zyx[::-1], voxel_size_mm, origin_mm, self.mean_mm.tolist(), strict=True))
         inv = torch.linalg.inv(self.cov_mm2.double().cpu())
-        norm = self.atoms / math.sqrt((2 * math.pi) ** 3 * float(torch.linalg.det(self.cov_mm2)))
         xy = inv[0, 0] * x * x + (2 * inv[0, 1]) * y[:, None] * x + inv[1, 1] * (y * y)[:, None]  # (Y, X)
         xz = (2 * inv[0, 2]) * z[:, None] * x + inv[2, 2] * (z * z)[:, None]  # (Z, X)
         yz = (2 * inv[1, 2]) * z[:, None] * y  # (Z, Y)
-        return norm * torch.exp(-0.5 * (xy[None] + xz[:, None, :] + yz[:, :, None]))
+        return self._peak() * torch.exp(-0.5 * (xy[None] + xz[:, None, :] + yz[:, :, None]))
+
+    def _peak(self) -> float:
+        """The density at the centre, atoms/mm³."""
+        return self.atoms / math.sqrt((2 * math.pi) ** 3 * float(torch.linalg.det(self.cov_mm2)))
 
 
 SD_RANGE = (1e-4, 1e2)  # the start Gaussian's σ along an axis, in units of the box's half-size
@@ -198,18 +200,17 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
         Of every ``stride``-th chosen pixel: (P / stride,).
         """
         gaussian = _gaussian_of(centre, half, atoms, shift, log_sd, off, log_atoms)
-        if compiled:  # every pixel's sum in one pass (the stride only thins what is returned)
-            mean, chol, total = gaussian
-            inv_chol = torch.linalg.inv(chol)
-            precision = inv_chol.T @ inv_chol
-            sums, _ = GaussianPixelSums.apply(precision[P6_INDEX], mean, geometry)
-            light = total / ((2 * math.pi) ** 1.5 * torch.diagonal(chol).prod()) * sums
-        else:
-            light = torch.zeros(len(chosen), dtype=torch.float64, device=rays.pixel.device).index_add(
-                0, rays.pixel, emission * _gaussian_line_integrals(*gaussian, *segments))
+        if compiled:  # every pixel in one pass (the Fisher slopes come from light_and_slopes)
+            p6, norm = _kernel_parameters(*gaussian[1:])
+            light = norm * GaussianPixelSums.apply(p6, gaussian[0], geometry)[0]
+        else:  # only the segments of every stride-th pixel
+            some = slice(None) if stride == 1 else (rays.pixel % stride == 0)
+            light = torch.zeros(-(-len(chosen) // stride), dtype=torch.float64, device=rays.pixel.device)
+            part = emission[some] * _gaussian_line_integrals(*gaussian, *(t[some] for t in segments))
+            light = light.index_add(0, torch.div(rays.pixel[some], stride, rounding_mode="floor"), part)
         if n_groups:
-            light = light * gains(log_gain)[pixel_group]
-        return light[::stride]
+            light = light * gains(log_gain)[pixel_group[::stride]]
+        return light
 
     def closure():
         optim.zero_grad()
@@ -222,7 +223,10 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
         return nll
 
     def light_and_slopes(theta):
-        """λ (σ² apart) of every FISHER_STRIDE-th chosen pixel and ∂λ/∂θ (P, len θ) at θ (:func:`_theta`)."""
+        """λ (σ² apart) of every FISHER_STRIDE-th chosen pixel and ∂λ/∂θ (P, len θ) at θ.
+
+        θ packed as :func:`_split_theta` reads it.
+        """
         if not compiled:  # forward-mode differentiation of the torch prediction
             def light(t):
                 return predicted(*_split_theta(t), stride=FISHER_STRIDE)
@@ -236,11 +240,11 @@ def fit_gaussian_and_gains(pool: RayPool, pixels: torch.Tensor, box_min_mm, box_
         def parts(t):  # P's six entries, the centre, and the log of each group's scale of the sums
             shift, log_sd, off, log_atoms, log_gain = _split_theta(t)
             mean, chol, total = _gaussian_of(centre, half, atoms, shift, log_sd, off, log_atoms)
-            inv_chol = torch.linalg.inv(chol)
-            log_scale = torch.log(total / ((2 * math.pi) ** 1.5 * torch.diagonal(chol).prod()))
+            p6, norm = _kernel_parameters(chol, total)
+            log_scale = torch.log(norm)
             if n_groups:
                 log_scale = log_scale + torch.where(fixed, torch.zeros_like(log_gain), log_gain)
-            return torch.cat([(inv_chol.T @ inv_chol)[P6_INDEX], mean, log_scale.reshape(-1)])
+            return torch.cat([p6, mean, log_scale.reshape(-1)])
 
         z, dz = parts(theta), torch.autograd.functional.jacobian(parts, theta)
         sums, jac = (torch.from_numpy(a[::FISHER_STRIDE]) for a in gaussian_pixel_sums(
@@ -276,6 +280,12 @@ def _gaussian_of(centre, half, atoms, shift, log_sd, off, log_atoms):
                                math.log(SD_RANGE[1]) + torch.log(half)))
     chol = torch.diag(sd).index_put((rows, cols), off * sd[cols])
     return centre + half * torch.tanh(shift), chol, atoms * torch.exp(log_atoms)
+
+
+def _kernel_parameters(chol: torch.Tensor, total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P = Σ⁻¹'s six entries in the kernel's order, the normalisation ``total / ((2π)^1.5 det L)``)."""
+    inv_chol = torch.linalg.inv(chol)
+    return (inv_chol.T @ inv_chol)[P6_INDEX], total / ((2 * math.pi) ** 1.5 * torch.diagonal(chol).prod())
 
 
 def _split_theta(theta: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -124,9 +124,9 @@ class SegmentGeometry:
         pixel = torch.as_tensor(pixel).cpu()
         if len(pixel) > 1 and bool((pixel[1:] < pixel[:-1]).any()):
             raise ValueError("SegmentGeometry: the segments must be sorted by pixel")
-        near = _float64(t_near)
-        self.entry = (_float64(origins) + near[:, None] * _float64(directions)).numpy()
-        self.directions = _float64(directions).contiguous().numpy()
+        near, unit = _float64(t_near), _float64(directions).contiguous()
+        self.entry = (_float64(origins) + near[:, None] * unit).numpy()
+        self.directions = unit.numpy()
         self.length = (_float64(t_far) - near).clamp_min(0.0).numpy()
         self.emission = _float64(emission).contiguous().numpy()
         offsets = np.zeros(n_pixels + 1, dtype=np.int64)
