@@ -7,8 +7,12 @@ time the field is sampled on the truth's grid and compared with it (FSC-0.5, ato
 A neural fit is stopped at ``--cap-s`` unless its held-out stop comes first. Fit seeds change the
 field's initialisation, the held-out pixels and (EM) the subsets; the noise is the shipped run's.
 
-No field's settings were tuned here: this is the defaults' comparison, the first step of the
-fields issue's (whose sweep per field and other phantoms are to come).
+Without ``--variants`` each kind runs at its defaults. The fields issue's sweep: ``--variants
+bench/configs/fields_sweep.toml`` adds each kind's variants (tables of FIT.toml keys on top of the
+defaults; the file says why these), run on the tuning seed (fit seed 0, data/run042's own noise);
+``--best-from`` that sweep's JSON then keeps, per kind, the variant with the best FSC-0.5 at the
+cap (the default where none beats it), to be reported on other fit seeds and on phantom runs
+simulated by ``recon simulate`` (never tuned on).
 
 Gradient quality (the fields issue: noisy gradients are a known failure of neural fields, and
 meshes' normals and any physics built on ∇ρ use them): at the end of each fit, at ``--gradient-points``
@@ -22,7 +26,8 @@ resolves, so no field gets near 0 against the exact gradient (nor would the trut
 voxelisation); the blurred truth asks what a resolution-limited field can give (its gradients
 are several times smaller: the clumps' steep flanks are gone).
 
-    python bench/fields.py [--kinds voxel hashgrid siren fourier gauss] [--fit-seeds 1 2]
+    python bench/fields.py [--run data/run042] [--kinds voxel hashgrid siren fourier gauss]
+        [--fit-seeds 1 2] [--variants bench/configs/fields_sweep.toml] [--best-from SWEEP.json]
         [--cap-s 120] [--snapshots 15 30 60 120] [--gradient-points 4096] [--gradient-step-um 5]
         [--gradient-blur-um 10]
         [--out bench/results/fields.json]
@@ -38,9 +43,11 @@ import math
 import statistics
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import tomllib
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,6 +57,10 @@ from benchlib import fit_with_snapshots, fsc_resolution_um, load_case, machine_i
 from recon.fitting.config import FIELD_KINDS, FitConfig, resolved  # noqa: E402
 from recon.fitting.projector import grid_density  # noqa: E402
 from recon.simulation.named import interferometer  # noqa: E402
+from recon.simulation.phantom_file import load_phantom  # noqa: E402
+
+#: The name of a kind's own settings (recon fit's defaults for it).
+DEFAULT = "default"
 
 
 def atoms_error(volume: np.ndarray, truth) -> float:
@@ -58,27 +69,52 @@ def atoms_error(volume: np.ndarray, truth) -> float:
 
 
 def truth_phantom(run_dir: Path):
-    """The run's analytic phantom rebuilt from its ``phantom.json``, or None (no file, another kind,
-    or parameters that the rebuilt phantom does not reproduce)."""
+    """The run's analytic phantom rebuilt from its ``phantom.json``, or None (no file, a phantom not
+    of the registry, or parameters that the rebuilt phantom does not reproduce).
+
+    data/run042's interferometer is rebuilt from its recorded parameters; another registry phantom
+    (``recon simulate --phantom NAME``) from its defaults, and kept only if its parameters are the
+    recorded ones.
+    """
     path = Path(run_dir) / "phantom.json"
     if not path.is_file():
         return None
     info = json.loads(path.read_text())
-    if info.get("phantom") != "interferometer":
-        return None
-    params = info["params"]
-    phantom = interferometer(info["atoms_total"], sigma_mm=params["sigma_mm"], period_mm=params["period_mm"],
-                             phase_rad=params["phase_rad"], direction=params["direction"],
-                             clumps=len(params["clumps"]), seed=params["seed"], center_mm=params["center_mm"])
+    params = info.get("params")
+    if info.get("phantom") == "interferometer":
+        phantom = interferometer(info["atoms_total"], sigma_mm=params["sigma_mm"],
+                                 period_mm=params["period_mm"], phase_rad=params["phase_rad"],
+                                 direction=params["direction"],
+                                 clumps=len(params["clumps"]), seed=params["seed"],
+                                 center_mm=params["center_mm"])
+    else:
+        try:
+            phantom = load_phantom(str(info.get("phantom")), atoms=float(info["atoms_total"]))
+        except Exception:  # noqa: BLE001 — not a registry phantom: no analytic gradient
+            return None
     same = json.loads(json.dumps(phantom.params)) == params
     return phantom if same else None
 
 
-def gradient_points(phantom, box, n: int, seed: int = 0) -> torch.Tensor:
-    """(n, 3) float64 points drawn from the phantom's envelope Gaussian, inside the box, mm."""
+def gradient_points(phantom, truth, box, n: int, seed: int = 0) -> torch.Tensor:
+    """(n, 3) float64 points inside the box, mm, where the cloud is.
+
+    Drawn from the phantom's envelope Gaussian where its parameters give one (``sigma_mm`` and
+    ``center_mm``), else from the truth volume: voxels drawn in proportion to their atoms, each
+    point uniform within its voxel.
+    """
     rng = np.random.default_rng(seed)
-    sigma, centre = np.asarray(phantom.params["sigma_mm"]), np.asarray(phantom.params["center_mm"])
     lo, hi = box.min_mm.double().numpy(), box.max_mm.double().numpy()
+    if "sigma_mm" not in phantom.params or "center_mm" not in phantom.params:
+        data = np.asarray(truth.data, dtype=np.float64)
+        flat = np.clip(data, 0, None).ravel()
+        index = rng.choice(flat.size, size=n, p=flat / flat.sum())
+        z, y, x = np.unravel_index(index, data.shape)
+        size = np.asarray(truth.voxel_size_mm)
+        centres = np.asarray(truth.origin_mm) + np.stack([x, y, z], axis=1) * size
+        points = centres + (rng.random((n, 3)) - 0.5) * size
+        return torch.from_numpy(np.clip(points, lo + 1e-9, hi - 1e-9))
+    sigma, centre = np.asarray(phantom.params["sigma_mm"]), np.asarray(phantom.params["center_mm"])
     out = np.empty((0, 3))
     while len(out) < n:
         draw = centre + sigma * rng.standard_normal((2 * n, 3))
@@ -138,8 +174,52 @@ def gradient_quality(field, phantom, truth, points: torch.Tensor, step_mm: float
     return out
 
 
-def run_case(case, kind: str, seed: int, cap_s: float, schedule: list[float], gradients=None) -> dict:
-    cfg = resolved(FitConfig(field=kind, seed=seed, device="cpu"), case.data)
+def load_variants(path: Path | None, kinds: list[str]) -> dict[str, dict[str, dict]]:
+    """Per kind, its variants' FIT.toml overrides: ``{kind: {"default": {}, name: {...}}}``.
+
+    Each variant is checked now (a FitConfig is built from it), not after a sweep has begun.
+    """
+    tables = {} if path is None else tomllib.loads(Path(path).read_text())
+    unknown = sorted(set(tables) - set(FIELD_KINDS))
+    if unknown:
+        raise SystemExit(f"{path}: unknown field kinds {unknown}; expected some of {list(FIELD_KINDS)}")
+    out = {}
+    for kind in kinds:
+        out[kind] = {DEFAULT: {}}
+        for name, overrides in tables.get(kind, {}).items():
+            if "field" in overrides or "seed" in overrides:
+                raise SystemExit(f"{path}: [{kind}.{name}] may not set 'field' or 'seed'")
+            try:
+                FitConfig(field=kind, **overrides)  # ConfigError names a bad value
+            except TypeError as err:
+                raise SystemExit(f"{path}: [{kind}.{name}]: {err}; its keys must be FIT.toml keys") from None
+            out[kind][name] = overrides
+    return out
+
+
+def best_variants(sweep: dict) -> dict[str, str]:
+    """Per kind, the variant of a sweep JSON with the least mean FSC-0.5 at its last snapshot time
+    (a variant that resolved nothing never wins; the default where none resolved)."""
+    last = max(sweep["snapshots_s"])
+    best: dict[str, tuple[float, str]] = {}
+    for row in sweep["summary"]:
+        if row["time_s"] != last:
+            continue
+        fsc = row["fsc05_um_mean"]
+        score = fsc if fsc is not None and math.isfinite(fsc) else math.inf
+        variant = row.get("variant", DEFAULT)
+        if row["kind"] not in best or score < best[row["kind"]][0]:
+            best[row["kind"]] = (score, variant)
+    return {kind: variant for kind, (_, variant) in best.items()}
+
+
+def case_name(kind: str, variant: str, seed: int) -> str:
+    return f"{kind}-seed{seed}" if variant == DEFAULT else f"{kind}[{variant}]-seed{seed}"
+
+
+def run_case(case, kind: str, variant: str, overrides: dict, seed: int, cap_s: float, schedule: list[float],
+             gradients=None) -> dict:
+    cfg = resolved(replace(FitConfig(field=kind, device="cpu", **overrides), seed=seed), case.data)
     with tempfile.TemporaryDirectory(prefix="bench_fields_") as tmp:
         result = fit_with_snapshots(case, cfg, schedule=list(schedule), cap_s=cap_s, out_dir=Path(tmp),
                                     log=None)
@@ -149,7 +229,9 @@ def run_case(case, kind: str, seed: int, cap_s: float, schedule: list[float], gr
         fsc = fsc_resolution_um(snap.volume, case.truth)
         rows.append({"time_s": round(snap.time_s, 2), "step": snap.step, "fsc05_um": fsc.get("resolution_um"),
                      "atoms_error": atoms_error(snap.volume, case.truth)})
-    return {"kind": kind, "fit_seed": seed, "steps": result["steps"],
+    n_params = None if result["field"] is None else sum(p.numel() for p in result["field"].parameters())
+    return {"kind": kind, "variant": variant, "overrides": overrides, "fit_seed": seed,
+            "n_params": n_params, "steps": result["steps"],
             "fit_time_s": round(result["fit_time_s"], 2), "stopped_at_cap": result["stopped_at_cap"],
             "snapshots": rows, "gradient": quality}
 
@@ -163,13 +245,13 @@ def at_time(case: dict, t: float) -> dict:
 
 def summary(cases: dict, times: list[float]) -> list[dict]:
     rows = []
-    for kind in dict.fromkeys(c["kind"] for c in cases.values()):
-        mine = [c for c in cases.values() if c["kind"] == kind]
+    for kind, variant in dict.fromkeys((c["kind"], c.get("variant", DEFAULT)) for c in cases.values()):
+        mine = [c for c in cases.values() if c["kind"] == kind and c.get("variant", DEFAULT) == variant]
         for t in times:
             snaps = [at_time(c, t) for c in mine]
             fsc = [s["fsc05_um"] for s in snaps if s["fsc05_um"] is not None and math.isfinite(s["fsc05_um"])]
             atoms = [100 * s["atoms_error"] for s in snaps]
-            rows.append({"kind": kind, "time_s": t, "fits": len(snaps),
+            rows.append({"kind": kind, "variant": variant, "time_s": t, "fits": len(snaps),
                          "fsc05_um_mean": statistics.fmean(fsc) if fsc else None,
                          "fsc05_um_sd": statistics.stdev(fsc) if len(fsc) > 1 else None,
                          "atoms_pct_mean": statistics.fmean(atoms) if atoms else None,
@@ -188,6 +270,10 @@ def main() -> None:
     parser.add_argument("--run", default="data/run042")
     parser.add_argument("--kinds", nargs="+", default=list(FIELD_KINDS), choices=FIELD_KINDS)
     parser.add_argument("--fit-seeds", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--variants", type=Path, default=None,
+                        help="TOML of each kind's variants (bench/configs/fields_sweep.toml)")
+    parser.add_argument("--best-from", type=Path, default=None,
+                        help="a sweep's JSON: run only each kind's best variant in it")
     parser.add_argument("--cap-s", type=float, default=120.0)
     parser.add_argument("--snapshots", nargs="+", type=float, default=[15.0, 30.0, 60.0, 120.0])
     parser.add_argument("--gradient-points", type=int, default=4096)
@@ -198,30 +284,45 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/fields.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    variants = load_variants(args.variants, args.kinds)
+    if args.best_from is not None:
+        best = best_variants(json.loads(args.best_from.read_text()))
+        missing = [kind for kind in args.kinds if best.get(kind, DEFAULT) not in variants[kind]]
+        if missing:
+            raise SystemExit(f"--best-from {args.best_from}: the best variants of {missing} are not in "
+                             f"--variants {args.variants}; pass the sweep's variants file")
+        variants = {kind: {best.get(kind, DEFAULT): variants[kind][best.get(kind, DEFAULT)]}
+                    for kind in args.kinds}
     report = json.loads(args.out.read_text()) if args.out.is_file() else {"cases": {}}
-    report.update({"run": args.run, "cap_s": args.cap_s, "snapshots_s": args.snapshots,
-                   "settings": "recon fit's defaults per kind; no tuning", "pool_seed": 0})
+    report.update({"run": args.run, "cap_s": args.cap_s, "snapshots_s": args.snapshots, "pool_seed": 0,
+                   "settings": ("recon fit's defaults per kind; no tuning" if args.variants is None else
+                                f"recon fit's defaults per kind and the variants of {args.variants}"
+                                + ("" if args.best_from is None else
+                                   f", each kind's best in {args.best_from}")),
+                   "variants": variants, "fit_seeds": args.fit_seeds})
     case = None
     for kind in args.kinds:
-        for seed in args.fit_seeds:
-            name = f"{kind}-seed{seed}"
-            if name in report["cases"]:
-                continue
-            if case is None:
-                case = load_case(args.run)
-                phantom = truth_phantom(Path(args.run))
-                points = None if phantom is None else gradient_points(phantom, case.data.system.volume,
-                                                                       args.gradient_points)
-                gradients = None if phantom is None else (phantom, case.truth, points,
-                                                          args.gradient_step_um / 1000,
-                                                          args.gradient_blur_um / 1000)
-            report["cases"][name] = run_case(case, kind, seed, args.cap_s, args.snapshots, gradients)
-            report["machine"] = machine_info(torch.device("cpu"))
-            report["summary"] = summary(report["cases"], args.snapshots)
-            save_json(args.out, report)
-            last = report["cases"][name]["snapshots"][-1]
-            print(f"{name}: {report['cases'][name]['steps']} steps, {last['time_s']:.0f} s: FSC-0.5 "
-                  f"{last['fsc05_um']} µm, atoms {100 * last['atoms_error']:+.2f} %", flush=True)
+        for variant, overrides in variants[kind].items():
+            for seed in args.fit_seeds:
+                name = case_name(kind, variant, seed)
+                if name in report["cases"]:
+                    continue
+                if case is None:
+                    case = load_case(args.run)
+                    phantom = truth_phantom(Path(args.run))
+                    points = None if phantom is None else gradient_points(
+                        phantom, case.truth, case.data.system.volume, args.gradient_points)
+                    gradients = None if phantom is None else (phantom, case.truth, points,
+                                                              args.gradient_step_um / 1000,
+                                                              args.gradient_blur_um / 1000)
+                report["cases"][name] = run_case(case, kind, variant, overrides, seed, args.cap_s,
+                                                 args.snapshots, gradients)
+                report["machine"] = machine_info(torch.device("cpu"))
+                report["summary"] = summary(report["cases"], args.snapshots)
+                save_json(args.out, report)
+                last = report["cases"][name]["snapshots"][-1]
+                print(f"{name}: {report['cases'][name]['steps']} steps, {last['time_s']:.0f} s: FSC-0.5 "
+                      f"{last['fsc05_um']} µm, atoms {100 * last['atoms_error']:+.2f} %", flush=True)
     report["summary"] = summary(report["cases"], args.snapshots)
     save_json(args.out, report)
     for row in report["summary"]:
@@ -230,7 +331,8 @@ def main() -> None:
         grad = ("" if row.get("gradient_autodiff_rel_rms_blurred_mean") is None else
                 f"  ∇ρ error (blurred truth) autodiff {row['gradient_autodiff_rel_rms_blurred_mean']:.3f}, "
                 f"central {row['gradient_central_rel_rms_blurred_mean']:.3f}")
-        print(f"{row['kind']:9s} {row['time_s']:6.0f} s  FSC-0.5 {fsc:>14s} µm  atoms "
+        label = row["kind"] + ("" if row.get("variant", DEFAULT) == DEFAULT else f"[{row['variant']}]")
+        print(f"{label:32s} {row['time_s']:6.0f} s  FSC-0.5 {fsc:>14s} µm  atoms "
               f"{row['atoms_pct_mean']:+.2f} ± {row['atoms_pct_sd'] or 0:.2f} %  ({row['fits']} fits){grad}")
     print("(each time: the first snapshot at or after it; a fit that stopped earlier keeps its final field)")
 

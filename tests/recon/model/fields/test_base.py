@@ -84,6 +84,34 @@ def test_gradients_reach_every_parameter(kind):
         assert p.grad.abs().sum() > 0, name
 
 
+def test_gradcheck_in_float64_wrt_points_and_parameters(kind):
+    """Autodiff's ∇ρ against central differences at points inside the box, and the parameters'
+    gradient against the central difference along a random direction in parameter space."""
+    field = make_field(small_config(kind), *BOX, seed=3).double()
+    centre = torch.tensor(BOX, dtype=torch.float64).mean(0)
+    points = centre + 0.8 * (points_in_box(6, seed=4).double() - centre)  # away from the faces
+    assert torch.autograd.gradcheck(field, (points.requires_grad_(),), eps=1e-6, atol=1e-6, rtol=1e-4)
+    params = [p for p in field.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(5)
+    direction = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+    weights = torch.randn(len(points), generator=gen, dtype=torch.float64)
+
+    def loss() -> torch.Tensor:
+        return (weights * field(points.detach())).sum()
+
+    grads = torch.autograd.grad(loss(), params)
+    along = sum(float((g * d).sum()) for g, d in zip(grads, direction, strict=True))
+    eps = 1e-6
+    with torch.no_grad():
+        for p, d in zip(params, direction, strict=True):
+            p.add_(eps * d)
+        up = float(loss())
+        for p, d in zip(params, direction, strict=True):
+            p.sub_(2 * eps * d)
+        down = float(loss())
+    assert along == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-8)
+
+
 def test_box_grid_tiles_the_box():
     shape, origin, spacing = box_grid(*BOX, (4, 5, 6))
     assert shape == (4, 5, 6)
