@@ -16,13 +16,19 @@ shot-noise reference for the phase. With ``--config`` fitting ``uncertainty_spli
 (:mod:`recon.fitting.uncertainty`) and the coverage of its 68 % interval, ± t_K sd.
 
     python bench/physics.py [--shots 30] [--workers 2] [--work /tmp/recon_physics]
-                            [--photons-per-atom 200] [--config FIT.toml] [--out bench/results/physics.json]
+                            [--photons-per-atom 200] [--config FIT.toml] [--phantom fringes]
+                            [--out bench/results/physics.json]
 
 The phantom: the named ``fringes`` phantom as it is (a Gaussian of σ 0.5 mm × sin² fringes of
 200 µm along y, phase 0 at its centre: the fringe model holds the truth), 1e6 atoms, 200 photons
 per atom; walk 20 µm per axis and shot, atoms' spread 3 %, walk seed 7; the simulation at 4
 samples per pixel and 20 µm strata. The simulated shots and the fits are kept in ``--work`` and
 reused by a rerun (``recon batch`` skips finished shots).
+
+``--phantom`` another registry phantom or phantom file, for the fringe model's failures: fringes
+not along an axis (``bench/configs/physics_oblique.toml``) and a chirp, the phase quadratic along
+the wave vector (``bench/configs/physics_chirp.toml``), whose truth is the fringes' tangent at the
+cloud's centre (:func:`recon.analysis.fringes.phantom_fringes`).
 """
 
 from __future__ import annotations
@@ -148,20 +154,25 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help="fit settings for every shot (e.g. uncertainty_splits = 2, fringes = true); "
                              "their campaign is kept apart: WORK/campaign-<its name>")
+    parser.add_argument("--phantom", default="fringes",
+                        help="a registry phantom or a phantom file (e.g. bench/configs/physics_chirp.toml)")
     args = parser.parse_args()
     work = args.work.resolve()
     shots = work / "shots"
     campaign = work / ("campaign" if args.config is None else f"campaign-{args.config.stem}")
     sim = {**SIM, "photons_per_atom": args.photons_per_atom}
+    phantom = Path(args.phantom)
+    definition = phantom.read_text() if phantom.suffix == ".toml" else None
     report = {"benchmark": "physics", "shots": args.shots, "system": str(SYSTEM.relative_to(ROOT)),
-              "phantom": "fringes", "simulation": sim,
+              "phantom": args.phantom, "phantom_file": definition, "simulation": sim,
               "fit_config": None if args.config is None else args.config.read_text()}
     recorded = shots / "simulation.json"  # the shots in --work are reused only if simulated alike
+    alike = {**sim, "phantom": args.phantom, "phantom_file": definition}
     if (not (shots / "truth.csv").exists() or len(list(shots.glob("shot_*"))) != args.shots
-            or not recorded.exists() or json.loads(recorded.read_text()) != sim):
+            or not recorded.exists() or json.loads(recorded.read_text()) != alike):
         start = time.perf_counter()
-        simulate_campaign(SYSTEM, "fringes", shots, args.shots, overwrite=True, **sim)
-        recorded.write_text(json.dumps(sim))
+        simulate_campaign(SYSTEM, args.phantom, shots, args.shots, overwrite=True, **sim)
+        recorded.write_text(json.dumps(alike))
         for old in work.glob("campaign*"):  # fits of other shots must not be reused
             shutil.rmtree(old, ignore_errors=True)
         report["simulate_s"] = round(time.perf_counter() - start, 1)

@@ -296,14 +296,21 @@ def phantom_fringes(params: dict) -> dict | None:
     """The fringe model's period, direction and phase at the origin for a simulated phantom, or None.
 
     ``params``: a ``phantom.json``'s parameters with ``period_mm``, ``phase_rad``, ``direction``
-    and ``center_mm`` (the named ``fringes`` and ``interferometer`` phantoms), or a campaign shot's
-    ``{"base": those, "offset_mm": (3,)}`` (the cloud moved by the offset): their density is
-    modulated by ``sin²(k n·(x − c) − φ₀)``, k = π / period, which is ``½ (1 + cos(K·x + φ))`` with
-    ``K = 2k n`` and ``φ = π − 2φ₀ − K·c`` at the origin (taken with K's largest component
-    positive, as :func:`fit_fringes` reports it).
+    and ``center_mm`` (the named ``fringes`` and ``interferometer`` phantoms), a phantom file's
+    tables with a ``fringes`` table (its ``origin_mm`` in the place of the centre), or a campaign
+    shot's ``{"base": one of those, "offset_mm": (3,)}`` (the cloud moved by the offset): their
+    density is modulated by ``sin²(k n·(x − c) − φ₀)``, k = π / period, which is
+    ``½ (1 + cos(K·x + φ))`` with ``K = 2k n`` and ``φ = π − 2φ₀ − K·c`` at the origin (taken with
+    K's largest component positive, as :func:`fit_fringes` reports it). With a chirp κ
+    (``chirp_per_mm2``: the phase ``k s + ½ κ s²``, s = n·(x − c)) no straight fringes are the
+    truth; these are the fringes' tangent at c (its local period and phase there), and
+    ``chirp_per_mm2`` is added to the result. Where c is the centre of a Gaussian cloud of sd σ
+    along n, a straight-fringe fit of the density finds the tangent's period but a phase about
+    κσ²/2 ahead (the quadratic term's mean under the envelope's square) and a lower contrast.
     """
+    params = _file_fringes(params) or params
     if isinstance(params.get("base"), dict):  # a shot of a campaign: the base phantom, moved
-        moved = dict(params["base"])
+        moved = dict(_file_fringes(params["base"]) or params["base"])
         try:
             centre = np.asarray(moved.get("center_mm", (0.0, 0.0, 0.0)), dtype=float).reshape(3)
             offset = np.asarray(params.get("offset_mm", (0.0, 0.0, 0.0)), dtype=float).reshape(3)
@@ -316,6 +323,7 @@ def phantom_fringes(params: dict) -> dict | None:
         n = np.asarray(params["direction"], dtype=float).reshape(3)
         phase0 = float(params["phase_rad"])
         centre = np.asarray(params.get("center_mm", (0.0, 0.0, 0.0)), dtype=float).reshape(3)
+        chirp = float(params.get("chirp_per_mm2", 0.0))
     except (KeyError, TypeError, ValueError):
         return None
     if not (period > 0 and np.linalg.norm(n) > 0):
@@ -324,8 +332,22 @@ def phantom_fringes(params: dict) -> dict | None:
     k = 2 * math.pi / period * n
     phase = math.pi - 2 * phase0 - float(k @ centre)
     sign = 1.0 if k[int(np.argmax(np.abs(k)))] >= 0 else -1.0
-    return {"period_mm": period, "direction": [float(v) for v in sign * n],
-            "phase_at_origin_rad": _wrap(sign * phase)}
+    out = {"period_mm": period, "direction": [float(v) for v in sign * n],
+           "phase_at_origin_rad": _wrap(sign * phase)}
+    return {**out, "chirp_per_mm2": chirp} if chirp else out
+
+
+def _file_fringes(params: dict) -> dict | None:
+    """A phantom file's ``fringes`` table in the named phantoms' form, or None where it has none.
+
+    The table's ``origin_mm`` (where its phase is counted) takes the place of ``center_mm``.
+    """
+    table = params.get("fringes")
+    if not isinstance(table, dict):
+        return None
+    return {"period_mm": table.get("period_mm"), "phase_rad": table.get("phase_rad", 0.0),
+            "direction": table.get("direction"), "center_mm": table.get("origin_mm", (0.0, 0.0, 0.0)),
+            "chirp_per_mm2": table.get("chirp_per_mm2", 0.0)}
 
 
 def fringe_errors(record: dict, truth: dict) -> dict:

@@ -54,6 +54,7 @@ def fringes(
     phase_rad: float = 0.0,
     direction: Vec3 = (0.0, 1.0, 0.0),
     center_mm: Vec3 = (0.0, 0.0, 0.0),
+    chirp_per_mm2: float = 0.0,
 ) -> PrimitivePhantom:
     """Interference fringes: Gaussian × sin²(k n·(x − c) − φ), k = π/period (REFERENCE §1).
 
@@ -69,14 +70,18 @@ def fringes(
         phase_rad: φ, rad.
         direction: (3,) wave-vector direction (normalised here).
         center_mm: (3,) centre of the envelope and origin of the phase, mm.
+        chirp_per_mm2: κ, rad/mm²: the phase ``k s + ½ κ s²`` with ``s = n·(x − c)``, so the local
+            period is ``π / (k + κ s)``, ``period_mm`` at the centre (0: plain fringes; what a
+            model of straight, evenly spaced fringes cannot describe).
     """
-    fr = Fringes(direction, period_mm, phase_rad, center_mm)
+    fr = Fringes(direction, period_mm, phase_rad, center_mm, chirp_per_mm2)
     params = {
         "sigma_mm": sigma_mm,
         "period_mm": float(period_mm),
         "phase_rad": float(phase_rad),
         "direction": as_vec3(fr.direction),
         "center_mm": as_vec3(center_mm),
+        **({"chirp_per_mm2": fr.chirp_per_mm2} if fr.chirp_per_mm2 else {}),
     }
     return PrimitivePhantom(
         "fringes", [(1.0, Gaussian.isotropic(center_mm, sigma_mm))], atoms=atoms, fringes=fr, params=params

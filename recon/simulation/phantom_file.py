@@ -32,7 +32,7 @@ _PRIMITIVE_KEYS = {
 }
 
 
-_FRINGE_KEYS = ("period_mm", "phase_rad", "axis", "direction", "origin_mm")
+_FRINGE_KEYS = ("period_mm", "phase_rad", "axis", "direction", "origin_mm", "chirp_per_mm2")
 
 
 _TOP_KEYS = ("name", "description", "model", "fringes", *_PRIMITIVE_KEYS)
@@ -145,6 +145,7 @@ def _fringes(table, source: str) -> Fringes:
         _number(table["period_mm"], "fringes.period_mm", source, positive=True),
         _number(table.get("phase_rad", 0.0), "fringes.phase_rad", source),
         _vector3(table.get("origin_mm", [0.0, 0.0, 0.0]), "fringes.origin_mm", source),
+        _number(table.get("chirp_per_mm2", 0.0), "fringes.chirp_per_mm2", source),
     )
 
 

@@ -116,7 +116,7 @@ def _quadratic(x, y, z, c, p):
 
 @nb.njit(parallel=True, cache=True)
 def dense_arguments(points, centers, precisions, dense, fringe_origin, fringe_direction, fringe_k,
-                    fringe_phase, has_fringes, args, phases):
+                    fringe_phase, fringe_chirp, has_fringes, args, phases):
     """The exponents of the Gaussians ``dense`` and the fringes' phase at every point.
 
     Args:
@@ -128,12 +128,15 @@ def dense_arguments(points, centers, precisions, dense, fringe_origin, fringe_di
         fringe_direction: (3,) their unit wave vector n.
         fringe_k: k, rad/mm.
         fringe_phase: φ, rad.
+        fringe_chirp: κ, rad/mm² (0: none).
         has_fringes: whether to write ``phases``.
         args: (D, M) ``−½ (x − c)ᵀ P (x − c)`` (written).
-        phases: (M,) ``k n·(x − o) − φ`` (written when ``has_fringes``).
+        phases: (M,) ``(k + ½ κ s) s − φ``, ``s = n·(x − o)`` (written when ``has_fringes``; without
+            a chirp ``k s − φ``, as the torch path rounds it).
     """
     real = points.dtype.type
     half, k, phase = real(-0.5), real(fringe_k), real(fringe_phase)
+    half_chirp = real(0.5) * real(fringe_chirp)
     fx, fy, fz = fringe_origin[0], fringe_origin[1], fringe_origin[2]
     nx, ny, nz = fringe_direction[0], fringe_direction[1], fringe_direction[2]
     for i in nb.prange(points.shape[0]):
@@ -142,7 +145,11 @@ def dense_arguments(points, centers, precisions, dense, fringe_origin, fringe_di
             m = dense[row]
             args[row, i] = half * _quadratic(x, y, z, centers[m], precisions[m])
         if has_fringes:
-            phases[i] = k * (((x - fx) * nx + (y - fy) * ny) + (z - fz) * nz) - phase
+            s = ((x - fx) * nx + (y - fy) * ny) + (z - fz) * nz
+            if half_chirp == 0:
+                phases[i] = k * s - phase
+            else:
+                phases[i] = (k + half_chirp * s) * s - phase
 
 
 @nb.njit(parallel=True, cache=True)
@@ -209,7 +216,7 @@ def sum_strata(points, origins, directions, t_near, strata, deltas, first, offse
 
 def gaussian_mixture_integrals(origins, directions, t_near, strata, deltas, jitter, offset, centers,
                                precisions, factors, lows, highs, fringe_origin, fringe_direction, fringe_k,
-                               fringe_phase, has_fringes, scale) -> np.ndarray:
+                               fringe_phase, has_fringes, scale, fringe_chirp=0.0) -> np.ndarray:
     """``Σ_j (scale · ρ(o_r + t_j d_r − a)) · δ_r`` for every segment ``r`` (the three passes above).
 
     Every array in the rays' dtype (float32 or float64) but ``strata`` (int64); ``G`` Gaussians,
@@ -232,8 +239,9 @@ def gaussian_mixture_integrals(origins, directions, t_near, strata, deltas, jitt
         fringe_direction: (3,) their unit wave vector n.
         fringe_k: k, rad/mm.
         fringe_phase: φ, rad.
-        has_fringes: whether ρ is modulated by ``sin²(k n·(x − o) − φ)``.
+        has_fringes: whether ρ is modulated by ``sin²((k + ½ κ s) s − φ)``, ``s = n·(x − o)``.
         scale: the phantom's atoms per unit mass.
+        fringe_chirp: κ, rad/mm² (0: none).
 
     Returns:
         (R,) the integrals.
@@ -249,7 +257,7 @@ def gaussian_mixture_integrals(origins, directions, t_near, strata, deltas, jitt
     args = np.empty((len(dense), len(points)), origins.dtype)
     phases = np.empty(len(points) if has_fringes else 0, origins.dtype)
     dense_arguments(points, centers, precisions, dense, fringe_origin, fringe_direction, fringe_k,
-                    fringe_phase, has_fringes, args, phases)
+                    fringe_phase, fringe_chirp, has_fringes, args, phases)
     for row in args:  # one call per Gaussian, on arrays like the torch path's: its SLEEF bits
         torch.from_numpy(row).exp_()
     sines = torch.sin(torch.from_numpy(phases)).numpy()

@@ -45,6 +45,7 @@ Phantom files (TOML, loaded by :func:`recon.simulation.phantom_file.load_phantom
     phase_rad = 0.0                      # default 0
     axis = "y"                           # x | y | z, or direction = [dx, dy, dz]; default y
     origin_mm = [0.0, 0.0, 0.0]          # where the phase is counted from; default 0
+    chirp_per_mm2 = 0.0                  # κ: the wave number k + κ s along the direction; default 0
 
 Hard edges (``edge_mm = 0``) are not differentiable at the surface; everything else is
 differentiable with respect to the points.
@@ -159,7 +160,10 @@ class PrimitivePhantom(Phantom):
             raise ConfigError(f"phantom {name}: weights must be ≥ 0 and not all 0, got {weights.tolist()}")
         if model not in MODELS:
             raise ConfigError(f"phantom {name}: model must be one of {', '.join(MODELS)}, got {model!r}")
-        means = np.array([1.0 if fringes is None else fringes.mean_under(p) for _, p in components])
+        try:
+            means = np.array([1.0 if fringes is None else fringes.mean_under(p) for _, p in components])
+        except ValueError as err:
+            raise ConfigError(f"phantom {name}: {err}; drop the chirp or use Gaussians only") from None
         mass = float(np.sum(weights * means))
         if not mass > 1e-12 * float(weights.sum()):
             raise ConfigError(f"phantom {name}: the fringes leave no atoms (all mass on dark fringes)")
@@ -254,6 +258,7 @@ class PrimitivePhantom(Phantom):
             origins, directions, t_near, counts.numpy(), delta, u, np.asarray(offset_mm, dtype=real),
             *mixture, f_origin, f_dir, 0.0 if fr is None else fr.k,
             0.0 if fr is None else float(fr.phase_rad), fr is not None, float(self._scale),
+            0.0 if fr is None else fr.chirp_per_mm2,
         )
         return torch.from_numpy(out)
 

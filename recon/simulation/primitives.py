@@ -342,48 +342,70 @@ Primitive = Gaussian | Sphere | Box | Donut
 
 @dataclass(frozen=True, eq=False)
 class Fringes:
-    """A sin² modulation ``sin²(k n·(x − o) − φ)`` with ``k = π / period_mm``.
+    """A sin² modulation ``sin²(θ(s))``, ``θ = k s + ½ κ s² − φ``, ``s = n·(x − o)``, ``k = π / period_mm``.
 
-    ``period_mm`` is the period of the density pattern (distance between adjacent maxima).
+    ``period_mm`` is the period of the density pattern (distance between adjacent maxima) at the
+    origin o; a chirp κ (``chirp_per_mm2``, rad/mm²) makes the local wave number ``k + κ s`` vary
+    linearly along n, so the local period is ``π / (k + κ s)`` (κ = 0: plain fringes).
     The mean of the modulation under a unit-mass primitive f is exactly
-    ``½ (1 − Re[e^{−2iψ} φ_f(2k n)])`` with ``ψ = φ + k n·o``; for a Gaussian of covariance Σ
-    centred at o this is ``½ (1 − e^{−2k² nᵀΣn} cos 2φ)``.
+    ``½ (1 − Re[e^{−2iψ} φ_f(2k n)])`` with ``ψ = φ + k n·o`` (κ = 0); for a Gaussian of covariance
+    Σ centred at o this is ``½ (1 − e^{−2k² nᵀΣn} cos 2φ)``. With a chirp, only under a Gaussian:
+    ``s ~ N(m, v)`` (m = n·(c − o), v = nᵀΣn), and ``E[e^{i(a s + b s²)}] = e^{i(am + bm²)}
+    (1 − 2ibv)^{−½} exp(−(a + 2bm)² v / (2(1 − 2ibv)))`` with a = 2k, b = κ.
 
     Attributes:
         direction: (3,) unit wave-vector direction (default +y).
-        period_mm: period of the density fringes, mm.
+        period_mm: period of the density fringes at the origin, mm.
         phase_rad: φ, rad.
         origin_mm: (3,) point o where the phase is counted, mm.
+        chirp_per_mm2: κ, the wave number's change per mm along n, rad/mm².
     """
 
     direction: np.ndarray
     period_mm: float = 0.2
     phase_rad: float = 0.0
     origin_mm: np.ndarray = (0.0, 0.0, 0.0)
+    chirp_per_mm2: float = 0.0
 
     def __post_init__(self) -> None:
         n = np.asarray(self.direction, dtype=float).reshape(3)
         norm = float(np.linalg.norm(n))
-        if not (norm > 0 and self.period_mm > 0):
-            raise ValueError("Fringes: direction must be non-zero and period_mm > 0")
+        if not (norm > 0 and self.period_mm > 0 and math.isfinite(self.chirp_per_mm2)):
+            raise ValueError("Fringes: direction must be non-zero, period_mm > 0 and chirp_per_mm2 finite")
         object.__setattr__(self, "direction", n / norm)
         object.__setattr__(self, "origin_mm", np.asarray(self.origin_mm, dtype=float).reshape(3))
+        object.__setattr__(self, "chirp_per_mm2", float(self.chirp_per_mm2))
 
     @property
     def k(self) -> float:
-        """Wave number k = π / period, rad/mm."""
+        """Wave number k = π / period at the origin, rad/mm."""
         return math.pi / self.period_mm
 
     def modulation(self, points: torch.Tensor) -> torch.Tensor:
-        """sin²(k n·(x − o) − φ) of points (..., 3) mm, in [0, 1]."""
+        """sin²(k s + ½ κ s² − φ), s = n·(x − o), of points (..., 3) mm, in [0, 1]."""
         s = ((points - tensor_like(self.origin_mm, points)) * tensor_like(self.direction, points)).sum(-1)
-        return torch.sin(self.k * s - self.phase_rad) ** 2
+        if self.chirp_per_mm2 == 0.0:
+            return torch.sin(self.k * s - self.phase_rad) ** 2
+        return torch.sin((self.k + 0.5 * self.chirp_per_mm2 * s) * s - self.phase_rad) ** 2
 
     def mean_under(self, prim: Primitive) -> float:
-        """``∫ f(x) sin²(…) dx`` for a unit-mass primitive f."""
-        psi = self.phase_rad + self.k * float(self.direction @ self.origin_mm)
-        phi = prim.characteristic(2 * self.k * self.direction)
-        return 0.5 * (1.0 - (np.exp(-2j * psi) * phi).real)
+        """``∫ f(x) sin²(…) dx`` for a unit-mass primitive f (a Gaussian where there is a chirp).
+
+        Raises:
+            ValueError: a chirp over a primitive other than a Gaussian (no closed form here).
+        """
+        if self.chirp_per_mm2 == 0.0:
+            psi = self.phase_rad + self.k * float(self.direction @ self.origin_mm)
+            phi = prim.characteristic(2 * self.k * self.direction)
+            return 0.5 * (1.0 - (np.exp(-2j * psi) * phi).real)
+        if not isinstance(prim, Gaussian):
+            raise ValueError(f"Fringes: a chirp needs Gaussian components, got a {prim.kind}")
+        m = float(self.direction @ (prim.center_mm - self.origin_mm))
+        v = float(self.direction @ prim.covariance_mm2 @ self.direction)
+        a, b = 2 * self.k, self.chirp_per_mm2
+        d = 1 - 2j * b * v
+        mean = np.exp(1j * (a * m + b * m * m) - (a + 2 * b * m) ** 2 * v / (2 * d)) / np.sqrt(d)
+        return 0.5 * (1.0 - (np.exp(-2j * self.phase_rad) * mean).real)
 
     def table(self) -> dict:
         """The modulation as a phantom-file table."""
@@ -392,4 +414,5 @@ class Fringes:
             "phase_rad": float(self.phase_rad),
             "direction": as_vec3(self.direction),
             "origin_mm": as_vec3(self.origin_mm),
+            **({"chirp_per_mm2": self.chirp_per_mm2} if self.chirp_per_mm2 else {}),
         }

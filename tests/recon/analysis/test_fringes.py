@@ -88,6 +88,44 @@ def test_phantom_fringes_reads_only_fringe_parameters():
     assert phantom_fringes({"base": base, "offset_mm": "far"}) is None
 
 
+def test_a_phantom_files_fringes_are_the_named_phantoms(tmp_path):
+    """The tables of a phantom file (its fringes' origin in the place of the centre), alone and as
+    a campaign's base, give the truth the named form gives."""
+    path = tmp_path / "oblique.toml"
+    path.write_text("[[gaussian]]\ncenter_mm = [0.1, 0.0, -0.05]\nsigma_mm = 0.4\n"
+                    "[fringes]\nperiod_mm = 0.2\nphase_rad = 0.5\ndirection = [0.3, 0.9, 0.3]\n"
+                    "origin_mm = [0.1, 0.0, -0.05]\n")
+    params = load_phantom(path, atoms=1e6).params
+    named = {"period_mm": 0.2, "phase_rad": 0.5, "direction": (0.3, 0.9, 0.3),
+             "center_mm": (0.1, 0.0, -0.05)}
+    assert phantom_fringes(params) == phantom_fringes(named)
+    moved = phantom_fringes({"base": params, "offset_mm": (0.02, 0.0, 0.01)})
+    assert moved == phantom_fringes({**named, "center_mm": (0.12, 0.0, -0.04)})
+
+
+def test_a_chirped_clouds_straight_fringes_are_its_tangent_at_the_centre_with_a_phase_offset():
+    """A chirp κ (the local period ±9 % at ±1σ) leaves the straight-fringe fit at the centre's
+    period, its phase ahead of the tangent's by about κσ²/2 (the envelope²-weighted mean of the
+    phase's quadratic term κ s², s ~ N(0, σ²/2)) and its contrast lowered."""
+    params = {"period_mm": 0.2, "phase_rad": 0.3, "direction": (0.0, 1.0, 0.0), "center_mm": (0.0, 0.0, 0.0),
+              "sigma_mm": 0.3, "chirp_per_mm2": 5.0}
+    box = (-1.2, -1.2, -1.2), (1.2, 1.2, 1.2)
+    plain = {**params, "chirp_per_mm2": 0.0}
+    fit, straight = (fit_fringes(truth_volume(load_phantom("fringes", atoms=1e6, options=p), *box, 0.04))
+                     for p in (params, plain))
+    truth = phantom_fringes(params)
+    assert truth["chirp_per_mm2"] == 5.0 and truth["period_mm"] == 0.2
+    assert {k: v for k, v in truth.items() if k != "chirp_per_mm2"} == phantom_fringes(plain)
+    assert fit.period_mm == pytest.approx(0.2, rel=0.01)
+
+    def offset(f) -> float:
+        return math.remainder(f.phase_at_origin_rad - truth["phase_at_origin_rad"], 2 * math.pi)
+
+    assert 0.6 < offset(fit) / (5.0 * 0.3**2 / 2) < 1.1
+    assert abs(offset(straight)) < 0.01
+    assert fit.contrast < straight.contrast
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("robust", [True, False])
 def test_formal_sds_match_the_spread_over_white_noise(robust):

@@ -88,8 +88,10 @@ def _einsum_sums_in_index_order(dtype) -> bool:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("make", [lambda: fringes(1e6, sigma_mm=0.5, phase_rad=0.3),
+                                  lambda: fringes(1e6, sigma_mm=0.5, phase_rad=0.3, direction=(0.2, 1.0, 0.3),
+                                                  chirp_per_mm2=9.0),
                                   lambda: _tilted(second_sigma_mm=0.5, cov_scale=4.0)],
-                         ids=["fringes", "tilted"])
+                         ids=["fringes", "chirped", "tilted"])
 def test_clouds_without_culled_clumps_are_torchs_bit_for_bit(make, dtype):
     """Positions, exponents, order of additions and sums round as torch's; exp and sin are torch's own."""
     phantom = make()

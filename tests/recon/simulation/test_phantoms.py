@@ -11,8 +11,8 @@ from recon.errors import ConfigError
 from recon.io.volume import Volume
 from recon.simulation.named import PHANTOMS, fringes, interferometer
 from recon.simulation.phantom_file import load_phantom
-from recon.simulation.phantoms import VolumePhantom
-from recon.simulation.primitives import Gaussian
+from recon.simulation.phantoms import PrimitivePhantom, VolumePhantom
+from recon.simulation.primitives import Fringes, Gaussian, Sphere
 from recon.simulation.truth import truth_volume
 from tests.recon.simulation.integrals import phantom_integral
 
@@ -40,6 +40,53 @@ def test_fringe_normalisation_is_exact_for_a_narrow_envelope(phase):
     y = torch.tensor([[0.0, 0.013, 0.0]], dtype=torch.float64)
     ratio = ph.density(y) / (1000.0 * g.density(y) * math.sin(k * 0.013 - phase) ** 2)
     assert abs(ratio.item() * expected_norm - 1) < 1e-12
+
+
+@pytest.mark.parametrize("chirp", [0.0, 6.0, -25.0])
+def test_chirped_fringes_mean_under_a_gaussian_is_the_quadrature_along_the_wave_vector(chirp):
+    """The closed form of ``E[sin²(k s + ½ κ s² − φ)]`` against a quadrature over s ~ N(m, v)."""
+    cov = np.array([[0.09, 0.02, -0.01], [0.02, 0.06, 0.015], [-0.01, 0.015, 0.04]])
+    g = Gaussian(np.array([0.1, -0.05, 0.2]), cov)
+    fr = Fringes(np.array([0.3, 0.9, 0.2]), period_mm=0.15, phase_rad=0.4,
+                 origin_mm=np.array([0.02, 0.0, -0.1]), chirp_per_mm2=chirp)
+    m = float(fr.direction @ (g.center_mm - fr.origin_mm))
+    v = float(fr.direction @ cov @ fr.direction)
+    s = np.linspace(m - 12 * math.sqrt(v), m + 12 * math.sqrt(v), 400001)
+    weight = np.exp(-0.5 * (s - m) ** 2 / v)
+    modulation = np.sin((fr.k + 0.5 * chirp * s) * s - fr.phase_rad) ** 2
+    expected = float((weight * modulation).sum() / weight.sum())
+    assert fr.mean_under(g) == pytest.approx(expected, abs=1e-9)
+    assert 0.05 < expected < 0.95
+
+
+def test_chirped_fringes_are_dark_where_the_phase_is_a_multiple_of_pi_and_hold_the_atoms():
+    chirp, period, phase = 12.0, 0.2, 0.3
+    ph = fringes(1000.0, sigma_mm=0.3, period_mm=period, phase_rad=phase, chirp_per_mm2=chirp)
+    k = math.pi / period
+    total, _ = phantom_integral(ph, voxel=0.01)
+    assert abs(total / 1000.0 - 1) < 5e-3
+    for m in (-3, -1, 0, 2, 4):  # dark fringes: k s + ½ κ s² − φ = mπ, s along y from the centre
+        s = (-k + math.sqrt(k * k + 2 * chirp * (m * math.pi + phase))) / chirp
+        dark = ph.density(torch.tensor([0.0, s, 0.0], dtype=torch.float64))
+        bright = ph.density(torch.tensor([0.0, s + 0.25 * period, 0.0], dtype=torch.float64))
+        assert float(dark) < 1e-20 < float(bright)
+    # the local period shrinks along +y (κ > 0): the spacing of the dark fringes
+    darks = [(-k + math.sqrt(k * k + 2 * chirp * (m * math.pi + phase))) / chirp for m in (-2, -1, 1, 2)]
+    assert darks[1] - darks[0] > period > darks[3] - darks[2]
+    assert ph.params["chirp_per_mm2"] == chirp and "chirp_per_mm2" not in fringes(1.0).params
+
+
+def test_a_chirp_in_a_phantom_file_round_trips_and_needs_gaussians(tmp_path):
+    path = tmp_path / "chirp.toml"
+    path.write_text('[[gaussian]]\nsigma_mm = 0.3\n[fringes]\nperiod_mm = 0.2\nchirp_per_mm2 = 5.0\n')
+    ph = load_phantom(path, atoms=1e5)
+    assert ph.fringes.chirp_per_mm2 == 5.0 and ph.definition["fringes"]["chirp_per_mm2"] == 5.0
+    path.write_text('[[sphere]]\nradius_mm = 0.3\n[fringes]\nperiod_mm = 0.2\nchirp_per_mm2 = 5.0\n')
+    with pytest.raises(ConfigError, match="chirp needs Gaussian components"):
+        load_phantom(path, atoms=1e5)
+    with pytest.raises(ConfigError, match="chirp needs Gaussian"):
+        PrimitivePhantom("s", [(1.0, Sphere(np.zeros(3), 0.3))], atoms=1.0,
+                         fringes=Fringes(np.array([0.0, 1.0, 0.0]), chirp_per_mm2=1.0))
 
 
 def test_fringe_period_from_fft():
