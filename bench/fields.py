@@ -11,8 +11,8 @@ Without ``--variants`` each kind runs at its defaults. The fields issue's sweep:
 bench/configs/fields_sweep.toml`` adds each kind's variants (tables of FIT.toml keys on top of the
 defaults; the file says why these), run on the tuning seed (fit seed 0, data/run042's own noise);
 ``--best-from`` that sweep's JSON then keeps, per kind, the variant with the best FSC-0.5 at the
-cap (the default where none beats it), to be reported on other fit seeds and on phantom runs
-simulated by ``recon simulate`` (never tuned on).
+cap among those whose atom number is then within 5 % (:func:`best_variants`), to be reported on
+other fit seeds and on phantom runs simulated by ``recon simulate`` (never tuned on).
 
 Gradient quality (the fields issue: noisy gradients are a known failure of neural fields, and
 meshes' normals and any physics built on ∇ρ use them): at the end of each fit, at ``--gradient-points``
@@ -197,20 +197,29 @@ def load_variants(path: Path | None, kinds: list[str]) -> dict[str, dict[str, di
     return out
 
 
+#: The largest |atom-number error| at the cap of a variant that may be chosen as a kind's best.
+BEST_ATOMS_PCT = 5.0
+
+
 def best_variants(sweep: dict) -> dict[str, str]:
     """Per kind, the variant of a sweep JSON with the least mean FSC-0.5 at its last snapshot time
-    (a variant that resolved nothing never wins; the default where none resolved)."""
+    among those whose atom number is then within :data:`BEST_ATOMS_PCT` (all of them where none
+    is; a variant that resolved nothing never wins; the default where none resolved)."""
     last = max(sweep["snapshots_s"])
-    best: dict[str, tuple[float, str]] = {}
-    for row in sweep["summary"]:
-        if row["time_s"] != last:
-            continue
-        fsc = row["fsc05_um_mean"]
-        score = fsc if fsc is not None and math.isfinite(fsc) else math.inf
-        variant = row.get("variant", DEFAULT)
-        if row["kind"] not in best or score < best[row["kind"]][0]:
-            best[row["kind"]] = (score, variant)
-    return {kind: variant for kind, (_, variant) in best.items()}
+    rows = [r for r in sweep["summary"] if r["time_s"] == last]
+    best: dict[str, str] = {}
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        mine = [r for r in rows if r["kind"] == kind]
+        close = [r for r in mine
+                 if r["atoms_pct_mean"] is not None and abs(r["atoms_pct_mean"]) <= BEST_ATOMS_PCT]
+
+        def score(row) -> float:
+            fsc = row["fsc05_um_mean"]
+            return fsc if fsc is not None and math.isfinite(fsc) else math.inf
+
+        pick = min(close or mine, key=score)
+        best[kind] = pick.get("variant", DEFAULT) if math.isfinite(score(pick)) else DEFAULT
+    return best
 
 
 def case_name(kind: str, variant: str, seed: int) -> str:
