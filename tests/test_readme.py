@@ -410,6 +410,97 @@ def _fields_rows(bench: dict) -> list[str]:
     return rows
 
 
+def _fsc(row: dict | None) -> str:
+    """A summary row's FSC-0.5: ``mean ± sd`` µm (no sd for one fit), or — where nothing resolved."""
+    if row is None or row["fsc05_um_mean"] is None:
+        return "—"
+    sd = "" if row["fsc05_um_sd"] is None else f" ± {row['fsc05_um_sd']:,.0f}"
+    return f"{row['fsc05_um_mean']:,.0f}{sd}"
+
+
+def _atoms(row: dict) -> str:
+    sd = "" if row["atoms_pct_sd"] is None else f" ± {row['atoms_pct_sd']:.1f}"
+    return _signed(row["atoms_pct_mean"], ".1f") + sd + " %"
+
+
+def _summary_at(bench: dict, kind: str, variant: str, t: float) -> dict | None:
+    rows = [r for r in bench["summary"] if r["kind"] == kind and r.get("variant", "default") == variant
+            and r["time_s"] == t]
+    return rows[0] if rows else None
+
+
+def _fields_sweep_rows(sweep: dict) -> list[str]:
+    """The rows of the README's sweep table (bench/results/fields_sweep.json, the tuning seed)."""
+    rows = []
+    for case in sweep["cases"].values():
+        kind, variant = case["kind"], case["variant"]
+        early, late = (_summary_at(sweep, kind, variant, t) for t in (30.0, 120.0))
+        rows.append(f"| {kind} | {variant} | {case['n_params']:,} | {case['steps']} | {_fsc(early)} | "
+                    f"{_fsc(late)} | {_atoms(late)} |")
+    return rows
+
+
+#: The report runs of the fields' sweep: (README column, bench JSON).
+_FIELD_RUNS = (("run042", "fields_best_run042.json"), ("fringes", "fields_fringes.json"),
+               ("clumps", "fields_clumps.json"))
+
+
+def _fields_best_rows() -> list[str]:
+    """The rows of the README's table of each kind's best variant on the report seeds and runs."""
+    runs = [(name, _json(path)) for name, path in _FIELD_RUNS]
+    rows = []
+    for case in dict((c["kind"], c) for c in runs[0][1]["cases"].values()).values():
+        kind, variant = case["kind"], case["variant"]
+        cells = []
+        for _, bench in runs:
+            early, late = (_summary_at(bench, kind, variant, t) for t in (30.0, 120.0))
+            cells.append(f"{_fsc(early)} / {_fsc(late)} | {_atoms(late)}")
+        late = _summary_at(runs[0][1], kind, variant, 120.0)
+        grads = " / ".join(f"{late[f'gradient_{m}_cosine_exact_mean']:.2f}" for m in ("autodiff", "central"))
+        rows.append(f"| {kind} ({variant}) | " + " | ".join(cells) + f" | {grads} |")
+    return rows
+
+
+#: The physics campaigns of the fringe model's failures, beside the one it holds: (column, JSON).
+_FRINGE_SETS = (("along y", "physics.json"), ("oblique", "physics_oblique.json"),
+                ("chirped", "physics_chirp.json"))
+
+
+def _fringe_set_rows() -> list[str]:
+    """The rows of "When the fringe model does not hold": each figure's bias / RMS error per campaign."""
+    sets = [_json(name)["figures"] for _, name in _FRINGE_SETS]
+    labels = {**_FIGURES, "direction_deg": ("fringe direction (angle)", "°", ".3f"),
+              "width_y_um": ("width σ y", " µm", ".2f")}
+    rows = []
+    for key in ("atoms", "centroid_y_um", "width_y_um", "period_um", "direction_deg", "phase_rad",
+                "contrast"):
+        name, unit, spec = labels[key]
+        cells = [f"{_signed(f[key]['bias'], spec)} / {format(f[key]['rms'], spec)}{unit}" for f in sets]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _fields_sweep_quotes(sweep: dict) -> list[str]:
+    """The prose of the sweep: the best variants' size and steps against the defaults'."""
+    best = {c["kind"]: c["variant"] for c in _json(_FIELD_RUNS[0][1])["cases"].values()}
+    cases = {(c["kind"], c["variant"]): c for c in sweep["cases"].values()}
+    fewer, more = [], []
+    for kind in ("siren", "fourier", "gauss", "splitnet"):
+        default, chosen = cases[(kind, "default")], cases[(kind, best[kind])]
+        fewer.append(default["n_params"] / chosen["n_params"])
+        more.append(chosen["steps"] / default["steps"])
+    return [f"the best variants: {min(fewer):.0f} to {max(fewer):.0f} times fewer parameters, "
+            f"{min(more):.1f} to {max(more):.0f} times the steps in 120 s"]
+
+
+def test_the_fields_sweep_tables_are_the_benchs():
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    sweep = _json("fields_sweep.json")
+    rows = _fields_sweep_rows(sweep) + _fields_best_rows() + _fields_sweep_quotes(sweep)
+    missing = [r for r in rows if r not in readme]
+    assert not missing, missing
+
+
 def _boost_quotes(acc: dict) -> list[str]:
     """The figures of "Samples where the light is": the tuning runs, the report seeds at 1× and 10×."""
     tune = {name: _json(f"accuracy_10x_tune_{name}.json")["rows"][0]["fsc05_um"]["mean"]
