@@ -14,7 +14,11 @@ forward + backward (where the time goes) in the JSON and prints it.
 
     python bench/field_throughput.py [--device auto|cpu|cuda] [--batch 65536] [--threads 1 2]
                                      [--amp] [--profile] [--short]
+                                     [--best-from SWEEP.json --variants bench/configs/fields_sweep.toml]
                                      [--out bench/results/field_throughput.json]
+
+``--best-from`` with ``--variants``: each kind at the field options of its best variant in a
+``bench/fields.py`` sweep (:func:`fields.best_variants`), not at its defaults.
 
 CPU numbers are only meaningful on an otherwise idle machine: with fewer free cores than torch
 threads, OpenMP barriers stall and throughput collapses (the load average is recorded).
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -87,9 +92,13 @@ def saved_bytes(module: torch.nn.Module, inputs: torch.Tensor) -> int:
 
 
 def bench_one(kind: str, backend: str, device: torch.device, batch: int, warmup: int,
-              repeats: int, *, part: str = "field", amp: bool = False, seed: int = 0) -> dict:
-    """Throughput of one field (``part="field"``) or of its hash encoding (``"encoding"``)."""
-    cfg = FieldConfig(kind=kind)
+              repeats: int, *, part: str = "field", amp: bool = False, seed: int = 0,
+              options: dict | None = None) -> dict:
+    """Throughput of one field (``part="field"``) or of its hash encoding (``"encoding"``).
+
+    ``options``: FieldConfig keys other than the defaults (a sweep variant's ``field_options``).
+    """
+    cfg = FieldConfig.from_dict({"kind": kind, **(options or {})})
     field = make_field(cfg, *BOX, backend=backend, device=device, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     lo = torch.tensor(BOX[0])
@@ -179,8 +188,22 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="record the operator profile of the torch hash grid")
     parser.add_argument("--short", action="store_true", help="small batch, few repeats")
+    parser.add_argument("--best-from", type=Path, default=None,
+                        help="a bench/fields.py sweep JSON: each kind at its best variant's field options")
+    parser.add_argument("--variants", type=Path, default=None, help="that sweep's variants file")
     parser.add_argument("--out", type=Path, default=Path("bench/results/field_throughput.json"))
     args = parser.parse_args()
+    if (args.best_from is None) != (args.variants is None):
+        parser.error("--best-from and --variants go together")
+    chosen = {kind: ("default", {}) for kind in args.kinds}
+    if args.best_from is not None:
+        from fields import best_variants, load_variants
+
+        variants = load_variants(args.variants, args.kinds)
+        best = best_variants(json.loads(args.best_from.read_text()))
+        for kind in args.kinds:
+            name = best.get(kind, "default")
+            chosen[kind] = (name, variants[kind][name].get("field_options", {}))
     if args.short:
         args.batch, args.repeats, args.warmup = 1 << 13, 2, 1
     load_before = os.getloadavg()
@@ -212,7 +235,8 @@ def main() -> None:
                     for part in parts:
                         for amp in amps:
                             row = bench_one(kind, backend, device, args.batch, args.warmup,
-                                            args.repeats, part=part, amp=amp)
+                                            args.repeats, part=part, amp=amp, options=chosen[kind][1])
+                            row["variant"] = chosen[kind][0]
                             results.append(row)
                             print(f"{kind:<9} {part:<8} {row['backend']:<7} {device.type:<6} "
                                   f"{'yes' if amp else 'no':<3} {threads:>3} {row['n_params']:>9} "
