@@ -1,6 +1,7 @@
 """The README stays true: the tests its promises name exist, and its figures are those of the bench JSON."""
 
 import json
+import math
 import pathlib
 import re
 import statistics
@@ -461,9 +462,8 @@ def _fields_best_rows() -> list[str]:
     return rows
 
 
-#: The physics campaigns of the fringe model's failures, beside the one it holds: (column, JSON).
-_FRINGE_SETS = (("along y", "physics.json"), ("oblique", "physics_oblique.json"),
-                ("chirped", "physics_chirp.json"))
+#: The physics campaign of a fringe model's failure beside the one it holds: (column, JSON).
+_FRINGE_SETS = (("straight", "physics.json"), ("chirped", "physics_chirp.json"))
 
 
 def _fringe_set_rows() -> list[str]:
@@ -478,6 +478,28 @@ def _fringe_set_rows() -> list[str]:
         cells = [f"{_signed(f[key]['bias'], spec)} / {format(f[key]['rms'], spec)}{unit}" for f in sets]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return rows
+
+
+def test_the_chirped_fringes_table_and_figures_are_the_benchs():
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    chirp = _json("physics_chirp.json")
+    figures, straight = chirp["figures"], _json("physics.json")["figures"]
+    phase, bound = figures["phase_rad"], chirp["bound"]["phase_at_origin_rad"]
+    atoms_se = figures["atoms"]["sd_of_errors"] / math.sqrt(chirp["shots"])
+    quotes = _fringe_set_rows() + [
+        f"gives a phase {phase['bias']:.3f} rad ahead of the tangent's in every shot",
+        f"a bias {phase['bias'] / (3.0 * 0.5**2 / 2):.2f} times κσ²/2 = 0.375 rad",
+        f"RMS error is {phase['rms'] / bound:.0f} times its Cramér–Rao bound",
+        f"its scatter is {phase['sd_of_errors']:.4f} rad sd, against "
+        f"{straight['phase_rad']['sd_of_errors']:.4f} rad for straight fringes",
+        f"the centre's period ({100 * figures['period_um']['bias'] / 200:+.2f} %)",
+        f"{100 * figures['atoms']['bias'] / 1e6:+.2f} % high "
+        f"({figures['atoms']['bias'] / atoms_se:.1f} standard errors",
+        f"against {100 * straight['atoms']['bias'] / 1e6:+.3f} % for straight fringes",
+    ]
+    assert all(e["phase_rad"][0] > 0 for e in chirp["per_shot"])  # "in every shot"
+    missing = [q for q in quotes if q not in readme]
+    assert not missing, missing
 
 
 def _fields_sweep_quotes(sweep: dict) -> list[str]:
