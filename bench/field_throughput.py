@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -197,13 +196,11 @@ def main() -> None:
         parser.error("--best-from and --variants go together")
     chosen = {kind: ("default", {}) for kind in args.kinds}
     if args.best_from is not None:
-        from fields import best_variants, load_variants
+        from fields import best_of, load_variants
 
-        variants = load_variants(args.variants, args.kinds)
-        best = best_variants(json.loads(args.best_from.read_text()))
-        for kind in args.kinds:
-            name = best.get(kind, "default")
-            chosen[kind] = (name, variants[kind][name].get("field_options", {}))
+        for kind, variant in best_of(load_variants(args.variants, args.kinds), args.best_from).items():
+            (name, overrides), = variant.items()
+            chosen[kind] = (name, overrides.get("field_options", {}))
     if args.short:
         args.batch, args.repeats, args.warmup = 1 << 13, 2, 1
     load_before = os.getloadavg()

@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import fit_with_snapshots, fsc_resolution_um, load_case, machine_info, save_json  # noqa: E402
 
+from recon.errors import ConfigError  # noqa: E402
 from recon.fitting.config import FIELD_KINDS, FitConfig, resolved  # noqa: E402
 from recon.fitting.projector import grid_density  # noqa: E402
 from recon.simulation.named import interferometer  # noqa: E402
@@ -90,7 +91,7 @@ def truth_phantom(run_dir: Path):
     else:
         try:
             phantom = load_phantom(str(info.get("phantom")), atoms=float(info["atoms_total"]))
-        except Exception:  # noqa: BLE001 — not a registry phantom: no analytic gradient
+        except ConfigError:  # not a registry phantom: no analytic gradient
             return None
     same = json.loads(json.dumps(phantom.params)) == params
     return phantom if same else None
@@ -222,6 +223,21 @@ def best_variants(sweep: dict) -> dict[str, str]:
     return best
 
 
+def best_of(variants: dict[str, dict[str, dict]], sweep_path: Path) -> dict[str, dict[str, dict]]:
+    """``variants`` (:func:`load_variants`) cut to each kind's best in the sweep JSON at ``sweep_path``.
+
+    Raises:
+        SystemExit: a best variant that ``variants`` does not hold (another variants file).
+    """
+    best = best_variants(json.loads(Path(sweep_path).read_text()))
+    chosen = {kind: best.get(kind, DEFAULT) for kind in variants}
+    missing = [kind for kind, name in chosen.items() if name not in variants[kind]]
+    if missing:
+        raise SystemExit(f"--best-from {sweep_path}: the best variants of {missing} are not in the "
+                         "variants file; pass the sweep's own --variants")
+    return {kind: {name: variants[kind][name]} for kind, name in chosen.items()}
+
+
 def case_name(kind: str, variant: str, seed: int) -> str:
     return f"{kind}-seed{seed}" if variant == DEFAULT else f"{kind}[{variant}]-seed{seed}"
 
@@ -295,13 +311,7 @@ def main() -> None:
     torch.set_num_threads(1)
     variants = load_variants(args.variants, args.kinds)
     if args.best_from is not None:
-        best = best_variants(json.loads(args.best_from.read_text()))
-        missing = [kind for kind in args.kinds if best.get(kind, DEFAULT) not in variants[kind]]
-        if missing:
-            raise SystemExit(f"--best-from {args.best_from}: the best variants of {missing} are not in "
-                             f"--variants {args.variants}; pass the sweep's variants file")
-        variants = {kind: {best.get(kind, DEFAULT): variants[kind][best.get(kind, DEFAULT)]}
-                    for kind in args.kinds}
+        variants = best_of(variants, args.best_from)
     report = json.loads(args.out.read_text()) if args.out.is_file() else {"cases": {}}
     report.update({"run": args.run, "cap_s": args.cap_s, "snapshots_s": args.snapshots, "pool_seed": 0,
                    "settings": ("recon fit's defaults per kind; no tuning" if args.variants is None else
